@@ -1,0 +1,1 @@
+"""Render Dockerfiles from the templates in qimg.images, and build images with the Docker SDK."""

@@ -1,0 +1,50 @@
+"""Which distro family a base image belongs to, read from its /etc/os-release."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from qimg import engine
+from qimg.builder.spec import Distro
+from qimg.errors import UsageError
+
+if TYPE_CHECKING:
+    import docker
+
+_FAMILIES = {
+    "debian": Distro.DEBIAN, "ubuntu": Distro.DEBIAN,
+    "rhel": Distro.RHEL, "fedora": Distro.RHEL, "centos": Distro.RHEL, "rocky": Distro.RHEL,
+    "almalinux": Distro.RHEL, "ol": Distro.RHEL, "amzn": Distro.RHEL,
+    "alpine": Distro.ALPINE,
+}  # fmt: skip
+_CHOICES = "--distro " + "|".join(d.value for d in Distro)
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            words = shlex.split(value, comments=False) if value.strip() else [""]
+            fields[key.strip()] = words[0] if words else ""
+    return fields
+
+
+def family_of(os_release: dict[str, str]) -> Distro | None:
+    """The family named by ID, else by the first known name in ID_LIKE."""
+    names = [os_release.get("ID", ""), *os_release.get("ID_LIKE", "").split()]
+    return next((_FAMILIES[name] for name in names if name in _FAMILIES), None)
+
+
+def detect(client: docker.DockerClient, base: str) -> Distro:
+    if not engine.image_exists(client, base):
+        raise UsageError(f"cannot read the distro of {base}: it is not a local image; pass {_CHOICES}")
+    content = engine.read_image_file(client, base, "/etc/os-release")
+    if content is None:
+        raise UsageError(f"{base} has no /etc/os-release: pass {_CHOICES}")
+    os_release = parse_os_release(content.decode("utf-8", "replace"))
+    family = family_of(os_release)
+    if family is None:
+        raise UsageError(f"{base} is {os_release.get('ID', 'an unknown distro')}, not a known family: pass {_CHOICES}")
+    return family

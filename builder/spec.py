@@ -1,0 +1,147 @@
+"""What an image should be (`ImageSpec`), and the checks that keep user input out of Dockerfiles.
+
+Every value that reaches a template passes one of these checks first, so a rendered Dockerfile can
+only contain names, numbers and image references, never shell or Dockerfile syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from qimg.errors import UsageError
+
+
+class Distro(str, Enum):
+    """A distro family: one template and one package manager each."""
+
+    DEBIAN = "debian"
+    RHEL = "rhel"
+    ALPINE = "alpine"
+
+
+DEFAULT_BASE = "debian:bookworm-slim"
+DEFAULT_ID = 1000
+
+# useradd's own rule (lower case, digits, _ and -, not starting with -), at most 32 characters.
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Accounts a base image already has for the system; logging in as one of them is never what is meant.
+_SYSTEM_ACCOUNTS = frozenset(
+    {
+        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+        "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "sshd", "_apt", "messagebus",
+        "systemd-network", "systemd-resolve", "adm", "shutdown", "halt", "operator", "ftp",
+    }
+)  # fmt: skip
+# Debian, RPM and apk package names: letters, digits and . + - _ (no spaces, quotes, $ or newlines).
+_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+# The Docker reference grammar (distribution/reference), without the optional digest's algorithms.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"  # noqa: E501
+_REFERENCE = re.compile(
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
+_MAX_ID = 2**31 - 2  # 2**31-1 and above break tools that keep ids in a signed int; 65534 is nobody.
+
+
+def check_user(name: str) -> str:
+    if not _USER_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid --user {name!r}: use 1 to 32 lower-case letters, digits, '_' or '-', "
+            "starting with a letter or '_' (for example --user alice)"
+        )
+    if name in _SYSTEM_ACCOUNTS:
+        raise UsageError(
+            f"invalid --user {name!r}: that is a system account; name a personal user (e.g. --user alice), "
+            "or leave --user out for key-only root login"
+        )
+    return name
+
+
+def check_id(value: int, option: str) -> int:
+    if not 1 <= value <= _MAX_ID or value == 65534:
+        raise UsageError(f"invalid {option} {value}: use a number from 1 to {_MAX_ID}, not 0 (root) or 65534")
+    return value
+
+
+def check_package(name: str) -> str:
+    if not _PACKAGE.fullmatch(name):
+        raise UsageError(
+            f"invalid --package {name!r}: a package name has only letters, digits and . + - _ "
+            "(one package per --package)"
+        )
+    return name
+
+
+def check_image_ref(ref: str, option: str) -> str:
+    """A Docker image reference such as `debian:bookworm-slim` or `127.0.0.1:5000/team/sim:dev`."""
+    if len(ref) > 255 or not _REFERENCE.fullmatch(ref):
+        raise UsageError(
+            f"invalid {option} {ref!r}: expected an image reference like debian:bookworm-slim "
+            "or registry.example.com:5000/team/image:tag (lower-case repository names)"
+        )
+    return ref
+
+
+def split_image_ref(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) of a checked reference; the tag is None when the reference has none."""
+    match = _REFERENCE.fullmatch(ref)
+    if match is None:
+        raise UsageError(f"invalid image reference {ref!r}")
+    domain = match["domain"]
+    repository = f"{domain}/{match['path']}" if domain else match["path"]
+    return repository, match["tag"]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything a template needs. Construct it with `ImageSpec.create`, which checks every value."""
+
+    base: str = DEFAULT_BASE
+    distro: Distro = Distro.DEBIAN
+    user: str | None = None
+    uid: int = DEFAULT_ID
+    gid: int = DEFAULT_ID
+    sudo: bool = False
+    packages: tuple[str, ...] = field(default_factory=tuple)
+    root_login: bool = True
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        base: str = DEFAULT_BASE,
+        distro: Distro = Distro.DEBIAN,
+        user: str | None = None,
+        uid: int = DEFAULT_ID,
+        gid: int = DEFAULT_ID,
+        sudo: bool = False,
+        packages: tuple[str, ...] | list[str] = (),
+        root_login: bool | None = None,
+    ) -> ImageSpec:
+        """Check every value; `root_login=None` means the default (root logs in only when there is no user)."""
+        check_image_ref(base, "--base")
+        if user is not None:
+            check_user(user)
+        check_id(uid, "--uid")
+        check_id(gid, "--gid")
+        unique_packages = tuple(dict.fromkeys(check_package(p) for p in packages))
+        if root_login is None:
+            root_login = user is None
+        if user is None and not root_login:
+            raise UsageError("nobody could log in: give --user NAME, or allow root login (--root-login)")
+        if user is None and sudo:
+            raise UsageError("--sudo needs --user NAME (root needs no sudo)")
+        return cls(base, distro, user, uid, gid, sudo, unique_packages, root_login)
+
+    @property
+    def login_user(self) -> str:
+        """The account the launcher logs in as and writes DOCKER_SSH keys for."""
+        return self.user or "root"
+
+    @property
+    def allowed_users(self) -> tuple[str, ...]:
+        users = (self.user,) if self.user else ()
+        return (*users, "root") if self.root_login else users

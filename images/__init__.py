@@ -1,0 +1,1 @@
+"""Dockerfile templates and the scripts baked into images (package data)."""

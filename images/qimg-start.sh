@@ -1,0 +1,128 @@
+#!/bin/sh
+# qimg-start: the default command of qimg images, and the DOCKER_CMD of their Qarnot tasks.
+# Writes the public keys from DOCKER_SSH for the login user, makes missing host keys and prints
+# them ("qimg-host-key: TYPE BASE64") for the launcher to pin, exports the environment for login
+# shells, then runs sshd in the foreground. Data comes only from the environment:
+#   DOCKER_SSH           public keys, one per line (required)
+#   QIMG_HOST_KEY_TYPES  host key types made at start when missing: ed25519 (default) and/or rsa
+#   QIMG_MAX_SECONDS     hard deadline: sshd, and so the container or task, stops after this long
+set -eu
+set -f # key lines are split into words below; never expand them as file names
+
+die() {
+    printf 'qimg-start: %s\n' "$*" >&2
+    exit 1
+}
+
+login_user=$(cat /etc/qimg/login-user)
+[ "$(id -u)" = 0 ] || die "run me as root: sshd needs root to separate privileges (users log in as $login_user)"
+home=$(getent passwd "$login_user" | cut -d: -f6)
+[ -n "$home" ] || die "the login user $login_user does not exist in this image"
+
+key_types="ssh-ed25519 ssh-rsa ecdsa-sha2-nistp256 ecdsa-sha2-nistp384 ecdsa-sha2-nistp521 sk-ssh-ed25519@openssh.com sk-ecdsa-sha2-nistp256@openssh.com"
+is_key_type() {
+    case " $key_types " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+printf '%s\n' "${DOCKER_SSH:-}" | tr -d '\r' >"$work/given"
+: >"$work/keys"
+lineno=0
+while IFS= read -r line; do
+    lineno=$((lineno + 1))
+    case "$line" in
+    *"PRIVATE KEY"* | *PuTTY-User-Key-File*)
+        die "DOCKER_SSH line $lineno is a private key: pass the public key (the .pub file) and keep the private key on your machine" ;;
+    esac
+    # shellcheck disable=SC2086 # split the line into its fields: type, base64 body, comment
+    set -- $line
+    [ "$#" -gt 0 ] || continue
+    key_type=$1
+    body=${2:-}
+    if [ "$key_type" = ssh-dss ]; then
+        die "DOCKER_SSH line $lineno is a DSA key, which OpenSSH refuses: make an ed25519 key (ssh-keygen -t ed25519)"
+    fi
+    is_key_type "$key_type" ||
+        die "DOCKER_SSH line $lineno does not start with a key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-...): pass the contents of your .pub file"
+    shift $(($# < 2 ? $# : 2))
+    for word in "$@"; do
+        ! is_key_type "$word" || die "DOCKER_SSH line $lineno holds several keys: put one key per line"
+    done
+    printf '%s %s\n' "$key_type" "$body" >"$work/one.pub"
+    bits=$(ssh-keygen -l -f "$work/one.pub" 2>/dev/null | cut -d' ' -f1) ||
+        die "DOCKER_SSH line $lineno is not a valid $key_type key (truncated or corrupted base64?)"
+    if [ "$key_type" = ssh-rsa ] && [ "$bits" -lt 2048 ]; then
+        die "DOCKER_SSH line $lineno is a $bits-bit RSA key: use at least 2048 bits, or better an ed25519 key"
+    fi
+    cut -d' ' -f1,2 "$work/keys" | grep -qxF "$key_type $body" || printf '%s\n' "$key_type $body${*:+ $*}" >>"$work/keys"
+done <"$work/given"
+[ -s "$work/keys" ] ||
+    die "DOCKER_SSH holds no public key: pass yours, e.g. docker run -e DOCKER_SSH=\"\$(cat ~/.ssh/id_ed25519.pub)\" ..."
+
+# The file is replaced, never appended to: a restart does not duplicate keys.
+group=$(id -gn "$login_user")
+mkdir -p "$home/.ssh"
+chmod go-w "$home"
+chown "$login_user:$group" "$home/.ssh"
+chmod 0700 "$home/.ssh"
+install -o "$login_user" -g "$group" -m 0600 "$work/keys" "$home/.ssh/authorized_keys.new"
+mv -f "$home/.ssh/authorized_keys.new" "$home/.ssh/authorized_keys"
+
+# /run is often a fresh tmpfs, so the directory made at build time may be gone.
+mkdir -p /run/sshd
+chown root:root /run/sshd
+chmod 0755 /run/sshd
+
+host_key_args=""
+for type in ${QIMG_HOST_KEY_TYPES:-ed25519}; do
+    case "$type" in
+    ed25519 | rsa) ;;
+    *) die "QIMG_HOST_KEY_TYPES: unsupported host key type '$type': use ed25519 (the default) and/or rsa" ;;
+    esac
+    key=/etc/ssh/ssh_host_${type}_key
+    if [ ! -s "$key" ] || [ ! -s "$key.pub" ]; then
+        rm -f "$key" "$key.pub"
+        ssh-keygen -q -t "$type" -N '' -C '' -f "$key"
+    fi
+    printf 'qimg-host-key: %s\n' "$(cut -d' ' -f1,2 "$key.pub")"
+    host_key_args="$host_key_args -h $key"
+done
+
+# sshd gives sessions a clean environment: hand the container's to login shells, minus keys,
+# credentials and the variables every session sets for itself.
+profile=/etc/profile.d/qimg-env.sh
+{
+    printf '# Written by qimg-start: the container environment for login shells.\n'
+    for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do
+        case "$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')" in
+        DOCKER_SSH | DOCKER_REGISTRY_* | QARNOT_* | *PASSWORD* | *PASSWD* | *SECRET* | *TOKEN* | *CREDENTIAL* | *PRIVATE* | *_KEY | *_KEYS) continue ;;
+        HOME | USER | LOGNAME | SHELL | PWD | OLDPWD | SHLVL | TERM | HOSTNAME | MAIL | PS1 | PS2 | PS4 | IFS | PPID | _) continue ;;
+        esac
+        eval "[ -n \"\${$name+set}\" ]" || continue
+        value=""
+        eval "value=\${$name}"
+        printf "export %s='%s'\n" "$name" "$(printf '%s' "$value" | sed "s/'/'\\\\''/g")"
+    done
+} >"$profile.new"
+chmod 0644 "$profile.new"
+mv -f "$profile.new" "$profile"
+
+if [ -n "${QIMG_MAX_SECONDS:-}" ]; then
+    case "$QIMG_MAX_SECONDS" in
+    *[!0-9]* | 0*) die "QIMG_MAX_SECONDS must be a whole number of seconds above 0, not '$QIMG_MAX_SECONDS'" ;;
+    esac
+    sshd_pid=$$ # exec below keeps the pid: this is sshd's
+    (
+        sleep "$QIMG_MAX_SECONDS"
+        printf 'qimg-start: hard deadline of %s s reached: stopping sshd\n' "$QIMG_MAX_SECONDS" >&2
+        kill -TERM "$sshd_pid"
+    ) &
+fi
+
+printf 'qimg-start: sshd starting, login as %s\n' "$login_user"
+trap - EXIT
+rm -rf "$work"
+# shellcheck disable=SC2086 # one word per argument; host key paths have no spaces
+exec /usr/sbin/sshd -D -e $host_key_args

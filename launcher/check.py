@@ -1,0 +1,216 @@
+"""`qimg check`: the local sshd smoke test of an image.
+
+The image starts with exactly the command a Qarnot task gets (its start label) and a throwaway
+key, in a harder place than most hosts (/run a fresh tmpfs, no CAP_AUDIT_WRITE), and every claim
+is proven with the real OpenSSH client against the host key the container printed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qimg.builder.render import LABEL_PREFIX
+from qimg.errors import UsageError
+from qimg.launcher import local
+from qimg.launcher.ssh import (
+    Endpoint,
+    NotReady,
+    free_local_port,
+    make_throwaway_identity,
+    read_banner,
+    ssh_argv,
+    wait_until_ready,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+# What `sshd -T` must say, whatever the base image's own sshd_config says.
+_EFFECTIVE = {
+    "passwordauthentication": "no",
+    "kbdinteractiveauthentication": "no",
+    "permitemptypasswords": "no",
+    "pubkeyauthentication": "yes",
+    "allowtcpforwarding": "local",
+    "x11forwarding": "no",
+}
+_FACTS = 'id -un; id -u; id -g; echo "$HOME"; stat -c "%U %a" "$HOME" "$HOME/.ssh" "$HOME/.ssh/authorized_keys"'
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """How to start and log into a qimg image, from its labels."""
+
+    ref: str
+    user: str
+    uid: int
+    gid: int
+    start: str
+    root_login: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_info(client: docker.DockerClient, ref: str) -> ImageInfo:
+    from docker.errors import ImageNotFound
+
+    try:
+        labels = client.images.get(ref).labels or {}
+    except ImageNotFound:
+        raise UsageError(f"no local image {ref}: build one with `qimg build`, or name an existing image") from None
+    if f"{LABEL_PREFIX}user" not in labels:
+        raise UsageError(f"{ref} was not built by qimg (no {LABEL_PREFIX}user label): build it with `qimg build`")
+    return ImageInfo(
+        ref=ref,
+        user=labels[f"{LABEL_PREFIX}user"],
+        uid=int(labels.get(f"{LABEL_PREFIX}uid", "0")),
+        gid=int(labels.get(f"{LABEL_PREFIX}gid", "0")),
+        start=labels[f"{LABEL_PREFIX}start"],
+        root_login=labels.get(f"{LABEL_PREFIX}root-login") == "yes",
+    )
+
+
+def check_image(client: docker.DockerClient, info: ImageInfo, timeout: float = 60.0) -> list[CheckResult]:
+    """Run every check against a fresh container of the image; the container is always removed."""
+    with tempfile.TemporaryDirectory(prefix="qimg-check-") as tmp:
+        workdir = Path(tmp)
+        identity = make_throwaway_identity(workdir, "qimg-check")
+        container = local.start(
+            client, info.ref, info.start, {"DOCKER_SSH": identity.public_line},
+            purpose="check", run_tmpfs=True, cap_drop=("AUDIT_WRITE",),
+        )  # fmt: skip
+        try:
+            return list(_checks(client, info, container, identity.private_key, workdir, timeout))
+        finally:
+            local.remove(client, container.id)
+
+
+def _checks(
+    client: docker.DockerClient,
+    info: ImageInfo,
+    container: local.LocalContainer,
+    identity: Path,
+    workdir: Path,
+    timeout: float,
+) -> Iterator[CheckResult]:
+    endpoint = Endpoint(container.host, container.port, info.user)
+    known_hosts = workdir / "known_hosts"
+    started = time.monotonic()
+    try:
+        keys = wait_until_ready(
+            endpoint, identity, known_hosts, lambda: local.host_keys(client, container.id), started + timeout
+        )
+    except NotReady as error:
+        tail = " | ".join(local.output(client, container.id).strip().splitlines()[-3:])
+        yield CheckResult(f"login as {info.user}", False, f"{error}; container said: {tail or 'nothing'}")
+        return
+    yield CheckResult(
+        f"login as {info.user}, host key pinned", True,
+        f"{keys[0].split()[0]} key printed by the container, accepted by ssh in {time.monotonic() - started:.2f} s",
+    )  # fmt: skip
+
+    def ssh(user: str, *command: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ssh_argv(Endpoint(endpoint.host, endpoint.port, user), identity, known_hosts, *command, options=options),
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30, check=False,
+        )  # fmt: skip
+
+    facts = ssh(info.user, _FACTS).stdout.split("\n")
+    yield from _account_checks(info, facts)
+    yield _password_refused(ssh(info.user, "true", options=_PASSWORD_ONLY))
+    if info.user != "root" and not info.root_login:
+        yield _root_refused(client, container.id, info.user, ssh)
+    yield _tunnel(endpoint, identity, known_hosts)
+    yield _effective_config(client, container.id, info)
+
+
+def _account_checks(info: ImageInfo, facts: list[str]) -> Iterator[CheckResult]:
+    if len(facts) < 7:
+        yield CheckResult("account facts", False, f"could not read them over ssh: {facts!r}")
+        return
+    name, uid, gid, home, home_stat, ssh_stat, keys_stat = facts[:7]
+    expected = f"{info.user} uid={info.uid} gid={info.gid}"
+    yield CheckResult("user and ids", f"{name} uid={uid} gid={gid}" == expected, f"{name} uid={uid} gid={gid}")
+    owner, mode = (home_stat.split() + ["", ""])[:2]
+    yield CheckResult(
+        f"home {home}", owner == info.user and int(mode or "0", 8) & 0o022 == 0,
+        f"owner {owner}, mode {mode} (must be {info.user}'s, not writable by others)",
+    )  # fmt: skip
+    for label, stat, want in ((".ssh", ssh_stat, "700"), (".ssh/authorized_keys", keys_stat, "600")):
+        yield CheckResult(f"~/{label}", stat == f"{info.user} {want}", f"{stat} (want {info.user} {want})")
+
+
+_PASSWORD_ONLY = (
+    "-o", "PubkeyAuthentication=no", "-o", "PasswordAuthentication=yes",
+    "-o", "KbdInteractiveAuthentication=yes", "-o", "NumberOfPasswordPrompts=0",
+)  # fmt: skip
+
+
+def _password_refused(result: subprocess.CompletedProcess[str]) -> CheckResult:
+    # sshd answers a failed attempt with the methods it would accept: "Permission denied (publickey)."
+    offered = result.stderr.rpartition("Permission denied (")[2].partition(")")[0]
+    return CheckResult(
+        "password login refused", result.returncode != 0 and offered == "publickey",
+        f"server accepts only: {offered or 'unknown'}",
+    )  # fmt: skip
+
+
+def _root_refused(
+    client: docker.DockerClient,
+    container_id: str,
+    user: str,
+    ssh: Any,
+) -> CheckResult:
+    # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
+    local.exec_root(client, container_id, ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"])
+    result = ssh("root", "true")
+    return CheckResult(
+        "root login refused", result.returncode != 0 and "Permission denied" in result.stderr,
+        "refused with a valid key" if result.returncode else "root logged in",
+    )  # fmt: skip
+
+
+def _tunnel(endpoint: Endpoint, identity: Path, known_hosts: Path) -> CheckResult:
+    """`ssh -L` to the container's own sshd: the banner must come back through the tunnel."""
+    port = free_local_port()
+    options = ("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{port}:127.0.0.1:22")
+    tunnel = subprocess.Popen(
+        ssh_argv(endpoint, identity, known_hosts, options=options),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        banner = ""
+        while time.monotonic() < deadline and tunnel.poll() is None and not banner.startswith("SSH-"):
+            banner = read_banner("127.0.0.1", port, timeout=1)
+            time.sleep(0.05)
+    finally:
+        tunnel.terminate()
+        _, stderr = tunnel.communicate(timeout=10)
+    ok = banner.startswith("SSH-")
+    return CheckResult("-L tunnel", ok, f"127.0.0.1:{port} -> container:22 answered {banner!r}" if ok else stderr.strip())
+
+
+def _effective_config(client: docker.DockerClient, container_id: str, info: ImageInfo) -> CheckResult:
+    code, out = local.exec_root(client, container_id, ["/usr/sbin/sshd", "-T"])
+    effective = dict((line.split(" ", 1) + [""])[:2] for line in out.lower().splitlines())
+    want = {**_EFFECTIVE, "permitrootlogin": "without-password" if info.root_login else "no"}
+    wrong = [f"{key} {effective.get(key, '?')}" for key, value in want.items() if effective.get(key) != value]
+    return CheckResult(
+        "effective sshd settings (sshd -T)", code == 0 and not wrong,
+        "as configured" if code == 0 and not wrong else f"differs: {', '.join(wrong) or out.strip()[:200]}",
+    )  # fmt: skip

@@ -1,0 +1,157 @@
+"""The OpenSSH client, driven with pinned host keys: never StrictHostKeyChecking=no.
+
+The start script of a qimg image prints its host keys ("qimg-host-key: TYPE BASE64"); they go
+into a known_hosts file of qimg's own, and ssh checks the server against exactly those keys.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qimg.errors import QimgError
+
+HOST_KEY_MARKER = "qimg-host-key: "
+
+
+class NotReady(QimgError):
+    """sshd did not accept a login before the deadline."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    user: str
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A private key file and its public line; the private key never leaves this machine."""
+
+    private_key: Path
+    public_line: str
+
+
+def make_throwaway_identity(directory: Path, comment: str = "qimg-throwaway") -> Identity:
+    key = directory / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return Identity(key, key.with_suffix(".pub").read_text().strip())
+
+
+def host_keys_in(output: str) -> list[str]:
+    """The "TYPE BASE64" host keys a qimg start script printed, in order, without duplicates."""
+    keys = [
+        line.split(HOST_KEY_MARKER, 1)[1].strip()
+        for line in output.splitlines()
+        if HOST_KEY_MARKER in line  # Qarnot prefixes task output lines with "N> "
+    ]
+    return list(dict.fromkeys(key for key in keys if len(key.split()) == 2))
+
+
+def write_known_hosts(path: Path, entries: dict[str, list[str]]) -> None:
+    """known_hosts with the given keys for each host name (as `Endpoint.known_hosts_name` spells it)."""
+    lines = [f"{name} {key}" for name, keys in entries.items() for key in keys]
+    path.write_text("".join(line + "\n" for line in lines))
+    os.chmod(path, 0o600)
+
+
+def ssh_argv(
+    endpoint: Endpoint,
+    identity: Path,
+    known_hosts: Path,
+    *command: str,
+    options: tuple[str, ...] = (),
+) -> list[str]:
+    """An ssh command line that reads no user config and trusts only the pinned host keys."""
+    return [
+        "ssh", "-F", "/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"IdentityFile={identity}",
+        "-o", "ConnectTimeout=10",
+        "-o", "LogLevel=ERROR",
+        *options,
+        "-p", str(endpoint.port),
+        "-l", endpoint.user,
+        endpoint.host,
+        *command,
+    ]  # fmt: skip
+
+
+def read_banner(host: str, port: int, timeout: float = 2.0) -> str:
+    """The first line sshd sends, or "" when nothing answers: an open port alone proves nothing."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.settimeout(timeout)
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                chunk = connection.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return ""
+    return data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+
+
+def wait_until_ready(
+    endpoint: Endpoint,
+    identity: Path,
+    known_hosts: Path,
+    host_keys: Callable[[], list[str]],
+    deadline: float,
+) -> list[str]:
+    """Wait for the `SSH-` banner, pin the host keys the server printed, then for a real `ssh ... true`.
+
+    Polls fast at first, then backs off to a cap. Returns the pinned keys; raises NotReady at
+    `deadline` (a time.monotonic() value) with the last thing that went wrong.
+    """
+    pause = 0.02
+    last_error = "nothing answers"
+    while True:
+        banner = read_banner(endpoint.host, endpoint.port)
+        keys = host_keys() if banner.startswith("SSH-") else []
+        if keys:
+            write_known_hosts(known_hosts, {endpoint.known_hosts_name: keys})
+            result = subprocess.run(
+                ssh_argv(endpoint, identity, known_hosts, "true"),
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                return keys
+            last_error = _last_line(result.stderr) or f"ssh exited with {result.returncode}"
+        elif banner.startswith("SSH-"):
+            last_error = "sshd answers but printed no host key (not started by qimg-start?)"
+        elif banner:
+            last_error = f"not an ssh server: {banner[:60]!r}"
+        if time.monotonic() + pause > deadline:
+            raise NotReady(f"sshd on {endpoint.host}:{endpoint.port} not ready in time: {last_error}")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def free_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,3 @@
+from qimg.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""The Docker engine, reached through the SDK: one client, and errors turned into QimgError.
+
+`docker` is imported here, inside functions, so that commands that do not need it (and `--help`)
+start fast.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+from typing import TYPE_CHECKING
+
+from qimg.errors import DockerUnavailable, UsageError
+
+if TYPE_CHECKING:
+    import docker
+
+
+def client() -> docker.DockerClient:
+    """A client for the engine in DOCKER_HOST (default: the local socket), checked with a ping."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        engine = docker.from_env(timeout=300)
+        engine.ping()
+    except DockerException as error:
+        raise DockerUnavailable(
+            f"the Docker engine does not answer ({_first_line(error)}): start it, or run `make env` as root"
+        ) from None
+    return engine
+
+
+def image_exists(engine: docker.DockerClient, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        engine.images.get(ref)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def require_image(engine: docker.DockerClient, ref: str, option: str) -> None:
+    """Refuse, as a usage error, an image that is neither local nor in its registry."""
+    from docker.errors import APIError
+
+    if image_exists(engine, ref):
+        return
+    try:
+        engine.images.get_registry_data(ref)
+    except APIError:
+        raise UsageError(
+            f"{option} {ref}: no such image here or in its registry: check the name, or load it (docker load)"
+        ) from None
+
+
+def read_image_file(engine: docker.DockerClient, ref: str, path: str) -> bytes | None:
+    """The content of a file in a local image, following symbolic links, without running anything."""
+    from docker.errors import NotFound
+
+    container = engine.containers.create(ref, command=["true"], entrypoint=[])
+    try:
+        for _ in range(8):  # /etc/os-release is a link to ../usr/lib/os-release on most distros
+            try:
+                stream, _stat = container.get_archive(path)
+            except NotFound:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                member = archive.next()
+                if member is None:
+                    return None
+                if member.issym():
+                    path = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
+                    continue
+                content = archive.extractfile(member)
+                return content.read() if content else None
+        return None
+    finally:
+        container.remove(force=True)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
