@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import docker
 
 _STEP = re.compile(r"^Step \d+/\d+ : ")
+# The classic builder's bookkeeping, which says nothing about the build itself.
+_NOISE = re.compile(r"^\s*(---> |Running in |Removing intermediate container |Successfully (built|tagged) )")
 _TAIL_LINES = 15
 
 
@@ -67,14 +69,16 @@ def build_image(
             for chunk in chunks:
                 if "error" in chunk or "errorDetail" in chunk:
                     message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
-                    raise BuildFailed(f"build failed at {step or 'start'}: {message.strip()}", step, tuple(tail))
+                    raise BuildFailed(
+                        f"build failed at {step or 'start'}: {message.strip()}", step, tuple(tail)
+                    )
                 image_id = chunk.get("aux", {}).get("ID", image_id)
                 for line in str(chunk.get("stream", "")).splitlines():
                     if _STEP.match(line):
                         step = line
                         tail.clear()
                         on_step(line)
-                    elif line.strip():
+                    elif line.strip() and not _NOISE.match(line):
                         tail.append(line)
                         on_output(line)
         except APIError as error:

@@ -46,5 +46,7 @@ def detect(client: docker.DockerClient, base: str) -> Distro:
     os_release = parse_os_release(content.decode("utf-8", "replace"))
     family = family_of(os_release)
     if family is None:
-        raise UsageError(f"{base} is {os_release.get('ID', 'an unknown distro')}, not a known family: pass {_CHOICES}")
+        raise UsageError(
+            f"{base} is {os_release.get('ID', 'an unknown distro')}, not a known family: pass {_CHOICES}"
+        )
     return family

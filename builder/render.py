@@ -38,7 +38,7 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 # Dockerfiles, not HTML; every value is checked by ImageSpec
+        autoescape=False,  # Dockerfiles, not HTML; every value is checked by ImageSpec
     )
 
 
@@ -70,13 +70,17 @@ def setup_argv(spec: ImageSpec) -> list[str]:
 
 
 def render_dockerfile(spec: ImageSpec) -> str:
-    return _templates().get_template(f"{spec.distro.value}.Dockerfile.j2").render(
-        version=__version__,
-        base=spec.base,
-        spec=spec,
-        packages=packages(spec),
-        setup_argv=setup_argv(spec),
-        labels=labels(spec),
+    return (
+        _templates()
+        .get_template(f"{spec.distro.value}.Dockerfile.j2")
+        .render(
+            version=__version__,
+            base=spec.base,
+            spec=spec,
+            packages=packages(spec),
+            setup_argv=setup_argv(spec),
+            labels=labels(spec),
+        )
     )
 
 
@@ -91,6 +95,9 @@ def write_context(spec: ImageSpec, directory: Path) -> None:
     (directory / _SSHD_CONFIG).write_text(render_sshd_config(spec))
     os.chmod(directory / _SSHD_CONFIG, 0o644)
     for script in _SCRIPTS:
-        with files("qimg.images").joinpath(script).open("rb") as source, (directory / script).open("wb") as out:
+        with (
+            files("qimg.images").joinpath(script).open("rb") as source,
+            (directory / script).open("wb") as out,
+        ):
             shutil.copyfileobj(source, out)
         os.chmod(directory / script, 0o755)

@@ -121,7 +121,7 @@ class ImageSpec:
         packages: tuple[str, ...] | list[str] = (),
         root_login: bool | None = None,
     ) -> ImageSpec:
-        """Check every value; `root_login=None` means the default (root logs in only when there is no user)."""
+        """Check every value. `root_login=None`: root logs in only when there is no user."""
         check_image_ref(base, "--base")
         if user is not None:
             check_user(user)

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,9 @@ _EFFECTIVE = {
     "allowtcpforwarding": "local",
     "x11forwarding": "no",
 }
-_FACTS = 'id -un; id -u; id -g; echo "$HOME"; stat -c "%U %a" "$HOME" "$HOME/.ssh" "$HOME/.ssh/authorized_keys"'
+_FACTS = (
+    'id -un; id -u; id -g; echo "$HOME"; stat -c "%U %a" "$HOME" "$HOME/.ssh" "$HOME/.ssh/authorized_keys"'
+)
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,13 @@ def image_info(client: docker.DockerClient, ref: str) -> ImageInfo:
     try:
         labels = client.images.get(ref).labels or {}
     except ImageNotFound:
-        raise UsageError(f"no local image {ref}: build one with `qimg build`, or name an existing image") from None
+        raise UsageError(
+            f"no local image {ref}: build one with `qimg build`, or name an existing image"
+        ) from None
     if f"{LABEL_PREFIX}user" not in labels:
-        raise UsageError(f"{ref} was not built by qimg (no {LABEL_PREFIX}user label): build it with `qimg build`")
+        raise UsageError(
+            f"{ref} was not built by qimg (no {LABEL_PREFIX}user label): build it with `qimg build`"
+        )
     return ImageInfo(
         ref=ref,
         user=labels[f"{LABEL_PREFIX}user"],
@@ -118,16 +124,17 @@ def _checks(
         tail = " | ".join(local.output(client, container.id).strip().splitlines()[-3:])
         yield CheckResult(f"login as {info.user}", False, f"{error}; container said: {tail or 'nothing'}")
         return
+    waited = time.monotonic() - started
     yield CheckResult(
         f"login as {info.user}, host key pinned", True,
-        f"{keys[0].split()[0]} key printed by the container, accepted by ssh in {time.monotonic() - started:.2f} s",
+        f"{keys[0].split()[0]} key printed by the container, accepted by ssh in {waited:.2f} s",
     )  # fmt: skip
 
     def ssh(user: str, *command: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        argv = ssh_argv(replace(endpoint, user=user), identity, known_hosts, *command, options=options)
         return subprocess.run(
-            ssh_argv(Endpoint(endpoint.host, endpoint.port, user), identity, known_hosts, *command, options=options),
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30, check=False,
-        )  # fmt: skip
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30, check=False
+        )
 
     facts = ssh(info.user, _FACTS).stdout.split("\n")
     yield from _account_checks(info, facts)
@@ -144,8 +151,10 @@ def _account_checks(info: ImageInfo, facts: list[str]) -> Iterator[CheckResult]:
         return
     name, uid, gid, home, home_stat, ssh_stat, keys_stat = facts[:7]
     expected = f"{info.user} uid={info.uid} gid={info.gid}"
-    yield CheckResult("user and ids", f"{name} uid={uid} gid={gid}" == expected, f"{name} uid={uid} gid={gid}")
-    owner, mode = (home_stat.split() + ["", ""])[:2]
+    yield CheckResult(
+        "user and ids", f"{name} uid={uid} gid={gid}" == expected, f"{name} uid={uid} gid={gid}"
+    )
+    owner, mode = [*home_stat.split(), "", ""][:2]
     yield CheckResult(
         f"home {home}", owner == info.user and int(mode or "0", 8) & 0o022 == 0,
         f"owner {owner}, mode {mode} (must be {info.user}'s, not writable by others)",
@@ -176,7 +185,11 @@ def _root_refused(
     ssh: Any,
 ) -> CheckResult:
     # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
-    local.exec_root(client, container_id, ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"])
+    local.exec_root(
+        client,
+        container_id,
+        ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"],
+    )
     result = ssh("root", "true")
     return CheckResult(
         "root login refused", result.returncode != 0 and "Permission denied" in result.stderr,
@@ -202,12 +215,14 @@ def _tunnel(endpoint: Endpoint, identity: Path, known_hosts: Path) -> CheckResul
         tunnel.terminate()
         _, stderr = tunnel.communicate(timeout=10)
     ok = banner.startswith("SSH-")
-    return CheckResult("-L tunnel", ok, f"127.0.0.1:{port} -> container:22 answered {banner!r}" if ok else stderr.strip())
+    return CheckResult(
+        "-L tunnel", ok, f"127.0.0.1:{port} -> container:22 answered {banner!r}" if ok else stderr.strip()
+    )
 
 
 def _effective_config(client: docker.DockerClient, container_id: str, info: ImageInfo) -> CheckResult:
     code, out = local.exec_root(client, container_id, ["/usr/sbin/sshd", "-T"])
-    effective = dict((line.split(" ", 1) + [""])[:2] for line in out.lower().splitlines())
+    effective = dict([*line.split(" ", 1), ""][:2] for line in out.lower().splitlines())
     want = {**_EFFECTIVE, "permitrootlogin": "without-password" if info.root_login else "no"}
     wrong = [f"{key} {effective.get(key, '?')}" for key, value in want.items() if effective.get(key) != value]
     return CheckResult(

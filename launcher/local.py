@@ -6,8 +6,9 @@ port 22 is published on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from qimg.launcher.ssh import host_keys_in
 
@@ -39,7 +40,7 @@ def start(
         command=command,
         environment=environment,
         detach=True,
-        ports={"22/tcp": ("127.0.0.1", None)},
+        ports={"22/tcp": ("127.0.0.1", 0)},  # port 0: the engine picks a free one
         labels={CONTAINER_LABEL: purpose},
         tmpfs={"/run": "mode=755"} if run_tmpfs else {},
         cap_drop=list(cap_drop),
@@ -49,25 +50,23 @@ def start(
     return LocalContainer(container.id or "", binding["HostIp"], int(binding["HostPort"]))
 
 
-def output(client: docker.DockerClient, container_id: str) -> str:
-    return bytes(client.containers.get(container_id).logs(stdout=True, stderr=True)).decode("utf-8", "replace")
+def output(client: docker.DockerClient, container_id: str, *, stderr: bool = True) -> str:
+    logs = client.containers.get(container_id).logs(stdout=True, stderr=stderr, stream=False)
+    return logs.decode("utf-8", "replace")
 
 
 def host_keys(client: docker.DockerClient, container_id: str) -> list[str]:
     """Host keys the start script printed on stdout (stderr is sshd's log, never trusted for keys)."""
-    logs = client.containers.get(container_id).logs(stdout=True, stderr=False)
-    return host_keys_in(bytes(logs).decode("utf-8", "replace"))
+    return host_keys_in(output(client, container_id, stderr=False))
 
 
 def exec_root(client: docker.DockerClient, container_id: str, argv: list[str]) -> tuple[int, str]:
     exit_code, out = client.containers.get(container_id).exec_run(argv, user="root")
-    return int(exit_code), bytes(out).decode("utf-8", "replace")
+    return int(exit_code or 0), cast(bytes, out).decode("utf-8", "replace")
 
 
 def remove(client: docker.DockerClient, container_id: str) -> None:
     from docker.errors import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         client.containers.get(container_id).remove(force=True)
-    except NotFound:
-        pass

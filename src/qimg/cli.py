@@ -42,7 +42,8 @@ class DistroChoice(str, Enum):
 # Options shared by `render` and `build`.
 BaseOpt = Annotated[str, typer.Option("--base", help="Base image.")]
 DistroOpt = Annotated[
-    DistroChoice, typer.Option("--distro", help="Distro family; auto reads /etc/os-release of a local base image.")
+    DistroChoice,
+    typer.Option("--distro", help="Distro family; auto reads /etc/os-release of a local base image."),
 ]
 UserOpt = Annotated[
     str | None, typer.Option("--user", help="Login user to create; without it, key-only root login.")
@@ -50,12 +51,12 @@ UserOpt = Annotated[
 UidOpt = Annotated[int, typer.Option("--uid", help="The user's uid.")]
 GidOpt = Annotated[int, typer.Option("--gid", help="The user's primary gid.")]
 SudoOpt = Annotated[bool, typer.Option("--sudo", help="Passwordless sudo for the user.")]
-PackageOpt = Annotated[
-    list[str] | None, typer.Option("--package", help="Extra distro package (repeatable).")
-]
+PackageOpt = Annotated[list[str] | None, typer.Option("--package", help="Extra distro package (repeatable).")]
 RootLoginOpt = Annotated[
     bool | None,
-    typer.Option("--root-login/--no-root-login", help="Allow key-only root login (default: only without --user)."),
+    typer.Option(
+        "--root-login/--no-root-login", help="Allow key-only root login (default: only without --user)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -96,7 +97,9 @@ def render(
     sudo: SudoOpt = False,
     package: PackageOpt = None,
     root_login: RootLoginOpt = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
+    ] = None,
 ) -> None:
     """Print the Dockerfile of an ssh-ready image."""
     from qimg.builder.render import render_dockerfile
@@ -146,9 +149,13 @@ def build(
     console = _stderr()
     try:
         with console.status(f"building {image_tag}") as status:
+
+            def show_step(step: str) -> None:
+                console.print(step, style="bold", markup=False)
+                status.update(step)
+
             built = build_image(
-                client, spec, image_tag, no_cache=no_cache, pull=pull,
-                on_step=lambda step: (console.print(step, style="bold"), status.update(step)),
+                client, spec, image_tag, no_cache=no_cache, pull=pull, on_step=show_step,
                 on_output=lambda line: console.print(f"  {line}", style="dim", markup=False),
             )  # fmt: skip
     except BuildFailed as failure:
@@ -220,9 +227,18 @@ def _root(
 
 
 def main() -> NoReturn:
+    """Run the CLI; every failure the user can act on ends as one line and an exit code."""
     try:
-        app()
+        code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
+    except typer.TyperException as error:  # options typer itself rejects (types, choices, unknown ones)
+        context = getattr(error, "ctx", None)
+        where = context.command_path if context is not None else "qimg"
+        print(f"qimg: error: {error.format_message()} (see {where} --help)", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("qimg: interrupted", file=sys.stderr)
+        sys.exit(130)
     except QimgError as error:
         print(f"qimg: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,44 @@
+# qimg. `make demo` runs the main job, `make test` runs everything CI runs; both set up what they
+# need on a fresh Debian 12 machine (Docker engine, base image, tools) through scripts/ensure-env.sh.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+SOURCES := pyproject.toml $(shell find src builder launcher images -type f ! -name '*.pyc' ! -path '*__pycache__*')
+SHELL_SCRIPTS := images/*.sh scripts/*.sh .ci/run
+DEMO_IMAGE := qimg/alice:demo
+
+.PHONY: env install lint typecheck test demo bench clean
+
+env:
+	sh scripts/ensure-env.sh
+
+# The package is installed (not editable): qimg.builder and friends are mapped from top-level folders.
+$(VENV)/.installed: $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
+
+# mypy runs outside the tree so that `qimg` resolves to the installed package, subpackages included.
+typecheck: install
+	cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p qimg
+	$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --explicit-package-bases tests bench
+
+test: env lint typecheck
+	$(BIN)/pytest
+
+demo: env install
+	$(BIN)/qimg build --user alice --tag $(DEMO_IMAGE)
+	$(BIN)/qimg check $(DEMO_IMAGE)
+
+bench: env install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
