@@ -51,8 +51,9 @@ while IFS= read -r line; do
         ! is_key_type "$word" || die "DOCKER_SSH line $lineno holds several keys: put one key per line"
     done
     printf '%s %s\n' "$key_type" "$body" >"$work/one.pub"
-    bits=$(ssh-keygen -l -f "$work/one.pub" 2>/dev/null | cut -d' ' -f1) ||
+    fingerprint=$(ssh-keygen -l -f "$work/one.pub" 2>/dev/null) ||
         die "DOCKER_SSH line $lineno is not a valid $key_type key (truncated or corrupted base64?)"
+    bits=${fingerprint%% *}
     if [ "$key_type" = ssh-rsa ] && [ "$bits" -lt 2048 ]; then
         die "DOCKER_SSH line $lineno is a $bits-bit RSA key: use at least 2048 bits, or better an ed25519 key"
     fi
