@@ -68,10 +68,8 @@ def test_debian_install_layer_is_minimal() -> None:
 
 def test_install_layer_is_shared_between_users() -> None:
     """The expensive layer depends on the packages only, so other users reuse the cache."""
-    runs = {
-        instructions(render_dockerfile(spec_for(Distro.DEBIAN, options)))[1]
-        for options in ({}, {"user": "alice"}, {"user": "bob", "uid": 2000})
-    }
+    users: list[dict[str, object]] = [{}, {"user": "alice"}, {"user": "bob", "uid": 2000}]
+    runs = {instructions(render_dockerfile(spec_for(Distro.DEBIAN, options)))[1] for options in users}
     assert len(runs) == 1
 
 
