@@ -62,7 +62,8 @@ def start_to_login(client: docker.DockerClient, image: str, command: str, user: 
 
 
 def layer_size(client: docker.DockerClient, image: str) -> int:
-    return max(int(layer["Size"]) for layer in client.api.history(image) if "apt-get" in layer["CreatedBy"])
+    layers = client.images.get(image).history()
+    return max(int(layer["Size"]) for layer in layers if "apt-get" in layer["CreatedBy"])
 
 
 def installed_size(client: docker.DockerClient, image: str) -> int:
