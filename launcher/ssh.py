@@ -1,4 +1,4 @@
-"""The OpenSSH client, driven with pinned host keys: never StrictHostKeyChecking=no.
+"""The OpenSSH client, driven with pinned host keys: host-key checking is never turned off.
 
 The start script of a qimg image prints its host keys ("qimg-host-key: TYPE BASE64"); they go
 into a known_hosts file of qimg's own, and ssh checks the server against exactly those keys.
