@@ -85,16 +85,6 @@ def check_image_ref(ref: str, option: str) -> str:
     return ref
 
 
-def split_image_ref(ref: str) -> tuple[str, str | None]:
-    """(repository, tag) of a checked reference; the tag is None when the reference has none."""
-    match = _REFERENCE.fullmatch(ref)
-    if match is None:
-        raise UsageError(f"invalid image reference {ref!r}")
-    domain = match["domain"]
-    repository = f"{domain}/{match['path']}" if domain else match["path"]
-    return repository, match["tag"]
-
-
 @dataclass(frozen=True)
 class ImageSpec:
     """Everything a template needs. Construct it with `ImageSpec.create`, which checks every value."""

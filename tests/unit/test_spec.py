@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qimg.builder.spec import ImageSpec, check_image_ref, split_image_ref
+from qimg.builder.spec import ImageSpec, check_image_ref
 from qimg.errors import UsageError
 
 
@@ -61,11 +61,6 @@ def test_valid_image_refs(ref: str) -> None:
 def test_invalid_image_refs(ref: str) -> None:
     with pytest.raises(UsageError, match="--base"):
         check_image_ref(ref, "--base")
-
-
-def test_split_image_ref() -> None:
-    assert split_image_ref("127.0.0.1:5000/team/sim:dev") == ("127.0.0.1:5000/team/sim", "dev")
-    assert split_image_ref("debian") == ("debian", None)
 
 
 def test_root_login_defaults() -> None:
