@@ -25,7 +25,7 @@ _FAMILY_PACKAGES = {
     Distro.RHEL: ("openssh-server", "shadow-utils"),
     Distro.ALPINE: ("openssh-server", "shadow", "bash"),
 }
-# Files of the build context besides the Dockerfile: (name in context, template or script, mode).
+# Scripts copied into the build context as they are (mode 0755); the Dockerfile installs them.
 _SCRIPTS = ("qimg-setup.sh", "qimg-start.sh")
 _SSHD_CONFIG = "sshd-qimg.conf"
 

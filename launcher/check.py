@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,7 +182,7 @@ def _root_refused(
     client: docker.DockerClient,
     container_id: str,
     user: str,
-    ssh: Any,
+    ssh: Callable[[str, str], subprocess.CompletedProcess[str]],
 ) -> CheckResult:
     # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
     local.exec_root(

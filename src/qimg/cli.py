@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -22,6 +22,8 @@ from qimg.errors import BuildFailed, QimgError, UsageError
 if TYPE_CHECKING:
     import docker
     from rich.console import Console
+
+    from qimg.launcher.check import CheckResult
 
 app = typer.Typer(
     help="ssh-ready container images for Qarnot tasks: render, build and check them.",
@@ -199,7 +201,7 @@ def check(
         raise typer.Exit(1)
 
 
-def _print_table(ref: str, results: list[Any]) -> None:
+def _print_table(ref: str, results: list[CheckResult]) -> None:
     from rich.console import Console
     from rich.table import Table
 
