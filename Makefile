@@ -33,12 +33,17 @@ typecheck: install
 test: env lint typecheck
 	$(BIN)/pytest
 
+# The main job on the local engine: build alice's image, check it, run it, run `id` over ssh with the
+# pinned host key, and stop it (--command stops the task when the command ends). The demo's key pair
+# is made once in .demo/ so that the demo never touches ~/.ssh.
 demo: env install
 	$(BIN)/qimg build --user alice --tag $(DEMO_IMAGE)
 	$(BIN)/qimg check $(DEMO_IMAGE)
+	test -f .demo/id_ed25519 || { mkdir -p .demo && ssh-keygen -q -t ed25519 -N '' -C qimg-demo -f .demo/id_ed25519; }
+	$(BIN)/qimg run --local $(DEMO_IMAGE) --key .demo/id_ed25519.pub --command id
 
 bench: env install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .demo build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

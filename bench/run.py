@@ -3,11 +3,16 @@
 - start to first ssh login: a qimg image against the start of the public Qarnot example
   (`ssh-keygen -A`, keys appended to root's authorized_keys);
 - the ssh layer's size: qimg's, the installed size of the packages themselves, a plain install;
+- `qimg run --local --command true` against a raw `docker run` plus an ssh retry loop;
+- against the fake Qarnot API: the delay between a forward appearing and the launcher knowing it,
+  and the API requests per launch, for qimg and for the polling loop of the public Qarnot example
+  (SDK defaults: `task.state` with its 5 s cache, then `task.wait(5)` between checks);
 - `qimg --help` wall time against a bare interpreter.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -80,6 +85,125 @@ def installed_size(client: docker.DockerClient, image: str) -> int:
     return sum(size for name, size in packages(image).items() if name not in base)
 
 
+def run_local_vs_raw(image: str, key: Path, env: dict[str, str]) -> tuple[float, float]:
+    qimg_run = [
+        sys.executable,
+        "-m",
+        "qimg",
+        "run",
+        "--local",
+        image,
+        "--key",
+        f"{key}.pub",
+        "--command",
+        "true",
+    ]
+
+    def raw() -> None:
+        """What people script by hand: docker run, then ssh until it works (trusting any host key)."""
+        public = Path(f"{key}.pub").read_text()
+        container = subprocess.run(
+            ["docker", "run", "-d", "-p", "127.0.0.1::22", "-e", f"DOCKER_SSH={public}", image,
+             "/usr/local/sbin/qimg-start"], capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        try:
+            port = (
+                subprocess.run(
+                    ["docker", "port", container, "22"], capture_output=True, text=True, check=True
+                )
+                .stdout.split(":")[-1]
+                .strip()
+            )
+            ssh = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=/dev/null",
+                   "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-i", str(key),
+                   "-p", port, "alice@127.0.0.1", "true"]  # fmt: skip
+            while subprocess.run(ssh, capture_output=True, check=False).returncode != 0:
+                time.sleep(0.1)
+        finally:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=True)
+
+    ours = median_seconds(lambda: subprocess.run(qimg_run, env=env, capture_output=True, check=True), 3)
+    theirs = median_seconds(raw, 3)
+    return ours, theirs
+
+
+def launch_against_fake(
+    client: docker.DockerClient, image: str, key: Path, env: dict[str, str]
+) -> list[float]:
+    """[qimg delay, qimg requests, example delay, example requests], forwards appearing 3 s after start."""
+    import qarnot
+
+    from tests.fake_qarnot import FakeQarnot, Faults
+
+    with FakeQarnot(client) as fake:
+        fake.faults = Faults(forward_delay=3)
+        qimg_env = {**env, "QARNOT_CLUSTER_URL": fake.url, "QARNOT_CLIENT_TOKEN": fake.token}
+        launched = subprocess.run(
+            [sys.executable, "-m", "qimg", "run", image, "--key", f"{key}.pub", "--name", "bench", "--json"],
+            env=qimg_env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        ready_at = time.monotonic()
+        (task,) = fake.tasks.values()
+        qimg_delay, qimg_requests = ready_at - task.forwards_from, len(fake.requests)
+        del launched
+        subprocess.run(
+            [sys.executable, "-m", "qimg", "stop", "bench"], env=qimg_env, capture_output=True, check=True
+        )
+
+        connection = qarnot.Connection(client_token=fake.token, cluster_url=fake.url)
+        first_request = len(fake.requests)
+        example = connection.create_task("example", "docker-network-ssh", 1)
+        for name, value in fake_constants(image, key).items():
+            example.constants[name] = value
+        example.submit()
+        while True:
+            if example.state == "FullyExecuting":
+                forwards = example.status.running_instances_info.per_running_instance_info[0].active_forward
+                if forwards:
+                    break
+            example.wait(5)
+        found_at = time.monotonic()
+        (task,) = fake.tasks.values()
+        example_delay, example_requests = found_at - task.forwards_from, len(fake.requests) - first_request
+        example.delete()
+    return [qimg_delay, qimg_requests, example_delay, example_requests]
+
+
+def fake_constants(image: str, key: Path) -> dict[str, str]:
+    registry, _, rest = image.partition("/")
+    repository, _, tag = rest.partition(":")
+    return {
+        "DOCKER_SRV": f"http://{registry}", "DOCKER_REPO": repository, "DOCKER_TAG": tag,
+        "DOCKER_SSH": Path(f"{key}.pub").read_text().strip(), "DOCKER_CMD": "/usr/local/sbin/qimg-start",
+    }  # fmt: skip
+
+
+def launch_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[tuple[str, str]]:
+    from qimg.builder.push import push_image
+    from qimg.builder.spec import ImageRef
+    from tests.e2e.conftest import serve_registry
+
+    (workdir / "home").mkdir()
+    key = make_throwaway_identity(workdir / "home", "bench").private_key
+    env = {**os.environ, "HOME": str(workdir / "home"), "XDG_STATE_HOME": str(workdir / "state")}
+    ours, theirs = run_local_vs_raw(image, key, env)
+    (workdir / "registry").mkdir()
+    with serve_registry(workdir / "registry", auth=False) as registry:
+        pushed = push_image(client, image, ImageRef.parse(registry.ref("bench/alice:latest"), "--to"))
+        qimg_delay, qimg_requests, example_delay, example_requests = launch_against_fake(
+            client, pushed.ref, key, env
+        )
+    return [
+        ("qimg run --local --command true (median s)", f"{ours:.2f}"),
+        ("docker run + ssh retry loop, no host key pinned (median s)", f"{theirs:.2f}"),
+        ("  ratio qimg / raw", f"{ours / theirs:.2f}x"),
+        ("fake API: forward appears -> qimg ready, ssh login done (s)", f"{qimg_delay:.2f}"),
+        ("fake API: API requests per qimg launch", f"{qimg_requests:.0f}"),
+        ("fake API: forward appears -> Qarnot example sees it (s)", f"{example_delay:.2f}"),
+        ("fake API: API requests per Qarnot-example launch", f"{example_requests:.0f}"),
+    ]
+
+
 def main() -> None:
     client = docker.from_env()
     rows: list[tuple[str, str]] = []
@@ -103,6 +227,7 @@ def main() -> None:
             ("ssh layer, Installed-Size dpkg declares for its packages (MB)", f"{floor / 1e6:.1f}"),
             ("ssh layer, plain apt-get install openssh-server (MB)", f"{plain_layer / 1e6:.1f}"),
         ]
+        rows += launch_rows(client, qimg_image, workdir)
     python = sys.executable
     qimg_help = median_seconds(
         lambda: subprocess.run([python, "-m", "qimg", "--help"], capture_output=True, check=True), 10

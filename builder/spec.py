@@ -135,3 +135,53 @@ class ImageSpec:
     def allowed_users(self) -> tuple[str, ...]:
         users = (self.user,) if self.user else ()
         return (*users, "root") if self.root_login else users
+
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+_LOOPBACK_HOSTS = ("localhost", "127.")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference split the way a registry and Qarnot's DOCKER_* constants need it."""
+
+    registry: str  # DOCKER_HUB when the reference names none
+    repository: str  # the path inside the registry, with library/ for official Docker Hub images
+    tag: str
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, ref: str, option: str) -> ImageRef:
+        check_image_ref(ref, option)
+        rest, _, digest = ref.partition("@")
+        first, slash, remainder = rest.partition("/")
+        # As docker reads it: a first component with a dot, a colon or "localhost" is a registry.
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first, remainder
+        else:
+            registry, path = DOCKER_HUB, rest
+        name, colon, tag = path.rpartition(":") if ":" in path else (path, "", "")
+        if registry in _HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in name:
+                name = f"library/{name}"
+        return cls(registry, name, tag if colon else "latest", digest)
+
+    @property
+    def on_hub(self) -> bool:
+        return self.registry == DOCKER_HUB
+
+    @property
+    def repository_ref(self) -> str:
+        """The name to tag, push and pull (no tag): registry/path, or just the path on Docker Hub."""
+        return self.repository if self.on_hub else f"{self.registry}/{self.repository}"
+
+    @property
+    def server_url(self) -> str:
+        """DOCKER_SRV: https, except for a registry on this machine (docker uses plain HTTP there too)."""
+        scheme = "http" if self.registry.startswith(_LOOPBACK_HOSTS) else "https"
+        return f"{scheme}://{self.registry}"
+
+    def __str__(self) -> str:
+        return f"{self.repository_ref}:{self.tag}" + (f"@{self.digest}" if self.digest else "")

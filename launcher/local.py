@@ -1,21 +1,30 @@
 """The local backend: a qimg image run on the local Docker engine the way a Qarnot task runs it.
 
-The container gets the task's constants as its environment and DOCKER_CMD as its command, and its
-port 22 is published on 127.0.0.1 only.
+Each instance is a container that gets the task's constants as its environment and DOCKER_CMD as
+its command, with port 22 published on 127.0.0.1 only. The containers' labels are the whole state:
+`qimg ls` and `qimg stop` find tasks there, as they find them through Qarnot's API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
+from qimg.launcher.backend import BackendError, Forward, InstanceView, TaskNotFound, TaskRequest, TaskView
 from qimg.launcher.ssh import host_keys_in
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.containers import Container
 
 CONTAINER_LABEL = "io.qimg.launched-by"
+TASK_LABEL = "io.qimg.task"
+NAME_LABEL = "io.qimg.task-name"
+INSTANCE_LABEL = "io.qimg.instance"
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ def start(
     environment: dict[str, str],
     *,
     purpose: str,
+    labels: dict[str, str] | None = None,
     run_tmpfs: bool = False,
     cap_drop: tuple[str, ...] = (),
 ) -> LocalContainer:
@@ -41,7 +51,7 @@ def start(
         environment=environment,
         detach=True,
         ports={"22/tcp": ("127.0.0.1", 0)},  # port 0: the engine picks a free one
-        labels={CONTAINER_LABEL: purpose},
+        labels={CONTAINER_LABEL: purpose, **(labels or {})},
         tmpfs={"/run": "mode=755"} if run_tmpfs else {},
         cap_drop=list(cap_drop),
     )
@@ -70,3 +80,101 @@ def remove(client: docker.DockerClient, container_id: str) -> None:
 
     with contextlib.suppress(NotFound):
         client.containers.get(container_id).remove(force=True)
+
+
+class LocalBackend:
+    """Tasks on the local engine, one container per instance."""
+
+    name = "local"
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self._seen: dict[tuple[str, bool], int] = {}
+
+    def submit(self, request: TaskRequest) -> str:
+        from docker.errors import DockerException
+
+        task_id = str(uuid.uuid4())
+        try:
+            for index in range(request.instances):
+                start(
+                    self.client, request.image, request.constants["DOCKER_CMD"],
+                    {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
+                    labels={TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index)},
+                )  # fmt: skip
+        except DockerException as error:
+            self.stop(task_id)
+            raise BackendError(f"the local engine could not start {request.image}: {error}") from None
+        return task_id
+
+    def _containers(self, task_id: str | None = None) -> list[Container]:
+        label = f"{TASK_LABEL}={task_id}" if task_id else f"{CONTAINER_LABEL}=run"
+        return self.client.containers.list(all=True, filters={"label": label})
+
+    def view(self, task_id: str) -> TaskView:
+        containers = self._containers(task_id)
+        if not containers:
+            raise TaskNotFound(f"no local task {task_id}")
+        return _task_view(task_id, containers)
+
+    def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
+        parts: list[str] = []
+        for container in sorted(self._containers(task_id), key=_instance_index):
+            index = _instance_index(container)
+            if instance is not None and index != instance:
+                continue
+            logs = container.logs(stdout=not stderr, stderr=stderr).decode("utf-8", "replace")
+            prefix = "" if instance is not None else f"{index}> "
+            parts.extend(prefix + line + "\n" for line in logs.splitlines())
+        return "".join(parts)
+
+    def new_output(self, task_id: str, *, stderr: bool = False) -> str:
+        text = self.output(task_id, stderr=stderr)
+        seen = self._seen.get((task_id, stderr), 0)
+        self._seen[(task_id, stderr)] = len(text)
+        return text[seen:]
+
+    def stop(self, task_id: str) -> None:
+        for container in self._containers(task_id):
+            remove(self.client, container.id or "")
+
+    def tasks(self) -> list[TaskView]:
+        groups: dict[str, list[Container]] = defaultdict(list)
+        for container in self._containers():
+            groups[container.labels.get(TASK_LABEL, "")].append(container)
+        return [_task_view(task_id, group) for task_id, group in groups.items() if task_id]
+
+
+def _instance_index(container: Container) -> int:
+    return int(container.labels.get(INSTANCE_LABEL, "0"))
+
+
+def _task_view(task_id: str, containers: list[Container]) -> TaskView:
+    containers = sorted(containers, key=_instance_index)
+    instances, errors, states = [], [], []
+    for container in containers:
+        attrs: dict[str, Any] = container.attrs
+        status = attrs["State"]
+        states.append(status["Status"])
+        forward = None
+        bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
+        if status["Running"] and bindings:
+            forward = Forward(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
+        instances.append(
+            InstanceView(_instance_index(container), forward, int(attrs.get("RestartCount", 0)) + 1)
+        )
+        if status["Status"] in {"exited", "dead"}:
+            errors.append(f"instance {_instance_index(container)} exited with code {status['ExitCode']}")
+    if all(state == "running" for state in states):
+        state = "FullyExecuting"
+    elif "running" in states:
+        state = "PartiallyExecuting"
+    elif all(state == "created" for state in states):
+        state = "Submitted"
+    else:
+        state = "Failure" if errors and any(not e.endswith("code 0") for e in errors) else "Success"
+    created = datetime.fromisoformat(containers[0].attrs["Created"][:19] + "+00:00")
+    return TaskView(
+        task_id, containers[0].labels.get(NAME_LABEL, ""), state, len(containers), tuple(instances),
+        tuple(errors), created,
+    )  # fmt: skip

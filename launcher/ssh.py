@@ -52,13 +52,23 @@ def make_throwaway_identity(directory: Path, comment: str = "qimg-throwaway") ->
 
 
 def host_keys_in(output: str) -> list[str]:
-    """The "TYPE BASE64" host keys a qimg start script printed, in order, without duplicates."""
-    keys = [
-        line.split(HOST_KEY_MARKER, 1)[1].strip()
-        for line in output.splitlines()
-        if HOST_KEY_MARKER in line  # Qarnot prefixes task output lines with "N> "
-    ]
-    return list(dict.fromkeys(key for key in keys if len(key.split()) == 2))
+    """The "TYPE BASE64" host keys the latest start of a qimg start script printed, in order.
+
+    The script prints its keys on consecutive lines; an instance that restarted printed a new group
+    later in the same output, and only that last group is the server's key now.
+    """
+    groups: list[list[str]] = []
+    previous_was_key = False
+    for line in output.splitlines():
+        is_key = HOST_KEY_MARKER in line  # Qarnot prefixes task output lines with "N> "
+        if is_key:
+            key = line.split(HOST_KEY_MARKER, 1)[1].strip()
+            if not previous_was_key:
+                groups.append([])
+            if len(key.split()) == 2:
+                groups[-1].append(key)
+        previous_was_key = is_key
+    return list(dict.fromkeys(groups[-1])) if groups else []
 
 
 def write_known_hosts(path: Path, entries: dict[str, list[str]]) -> None:
@@ -110,6 +120,27 @@ def read_banner(host: str, port: int, timeout: float = 2.0) -> str:
     return data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
 
 
+def try_login(
+    endpoint: Endpoint, identity: Path, known_hosts: Path, host_keys: Callable[[], list[str]]
+) -> tuple[list[str], str]:
+    """One readiness attempt: the `SSH-` banner, then the host keys the server printed, pinned, then a
+    real `ssh ... true`. Returns the pinned keys and "", or [] and what went wrong."""
+    banner = read_banner(endpoint.host, endpoint.port)
+    if not banner.startswith("SSH-"):
+        return [], f"not an ssh server: {banner[:60]!r}" if banner else "nothing answers"
+    keys = host_keys()
+    if not keys:
+        return [], "sshd answers but printed no host key (not started by qimg-start?)"
+    write_known_hosts(known_hosts, {endpoint.known_hosts_name: keys})
+    result = subprocess.run(
+        ssh_argv(endpoint, identity, known_hosts, "true"),
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return keys, ""
+    return [], _last_line(result.stderr) or f"ssh exited with {result.returncode}"
+
+
 def wait_until_ready(
     endpoint: Endpoint,
     identity: Path,
@@ -117,31 +148,18 @@ def wait_until_ready(
     host_keys: Callable[[], list[str]],
     deadline: float,
 ) -> list[str]:
-    """Wait for the `SSH-` banner, pin the host keys the server printed, then for a real `ssh ... true`.
+    """`try_login` until it works: fast at first, then backing off to a cap.
 
-    Polls fast at first, then backs off to a cap. Returns the pinned keys; raises NotReady at
-    `deadline` (a time.monotonic() value) with the last thing that went wrong.
+    Returns the pinned keys; raises NotReady at `deadline` (a time.monotonic() value) with the last
+    thing that went wrong.
     """
     pause = 0.02
-    last_error = "nothing answers"
     while True:
-        banner = read_banner(endpoint.host, endpoint.port)
-        keys = host_keys() if banner.startswith("SSH-") else []
+        keys, error = try_login(endpoint, identity, known_hosts, host_keys)
         if keys:
-            write_known_hosts(known_hosts, {endpoint.known_hosts_name: keys})
-            result = subprocess.run(
-                ssh_argv(endpoint, identity, known_hosts, "true"),
-                capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-            )  # fmt: skip
-            if result.returncode == 0:
-                return keys
-            last_error = _last_line(result.stderr) or f"ssh exited with {result.returncode}"
-        elif banner.startswith("SSH-"):
-            last_error = "sshd answers but printed no host key (not started by qimg-start?)"
-        elif banner:
-            last_error = f"not an ssh server: {banner[:60]!r}"
+            return keys
         if time.monotonic() + pause > deadline:
-            raise NotReady(f"sshd on {endpoint.host}:{endpoint.port} not ready in time: {last_error}")
+            raise NotReady(f"sshd on {endpoint.host}:{endpoint.port} not ready in time: {error}")
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
 

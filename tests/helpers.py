@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_qimg(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 600, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`qimg ARGS` as a user runs it, in a child process, with the installed package."""
     return subprocess.run(
@@ -21,7 +21,8 @@ def run_qimg(
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         timeout=timeout,
         check=False,
     )

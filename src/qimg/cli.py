@@ -6,12 +6,15 @@ Heavy libraries (docker, jinja2, rich) are imported inside the commands that use
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TextIO
 
 import typer
 
@@ -22,11 +25,17 @@ from qimg.errors import BuildFailed, QimgError, UsageError
 if TYPE_CHECKING:
     import docker
     from rich.console import Console
+    from rich.progress import TaskID
 
+    from qimg.builder.push import LayerProgress
+    from qimg.builder.spec import ImageRef
+    from qimg.launcher.backend import Backend, TaskRequest, TaskView
     from qimg.launcher.check import CheckResult
+    from qimg.launcher.keys import LoginKey
+    from qimg.launcher.sshconfig import TaskRecord
 
 app = typer.Typer(
-    help="ssh-ready container images for Qarnot tasks: render, build and check them.",
+    help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -139,7 +148,7 @@ def build(
     """Build an ssh-ready image with the Docker SDK."""
     from qimg import engine
     from qimg.builder.build import build_image, default_tag
-    from qimg.state import remember_last_image
+    from qimg.state import LAST_BUILT, remember
 
     # Every option is checked before the engine is touched: bad input starts nothing.
     spec = _spec(base, user, uid, gid, sudo, package, root_login)
@@ -166,7 +175,7 @@ def build(
             for line in failure.tail:
                 console.print(f"  {line}", markup=False)
         raise
-    remember_last_image(built.tag)
+    remember(LAST_BUILT, built.tag)
     if as_json:
         print(json.dumps(built.as_dict()))
     else:
@@ -182,9 +191,9 @@ def check(
     """Smoke-test an image: start it as Qarnot would, log in with ssh, check what matters."""
     from qimg import engine
     from qimg.launcher.check import check_image, image_info
-    from qimg.state import last_image
+    from qimg.state import LAST_BUILT, recall
 
-    ref = image or last_image()
+    ref = image or recall(LAST_BUILT)
     if ref is None:
         raise UsageError("no image given and none built yet: qimg check IMAGE, or qimg build first")
     check_image_ref(ref, "IMAGE")
@@ -211,6 +220,413 @@ def _print_table(ref: str, results: list[CheckResult]) -> None:
     for result in results:
         table.add_row(result.name, "pass" if result.passed else "FAIL", result.detail)
     Console(highlight=False, width=max(100, Console().width)).print(table)
+
+
+# --- push ---------------------------------------------------------------------------------------
+
+UsernameOpt = Annotated[
+    str | None,
+    typer.Option("--username", help="Registry user (with --password-stdin); else the Docker config."),
+]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
+]
+
+
+def _registry_auth(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
+    if bool(username) != password_stdin:
+        raise UsageError(
+            "--username and --password-stdin go together: "
+            'echo "$PASSWORD" | qimg ... --username U --password-stdin'
+        )
+    if not username:
+        return None
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("--password-stdin: standard input is empty: pipe the registry password into qimg")
+    return username, password
+
+
+@app.command()
+def push(
+    image: Annotated[str | None, typer.Argument(help="Image to push (default: the last one built).")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Push as this REGISTRY/NAME:TAG (retags first).")
+    ] = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push an image to its registry and prove it arrived: prints REF@sha256:..."""
+    from qimg import engine
+    from qimg.builder.push import push_image, push_target
+    from qimg.state import LAST_BUILT, LAST_PUSHED, recall, remember
+
+    source = image or recall(LAST_BUILT)
+    if source is None:
+        raise UsageError("no image given and none built yet: qimg push IMAGE --to REGISTRY/NAME:TAG")
+    check_image_ref(source, "IMAGE")
+    target = push_target(source, to)
+    auth = _registry_auth(username, password_stdin)
+    client = engine.client()
+    with _layer_progress(as_json) as show:
+        pushed = push_image(client, source, target, auth, on_progress=show)
+    remember(LAST_PUSHED, pushed.ref)
+    print(json.dumps(pushed.as_dict()) if as_json else pushed.pinned)
+
+
+@contextlib.contextmanager
+def _layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
+    """One rich progress bar per layer, on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_stderr(), transient=True,
+        disable=quiet,
+    )  # fmt: skip
+    bars: dict[str, TaskID] = {}
+
+    def show(layer: LayerProgress) -> None:
+        if layer.layer not in bars:
+            bars[layer.layer] = progress.add_task(layer.layer, total=None)
+        total = layer.total or None
+        progress.update(
+            bars[layer.layer], description=f"{layer.layer} {layer.status}", total=total,
+            completed=layer.current if total else 0,
+        )  # fmt: skip
+
+    with progress:
+        yield show
+
+
+# --- run and the day-to-day commands ---------------------------------------------------------------
+
+LocalOpt = Annotated[bool, typer.Option("--local", help="Use the local Docker engine instead of Qarnot.")]
+
+
+def _backend_name(local: bool) -> str:
+    return "local" if local else "qarnot"
+
+
+@app.command()
+def run(
+    image: Annotated[
+        str | None,
+        typer.Argument(help="Image to run (default: the last pushed, or with --local the last built)."),
+    ] = None,
+    ssh: Annotated[bool, typer.Option("--ssh", help="Wait until sshd accepts a login (the default).")] = True,
+    local: LocalOpt = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Login user (default: the image's).")] = None,
+    instances: Annotated[int, typer.Option("--instances", help="Number of instances.", min=1, max=64)] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="Task name (default USER-XXXX).")] = None,
+    profile: Annotated[str, typer.Option("--profile", help="Qarnot profile.")] = "docker-network-ssh",
+    tunnel: Annotated[
+        list[str] | None, typer.Option("--tunnel", help="LOCAL[:REMOTE] port to forward (repeatable).")
+    ] = None,
+    connect: Annotated[bool, typer.Option("--connect", help="Open an ssh session when ready.")] = False,
+    command: Annotated[
+        str | None, typer.Option("--command", help="Run this over ssh, exit with its code.")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 600.0,
+    max_time: Annotated[
+        str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
+    ] = "12h",
+    keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
+    from qimg import engine
+    from qimg.launcher import keys, launch, sshconfig
+    from qimg.launcher.backend import TaskRequest, open_backend
+
+    del ssh  # the only mode: there is no launch without readiness
+    # Everything the user typed is checked before any request: bad input creates no task.
+    if connect and (command is not None or as_json):
+        raise UsageError("--connect opens a terminal session: it goes with neither --command nor --json")
+    tunnels = tuple(launch.parse_tunnel(spec) for spec in tunnel or [])
+    if timeout <= 0:
+        raise UsageError(f"invalid --timeout {timeout}: give a number of seconds above 0")
+    max_seconds = launch.parse_duration(max_time, "--max-time")
+    if name is not None:
+        sshconfig.check_task_name(name)
+    if not profile.strip():
+        raise UsageError("--profile is empty: the Qarnot profile, e.g. docker-network-ssh")
+    login_key = keys.read_login_key(key)
+    for forward in tunnels:
+        launch.check_port_free(forward)
+    auth = _registry_auth(username, password_stdin)
+    ref = _run_image(image, local)
+    backend = open_backend(_backend_name(local))
+    client = engine.client()
+    if auth is None and not local and not ref.on_hub:
+        auth = engine.registry_credentials(ref.registry)
+    image_login = launch.image_login(client, ref, user, on_registry=not local, auth=auth)
+    task_name = name or f"{image_login.user}-{secrets.token_hex(2)}"
+    _refuse_name_in_use(task_name)
+    request = TaskRequest(
+        task_name, str(ref), profile, instances,
+        launch.task_constants(ref, login_key, image_login.start_command, max_seconds, auth),
+    )  # fmt: skip
+    record = _launch_with_status(backend, request, login_key, image_login.user, timeout, keep)
+    # stdout belongs to --command's output: then the ready lines go to stderr.
+    _print_ready(record, as_json, sys.stderr if command is not None else sys.stdout)
+    console = _stderr()
+    if not (connect or command is not None or tunnels):
+        stop_hint = f"qimg stop {record.name}" + (" --local" if local else "")
+        console.print(f"the task keeps running (and billing) until: {stop_hint}", markup=False)
+        return
+    try:
+        code = launch.run_over_ssh(record, command, tunnels, interactive=connect)
+    finally:
+        if (connect or command is not None) and not keep:
+            console.print(launch.stop_quietly(backend, record.task_id), markup=False)
+            sshconfig.forget(record.name)
+    raise typer.Exit(code)
+
+
+def _run_image(image: str | None, local: bool) -> ImageRef:
+    from qimg.builder.spec import ImageRef
+    from qimg.state import LAST_BUILT, LAST_PUSHED, recall
+
+    given = image or recall(LAST_BUILT if local else LAST_PUSHED)
+    if given is None:
+        done = "built" if local else "pushed"
+        raise UsageError(f"no image given and none {done} yet: qimg run IMAGE")
+    ref = ImageRef.parse(given, "IMAGE")
+    if ref.digest:
+        raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")
+    return ref
+
+
+def _launch_with_status(
+    backend: Backend, request: TaskRequest, key: LoginKey, user: str, timeout: float, keep: bool
+) -> TaskRecord:
+    """launch(), with a live status line, and the task's own words when it fails."""
+    from qimg.launcher.launch import LaunchFailed, launch
+
+    console = _stderr()
+    with console.status(f"launching {request.name} on {backend.name}") as status:
+
+        def show(view: TaskView, elapsed: float) -> None:
+            status.update(
+                f"{request.name}: {view.state}, {view.running}/{view.instance_count} instances running, "
+                f"{elapsed:.0f} s"
+            )
+
+        try:
+            return launch(
+                backend, request, key, user, timeout, keep=keep, on_status=show,
+                on_note=lambda line: console.print(line, markup=False),
+            )  # fmt: skip
+        except LaunchFailed as failure:
+            for line in failure.details:
+                console.print(f"  {line}", style="dim", markup=False)
+            raise
+
+
+def _refuse_name_in_use(name: str) -> None:
+    from qimg.launcher import sshconfig
+    from qimg.launcher.backend import TaskNotFound, open_backend
+
+    record = sshconfig.load(name)
+    if record is None:
+        return
+    try:
+        alive = not open_backend(record.backend).view(record.task_id).ended
+    except TaskNotFound:
+        alive = False
+    if alive:
+        raise UsageError(
+            f"--name {name}: a task of that name is running: `qimg stop {name}`, or choose another"
+        )
+    sshconfig.forget(name)
+
+
+def _print_ready(record: TaskRecord, as_json: bool, out: TextIO) -> None:
+    from qimg.launcher import sshconfig
+
+    rows = [
+        {
+            "index": instance.index,
+            "alias": sshconfig.alias(record.name, instance.index),
+            "host": instance.host,
+            "port": instance.port,
+            "user": record.user,
+            "ssh_command": sshconfig.printable(
+                sshconfig.ssh_argv(sshconfig.alias(record.name, instance.index))
+            ),
+            "host_key": instance.host_keys[0] if instance.host_keys else "",
+        }
+        for instance in record.instances
+    ]
+    if as_json:
+        print(json.dumps({
+            "task": {"id": record.task_id, "name": record.name}, "backend": record.backend,
+            "state": "FullyExecuting", "instances": rows,
+        }), flush=True)  # fmt: skip
+        return
+    print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
+    for row in rows:
+        print(f"  {row['ssh_command']}", file=out, flush=True)
+
+
+def _record_and_backend(name: str, local: bool) -> tuple[TaskRecord | None, Backend, str]:
+    """The task's record (if this machine launched it), its backend, and its id."""
+    from qimg.launcher import sshconfig
+    from qimg.launcher.backend import find_task, open_backend
+
+    sshconfig.check_task_name(name)
+    record = sshconfig.load(name)
+    backend = open_backend(record.backend if record else _backend_name(local))
+    return record, backend, record.task_id if record else find_task(backend, name).id
+
+
+def _login_record(name: str, local: bool) -> TaskRecord:
+    from qimg.launcher import launch
+
+    record, backend, _task_id = _record_and_backend(name, local)
+    if record is None:
+        raise UsageError(
+            f"task {name} was not launched from this machine: no pinned host key or identity for it"
+        )
+    return launch.refresh(backend, record)
+
+
+@app.command("ssh")
+def ssh_command(
+    name: Annotated[str, typer.Argument(help="Task name.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+    local: LocalOpt = False,
+) -> None:
+    """Log into a task (its first instance), or run a command there."""
+    from qimg.launcher import launch
+
+    record = _login_record(name, local)
+    # As ssh does: the words are joined with spaces and the remote shell parses them.
+    code = launch.run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
+    raise typer.Exit(code)
+
+
+@app.command()
+def tunnel(
+    name: Annotated[str, typer.Argument(help="Task name.")],
+    ports: Annotated[str, typer.Argument(help="LOCAL[:REMOTE], e.g. 8888 or 8888:8888.")],
+    local: LocalOpt = False,
+) -> None:
+    """Forward a local port to the task until Ctrl-C (fails loudly if the port cannot be bound)."""
+    from qimg.launcher import launch
+
+    forward = launch.parse_tunnel(ports)
+    launch.check_port_free(forward)
+    record = _login_record(name, local)
+    _stderr().print(
+        f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close", markup=False
+    )
+    raise typer.Exit(launch.run_over_ssh(record, None, (forward,)))
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Task name.")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
+    local: LocalOpt = False,
+) -> None:
+    """Print a task's output (stdout, then stderr)."""
+    import time
+
+    from qimg.launcher.backend import TaskNotFound
+
+    _record, backend, task_id = _record_and_backend(name, local)
+    sys.stdout.write(backend.new_output(task_id))
+    sys.stdout.flush()
+    sys.stderr.write(backend.new_output(task_id, stderr=True))
+    try:
+        while follow:
+            time.sleep(1)
+            sys.stdout.write(backend.new_output(task_id))
+            sys.stdout.flush()
+            sys.stderr.write(backend.new_output(task_id, stderr=True))
+    except (KeyboardInterrupt, TaskNotFound):
+        return
+
+
+@app.command()
+def stop(
+    name: Annotated[str | None, typer.Argument(help="Task name.")] = None,
+    stop_all: Annotated[bool, typer.Option("--all", help="Stop every task qimg launched there.")] = False,
+    local: LocalOpt = False,
+) -> None:
+    """Abort and delete a task (or all of them): nothing keeps running or billing."""
+    from qimg.launcher import sshconfig
+    from qimg.launcher.backend import open_backend
+
+    if bool(name) == stop_all:
+        raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
+    if name:
+        _record, backend, task_id = _record_and_backend(name, local)
+        targets = [(name, task_id)]
+    else:
+        backend = open_backend(_backend_name(local))
+        targets = [(task.name, task.id) for task in backend.tasks()]
+    for task_name, task_id in targets:
+        backend.stop(task_id)
+        record = sshconfig.load(task_name)
+        if record is not None and record.task_id == task_id:
+            sshconfig.forget(task_name)
+        print(f"stopped {task_name} ({task_id})")
+    if not targets:
+        print(f"no qimg task on {backend.name}")
+
+
+@app.command("ls")
+def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
+    """List the tasks launched by qimg: name, state, endpoints, age, credits."""
+    from datetime import datetime, timezone
+
+    from qimg.launcher.backend import open_backend
+
+    backend = open_backend(_backend_name(local))
+    now = datetime.now(timezone.utc)
+    tasks = sorted(backend.tasks(), key=lambda task: task.created or now)
+    if as_json:
+        print(json.dumps({"backend": backend.name, "tasks": [task.as_dict(now) for task in tasks]}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"qimg tasks on {backend.name}", title_justify="left")
+    for column in ("name", "state", "endpoints", "age", "credits"):
+        table.add_column(column)
+    for task in tasks:
+        age = int((now - task.created).total_seconds()) if task.created else None
+        table.add_row(
+            task.name, task.state, " ".join(task.endpoints) or "-",
+            "-" if age is None else f"{age // 3600}h{age % 3600 // 60:02d}m",
+            "-" if task.credits is None else f"{task.credits:.2f} EUR",
+        )  # fmt: skip
+    Console(highlight=False).print(table)
+
+
+@app.command("ssh-config")
+def ssh_config(
+    install: Annotated[
+        bool, typer.Option("--install", help="Add one Include line for qimg's file to ~/.ssh/config.")
+    ] = False,
+) -> None:
+    """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
+    from qimg.launcher import sshconfig
+
+    if not install:
+        print(sshconfig.config_path())
+        return
+    user_config = Path.home() / ".ssh" / "config"
+    added = sshconfig.install_include(user_config)
+    print(f"{'added' if added else 'already there'}: Include {sshconfig.config_path()} in {user_config}")
 
 
 def _version(value: bool) -> None:

@@ -81,6 +81,21 @@ def read_image_file(engine: docker.DockerClient, ref: str, path: str) -> bytes |
         container.remove(force=True)
 
 
+def registry_credentials(registry: str) -> tuple[str, str] | None:
+    """(username, password) for a registry from the Docker config (~/.docker/config.json or its
+    credential helper), as `docker login` stored them; None when there are none."""
+    from docker import auth
+    from docker.errors import DockerException
+
+    try:
+        found = auth.load_config().resolve_authconfig(registry)
+    except DockerException:
+        return None
+    if found and found.get("username") and found.get("password"):
+        return str(found["username"]), str(found["password"])
+    return None
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

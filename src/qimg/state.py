@@ -1,9 +1,13 @@
-"""What qimg remembers between commands: the last image it built (for push, run and check)."""
+"""What qimg remembers between commands: the last image built (for check, push and run --local)
+and the last one pushed (for run on Qarnot)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+LAST_BUILT = "last-image"
+LAST_PUSHED = "last-pushed"
 
 
 def state_dir() -> Path:
@@ -11,16 +15,16 @@ def state_dir() -> Path:
     return Path(root) / "qimg"
 
 
-def remember_last_image(ref: str) -> None:
+def remember(what: str, ref: str) -> None:
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "last-image.new"
+    tmp = directory / f"{what}.new"
     tmp.write_text(ref + "\n")
-    tmp.replace(directory / "last-image")
+    tmp.replace(directory / what)
 
 
-def last_image() -> str | None:
+def recall(what: str) -> str | None:
     try:
-        return (state_dir() / "last-image").read_text().strip() or None
+        return (state_dir() / what).read_text().strip() or None
     except FileNotFoundError:
         return None

@@ -70,11 +70,6 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    return docker.from_env()
-
-
-@pytest.fixture(scope="session")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
     return make_throwaway_identity(tmp_path_factory.mktemp("key"), "qimg-tests")
 

@@ -1,0 +1,135 @@
+"""`qimg push`: push an image with the Docker SDK, and prove it arrived.
+
+docker-py does not raise when a registry refuses a push (`unauthorized`, `denied`): the refusal is
+only in the JSON stream. Every chunk is checked, and the digest the engine reports is then
+confirmed by asking the registry for the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qimg.builder.spec import ImageRef
+from qimg.errors import QimgError, UsageError
+
+if TYPE_CHECKING:
+    import docker
+
+RegistryAuth = tuple[str, str]  # (username, password)
+
+
+class PushFailed(QimgError):
+    """The registry refused the push, or does not hold what the engine said it pushed."""
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    layer: str
+    status: str
+    current: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Pushed:
+    ref: str
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.ref}@{self.digest}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"ref": self.ref, "digest": self.digest, "pinned": self.pinned}
+
+
+def push_target(source: str, to: str | None) -> ImageRef:
+    """The reference to push, which must name its registry: pushing `qimg/alice` would mean Docker Hub."""
+    target = ImageRef.parse(to or source, "--to" if to else "IMAGE")
+    if target.digest:
+        raise UsageError(f"cannot push to a digest ({target}): name a tag, e.g. --to REGISTRY/NAME:TAG")
+    explicit = (to or source).split("/", 1)[0]
+    if not ("." in explicit or ":" in explicit or explicit == "localhost"):
+        raise UsageError(
+            f"{to or source} names no registry: push with --to REGISTRY/NAME:TAG, e.g. --to "
+            f"registry.example.com/team/{target.repository.rsplit('/', 1)[-1]}:{target.tag} "
+            f"(docker.io/USER/NAME:TAG for Docker Hub)"
+        )
+    return target
+
+
+def push_image(
+    client: docker.DockerClient,
+    source: str,
+    target: ImageRef,
+    auth: RegistryAuth | None = None,
+    on_progress: Callable[[LayerProgress], None] | None = None,
+) -> Pushed:
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        image = client.images.get(source)
+    except ImageNotFound:
+        raise UsageError(
+            f"no local image {source}: build it with `qimg build`, or name an existing one"
+        ) from None
+    auth_config = {"username": auth[0], "password": auth[1]} if auth else None
+    if str(target) not in image.tags:
+        image.tag(target.repository_ref, target.tag)
+    digest = ""
+    try:
+        stream = client.api.push(
+            target.repository_ref, target.tag, stream=True, decode=True, auth_config=auth_config
+        )
+        for chunk in stream:
+            digest = _check_chunk(chunk, target) or digest
+            if on_progress and chunk.get("id") and chunk.get("status"):
+                detail = chunk.get("progressDetail") or {}
+                on_progress(
+                    LayerProgress(
+                        chunk["id"],
+                        chunk["status"],
+                        int(detail.get("current", 0)),
+                        int(detail.get("total", 0)),
+                    )
+                )
+        if not digest:
+            raise PushFailed(
+                f"pushing {target}: the engine reported no digest, so nothing is known to be pushed"
+            )
+        confirmed = client.images.get_registry_data(str(target), auth_config=auth_config).id
+    except APIError as error:
+        raise PushFailed(
+            f"pushing {target}: {_explain(getattr(error, 'explanation', None) or str(error))}"
+        ) from None
+    if confirmed != digest:
+        raise PushFailed(f"pushing {target}: the registry holds {confirmed}, not the pushed {digest}")
+    return Pushed(str(target), digest)
+
+
+def _check_chunk(chunk: dict[str, Any], target: ImageRef) -> str:
+    """Raise on an error chunk; return the digest when the chunk carries it."""
+    error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+    if error:
+        raise PushFailed(f"pushing {target}: {_explain(str(error))}")
+    aux = chunk.get("aux") or {}
+    return str(aux.get("Digest") or "")
+
+
+def _explain(message: str) -> str:
+    text = _first_line(message)
+    if "connection refused" in text or "no such host" in text:
+        return f"the registry does not answer ({text}): is it running, and is the address right?"
+    if "unauthorized" in text or "authentication required" in text:
+        return (
+            f"the registry refused the credentials ({text}): "
+            "check --username/--password-stdin or `docker login`"
+        )
+    return f"the registry refused: {text}"
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else "unknown error"

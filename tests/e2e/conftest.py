@@ -1,0 +1,167 @@
+"""End to end with real parts: Debian's docker-registry on 127.0.0.1 (open, and with htpasswd auth),
+the fake Qarnot API running tasks on the local engine, the real SDK, and the real OpenSSH client.
+
+Every test gets its own HOME (with an ed25519 key pair) and qimg state directory, and leaves no task
+running on the fake that it did not keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.fake_qarnot import FAKE_LABEL, FakeQarnot
+from tests.helpers import run_qimg
+
+IMAGE = "qimgtest/e2e-alice:latest"
+REGISTRY_USER = "qimg-tester"
+REGISTRY_PASSWORD = "s3cret-registry-password"
+
+
+@dataclass(frozen=True)
+class Registry:
+    host: str  # 127.0.0.1:PORT
+    auth: bool
+
+    def ref(self, name: str) -> str:
+        return f"{self.host}/{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_registry(root: Path, auth: bool) -> Iterator[Registry]:
+    port = free_port()
+    config = root / "config.yml"
+    lines = [
+        "version: 0.1",
+        "log: {level: error}",
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}",
+        f"http: {{addr: 127.0.0.1:{port}}}",
+    ]
+    if auth:
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], capture_output=True, text=True, check=True
+        ).stdout
+        (root / "htpasswd").write_text(htpasswd)
+        lines.append(f"auth: {{htpasswd: {{realm: qimg-tests, path: {root / 'htpasswd'}}}}}")
+    config.write_text("\n".join(lines) + "\n")
+    server = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert server.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.1)
+        yield Registry(f"127.0.0.1:{port}", auth)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with serve_registry(tmp_path_factory.mktemp("registry-open"), auth=False) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with serve_registry(tmp_path_factory.mktemp("registry-auth"), auth=True) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def e2e_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """alice's image, built by `qimg build`, with busybox for the tunnel test's HTTP server."""
+    state = tmp_path_factory.mktemp("build-state")
+    built = run_qimg(
+        "build", "--user", "alice", "--package", "busybox", "--tag", IMAGE, env={"XDG_STATE_HOME": str(state)}
+    )
+    assert built.returncode == 0, built.stderr
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def pushed_image(e2e_image: str, auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image in the authenticated registry, pushed by `qimg push`."""
+    target = auth_registry.ref("team/alice:e2e")
+    pushed = run_qimg(
+        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin",
+        env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("push-state"))}, stdin=REGISTRY_PASSWORD + "\n",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    return target
+
+
+@dataclass(frozen=True)
+class User:
+    """A user's machine: HOME with a key pair, qimg's state, and the Qarnot settings."""
+
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def public_key(self) -> Path:
+        return self.home / ".ssh" / "id_ed25519.pub"
+
+    def qimg(
+        self, *args: str, stdin: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout)
+
+
+@pytest.fixture
+def fake(docker_client: docker.DockerClient) -> Iterator[FakeQarnot]:
+    with FakeQarnot(docker_client) as server:
+        yield server
+        leaked = [task.name for task in server.running()]  # tests stop what they keep
+    for container in docker_client.containers.list(all=True, filters={"label": FAKE_LABEL}):
+        container.remove(force=True)
+    assert leaked == [], f"tasks left running: {leaked}"
+
+
+@pytest.fixture
+def user(tmp_path: Path, fake: FakeQarnot) -> User:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "tester",
+            "-f",
+            str(home / ".ssh" / "id_ed25519"),
+        ],
+        check=True,
+    )
+    env = {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "DOCKER_CONFIG": str(home / ".docker"),
+        "QARNOT_CLUSTER_URL": fake.url + "/",  # a trailing slash, as users write it: the fake collapses //
+        "QARNOT_CLIENT_TOKEN": fake.token,
+    }
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    return User(home, env)

@@ -1,0 +1,97 @@
+"""`qimg push` against a real registry (Debian's docker-registry), open and with htpasswd auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import docker
+import pytest
+from docker.errors import APIError
+
+from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry, User, free_port
+from tests.helpers import assert_one_line_error
+
+pytestmark = pytest.mark.docker
+AUTH = {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}
+
+
+def test_push_to_an_open_registry_prints_the_pinned_digest(
+    docker_client: docker.DockerClient, e2e_image: str, open_registry: Registry, user: User
+) -> None:
+    target = open_registry.ref("team/alice:open")
+    pushed = user.qimg("push", e2e_image, "--to", target)
+    assert pushed.returncode == 0, pushed.stderr
+    ref, _, digest = pushed.stdout.strip().partition("@")
+    assert ref == target and digest.startswith("sha256:")
+    assert docker_client.images.get_registry_data(target).id == digest  # the registry holds it
+
+
+def test_push_with_password_stdin_then_as_json(
+    docker_client: docker.DockerClient, e2e_image: str, auth_registry: Registry, user: User
+) -> None:
+    target = auth_registry.ref("team/alice:stdin")
+    pushed = user.qimg(
+        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin", "--json",
+        stdin=REGISTRY_PASSWORD + "\n",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    result = json.loads(pushed.stdout)
+    assert result["pinned"] == f"{target}@{result['digest']}"
+    assert docker_client.images.get_registry_data(target, auth_config=AUTH).id == result["digest"]
+    assert REGISTRY_PASSWORD not in pushed.stdout + pushed.stderr
+
+
+def test_push_with_credentials_from_the_docker_config(
+    docker_client: docker.DockerClient, e2e_image: str, auth_registry: Registry, user: User
+) -> None:
+    config = user.home / ".docker" / "config.json"
+    config.parent.mkdir()
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    target = auth_registry.ref("team/alice:config")
+    pushed = user.qimg("push", e2e_image, "--to", target)
+    assert pushed.returncode == 0, pushed.stderr
+    assert (
+        docker_client.images.get_registry_data(target, auth_config=AUTH).id
+        == pushed.stdout.split("@")[1].strip()
+    )
+
+
+def test_wrong_password_is_refused_and_nothing_is_claimed(
+    docker_client: docker.DockerClient, e2e_image: str, auth_registry: Registry, user: User
+) -> None:
+    target = auth_registry.ref("team/alice:wrong")
+    pushed = user.qimg(
+        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin", stdin="nope\n"
+    )
+    assert_one_line_error(pushed, 1, target, "refused")
+    assert pushed.stdout == ""
+    with pytest.raises(APIError):
+        docker_client.images.get_registry_data(target, auth_config=AUTH)
+
+
+def test_no_credentials_for_an_auth_registry(e2e_image: str, auth_registry: Registry, user: User) -> None:
+    pushed = user.qimg("push", e2e_image, "--to", auth_registry.ref("team/alice:anonymous"))
+    assert_one_line_error(pushed, 1, "refused")
+    assert pushed.stdout == ""
+
+
+def test_registry_down(e2e_image: str, user: User) -> None:
+    pushed = user.qimg("push", e2e_image, "--to", f"127.0.0.1:{free_port()}/team/alice:down")
+    assert_one_line_error(pushed, 1, "does not answer")
+    assert pushed.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--to", "team/alice:latest"], "names no registry"),
+        (["--to", "127.0.0.1:5000/Team/Alice"], "invalid --to"),
+        (["--to", "127.0.0.1:5000/team/alice:x", "--username", "someone"], "--password-stdin"),
+    ],
+)
+def test_bad_push_input_is_one_line_and_exit_2(
+    e2e_image: str, user: User, args: list[str], fragment: str
+) -> None:
+    assert_one_line_error(user.qimg("push", e2e_image, *args), 2, fragment)

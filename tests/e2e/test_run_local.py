@@ -1,0 +1,76 @@
+"""`qimg run --local`: the same launcher on the local engine, no account needed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+
+from qimg.launcher.local import TASK_LABEL
+from tests.e2e.conftest import User
+from tests.helpers import assert_one_line_error
+
+pytestmark = pytest.mark.docker
+
+
+def local_tasks(client: docker.DockerClient) -> list[str]:
+    return [c.name or "" for c in client.containers.list(all=True, filters={"label": TASK_LABEL})]
+
+
+def test_run_local_command(docker_client: docker.DockerClient, e2e_image: str, user: User) -> None:
+    result = user.qimg("run", "--local", e2e_image, "--command", "id -un; pwd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["alice", "/home/alice"]
+    assert "stopped and deleted" in result.stderr
+    assert local_tasks(docker_client) == []
+
+
+def test_command_exit_code_is_qimgs(docker_client: docker.DockerClient, e2e_image: str, user: User) -> None:
+    result = user.qimg("run", "--local", e2e_image, "--command", "exit 7")
+    assert result.returncode == 7
+    assert local_tasks(docker_client) == []
+
+
+def test_ssh_config_install(docker_client: docker.DockerClient, e2e_image: str, user: User) -> None:
+    launched = user.qimg("run", "--local", e2e_image, "--name", "loc", "--instances", "2")
+    assert launched.returncode == 0, launched.stderr
+    user_config = user.home / ".ssh" / "config"
+    user_config.write_text("Host *\n    User nobody\n")  # a user's catch-all must not override qimg's entries
+    assert user.qimg("ssh-config", "--install").returncode == 0
+    assert user.qimg("ssh-config", "--install").stdout.startswith("already there")
+    text = user_config.read_text()
+    assert text.index("Include ") < text.index("Host *") and text.count("Include ") == 1
+    for host in ("qimg-loc", "qimg-loc-1"):
+        who = subprocess.run(
+            ["ssh", "-F", str(user_config), host, "id", "-un"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert who.stdout.strip() == "alice", who.stderr
+    listed = user.qimg("ls", "--local")
+    assert "loc" in listed.stdout and "FullyExecuting" in listed.stdout
+    assert user.qimg("stop", "--all", "--local").returncode == 0
+    assert local_tasks(docker_client) == []
+    assert "qimg-loc" not in (Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "config").read_text()
+
+
+def test_an_image_qimg_did_not_build_logs_in_as_root(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, tmp_path: Path
+) -> None:
+    """The generic DOCKER_CMD: root's key from DOCKER_SSH, a fresh host key, sshd, with no quoting."""
+    root_image = "qimgtest/e2e-root:latest"
+    assert user.qimg("build", "--tag", root_image).returncode == 0
+    (tmp_path / "Dockerfile").write_text(
+        f'FROM {root_image}\nLABEL io.qimg.user="" io.qimg.start=""\nCMD ["sleep", "1"]\n'
+    )
+    docker_client.images.build(path=str(tmp_path), tag="qimgtest/foreign:latest", rm=True)
+    refused = user.qimg("run", "--local", "qimgtest/foreign:latest", "--user", "alice")
+    assert_one_line_error(refused, 2, "not built by qimg")
+    result = user.qimg("run", "--local", "qimgtest/foreign:latest", "--command", "id -un")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "root"
+    assert local_tasks(docker_client) == []
