@@ -542,16 +542,15 @@ def logs(
     from qimg.launcher.backend import TaskNotFound
 
     _record, backend, task_id = _record_and_backend(name, local)
-    sys.stdout.write(backend.new_output(task_id))
-    sys.stdout.flush()
-    sys.stderr.write(backend.new_output(task_id, stderr=True))
     try:
-        while follow:
-            time.sleep(1)
+        while True:
             sys.stdout.write(backend.new_output(task_id))
             sys.stdout.flush()
             sys.stderr.write(backend.new_output(task_id, stderr=True))
-    except (KeyboardInterrupt, TaskNotFound):
+            if not follow or backend.view(task_id).ended:
+                return
+            time.sleep(1)
+    except (KeyboardInterrupt, TaskNotFound):  # Ctrl-C, or the task was stopped meanwhile
         return
 
 

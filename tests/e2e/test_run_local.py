@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import docker
@@ -74,3 +77,36 @@ def test_an_image_qimg_did_not_build_logs_in_as_root(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "root"
     assert local_tasks(docker_client) == []
+
+
+def test_connect_opens_a_terminal_session_then_stops(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    """--connect on a real pseudo-terminal (util-linux `script`), typing into the remote shell."""
+    command = f"{sys.executable} -m qimg run --local {e2e_image} --connect"
+    session = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], input="echo remote-$((6*7)) as $(id -un)\nexit\n",
+        capture_output=True, text=True, env={**os.environ, **user.env}, timeout=120, check=False,
+    )  # fmt: skip
+    assert session.returncode == 0, session.stdout + session.stderr
+    assert "remote-42 as alice" in session.stdout
+    assert "stopped and deleted" in session.stdout  # script merges the terminal's streams
+    assert local_tasks(docker_client) == []
+
+
+def test_logs_follow_until_the_task_stops(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    assert user.qimg("run", "--local", e2e_image, "--name", "follow").returncode == 0
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "qimg", "logs", "follow", "-f"], env={**os.environ, **user.env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2)
+    assert user.qimg("ssh", "follow", "--", "true").returncode == 0
+    time.sleep(2)
+    assert user.qimg("stop", "follow").returncode == 0
+    stdout, stderr = follower.communicate(timeout=30)  # ends by itself once the task is gone
+    assert follower.returncode == 0
+    assert "qimg-host-key: ssh-ed25519 " in stdout
+    assert stderr.count("Accepted publickey for alice") >= 2  # readiness, then the ssh made while following
