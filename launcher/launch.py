@@ -117,7 +117,7 @@ def task_constants(
     constants |= {
         "DOCKER_REPO": ref.repository,
         "DOCKER_TAG": ref.tag,
-        "DOCKER_SSH": key.public_line,
+        "DOCKER_SSH": key.docker_ssh,
         "DOCKER_CMD": start_command,
         "QIMG_MAX_SECONDS": str(max_seconds),
     }

@@ -129,6 +129,21 @@ def ssh_argv(host: str, *command: str, options: tuple[str, ...] = ()) -> list[st
     return ["ssh", "-F", str(config_path()), *options, host, *command]
 
 
+def putty_argv(record: TaskRecord, instance: InstanceRecord, options: tuple[str, ...] = ()) -> list[str]:
+    """The plink equivalent of an entry, for PuTTY users: the same host key pinned by its fingerprint,
+    and the .ppk beside the identity (`qimg keygen --ppk` writes it there)."""
+    from qimg.launcher.keys import public_keys
+
+    pins = [
+        f"-hostkey {public_keys(key, 'the pinned host key')[0].fingerprint}" for key in instance.host_keys
+    ]
+    return [
+        "plink", "-ssh", "-P", str(instance.port), "-l", record.user,
+        "-i", str(Path(record.identity).with_suffix(".ppk")),
+        *" ".join(pins).split(), *options, instance.host,
+    ]  # fmt: skip
+
+
 def printable(argv: list[str]) -> str:
     home = str(Path.home())
     return " ".join(

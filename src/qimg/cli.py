@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from qimg.launcher.backend import Backend, TaskRequest, TaskView
     from qimg.launcher.check import CheckResult
     from qimg.launcher.keys import LoginKey
+    from qimg.launcher.launch import Tunnel
     from qimg.launcher.sshconfig import TaskRecord
 
 app = typer.Typer(
@@ -302,6 +303,10 @@ def _layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
 # --- run and the day-to-day commands ---------------------------------------------------------------
 
 LocalOpt = Annotated[bool, typer.Option("--local", help="Use the local Docker engine instead of Qarnot.")]
+PuttyOpt = Annotated[
+    bool,
+    typer.Option("--putty", help="Also print the PuTTY (plink) command: the .ppk key, the pinned host key."),
+]
 
 
 def _backend_name(local: bool) -> str:
@@ -335,6 +340,7 @@ def run(
         str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
     ] = "12h",
     keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
+    putty: PuttyOpt = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinOpt = False,
     as_json: JsonOpt = False,
@@ -374,7 +380,7 @@ def run(
     )  # fmt: skip
     record = _launch_with_status(backend, request, login_key, image_login.user, timeout, keep)
     # stdout belongs to --command's output: then the ready lines go to stderr.
-    _print_ready(record, as_json, sys.stderr if command is not None else sys.stdout)
+    _print_ready(record, as_json, sys.stderr if command is not None else sys.stdout, putty, tunnels)
     console = _stderr()
     if not (connect or command is not None or tunnels):
         stop_hint = f"qimg stop {record.name}" + (" --local" if local else "")
@@ -447,8 +453,12 @@ def _refuse_name_in_use(name: str) -> None:
     sshconfig.forget(name)
 
 
-def _print_ready(record: TaskRecord, as_json: bool, out: TextIO) -> None:
+def _print_ready(
+    record: TaskRecord, as_json: bool, out: TextIO, putty: bool = False, tunnels: tuple[Tunnel, ...] = ()
+) -> None:
     from qimg.launcher import sshconfig
+
+    forwards = tuple(option for tunnel in tunnels for option in tunnel.ssh_option)
 
     rows = [
         {
@@ -461,6 +471,11 @@ def _print_ready(record: TaskRecord, as_json: bool, out: TextIO) -> None:
                 sshconfig.ssh_argv(sshconfig.alias(record.name, instance.index))
             ),
             "host_key": instance.host_keys[0] if instance.host_keys else "",
+            **(
+                {"putty_command": sshconfig.printable(sshconfig.putty_argv(record, instance, forwards))}
+                if putty
+                else {}
+            ),
         }
         for instance in record.instances
     ]
@@ -473,6 +488,8 @@ def _print_ready(record: TaskRecord, as_json: bool, out: TextIO) -> None:
     print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
     for row in rows:
         print(f"  {row['ssh_command']}", file=out, flush=True)
+        if putty:
+            print(f"  {row['putty_command']}", file=out, flush=True)
 
 
 def _record_and_backend(name: str, local: bool) -> tuple[TaskRecord | None, Backend, str]:
@@ -502,11 +519,16 @@ def ssh_command(
     name: Annotated[str, typer.Argument(help="Task name.")],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
     local: LocalOpt = False,
+    putty: PuttyOpt = False,
 ) -> None:
     """Log into a task (its first instance), or run a command there."""
-    from qimg.launcher import launch
+    from qimg.launcher import launch, sshconfig
 
     record = _login_record(name, local)
+    if putty:
+        for instance in record.instances:
+            print(sshconfig.printable([*sshconfig.putty_argv(record, instance), *(command or [])]))
+        return
     # As ssh does: the words are joined with spaces and the remote shell parses them.
     code = launch.run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
     raise typer.Exit(code)
@@ -609,6 +631,81 @@ def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
         )  # fmt: skip
     Console(highlight=False).print(table)
+
+
+class KeyType(str, Enum):
+    ED25519 = "ed25519"
+    RSA = "rsa"
+
+
+@app.command()
+def keygen(
+    key_type: Annotated[KeyType, typer.Option("--type", help="Key type.")] = KeyType.ED25519,
+    bits: Annotated[
+        int | None, typer.Option("--bits", help="RSA size (3072 to 16384; default 3072).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Private key path (default ~/.ssh/id_TYPE); .pub and .ppk beside it."),
+    ] = None,
+    comment: Annotated[str | None, typer.Option("--comment", help="Key comment (default user@host).")] = None,
+    passphrase_stdin: Annotated[
+        bool, typer.Option("--passphrase-stdin", help="Read the passphrase from standard input.")
+    ] = False,
+    ppk: Annotated[bool, typer.Option("--ppk", help="Also write a PuTTY key (format 3).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+    from_ppk: Annotated[
+        Path | None, typer.Option("--from", help="Convert this PuTTY .ppk to OpenSSH files instead.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make an ssh key pair (OpenSSH files, and a .ppk for PuTTY), or convert a .ppk to OpenSSH files."""
+    import getpass
+    import socket
+
+    from qimg.launcher import keygen as keys
+    from qimg.launcher.keys import read_key_file
+
+    if from_ppk is not None:
+        if bits is not None or key_type is not KeyType.ED25519:
+            raise UsageError("--from converts an existing key: it goes with neither --type nor --bits")
+        source = f"--from {from_ppk}"
+        parsed = keys.read_ppk(read_key_file(from_ppk, source), source)
+        paths = keys.targets(out or from_ppk.with_suffix(""), ppk, force)
+        passphrase = _passphrase(passphrase_stdin, prompt="passphrase of the .ppk: ", ask=parsed.encrypted)
+        key = keys.from_ppk(parsed, source, passphrase)
+        written = keys.write(key, paths, comment if comment is not None else parsed.comment, passphrase)
+    else:
+        default_out = Path.home() / ".ssh" / f"id_{key_type.value}"
+        paths = keys.targets(out or default_out, ppk, force)
+        key = keys.generate(key_type.value, bits)
+        passphrase = _passphrase(
+            passphrase_stdin, prompt="passphrase (empty for none): ", ask=sys.stdin.isatty()
+        )
+        label = comment if comment is not None else f"{getpass.getuser()}@{socket.gethostname()}"
+        written = keys.write(key, paths, label, passphrase)
+    if as_json:
+        print(json.dumps(written.as_dict()))
+        return
+    for path in (written.private, written.public, written.ppk):
+        if path is not None:
+            print(f"wrote {path}")
+    print(f"{written.fingerprint} {written.public_line}")
+
+
+def _passphrase(from_stdin: bool, *, prompt: str, ask: bool) -> bytes | None:
+    """From stdin (--passphrase-stdin), else asked on the terminal when `ask`; None when empty."""
+    if from_stdin:
+        text = sys.stdin.readline().rstrip("\r\n")
+    elif ask and sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass(prompt)
+    elif ask:
+        raise UsageError("the key is encrypted and there is no terminal to ask: pass --passphrase-stdin")
+    else:
+        text = ""
+    return text.encode() or None
 
 
 @app.command("ssh-config")

@@ -13,6 +13,7 @@ from qimg.launcher import sshconfig
 from qimg.launcher.keys import LoginKey
 from qimg.launcher.launch import Tunnel, parse_duration, parse_tunnel, task_constants
 from qimg.launcher.ssh import host_keys_in
+from qimg.launcher.sshwire import PublicKey
 
 
 @pytest.mark.parametrize(
@@ -57,10 +58,12 @@ def test_tunnels_and_durations() -> None:
 
 
 def test_constants_for_hub_and_private_registries() -> None:
-    key = LoginKey(Path("k.pub"), "ssh-ed25519 AAAA me", Path("k"))
+    key = LoginKey(
+        Path("k.pub"), (PublicKey("ssh-ed25519", b"\0\0\0\x0bssh-ed25519" + b"\0" * 36, "me"),), Path("k")
+    )
     hub = task_constants(ImageRef.parse("ubuntu:24.04", "IMAGE"), key, "start", 60, None)
     assert hub == {
-        "DOCKER_REPO": "library/ubuntu", "DOCKER_TAG": "24.04", "DOCKER_SSH": "ssh-ed25519 AAAA me",
+        "DOCKER_REPO": "library/ubuntu", "DOCKER_TAG": "24.04", "DOCKER_SSH": key.keys[0].line,
         "DOCKER_CMD": "start", "QIMG_MAX_SECONDS": "60",
     }  # fmt: skip
     private = task_constants(ImageRef.parse("reg.example.com/t/a:1", "IMAGE"), key, "start", 60, ("u", "p"))
