@@ -52,7 +52,10 @@ def public_keys(text: str, source: str, *, allow_private: bool = False) -> list[
             raise UsageError(f"{source}: {error}") from None
         return [_checked(PublicKey(parsed.algorithm, parsed.public_blob, parsed.comment), source, "the .ppk")]
     if "---- BEGIN SSH2 PUBLIC KEY ----" in text:
-        return [_rfc4716(block, source) for block in _RFC4716.findall(text)] or _damaged(source, "RFC 4716")
+        blocks = _RFC4716.findall(text)
+        if not blocks:
+            raise UsageError(f"{source}: the RFC 4716 file is truncated or damaged (no END line)")
+        return [_rfc4716(block, source) for block in blocks]
     if any(marker in text for marker in _PRIVATE_MARKERS):
         if not allow_private:
             raise UsageError(
@@ -135,10 +138,6 @@ def _base64(text: str, where: str) -> bytes:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise UsageError(f"{where}: the base64 is truncated or damaged: copy the whole key again") from None
-
-
-def _damaged(source: str, what: str) -> list[PublicKey]:
-    raise UsageError(f"{source}: the {what} file is truncated or damaged")
 
 
 def _checked(key: PublicKey, source: str, what: str) -> PublicKey:

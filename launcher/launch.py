@@ -126,14 +126,22 @@ def task_constants(
     return constants
 
 
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
+
+
 @contextlib.contextmanager
-def signals_as_errors() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted, so that the clean-up below runs for both."""
+def signals_as_errors(*, interrupt: bool = True) -> Iterator[None]:
+    """SIGINT (unless `interrupt` is off), SIGTERM and SIGHUP raise Interrupted, so that every clean-up
+    below runs for them. Handlers, unlike SIG_IGN, are not inherited by child processes (ssh)."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def ignore(_signum: int, _frame: FrameType | None) -> None:
+        return  # Ctrl-C in an interactive session belongs to the remote shell
+
+    handlers = {sig: handler for sig in _STOPPING_SIGNALS} | {signal.SIGINT: handler if interrupt else ignore}
+    previous = {sig: signal.signal(sig, action) for sig, action in handlers.items()}
     try:
         yield
     finally:
@@ -143,9 +151,9 @@ def signals_as_errors() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
-    """While stopping a task (a second Ctrl-C must not leave it running) or while an interactive ssh
-    owns the terminal (Ctrl-C belongs to the remote shell)."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """While a task is being stopped: a second Ctrl-C must not leave it running."""
+    signals = (signal.SIGINT, *_STOPPING_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
     try:
         yield
     finally:
@@ -308,7 +316,7 @@ def run_over_ssh(
             sshconfig.alias(record.name, instance.index), *remote, options=tuple(options)
         )
         if interactive:
-            with signals_ignored():
+            with signals_as_errors(interrupt=False):
                 return subprocess.run(argv, check=False).returncode
         if command is None:  # tunnels only: held until Ctrl-C, which closes them (the task keeps running)
             try:

@@ -192,12 +192,9 @@ def check(
     """Smoke-test an image: start it as Qarnot would, log in with ssh, check what matters."""
     from qimg import engine
     from qimg.launcher.check import check_image, image_info
-    from qimg.state import LAST_BUILT, recall
+    from qimg.state import LAST_BUILT
 
-    ref = image or recall(LAST_BUILT)
-    if ref is None:
-        raise UsageError("no image given and none built yet: qimg check IMAGE, or qimg build first")
-    check_image_ref(ref, "IMAGE")
+    ref = _given_or_remembered(image, LAST_BUILT, "qimg check IMAGE, or qimg build first")
     if timeout <= 0:
         raise UsageError(f"invalid --timeout {timeout}: give a number of seconds above 0")
     client = engine.client()
@@ -209,6 +206,17 @@ def check(
         _print_table(ref, results)
     if not passed:
         raise typer.Exit(1)
+
+
+def _given_or_remembered(image: str | None, remembered: str, usage: str) -> str:
+    """The IMAGE argument, else the image qimg remembers (the last built, or the last pushed)."""
+    from qimg.state import LAST_BUILT, recall
+
+    ref = image or recall(remembered)
+    if ref is None:
+        done = "built" if remembered == LAST_BUILT else "pushed"
+        raise UsageError(f"no image given and none {done} yet: {usage}")
+    return check_image_ref(ref, "IMAGE")
 
 
 def _print_table(ref: str, results: list[CheckResult]) -> None:
@@ -261,12 +269,9 @@ def push(
     """Push an image to its registry and prove it arrived: prints REF@sha256:..."""
     from qimg import engine
     from qimg.builder.push import push_image, push_target
-    from qimg.state import LAST_BUILT, LAST_PUSHED, recall, remember
+    from qimg.state import LAST_BUILT, LAST_PUSHED, remember
 
-    source = image or recall(LAST_BUILT)
-    if source is None:
-        raise UsageError("no image given and none built yet: qimg push IMAGE --to REGISTRY/NAME:TAG")
-    check_image_ref(source, "IMAGE")
+    source = _given_or_remembered(image, LAST_BUILT, "qimg push IMAGE --to REGISTRY/NAME:TAG")
     target = push_target(source, to)
     auth = _registry_auth(username, password_stdin)
     client = engine.client()
@@ -386,10 +391,13 @@ def run(
         stop_hint = f"qimg stop {record.name}" + (" --local" if local else "")
         console.print(f"the task keeps running (and billing) until: {stop_hint}", markup=False)
         return
+    if not (connect or command is not None):  # tunnels only: held until Ctrl-C; the task keeps running
+        raise typer.Exit(launch.run_over_ssh(record, None, tunnels))
     try:
-        code = launch.run_over_ssh(record, command, tunnels, interactive=connect)
+        with launch.signals_as_errors():
+            code = launch.run_over_ssh(record, command, tunnels, interactive=connect)
     finally:
-        if (connect or command is not None) and not keep:
+        if not keep:
             console.print(launch.stop_quietly(backend, record.task_id), markup=False)
             sshconfig.forget(record.name)
     raise typer.Exit(code)
@@ -397,12 +405,9 @@ def run(
 
 def _run_image(image: str | None, local: bool) -> ImageRef:
     from qimg.builder.spec import ImageRef
-    from qimg.state import LAST_BUILT, LAST_PUSHED, recall
+    from qimg.state import LAST_BUILT, LAST_PUSHED
 
-    given = image or recall(LAST_BUILT if local else LAST_PUSHED)
-    if given is None:
-        done = "built" if local else "pushed"
-        raise UsageError(f"no image given and none {done} yet: qimg run IMAGE")
+    given = _given_or_remembered(image, LAST_BUILT if local else LAST_PUSHED, "qimg run IMAGE")
     ref = ImageRef.parse(given, "IMAGE")
     if ref.digest:
         raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")

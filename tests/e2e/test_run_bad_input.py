@@ -32,7 +32,7 @@ def malformed_key(user: User) -> list[str]:
 CASES: dict[str, tuple[Callable[[User], list[str]], int, str]] = {
     "private key as --key": (private_key, 2, "is a private key"),
     "missing key file": (missing_key, 2, "cannot read it"),
-    "malformed key file": (malformed_key, 2, "not a valid OpenSSH public key"),
+    "malformed key file": (malformed_key, 2, "truncated or damaged"),
     "bad tunnel spec": (lambda _user: ["--tunnel", "88:99:100"], 2, "invalid tunnel"),
     "bad max-time": (lambda _user: ["--max-time", "forever"], 2, "invalid --max-time"),
     "bad name": (lambda _user: ["--name", "Bad Name"], 2, "invalid --name"),

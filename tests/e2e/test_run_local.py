@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,3 +111,22 @@ def test_logs_follow_until_the_task_stops(
     assert follower.returncode == 0
     assert "qimg-host-key: ssh-ed25519 " in stdout
     assert stderr.count("Accepted publickey for alice") >= 2  # readiness, then the ssh made while following
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_the_command_still_stops_the_task(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, signum: int
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qimg", "run", "--local", e2e_image, "--command", "sleep 300"],
+        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    assert process.stderr.readline().startswith("ready: task ")  # the command runs from here on
+    time.sleep(1)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert "stopped and deleted" in stderr and "Traceback" not in stderr
+    assert local_tasks(docker_client) == []
