@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qimg.errors import QimgError
+
+if TYPE_CHECKING:
+    import docker
 
 TASK_TAG = "qimg"
 EXECUTING = "FullyExecuting"
@@ -108,13 +111,14 @@ class Backend(Protocol):
         ...
 
 
-def open_backend(name: str) -> Backend:
-    """ "qarnot" (needs a token) or "local" (the Docker engine); their libraries load only here."""
+def open_backend(name: str, client: docker.DockerClient | None = None) -> Backend:
+    """The backend called `name`: qarnot (needs a token) or local (the Docker engine, `client` if
+    given); their libraries are imported only here."""
     if name == "local":
         from qimg import engine
         from qimg.launcher.local import LocalBackend
 
-        return LocalBackend(engine.client())
+        return LocalBackend(client or engine.client())
     from qimg.launcher.qarnot_backend import QarnotBackend
 
     return QarnotBackend()

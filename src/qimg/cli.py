@@ -372,8 +372,8 @@ def run(
         launch.check_port_free(forward)
     auth = _registry_auth(username, password_stdin)
     ref = _run_image(image, local)
-    backend = open_backend(_backend_name(local))
     client = engine.client()
+    backend = open_backend(_backend_name(local), client)
     if auth is None and not local and not ref.on_hub:
         auth = engine.registry_credentials(ref.registry)
     image_login = launch.image_login(client, ref, user, on_registry=not local, auth=auth)
