@@ -462,6 +462,7 @@ def _print_ready(
     record: TaskRecord, as_json: bool, out: TextIO, putty: bool = False, tunnels: tuple[Tunnel, ...] = ()
 ) -> None:
     from qimg.launcher import sshconfig
+    from qimg.launcher.backend import EXECUTING  # every instance answered: the task is executing
 
     forwards = tuple(option for tunnel in tunnels for option in tunnel.ssh_option)
 
@@ -487,7 +488,7 @@ def _print_ready(
     if as_json:
         print(json.dumps({
             "task": {"id": record.task_id, "name": record.name}, "backend": record.backend,
-            "state": "FullyExecuting", "instances": rows,
+            "state": EXECUTING, "instances": rows,
         }), flush=True)  # fmt: skip
         return
     print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
