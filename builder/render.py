@@ -15,10 +15,9 @@ from pathlib import Path
 import jinja2
 
 from qimg import __version__
-from qimg.builder.spec import Distro, ImageSpec
+from qimg.builder.spec import LABEL_PREFIX, Distro, ImageSpec
 
 START_COMMAND = "/usr/local/sbin/qimg-start"
-LABEL_PREFIX = "io.qimg."
 # What each family needs besides openssh-server: useradd and friends (shadow), and bash for users.
 _FAMILY_PACKAGES = {
     Distro.DEBIAN: ("openssh-server",),

@@ -137,6 +137,8 @@ class ImageSpec:
         return (*users, "root") if self.root_login else users
 
 
+# The labels qimg puts on images, read back by check and run to know how to start and log in.
+LABEL_PREFIX = "io.qimg."
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 _LOOPBACK_HOSTS = ("localhost", "127.")

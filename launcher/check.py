@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qimg.builder.render import LABEL_PREFIX
+from qimg.builder.spec import LABEL_PREFIX
 from qimg.errors import UsageError
 from qimg.launcher import local
 from qimg.launcher.ssh import (

@@ -50,7 +50,8 @@ def public_keys(text: str, source: str, *, allow_private: bool = False) -> list[
             parsed = ppk.parse(text)
         except ppk.PpkError as error:
             raise UsageError(f"{source}: {error}") from None
-        return [_checked(PublicKey(parsed.algorithm, parsed.public_blob, parsed.comment), source, "the .ppk")]
+        key = PublicKey(blob_type(parsed.public_blob), parsed.public_blob, parsed.comment)
+        return [_checked(key, source, "the .ppk")]
     if "---- BEGIN SSH2 PUBLIC KEY ----" in text:
         blocks = _RFC4716.findall(text)
         if not blocks:
@@ -105,11 +106,7 @@ def _rfc4716(block: str, source: str) -> PublicKey:
             continue
         body.append(line.strip())
     blob = _base64("".join(body), source)
-    try:
-        key_type = blob_type(blob)
-    except WireError:
-        raise UsageError(f"{source}: the RFC 4716 key is truncated or damaged") from None
-    return _checked(PublicKey(key_type, blob, comment), source, "the RFC 4716 key")
+    return _checked(PublicKey(blob_type(blob), blob, comment), source, "the RFC 4716 key")
 
 
 def _from_private(text: str, source: str) -> list[PublicKey]:

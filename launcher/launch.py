@@ -21,10 +21,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from qimg.builder.spec import ImageRef
+from qimg.builder.spec import LABEL_PREFIX, ImageRef
 from qimg.errors import QimgError, UsageError
 from qimg.launcher import sshconfig
-from qimg.launcher.backend import EXECUTING, Backend, TaskRequest, TaskView
+from qimg.launcher.backend import EXECUTING, Backend, Forward, InstanceView, TaskRequest, TaskView
 from qimg.launcher.keys import LoginKey
 from qimg.launcher.ssh import Endpoint, host_keys_in, try_login
 from qimg.launcher.sshconfig import InstanceRecord, TaskRecord
@@ -44,14 +44,13 @@ FOREIGN_START = "foreign-start.sh"
 class LaunchFailed(QimgError):
     """The task failed or was stopped before it was ready; `details` says what it printed."""
 
-    def __init__(self, message: str, details: tuple[str, ...] = (), exit_code: int = 1) -> None:
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.details = details
-        self.exit_code = exit_code
 
 
 class Interrupted(QimgError):
-    """Ctrl-C or SIGTERM."""
+    """Ctrl-C, SIGTERM or SIGHUP."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
@@ -191,13 +190,11 @@ def launch(
         task_id = backend.submit(request)
         try:
             instances = wait_ready(backend, task_id, key, user, time.monotonic() + timeout, on_status)
-        except BaseException as error:
+        except BaseException:
             if keep:
                 note(f"task {task_id} kept (--keep): stop it with `qimg stop {request.name}`")
             else:
                 note(stop_quietly(backend, task_id))
-            if isinstance(error, KeyboardInterrupt):
-                raise Interrupted(signal.SIGINT) from None
             raise
     record = TaskRecord(request.name, backend.name, task_id, user, str(key.identity), instances)
     sshconfig.save(record)
@@ -238,26 +235,20 @@ def wait_ready(
                     raise task_failure(backend, view, f"task {view.state.lower()} before ssh was ready")
             for instance in view.instances if view.state == EXECUTING else ():
                 forward = instance.forward
-                done = ready.get(instance.index)
-                if forward is None or (done and (done.host, done.port) == (forward.host, forward.port)):
+                if forward is None or not _moved(instance, ready.get(instance.index)):
                     continue
-                index = instance.index
                 host_keys = readers.setdefault(
-                    (index, forward.port), host_key_reader(backend, task_id, index)
+                    (instance.index, forward.port), host_key_reader(backend, task_id, instance.index)
                 )
-                endpoint = Endpoint(forward.host, forward.port, user)
-                pinned, error = try_login(
-                    endpoint, key.identity, Path(tmp) / f"known_hosts-{index}", host_keys
-                )
+                pinned, error = pin(instance, forward, user, key.identity, Path(tmp), host_keys)
                 if pinned:
-                    ready[index] = InstanceRecord(index, forward.host, forward.port, pinned, instance.attempt)
+                    ready[instance.index] = pinned
                 else:
-                    last_error = f"instance {index}: {error}"
-            current = {i.index: i.forward for i in view.instances if i.forward}
-            if len(current) == view.instance_count and all(
-                i in ready and (ready[i].host, ready[i].port) == (f.host, f.port) for i, f in current.items()
+                    last_error = f"instance {instance.index}: {error}"
+            if len(view.instances) == view.instance_count and not any(
+                _moved(instance, ready.get(instance.index)) for instance in view.instances
             ):
-                return [ready[i] for i in sorted(ready)]
+                return [ready[index] for index in sorted(ready)]
             if time.monotonic() >= deadline:
                 raise task_failure(
                     backend, view, f"not ready within the deadline ({view.state}, "
@@ -265,6 +256,24 @@ def wait_ready(
                 )  # fmt: skip
             time.sleep(max(0.0, min(probe_pause, next_poll - time.monotonic())))
             probe_pause = min(probe_pause * 1.5, PROBE_MAX_PAUSE)
+
+
+def _moved(instance: InstanceView, pinned: InstanceRecord | None) -> bool:
+    """True while the instance has no pinned login at its current forward (none yet, or restarted)."""
+    forward = instance.forward
+    return forward is None or pinned is None or (pinned.host, pinned.port) != (forward.host, forward.port)
+
+
+def pin(
+    instance: InstanceView, forward: Forward, user: str, identity: Path, workdir: Path,
+    host_keys: Callable[[], list[str]],
+) -> tuple[InstanceRecord | None, str]:  # fmt: skip
+    """One login attempt at the instance's forward with the keys it printed: its record, or why not."""
+    known_hosts = workdir / f"known_hosts-{instance.index}"
+    keys, error = try_login(Endpoint(forward.host, forward.port, user), identity, known_hosts, host_keys)
+    if not keys:
+        return None, error
+    return InstanceRecord(instance.index, forward.host, forward.port, keys, instance.attempt), ""
 
 
 def host_key_reader(backend: Backend, task_id: str, index: int) -> Callable[[], list[str]]:
@@ -299,33 +308,32 @@ def run_over_ssh(
     *,
     interactive: bool = False,
 ) -> int:
-    """Run a command on every instance (tunnels on the first), or one interactive session, or hold the
-    tunnels only. Returns the first non-zero exit code, else 0."""
-    exit_code = 0
-    for position, instance in enumerate(record.instances):
-        options: list[str] = []
-        if position == 0:
-            for tunnel in tunnels:
-                options.extend(tunnel.ssh_option)
-            if tunnels:
-                options += ["-o", "ExitOnForwardFailure=yes"]
-        if command is None and not interactive:
-            options.append("-N")
-        remote = (remote_command(command),) if command is not None else ()
-        argv = sshconfig.ssh_argv(
-            sshconfig.alias(record.name, instance.index), *remote, options=tuple(options)
-        )
-        if interactive:
-            with signals_as_errors(interrupt=False):
-                return subprocess.run(argv, check=False).returncode
-        if command is None:  # tunnels only: held until Ctrl-C, which closes them (the task keeps running)
-            try:
-                return subprocess.run(argv, check=False, stdin=subprocess.DEVNULL).returncode
-            except KeyboardInterrupt:
-                return 0
-        code = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL).returncode
-        exit_code = exit_code or code
-    return exit_code
+    """An interactive session on the first instance, or the tunnels alone until Ctrl-C, or the command
+    on every instance (tunnels on the first). Returns the first non-zero exit code, else 0."""
+    hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
+    forwards = [option for tunnel in tunnels for option in tunnel.ssh_option]
+    if forwards:
+        forwards += ["-o", "ExitOnForwardFailure=yes"]
+    if interactive:
+        with signals_as_errors(interrupt=False):
+            return subprocess.run(
+                sshconfig.ssh_argv(hosts[0], options=tuple(forwards)), check=False
+            ).returncode
+    if command is None:  # Ctrl-C closes the tunnels; the task keeps running
+        try:
+            argv = sshconfig.ssh_argv(hosts[0], options=(*forwards, "-N"))
+            return subprocess.run(argv, check=False, stdin=subprocess.DEVNULL).returncode
+        except KeyboardInterrupt:
+            return 0
+    options = [tuple(forwards)] + [()] * (len(hosts) - 1)  # the tunnels go through the first instance
+    codes = [
+        subprocess.run(
+            sshconfig.ssh_argv(host, remote_command(command), options=host_options),
+            check=False, stdin=subprocess.DEVNULL,
+        ).returncode
+        for host, host_options in zip(hosts, options, strict=True)
+    ]  # fmt: skip
+    return next((code for code in codes if code), 0)
 
 
 @dataclass(frozen=True)
@@ -342,8 +350,6 @@ def image_login(
     """Who logs in and what starts sshd, from the labels of a qimg image, checked to exist where the
     task will find it: the local engine, or the registry for Qarnot."""
     from docker.errors import APIError, ImageNotFound
-
-    from qimg.builder.render import LABEL_PREFIX
 
     try:
         labels = client.images.get(str(ref)).labels or {}
@@ -384,21 +390,16 @@ def refresh(backend: Backend, record: TaskRecord) -> TaskRecord:
     changed = False
     with tempfile.TemporaryDirectory(prefix="qimg-refresh-") as tmp:
         for instance in view.instances:
-            forward, old = instance.forward, known.get(instance.index)
-            if forward is None or (old and (old.host, old.port) == (forward.host, forward.port)):
-                continue
-            endpoint = Endpoint(forward.host, forward.port, record.user)
-            keys, error = try_login(
-                endpoint, Path(record.identity), Path(tmp) / "known_hosts",
-                host_key_reader(backend, record.task_id, instance.index),
-            )  # fmt: skip
-            if not keys:
+            forward = instance.forward
+            if forward is None or not _moved(instance, known.get(instance.index)):
+                continue  # not running now (nothing to pin), or where it was pinned
+            reader = host_key_reader(backend, record.task_id, instance.index)
+            pinned, error = pin(instance, forward, record.user, Path(record.identity), Path(tmp), reader)
+            if pinned is None:
                 raise LaunchFailed(
                     f"instance {instance.index} of {record.name} moved and is not ready: {error}"
                 )
-            known[instance.index] = InstanceRecord(
-                instance.index, forward.host, forward.port, keys, instance.attempt
-            )
+            known[instance.index] = pinned
             changed = True
     if changed:
         record.instances = [known[index] for index in sorted(known)]

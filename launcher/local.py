@@ -151,7 +151,7 @@ def _instance_index(container: Container) -> int:
 
 def _task_view(task_id: str, containers: list[Container]) -> TaskView:
     containers = sorted(containers, key=_instance_index)
-    instances, errors, states = [], [], []
+    instances, errors, states, exit_codes = [], [], [], []
     for container in containers:
         attrs: dict[str, Any] = container.attrs
         status = attrs["State"]
@@ -164,6 +164,7 @@ def _task_view(task_id: str, containers: list[Container]) -> TaskView:
             InstanceView(_instance_index(container), forward, int(attrs.get("RestartCount", 0)) + 1)
         )
         if status["Status"] in {"exited", "dead"}:
+            exit_codes.append(int(status["ExitCode"]))
             errors.append(f"instance {_instance_index(container)} exited with code {status['ExitCode']}")
     if all(state == "running" for state in states):
         state = "FullyExecuting"
@@ -172,7 +173,7 @@ def _task_view(task_id: str, containers: list[Container]) -> TaskView:
     elif all(state == "created" for state in states):
         state = "Submitted"
     else:
-        state = "Failure" if errors and any(not e.endswith("code 0") for e in errors) else "Success"
+        state = "Failure" if any(exit_codes) else "Success"
     created = datetime.fromisoformat(containers[0].attrs["Created"][:19] + "+00:00")
     return TaskView(
         task_id, containers[0].labels.get(NAME_LABEL, ""), state, len(containers), tuple(instances),

@@ -113,4 +113,8 @@ def key_bits(blob: bytes) -> int:
 
 
 def blob_type(blob: bytes) -> str:
-    return Reader(blob).string().decode("ascii", "replace")
+    """The type a blob announces, or "" when too short to say (key_bits then tells what is wrong)."""
+    try:
+        return Reader(blob).string().decode("ascii", "replace")
+    except WireError:
+        return ""

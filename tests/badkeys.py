@@ -41,6 +41,7 @@ def corpus() -> dict[str, tuple[str, str]]:
         "certificate": (f"ssh-ed25519-cert-v01@openssh.com {body}", "unknown key type"),
         "null": ("null", "not a public key line"),
         "no type prefix": (body, "not a public key line"),
+        "body too short for its type": (f"{key_type} AAAA user@host", "does not hold a ssh-ed25519 key"),
         "several keys on a line": (f"{line} {line}", "several keys"),
         "openssh private key": (private_openssh, "is a private key"),
         "pem private key": (private_pem, "is a private key"),

@@ -242,6 +242,11 @@ PasswordStdinOpt = Annotated[
 ]
 
 
+def _stdin_line() -> str:
+    """A secret piped to qimg (--password-stdin, --passphrase-stdin): its first line."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def _registry_auth(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
     if bool(username) != password_stdin:
         raise UsageError(
@@ -250,7 +255,7 @@ def _registry_auth(username: str | None, password_stdin: bool) -> tuple[str, str
         )
     if not username:
         return None
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _stdin_line()
     if not password:
         raise UsageError("--password-stdin: standard input is empty: pipe the registry password into qimg")
     return username, password
@@ -378,7 +383,7 @@ def run(
         auth = engine.registry_credentials(ref.registry)
     image_login = launch.image_login(client, ref, user, on_registry=not local, auth=auth)
     task_name = name or f"{image_login.user}-{secrets.token_hex(2)}"
-    _refuse_name_in_use(task_name)
+    _refuse_name_in_use(task_name, backend)
     request = TaskRequest(
         task_name, str(ref), profile, instances,
         launch.task_constants(ref, login_key, image_login.start_command, max_seconds, auth),
@@ -440,15 +445,16 @@ def _launch_with_status(
             raise
 
 
-def _refuse_name_in_use(name: str) -> None:
+def _refuse_name_in_use(name: str, backend: Backend) -> None:
     from qimg.launcher import sshconfig
     from qimg.launcher.backend import TaskNotFound, open_backend
 
     record = sshconfig.load(name)
     if record is None:
         return
+    owner = backend if record.backend == backend.name else open_backend(record.backend)
     try:
-        alive = not open_backend(record.backend).view(record.task_id).ended
+        alive = not owner.view(record.task_id).ended
     except TaskNotFound:
         alive = False
     if alive:
@@ -469,13 +475,11 @@ def _print_ready(
     rows = [
         {
             "index": instance.index,
-            "alias": sshconfig.alias(record.name, instance.index),
+            "alias": (host := sshconfig.alias(record.name, instance.index)),
             "host": instance.host,
             "port": instance.port,
             "user": record.user,
-            "ssh_command": sshconfig.printable(
-                sshconfig.ssh_argv(sshconfig.alias(record.name, instance.index))
-            ),
+            "ssh_command": sshconfig.printable(sshconfig.ssh_argv(host)),
             "host_key": instance.host_keys[0] if instance.host_keys else "",
             **(
                 {"putty_command": sshconfig.printable(sshconfig.putty_argv(record, instance, forwards))}
@@ -527,7 +531,7 @@ def ssh_command(
     local: LocalOpt = False,
     putty: PuttyOpt = False,
 ) -> None:
-    """Log into a task (its first instance), or run a command there."""
+    """Log into a task's first instance, or run a command on every instance."""
     from qimg.launcher import launch, sshconfig
 
     record = _login_record(name, local)
@@ -669,27 +673,27 @@ def keygen(
     import getpass
     import socket
 
-    from qimg.launcher import keygen as keys
+    from qimg.launcher import keygen as key_files
     from qimg.launcher.keys import read_key_file
 
     if from_ppk is not None:
         if bits is not None or key_type is not KeyType.ED25519:
             raise UsageError("--from converts an existing key: it goes with neither --type nor --bits")
         source = f"--from {from_ppk}"
-        parsed = keys.read_ppk(read_key_file(from_ppk, source), source)
-        paths = keys.targets(out or from_ppk.with_suffix(""), ppk, force)
+        parsed = key_files.read_ppk(read_key_file(from_ppk, source), source)
+        paths = key_files.targets(out or from_ppk.with_suffix(""), ppk, force)
         passphrase = _passphrase(passphrase_stdin, prompt="passphrase of the .ppk: ", ask=parsed.encrypted)
-        key = keys.from_ppk(parsed, source, passphrase)
-        written = keys.write(key, paths, comment if comment is not None else parsed.comment, passphrase)
+        key = key_files.from_ppk(parsed, source, passphrase)
+        written = key_files.write(key, paths, comment if comment is not None else parsed.comment, passphrase)
     else:
         default_out = Path.home() / ".ssh" / f"id_{key_type.value}"
-        paths = keys.targets(out or default_out, ppk, force)
-        key = keys.generate(key_type.value, bits)
+        paths = key_files.targets(out or default_out, ppk, force)
+        key = key_files.generate(key_type.value, bits)
         passphrase = _passphrase(
             passphrase_stdin, prompt="passphrase (empty for none): ", ask=sys.stdin.isatty()
         )
         label = comment if comment is not None else f"{getpass.getuser()}@{socket.gethostname()}"
-        written = keys.write(key, paths, label, passphrase)
+        written = key_files.write(key, paths, label, passphrase)
     if as_json:
         print(json.dumps(written.as_dict()))
         return
@@ -702,7 +706,7 @@ def keygen(
 def _passphrase(from_stdin: bool, *, prompt: str, ask: bool) -> bytes | None:
     """From stdin (--passphrase-stdin), else asked on the terminal when `ask`; None when empty."""
     if from_stdin:
-        text = sys.stdin.readline().rstrip("\r\n")
+        text = _stdin_line()
     elif ask and sys.stdin.isatty():
         import getpass
 
