@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-SOURCES := pyproject.toml $(shell find src builder launcher images -type f ! -name '*.pyc' ! -path '*__pycache__*')
 SHELL_SCRIPTS := images/*.sh scripts/*.sh .ci/run
 DEMO_IMAGE := qimg/alice:demo
 
@@ -12,10 +11,11 @@ DEMO_IMAGE := qimg/alice:demo
 env:
 	sh scripts/ensure-env.sh
 
-# The package is installed (not editable): qimg.builder and friends are mapped from top-level folders.
-$(VENV)/.installed: $(SOURCES)
+# An editable install: `qimg`, pytest and mypy use the working tree right after an edit. Installed as a
+# wheel, the top-level folders become qimg.builder, qimg.launcher, qimg.images (see pyproject.toml).
+$(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,10 +25,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/shellcheck $(SHELL_SCRIPTS)
 
-# mypy runs outside the tree so that `qimg` resolves to the installed package, subpackages included.
+# mypy reads the tree through src/qimg, whose links mirror the package mapping (mypy_path = src).
 typecheck: install
-	cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p qimg
-	$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --explicit-package-bases tests bench
+	$(BIN)/mypy -p qimg
+	$(BIN)/mypy --explicit-package-bases tests bench
 
 test: env lint typecheck
 	$(BIN)/pytest

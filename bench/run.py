@@ -25,8 +25,9 @@ import docker
 
 from qimg.builder.build import build_image
 from qimg.builder.spec import ImageSpec
-from qimg.launcher import local
-from qimg.launcher.ssh import Endpoint, make_throwaway_identity, wait_until_ready
+from qimg.launcher import containers
+from qimg.launcher.keys.generate import throwaway_key
+from qimg.launcher.ssh import wait_until_ready
 
 RUNS = 5
 BASE = "debian:bookworm-slim"
@@ -50,17 +51,17 @@ def median_seconds(action: Callable[[], object], runs: int = RUNS) -> float:
 
 def start_to_login(client: docker.DockerClient, image: str, command: str, user: str, workdir: Path) -> float:
     workdir.mkdir()
-    identity = make_throwaway_identity(workdir, "bench")
+    key = throwaway_key(workdir, "bench")
 
     def once() -> None:
-        container = local.start(client, image, command, {"DOCKER_SSH": identity.public_line}, purpose="bench")
+        container = containers.start(client, image, command, {"DOCKER_SSH": key.docker_ssh}, purpose="bench")
         try:
             wait_until_ready(
-                Endpoint(container.host, container.port, user), identity.private_key, workdir / "known_hosts",
-                lambda: local.host_keys(client, container.id), time.monotonic() + 60,
+                container.endpoint, user, key.identity, workdir / "known_hosts",
+                lambda: containers.host_keys(client, container.id), time.monotonic() + 60,
             )  # fmt: skip
         finally:
-            local.remove(client, container.id)
+            containers.remove(client, container.id)
 
     once()  # warm the page cache
     return median_seconds(once)
@@ -133,7 +134,7 @@ def launch_against_fake(
     """[qimg delay, qimg requests, example delay, example requests], forwards appearing 3 s after start."""
     import qarnot
 
-    from tests.fake_qarnot import FakeQarnot, Faults
+    from tests.fakes.qarnot import FakeQarnot, Faults
 
     with FakeQarnot(client) as fake:
         fake.faults = Faults(forward_delay=3)
@@ -181,10 +182,10 @@ def fake_constants(image: str, key: Path) -> dict[str, str]:
 def launch_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[tuple[str, str]]:
     from qimg.builder.push import push_image
     from qimg.builder.spec import ImageRef
-    from tests.e2e.conftest import serve_registry
+    from tests.fakes.registry import serve_registry
 
     (workdir / "home").mkdir()
-    key = make_throwaway_identity(workdir / "home", "bench").private_key
+    key = throwaway_key(workdir / "home", "bench").identity
     env = {**os.environ, "HOME": str(workdir / "home"), "XDG_STATE_HOME": str(workdir / "state")}
     ours, theirs = run_local_vs_raw(image, key, env)
     (workdir / "registry").mkdir()

@@ -6,12 +6,14 @@ import collections
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qimg import engine, state
+from qimg.builder import distro
 from qimg.builder.render import write_context
-from qimg.builder.spec import ImageSpec
+from qimg.builder.spec import ImageSpec, check_image_ref
 from qimg.errors import BuildFailed
 
 if TYPE_CHECKING:
@@ -88,3 +90,26 @@ def build_image(
         id=image.id or "", tag=tag, size=int(image.attrs.get("Size", 0)),
         user=spec.login_user, distro=spec.distro.value, base=spec.base,
     )  # fmt: skip
+
+
+def build(
+    spec: ImageSpec,
+    distro_choice: str,
+    tag: str | None,
+    *,
+    no_cache: bool = False,
+    pull: bool = False,
+    on_step: Callable[[str], None] = lambda step: None,
+    on_output: Callable[[str], None] = lambda line: None,
+) -> BuiltImage:
+    """`qimg build`: the base image checked, its distro read when `distro_choice` is "auto", the image
+    built (as `tag`, default qimg/USER:latest) and remembered for check, push and run --local."""
+    image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
+    client = engine.client()
+    engine.require_image(client, spec.base, "--base")
+    spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, client))
+    built = build_image(
+        client, spec, image_tag, no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output
+    )
+    state.remember(state.LAST_BUILT, built.tag)
+    return built

@@ -50,3 +50,8 @@ def detect(client: docker.DockerClient, base: str) -> Distro:
             f"{base} is {os_release.get('ID', 'an unknown distro')}, not a known family: pass {_CHOICES}"
         )
     return family
+
+
+def resolve(choice: str, base: str, client: docker.DockerClient | None = None) -> Distro:
+    """The distro family named by `--distro`, or with "auto" the one the base image says it is."""
+    return Distro(choice) if choice != "auto" else detect(client or engine.client(), base)

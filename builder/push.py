@@ -11,17 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qimg.builder.spec import ImageRef
-from qimg.errors import QimgError, UsageError
+from qimg import engine, state
+from qimg.builder.spec import ImageRef, check_image_ref
+from qimg.errors import PushFailed, UsageError, first_line
 
 if TYPE_CHECKING:
     import docker
 
 RegistryAuth = tuple[str, str]  # (username, password)
-
-
-class PushFailed(QimgError):
-    """The registry refused the push, or does not hold what the engine said it pushed."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +64,9 @@ def push_image(
     auth: RegistryAuth | None = None,
     on_progress: Callable[[LayerProgress], None] | None = None,
 ) -> Pushed:
-    from docker.errors import APIError, ImageNotFound
+    from docker.errors import APIError
 
-    try:
-        image = client.images.get(source)
-    except ImageNotFound:
-        raise UsageError(
-            f"no local image {source}: build it with `qimg build`, or name an existing one"
-        ) from None
+    image = engine.local_image(client, source)
     auth_config = {"username": auth[0], "password": auth[1]} if auth else None
     if str(target) not in image.tags:
         image.tag(target.repository_ref, target.tag)
@@ -119,7 +111,7 @@ def _check_chunk(chunk: dict[str, Any], target: ImageRef) -> str:
 
 
 def _explain(message: str) -> str:
-    text = _first_line(message)
+    text = first_line(message)
     if "connection refused" in text or "no such host" in text:
         return f"the registry does not answer ({text}): is it running, and is the address right?"
     if "unauthorized" in text or "authentication required" in text:
@@ -130,6 +122,16 @@ def _explain(message: str) -> str:
     return f"the registry refused: {text}"
 
 
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:300] if lines else "unknown error"
+def push(
+    image: str | None, to: str | None, auth: RegistryAuth | None,
+    on_progress: Callable[[LayerProgress], None] | None = None,
+) -> Pushed:  # fmt: skip
+    """`qimg push`: the image (default: the last built) pushed as `to`, proven there, and remembered
+    for run."""
+    source = check_image_ref(
+        state.image_argument(image, state.LAST_BUILT, "qimg push IMAGE --to REGISTRY/NAME:TAG"), "IMAGE"
+    )
+    target = push_target(source, to)
+    pushed = push_image(engine.client(), source, target, auth, on_progress)
+    state.remember(state.LAST_PUSHED, pushed.ref)
+    return pushed

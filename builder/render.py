@@ -15,9 +15,9 @@ from pathlib import Path
 import jinja2
 
 from qimg import __version__
-from qimg.builder.spec import LABEL_PREFIX, Distro, ImageSpec
+from qimg.builder import labels
+from qimg.builder.spec import Distro, ImageSpec
 
-START_COMMAND = "/usr/local/sbin/qimg-start"
 # What each family needs besides openssh-server: useradd and friends (shadow), and bash for users.
 _FAMILY_PACKAGES = {
     Distro.DEBIAN: ("openssh-server",),
@@ -47,20 +47,6 @@ def packages(spec: ImageSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def labels(spec: ImageSpec) -> dict[str, str]:
-    """What later commands read to start and log into the image without having built it."""
-    return {
-        f"{LABEL_PREFIX}version": __version__,
-        f"{LABEL_PREFIX}distro": spec.distro.value,
-        f"{LABEL_PREFIX}user": spec.login_user,
-        f"{LABEL_PREFIX}start": START_COMMAND,
-        f"{LABEL_PREFIX}uid": str(spec.uid) if spec.user else "0",
-        f"{LABEL_PREFIX}gid": str(spec.gid) if spec.user else "0",
-        f"{LABEL_PREFIX}root-login": "yes" if spec.root_login else "no",
-        "org.opencontainers.image.base.name": spec.base,
-    }
-
-
 def setup_argv(spec: ImageSpec) -> list[str]:
     argv = ["/usr/local/sbin/qimg-setup", spec.login_user]
     if spec.user:
@@ -78,7 +64,7 @@ def render_dockerfile(spec: ImageSpec) -> str:
             spec=spec,
             packages=packages(spec),
             setup_argv=setup_argv(spec),
-            labels=labels(spec),
+            labels=labels.write(spec),
         )
     )
 

@@ -25,7 +25,7 @@ DEFAULT_BASE = "debian:bookworm-slim"
 DEFAULT_ID = 1000
 
 # useradd's own rule (lower case, digits, _ and -, not starting with -), at most 32 characters.
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # Accounts a base image already has for the system; logging in as one of them is never what is meant.
 _SYSTEM_ACCOUNTS = frozenset(
     {
@@ -43,11 +43,11 @@ _REFERENCE = re.compile(
     rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-_MAX_ID = 2**31 - 2  # 2**31-1 and above break tools that keep ids in a signed int; 65534 is nobody.
+MAX_ID = 2**31 - 2  # 2**31-1 and above break tools that keep ids in a signed int; 65534 is nobody.
 
 
 def check_user(name: str) -> str:
-    if not _USER_NAME.fullmatch(name):
+    if not USER_NAME.fullmatch(name):
         raise UsageError(
             f"invalid --user {name!r}: use 1 to 32 lower-case letters, digits, '_' or '-', "
             "starting with a letter or '_' (for example --user alice)"
@@ -61,8 +61,8 @@ def check_user(name: str) -> str:
 
 
 def check_id(value: int, option: str) -> int:
-    if not 1 <= value <= _MAX_ID or value == 65534:
-        raise UsageError(f"invalid {option} {value}: use a number from 1 to {_MAX_ID}, not 0 (root) or 65534")
+    if not 1 <= value <= MAX_ID or value == 65534:
+        raise UsageError(f"invalid {option} {value}: use a number from 1 to {MAX_ID}, not 0 (root) or 65534")
     return value
 
 
@@ -137,8 +137,6 @@ class ImageSpec:
         return (*users, "root") if self.root_login else users
 
 
-# The labels qimg puts on images, read back by check and run to know how to start and log in.
-LABEL_PREFIX = "io.qimg."
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 _LOOPBACK_HOSTS = ("localhost", "127.")

@@ -7,26 +7,22 @@ is proven with the real OpenSSH client against the host key the container printe
 
 from __future__ import annotations
 
+import math
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qimg.builder.spec import LABEL_PREFIX
-from qimg.errors import UsageError
-from qimg.launcher import local
-from qimg.launcher.ssh import (
-    Endpoint,
-    NotReady,
-    free_local_port,
-    make_throwaway_identity,
-    read_banner,
-    ssh_argv,
-    wait_until_ready,
-)
+from qimg import engine, state
+from qimg.builder import labels
+from qimg.builder.spec import check_image_ref
+from qimg.errors import NotReady, UsageError
+from qimg.launcher import containers
+from qimg.launcher.keys.generate import throwaway_key
+from qimg.launcher.ssh import Endpoint, free_local_port, pinned_argv, read_banner, wait_until_ready
 
 if TYPE_CHECKING:
     import docker
@@ -68,60 +64,58 @@ class CheckResult:
 
 
 def image_info(client: docker.DockerClient, ref: str) -> ImageInfo:
-    from docker.errors import ImageNotFound
-
-    try:
-        labels = client.images.get(ref).labels or {}
-    except ImageNotFound:
+    image = labels.read(engine.local_image(client, ref).labels, ref)
+    if image is None:
         raise UsageError(
-            f"no local image {ref}: build one with `qimg build`, or name an existing image"
-        ) from None
-    if f"{LABEL_PREFIX}user" not in labels:
-        raise UsageError(
-            f"{ref} was not built by qimg (no {LABEL_PREFIX}user label): build it with `qimg build`"
+            f"{ref} was not built by qimg (no {labels.PREFIX}user label): build it with `qimg build`"
         )
-    return ImageInfo(
-        ref=ref,
-        user=labels[f"{LABEL_PREFIX}user"],
-        uid=int(labels.get(f"{LABEL_PREFIX}uid", "0")),
-        gid=int(labels.get(f"{LABEL_PREFIX}gid", "0")),
-        start=labels[f"{LABEL_PREFIX}start"],
-        root_login=labels.get(f"{LABEL_PREFIX}root-login") == "yes",
+    return ImageInfo(ref, image.user, image.uid, image.gid, image.start, image.root_login)
+
+
+def check(image: str | None, timeout: float) -> tuple[str, list[CheckResult]]:
+    """`qimg check`: the image (default: the last built), and every check's result."""
+    ref = check_image_ref(
+        state.image_argument(image, state.LAST_BUILT, "qimg check IMAGE, or qimg build first"), "IMAGE"
     )
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"invalid --timeout {timeout}: give a number of seconds above 0")
+    client = engine.client()
+    return ref, check_image(client, image_info(client, ref), timeout)
 
 
 def check_image(client: docker.DockerClient, info: ImageInfo, timeout: float = 60.0) -> list[CheckResult]:
     """Run every check against a fresh container of the image; the container is always removed."""
     with tempfile.TemporaryDirectory(prefix="qimg-check-") as tmp:
         workdir = Path(tmp)
-        identity = make_throwaway_identity(workdir, "qimg-check")
-        container = local.start(
-            client, info.ref, info.start, {"DOCKER_SSH": identity.public_line},
+        key = throwaway_key(workdir, "qimg-check")
+        container = containers.start(
+            client, info.ref, info.start, {"DOCKER_SSH": key.docker_ssh},
             purpose="check", run_tmpfs=True, cap_drop=("AUDIT_WRITE",),
         )  # fmt: skip
         try:
-            return list(_checks(client, info, container, identity.private_key, workdir, timeout))
+            return list(_checks(client, info, container, key.identity, workdir, timeout))
         finally:
-            local.remove(client, container.id)
+            containers.remove(client, container.id)
 
 
 def _checks(
     client: docker.DockerClient,
     info: ImageInfo,
-    container: local.LocalContainer,
+    container: containers.Container,
     identity: Path,
     workdir: Path,
     timeout: float,
 ) -> Iterator[CheckResult]:
-    endpoint = Endpoint(container.host, container.port, info.user)
+    endpoint = container.endpoint
     known_hosts = workdir / "known_hosts"
     started = time.monotonic()
     try:
         keys = wait_until_ready(
-            endpoint, identity, known_hosts, lambda: local.host_keys(client, container.id), started + timeout
-        )
+            endpoint, info.user, identity, known_hosts, lambda: containers.host_keys(client, container.id),
+            started + timeout,
+        )  # fmt: skip
     except NotReady as error:
-        tail = " | ".join(local.output(client, container.id).strip().splitlines()[-3:])
+        tail = " | ".join(containers.output(client, container.id).strip().splitlines()[-3:])
         yield CheckResult(f"login as {info.user}", False, f"{error}; container said: {tail or 'nothing'}")
         return
     waited = time.monotonic() - started
@@ -131,7 +125,7 @@ def _checks(
     )  # fmt: skip
 
     def ssh(user: str, *command: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        argv = ssh_argv(replace(endpoint, user=user), identity, known_hosts, *command, options=options)
+        argv = pinned_argv(endpoint, user, identity, known_hosts, *command, options=options)
         return subprocess.run(
             argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30, check=False
         )
@@ -141,7 +135,7 @@ def _checks(
     yield _password_refused(ssh(info.user, "true", options=_PASSWORD_ONLY))
     if info.user != "root" and not info.root_login:
         yield _root_refused(client, container.id, info.user, ssh)
-    yield _tunnel(endpoint, identity, known_hosts)
+    yield _tunnel(endpoint, info.user, identity, known_hosts)
     yield _effective_config(client, container.id, info)
 
 
@@ -185,7 +179,7 @@ def _root_refused(
     ssh: Callable[[str, str], subprocess.CompletedProcess[str]],
 ) -> CheckResult:
     # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
-    local.exec_root(
+    containers.exec_root(
         client,
         container_id,
         ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"],
@@ -197,19 +191,19 @@ def _root_refused(
     )  # fmt: skip
 
 
-def _tunnel(endpoint: Endpoint, identity: Path, known_hosts: Path) -> CheckResult:
+def _tunnel(endpoint: Endpoint, user: str, identity: Path, known_hosts: Path) -> CheckResult:
     """`ssh -L` to the container's own sshd: the banner must come back through the tunnel."""
     port = free_local_port()
     options = ("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{port}:127.0.0.1:22")
     tunnel = subprocess.Popen(
-        ssh_argv(endpoint, identity, known_hosts, options=options),
+        pinned_argv(endpoint, user, identity, known_hosts, options=options),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 15
         banner = ""
         while time.monotonic() < deadline and tunnel.poll() is None and not banner.startswith("SSH-"):
-            banner = read_banner("127.0.0.1", port, timeout=1)
+            banner = read_banner(Endpoint("127.0.0.1", port), timeout=1)
             time.sleep(0.05)
     finally:
         tunnel.terminate()
@@ -221,7 +215,7 @@ def _tunnel(endpoint: Endpoint, identity: Path, known_hosts: Path) -> CheckResul
 
 
 def _effective_config(client: docker.DockerClient, container_id: str, info: ImageInfo) -> CheckResult:
-    code, out = local.exec_root(client, container_id, ["/usr/sbin/sshd", "-T"])
+    code, out = containers.exec_root(client, container_id, ["/usr/sbin/sshd", "-T"])
     effective = dict([*line.split(" ", 1), ""][:2] for line in out.lower().splitlines())
     want = {**_EFFECTIVE, "permitrootlogin": "without-password" if info.root_login else "no"}
     wrong = [f"{key} {effective.get(key, '?')}" for key, value in want.items() if effective.get(key) != value]

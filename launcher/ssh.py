@@ -14,41 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qimg.errors import QimgError
+from qimg.errors import NotReady
 
 HOST_KEY_MARKER = "qimg-host-key: "
 
 
-class NotReady(QimgError):
-    """sshd did not accept a login before the deadline."""
-
-
 @dataclass(frozen=True)
 class Endpoint:
+    """Where an sshd answers: a Qarnot forward, a published container port, a pinned instance."""
+
     host: str
     port: int
-    user: str
 
     @property
     def known_hosts_name(self) -> str:
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
-
-@dataclass(frozen=True)
-class Identity:
-    """A private key file and its public line; the private key never leaves this machine."""
-
-    private_key: Path
-    public_line: str
-
-
-def make_throwaway_identity(directory: Path, comment: str = "qimg-throwaway") -> Identity:
-    key = directory / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
-        check=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    return Identity(key, key.with_suffix(".pub").read_text().strip())
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def host_keys_in(output: str) -> list[str]:
@@ -78,14 +61,15 @@ def write_known_hosts(path: Path, entries: dict[str, list[str]]) -> None:
     os.chmod(path, 0o600)
 
 
-def ssh_argv(
+def pinned_argv(
     endpoint: Endpoint,
+    user: str,
     identity: Path,
     known_hosts: Path,
     *command: str,
     options: tuple[str, ...] = (),
 ) -> list[str]:
-    """An ssh command line that reads no user config and trusts only the pinned host keys."""
+    """ssh to an endpoint that reads no user config and trusts only the keys in `known_hosts`."""
     return [
         "ssh", "-F", "/dev/null",
         "-o", "BatchMode=yes",
@@ -98,16 +82,16 @@ def ssh_argv(
         "-o", "LogLevel=ERROR",
         *options,
         "-p", str(endpoint.port),
-        "-l", endpoint.user,
+        "-l", user,
         endpoint.host,
         *command,
     ]  # fmt: skip
 
 
-def read_banner(host: str, port: int, timeout: float = 2.0) -> str:
+def read_banner(endpoint: Endpoint, timeout: float = 2.0) -> str:
     """The first line sshd sends, or "" when nothing answers: an open port alone proves nothing."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as connection:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as connection:
             connection.settimeout(timeout)
             data = b""
             while b"\n" not in data and len(data) < 256:
@@ -121,11 +105,11 @@ def read_banner(host: str, port: int, timeout: float = 2.0) -> str:
 
 
 def try_login(
-    endpoint: Endpoint, identity: Path, known_hosts: Path, host_keys: Callable[[], list[str]]
+    endpoint: Endpoint, user: str, identity: Path, known_hosts: Path, host_keys: Callable[[], list[str]]
 ) -> tuple[list[str], str]:
     """One readiness attempt: the `SSH-` banner, then the host keys the server printed, pinned, then a
     real `ssh ... true`. Returns the pinned keys and "", or [] and what went wrong."""
-    banner = read_banner(endpoint.host, endpoint.port)
+    banner = read_banner(endpoint)
     if not banner.startswith("SSH-"):
         return [], f"not an ssh server: {banner[:60]!r}" if banner else "nothing answers"
     keys = host_keys()
@@ -133,16 +117,18 @@ def try_login(
         return [], "sshd answers but printed no host key (not started by qimg-start?)"
     write_known_hosts(known_hosts, {endpoint.known_hosts_name: keys})
     result = subprocess.run(
-        ssh_argv(endpoint, identity, known_hosts, "true"),
+        pinned_argv(endpoint, user, identity, known_hosts, "true"),
         capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     if result.returncode == 0:
         return keys, ""
-    return [], _last_line(result.stderr) or f"ssh exited with {result.returncode}"
+    lines = result.stderr.strip().splitlines()
+    return [], lines[-1] if lines else f"ssh exited with {result.returncode}"
 
 
 def wait_until_ready(
     endpoint: Endpoint,
+    user: str,
     identity: Path,
     known_hosts: Path,
     host_keys: Callable[[], list[str]],
@@ -155,18 +141,13 @@ def wait_until_ready(
     """
     pause = 0.02
     while True:
-        keys, error = try_login(endpoint, identity, known_hosts, host_keys)
+        keys, error = try_login(endpoint, user, identity, known_hosts, host_keys)
         if keys:
             return keys
         if time.monotonic() + pause > deadline:
-            raise NotReady(f"sshd on {endpoint.host}:{endpoint.port} not ready in time: {error}")
+            raise NotReady(f"sshd on {endpoint} not ready in time: {error}")
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def free_local_port() -> int:

@@ -7,7 +7,7 @@ import base64
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from qimg.launcher.sshwire import mpint, string
+from qimg.launcher.keys.wire import mpint, string
 
 
 def _openssh_line(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:

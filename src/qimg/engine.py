@@ -11,10 +11,11 @@ import posixpath
 import tarfile
 from typing import TYPE_CHECKING
 
-from qimg.errors import DockerUnavailable, UsageError
+from qimg.errors import DockerUnavailable, UsageError, first_line
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 
 def client() -> docker.DockerClient:
@@ -27,9 +28,21 @@ def client() -> docker.DockerClient:
         engine.ping()
     except DockerException as error:
         raise DockerUnavailable(
-            f"the Docker engine does not answer ({_first_line(error)}): start it, or run `make env` as root"
+            f"the Docker engine does not answer ({first_line(error)}): start it, or run `make env` as root"
         ) from None
     return engine
+
+
+def local_image(engine: docker.DockerClient, ref: str) -> Image:
+    """An image of the local engine, or the one refusal that says how to get it."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return engine.images.get(ref)
+    except ImageNotFound:
+        raise UsageError(
+            f"no local image {ref}: build one with `qimg build`, or name an existing image"
+        ) from None
 
 
 def image_exists(engine: docker.DockerClient, ref: str) -> bool:
@@ -94,8 +107,3 @@ def registry_credentials(registry: str) -> tuple[str, str] | None:
     if found and found.get("username") and found.get("password"):
         return str(found["username"]), str(found["password"])
     return None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

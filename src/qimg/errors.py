@@ -1,8 +1,15 @@
-"""Errors that the CLI turns into one line and an exit code; nothing else should reach the user."""
+"""Every error the user can see: the CLI turns each into one line and an exit code.
+
+Modules raise these (never print); `str(error)` is the whole message: what is wrong, how to fix it.
+"""
+
+from __future__ import annotations
+
+import signal
 
 
 class QimgError(Exception):
-    """A failure the user can act on. `str(error)` is the whole message: what is wrong, how to fix it."""
+    """A failure the user can act on."""
 
     exit_code = 1
 
@@ -24,3 +31,43 @@ class BuildFailed(QimgError):
         super().__init__(message)
         self.step = step
         self.tail = tail
+
+
+class PushFailed(QimgError):
+    """The registry refused the push, or does not hold what the engine said it pushed."""
+
+
+class BackendError(QimgError):
+    """The place that runs tasks (Qarnot, the local engine) refused or failed a request."""
+
+
+class TaskNotFound(QimgError):
+    """No task of that name or id (any more)."""
+
+
+class NotReady(QimgError):
+    """sshd did not accept a login before the deadline."""
+
+
+class LaunchFailed(QimgError):
+    """The task failed or was stopped before it was ready; `details` says what it printed."""
+
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class Interrupted(QimgError):
+    """Ctrl-C, SIGTERM or SIGHUP: exits 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error from a library (they can run to pages), cut to `limit`."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+    return text.splitlines()[0][:limit]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qimg.errors import UsageError
+from qimg.files import atomic_write
+
 LAST_BUILT = "last-image"
 LAST_PUSHED = "last-pushed"
 
@@ -16,11 +19,7 @@ def state_dir() -> Path:
 
 
 def remember(what: str, ref: str) -> None:
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f"{what}.new"
-    tmp.write_text(ref + "\n")
-    tmp.replace(directory / what)
+    atomic_write(state_dir() / what, ref + "\n", mode=0o644)
 
 
 def recall(what: str) -> str | None:
@@ -28,3 +27,12 @@ def recall(what: str) -> str | None:
         return (state_dir() / what).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def image_argument(given: str | None, remembered: str, usage: str) -> str:
+    """The IMAGE argument, else the image qimg remembers (the last built, or the last pushed)."""
+    ref = given or recall(remembered)
+    if ref is None:
+        done = "built" if remembered == LAST_BUILT else "pushed"
+        raise UsageError(f"no image given and none {done} yet: {usage}")
+    return ref

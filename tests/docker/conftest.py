@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ import pytest
 
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageSpec
-from qimg.launcher import local
-from qimg.launcher.ssh import Endpoint, Identity, make_throwaway_identity, ssh_argv, wait_until_ready
+from qimg.launcher import containers
+from qimg.launcher.keys.generate import throwaway_key
+from qimg.launcher.keys.read import LoginKey
+from qimg.launcher.ssh import Endpoint, pinned_argv, wait_until_ready
 
 PREFIX = "qimgtest"
 # Bases imitating what users bring: ubuntu:24.04's uid-1000 user, and an account locked by useradd
@@ -70,8 +72,8 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="session")
-def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    return make_throwaway_identity(tmp_path_factory.mktemp("key"), "qimg-tests")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> LoginKey:
+    return throwaway_key(tmp_path_factory.mktemp("key"), "qimg-tests")
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +93,7 @@ def docker_compose_project_name() -> str:
 
 @pytest.fixture(scope="session")
 def docker_compose_file(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, identity: Identity
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, identity: LoginKey
 ) -> str:
     root = tmp_path_factory.mktemp("compose")
     for tag, dockerfile in HELPER_BASES.items():
@@ -112,7 +114,7 @@ def docker_compose_file(
             "environment": {
                 name: value.replace("$", "$$")
                 for name, value in {
-                    "DOCKER_SSH": identity.public_line,
+                    "DOCKER_SSH": identity.docker_ssh,
                     **variant.compose.get("environment", {}),
                 }.items()
             },
@@ -128,13 +130,15 @@ class Login:
 
     container_id: str
     endpoint: Endpoint
+    user: str
     identity: Path
     known_hosts: Path
     host_keys: tuple[str, ...]
 
     def argv(self, *command: str, user: str | None = None, options: tuple[str, ...] = ()) -> list[str]:
-        endpoint = replace(self.endpoint, user=user or self.endpoint.user)
-        return ssh_argv(endpoint, self.identity, self.known_hosts, *command, options=options)
+        return pinned_argv(
+            self.endpoint, user or self.user, self.identity, self.known_hosts, *command, options=options
+        )
 
     def ssh(
         self, *command: str, user: str | None = None, options: tuple[str, ...] = ()
@@ -150,7 +154,7 @@ def login(
     docker_services: Any,
     docker_compose_project_name: str,
     docker_client: docker.DockerClient,
-    identity: Identity,
+    identity: LoginKey,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[[str], Login]]:
     ready: dict[str, Login] = {}
@@ -163,14 +167,15 @@ def login(
             ]
             (container,) = docker_client.containers.list(filters={"label": compose_labels})
             port = docker_services.port_for(service, 22)
-            endpoint = Endpoint("127.0.0.1", port, VARIANTS[service].spec.login_user)
+            endpoint = Endpoint("127.0.0.1", port)
+            user = VARIANTS[service].spec.login_user
             known_hosts = tmp_path_factory.mktemp(service) / "known_hosts"
             keys = wait_until_ready(
-                endpoint, identity.private_key, known_hosts,
-                lambda: local.host_keys(docker_client, container.id or ""), time.monotonic() + 60,
+                endpoint, user, identity.identity, known_hosts,
+                lambda: containers.host_keys(docker_client, container.id or ""), time.monotonic() + 60,
             )  # fmt: skip
             ready[service] = Login(
-                container.id or "", endpoint, identity.private_key, known_hosts, tuple(keys)
+                container.id or "", endpoint, user, identity.identity, known_hosts, tuple(keys)
             )
         return ready[service]
 
@@ -178,6 +183,6 @@ def login(
 
 
 def exec_root(client: docker.DockerClient, container_id: str, command: str) -> str:
-    code, out = local.exec_root(client, container_id, ["sh", "-c", command])
+    code, out = containers.exec_root(client, container_id, ["sh", "-c", command])
     assert code == 0, out
     return out

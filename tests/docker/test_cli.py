@@ -8,7 +8,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.launcher.local import CONTAINER_LABEL
+from qimg.launcher.containers import PURPOSE_LABEL
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
@@ -20,7 +20,7 @@ def state(tmp_path: Path) -> dict[str, str]:
 
 
 def leftover_containers(client: docker.DockerClient) -> list[str]:
-    return [c.name or "" for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
+    return [c.name or "" for c in client.containers.list(all=True, filters={"label": PURPOSE_LABEL})]
 
 
 @pytest.mark.parametrize(("args", "user"), [(["--user", "alice"], "alice"), ([], "root")])

@@ -11,7 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.launcher.ssh import free_local_port, make_throwaway_identity, read_banner, ssh_argv
+from qimg.launcher.keys.generate import throwaway_key
+from qimg.launcher.ssh import Endpoint, free_local_port, pinned_argv, read_banner
 from tests.docker.conftest import EXTRA_ENV, VARIANTS, exec_root
 from tests.helpers import tool
 
@@ -63,9 +64,9 @@ def test_root_login_refused_even_with_a_valid_key(login, docker_client: docker.D
 
 def test_wrong_key_refused(login, tmp_path: Path) -> None:
     alice = login("alice")
-    stranger = make_throwaway_identity(tmp_path, "stranger")
+    stranger = throwaway_key(tmp_path, "stranger")
     result = subprocess.run(
-        ssh_argv(alice.endpoint, stranger.private_key, alice.known_hosts, "true"),
+        pinned_argv(alice.endpoint, alice.user, stranger.identity, alice.known_hosts, "true"),
         capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 255 and "Permission denied" in result.stderr
@@ -79,7 +80,7 @@ def test_local_tunnel_works_and_remote_forward_refused(login) -> None:  # [6]
     try:
         banner = ""
         for _ in range(100):
-            banner = read_banner("127.0.0.1", port, timeout=1)
+            banner = read_banner(Endpoint("127.0.0.1", port), timeout=1)
             if banner or tunnel.poll() is not None:
                 break
             time.sleep(0.1)
@@ -112,7 +113,10 @@ def test_pinned_host_key_is_the_one_used(login, tmp_path: Path) -> None:  # [5]
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"{alice.endpoint.known_hosts_name} {other.host_keys[0]}\n")
     result = subprocess.run(
-        ssh_argv(alice.endpoint, alice.identity, wrong, "true"), capture_output=True, text=True, check=False
+        pinned_argv(alice.endpoint, alice.user, alice.identity, wrong, "true"),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 255 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.launcher.ssh import make_throwaway_identity
+from qimg.launcher.keys.generate import throwaway_key
 from tests.docker.conftest import VARIANTS, exec_root
 
 pytestmark = pytest.mark.docker
@@ -165,7 +165,7 @@ def test_must_run_as_root(docker_client, image: str, started: list[str], keys: d
 
 
 def test_private_key_never_sent_in_check(tmp_path: Path) -> None:
-    """The throwaway identity's public line is what goes to a container; the private key stays here."""
-    identity = make_throwaway_identity(tmp_path)
-    assert identity.public_line.startswith("ssh-ed25519 ")
-    assert "PRIVATE" not in identity.public_line
+    """The throwaway key's public line is what goes to a container; the private key stays here."""
+    key = throwaway_key(tmp_path)
+    assert key.docker_ssh.startswith("ssh-ed25519 ")
+    assert "PRIVATE" not in key.docker_ssh and "PRIVATE" in key.identity.read_text()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,60 +17,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.fake_qarnot import FAKE_LABEL, FakeQarnot
+from tests.fakes.qarnot import FAKE_LABEL, FakeQarnot
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, serve_registry
 from tests.helpers import run_qimg
 
 IMAGE = "qimgtest/e2e-alice:latest"
-REGISTRY_USER = "qimg-tester"
-REGISTRY_PASSWORD = "s3cret-registry-password"
-
-
-@dataclass(frozen=True)
-class Registry:
-    host: str  # 127.0.0.1:PORT
-    auth: bool
-
-    def ref(self, name: str) -> str:
-        return f"{self.host}/{name}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_registry(root: Path, auth: bool) -> Iterator[Registry]:
-    port = free_port()
-    config = root / "config.yml"
-    lines = [
-        "version: 0.1",
-        "log: {level: error}",
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}",
-        f"http: {{addr: 127.0.0.1:{port}}}",
-    ]
-    if auth:
-        htpasswd = subprocess.run(
-            ["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], capture_output=True, text=True, check=True
-        ).stdout
-        (root / "htpasswd").write_text(htpasswd)
-        lines.append(f"auth: {{htpasswd: {{realm: qimg-tests, path: {root / 'htpasswd'}}}}}")
-    config.write_text("\n".join(lines) + "\n")
-    server = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert server.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
-        yield Registry(f"127.0.0.1:{port}", auth)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +82,8 @@ def fake(docker_client: docker.DockerClient) -> Iterator[FakeQarnot]:
         yield server
         leaked = [task.name for task in server.running()]  # tests stop what they keep
     for container in docker_client.containers.list(all=True, filters={"label": FAKE_LABEL}):
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile by its own fake
+            container.remove(force=True)
     assert leaked == [], f"tasks left running: {leaked}"
 
 

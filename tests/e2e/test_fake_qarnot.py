@@ -9,7 +9,7 @@ import pytest
 import qarnot
 from qarnot.exceptions import MissingTaskException, UnauthorizedException
 
-from tests.fake_qarnot import FakeQarnot
+from tests.fakes.qarnot import FakeQarnot
 
 pytestmark = pytest.mark.docker
 

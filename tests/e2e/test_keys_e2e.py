@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.badkeys import corpus
-from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, User
-from tests.fake_qarnot import FakeQarnot
+from tests.e2e.conftest import User
+from tests.fakes.qarnot import FakeQarnot
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker

@@ -9,7 +9,9 @@ import docker
 import pytest
 from docker.errors import APIError
 
-from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry, User, free_port
+from qimg.launcher.ssh import free_local_port
+from tests.e2e.conftest import User
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
@@ -78,7 +80,7 @@ def test_no_credentials_for_an_auth_registry(e2e_image: str, auth_registry: Regi
 
 
 def test_registry_down(e2e_image: str, user: User) -> None:
-    pushed = user.qimg("push", e2e_image, "--to", f"127.0.0.1:{free_port()}/team/alice:down")
+    pushed = user.qimg("push", e2e_image, "--to", f"127.0.0.1:{free_local_port()}/team/alice:down")
     assert_one_line_error(pushed, 1, "does not answer")
     assert pushed.stdout == ""
 

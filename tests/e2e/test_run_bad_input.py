@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry, User
-from tests.fake_qarnot import FakeQarnot
+from tests.e2e.conftest import User
+from tests.fakes.qarnot import FakeQarnot
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.launcher.local import TASK_LABEL
+from qimg.launcher.backends.local import TASK_LABEL
 from tests.e2e.conftest import User
 from tests.helpers import assert_one_line_error
 

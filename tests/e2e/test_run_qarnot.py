@@ -14,9 +14,11 @@ import urllib.request
 import docker
 import pytest
 
-from qimg.launcher.local import CONTAINER_LABEL
-from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, User, free_port
-from tests.fake_qarnot import FakeQarnot, Faults
+from qimg.launcher.containers import PURPOSE_LABEL
+from qimg.launcher.ssh import free_local_port
+from tests.e2e.conftest import User
+from tests.fakes.qarnot import FakeQarnot, Faults
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
@@ -84,7 +86,7 @@ def test_constants_keep_running_ls_logs_ssh_stop(
 
     stopped = user.qimg("stop", "keep1")
     assert stopped.returncode == 0 and fake.tasks == {}
-    assert docker_client.containers.list(filters={"label": CONTAINER_LABEL}) == []
+    assert docker_client.containers.list(filters={"label": PURPOSE_LABEL}) == []
 
 
 def test_three_instances(pushed_image: str, fake: FakeQarnot, user: User) -> None:
@@ -104,7 +106,7 @@ def test_tunnel_to_an_http_server_and_a_restart_on_a_new_port(
         user.qimg("ssh", "web", "--", page, "&&", "busybox httpd -p 127.0.0.1:8000 -h /tmp/www").returncode
         == 0
     )
-    local_port = free_port()
+    local_port = free_local_port()
     tunnel = subprocess.Popen(
         [sys.executable, "-m", "qimg", "tunnel", "web", f"{local_port}:8000"],
         env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qimg.errors import UsageError
-from qimg.launcher.keys import public_keys
+from qimg.launcher.keys.read import public_keys
 from tests.badkeys import corpus
 from tests.helpers import assert_one_line_error, run_qimg
 

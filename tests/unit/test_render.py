@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qimg.builder.render import labels, render_dockerfile, render_sshd_config, write_context
+from qimg.builder import labels
+from qimg.builder.render import render_dockerfile, render_sshd_config, write_context
 from qimg.builder.spec import Distro, ImageSpec
 from tests.helpers import tool
 
@@ -76,7 +77,7 @@ def test_install_layer_is_shared_between_users() -> None:
 @pytest.mark.parametrize(("distro", "options"), VARIANTS)
 def test_labels(distro: Distro, options: dict[str, object]) -> None:
     spec = spec_for(distro, options)
-    found = labels(spec)
+    found = labels.write(spec)
     assert found["io.qimg.user"] == spec.login_user
     assert found["io.qimg.distro"] == distro.value
     assert found["io.qimg.start"] == "/usr/local/sbin/qimg-start"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qimg.builder.spec import ImageSpec, check_image_ref
+from qimg.builder.spec import ImageRef, ImageSpec, check_image_ref
 from qimg.errors import UsageError
 
 
@@ -79,3 +79,30 @@ def test_nobody_could_log_in() -> None:
 def test_sudo_needs_a_user() -> None:
     with pytest.raises(UsageError, match="--sudo"):
         ImageSpec.create(sudo=True)
+
+
+@pytest.mark.parametrize(
+    ("ref", "registry", "repository", "tag", "srv"),
+    [
+        ("ubuntu", "docker.io", "library/ubuntu", "latest", "https://docker.io"),
+        ("team/sim:dev", "docker.io", "team/sim", "dev", "https://docker.io"),
+        ("docker.io/ubuntu:24.04", "docker.io", "library/ubuntu", "24.04", "https://docker.io"),
+        ("127.0.0.1:5000/team/alice:e2e", "127.0.0.1:5000", "team/alice", "e2e", "http://127.0.0.1:5000"),
+        ("localhost/alice", "localhost", "alice", "latest", "http://localhost"),
+        (
+            "registry.example.com/a/b/c:1",
+            "registry.example.com",
+            "a/b/c",
+            "1",
+            "https://registry.example.com",
+        ),
+    ],
+)
+def test_image_ref(ref: str, registry: str, repository: str, tag: str, srv: str) -> None:
+    parsed = ImageRef.parse(ref, "IMAGE")
+    assert (parsed.registry, parsed.repository, parsed.tag, parsed.server_url) == (
+        registry,
+        repository,
+        tag,
+        srv,
+    )

@@ -16,16 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qimg.errors import QimgError, UsageError
-from qimg.launcher.backend import (
-    TASK_TAG,
-    BackendError,
-    Forward,
-    InstanceView,
-    TaskNotFound,
-    TaskRequest,
-    TaskView,
-)
+from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
+from qimg.launcher.backends.base import TASK_TAG, InstanceView, TaskRequest, TaskView
+from qimg.launcher.ssh import Endpoint
 
 T = TypeVar("T")
 SSH_PORT = 22
@@ -83,7 +76,7 @@ class QarnotBackend:
                 "Qarnot refused the token (401): check QARNOT_CLIENT_TOKEN or the token in your Qarnot config"
             ) from None
         except (RequestException, ValueError) as error:
-            raise BackendError(f"cannot reach Qarnot at {_cluster_url()}: {_reason(error)}") from None
+            raise BackendError(f"cannot reach Qarnot at {_cluster_url()}: {first_line(error)}") from None
         self._tasks: dict[str, Any] = {}
 
     def _call(self, what: str, action: Callable[[], T], *, retry: bool = True) -> T:
@@ -102,9 +95,9 @@ class QarnotBackend:
                 raise BackendError(f"{what}: Qarnot refused: {error or 'unauthorized (401)'}") from None
             except DroppedConnection as error:
                 if not retry or attempt == READ_RETRIES:
-                    raise BackendError(f"{what}: connection to Qarnot lost: {_reason(error)}") from None
+                    raise BackendError(f"{what}: connection to Qarnot lost: {first_line(error)}") from None
             except (QarnotException, RequestException, ValueError) as error:
-                raise BackendError(f"{what}: {_reason(error)}") from None
+                raise BackendError(f"{what}: {first_line(error)}") from None
             time.sleep(pause)
             pause *= 2
         raise AssertionError("unreachable")
@@ -183,7 +176,7 @@ def _task_view(task: Any) -> TaskView:
         # Never index forwards blindly: a task can run for a while with none, and only port 22 is sshd.
         forward = next(
             (
-                Forward(str(f.forwarder_host), int(f.forwarder_port))
+                Endpoint(str(f.forwarder_host), int(f.forwarder_port))
                 for f in running.active_forward
                 if f.application_port == SSH_PORT and f.forwarder_host and f.forwarder_port
             ),
@@ -221,8 +214,3 @@ def _text(value: Any) -> str:
 
 def _cluster_url() -> str:
     return os.environ.get("QARNOT_CLUSTER_URL", "https://api.qarnot.com")
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,22 +1,29 @@
 """`qimg keygen`: a new key pair (OpenSSH files, and a PuTTY .ppk on request), or a .ppk converted to
-OpenSSH files. The cryptography is the `cryptography` package's; no existing file is overwritten
-without `force`, and private key files are written 0600 from the start.
+OpenSSH files; and the throwaway keys of `qimg check`. The cryptography is the `cryptography`
+package's; no existing file is overwritten without `force`, and private key files are written 0600
+from the start.
 """
 
 from __future__ import annotations
 
-import os
+import getpass
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qimg.errors import UsageError
-from qimg.launcher import ppk
+from qimg.files import atomic_write
+from qimg.launcher.keys import ppk
+from qimg.launcher.keys.read import LoginKey, public_keys, read_key_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 RSA_MIN_BITS, RSA_MAX_BITS, RSA_DEFAULT_BITS = 3072, 16384, 3072
+# Asked for a passphrase: (prompt, required). Returns None for none; the CLI reads stdin or the terminal.
+PassphraseSource = Callable[[str, bool], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,6 @@ def write(
 ) -> WrittenKey:
     from cryptography.hazmat.primitives import serialization
 
-    from qimg.launcher.keys import public_keys
-
     encryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -79,10 +84,10 @@ def write(
     line = f"{public_text.decode()} {comment}".strip()
     (public,) = public_keys(line, "the new key")
     private_path, public_path, ppk_path = paths
-    _write(private_path, private_text, 0o600)
-    _write(public_path, (line + "\n").encode(), 0o644)
+    atomic_write(private_path, private_text, 0o600)
+    atomic_write(public_path, line + "\n", 0o644)
     if ppk_path is not None:
-        _write(ppk_path, ppk.dump(key, comment, passphrase).encode(), 0o600)
+        atomic_write(ppk_path, ppk.dump(key, comment, passphrase), 0o600)
     return WrittenKey(private_path, public_path, ppk_path, line, public.fingerprint)
 
 
@@ -102,15 +107,33 @@ def from_ppk(parsed: ppk.PpkFile, source: str, passphrase: bytes | None) -> Priv
         raise UsageError(f"{source}: {error}") from None
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Created with its final mode (a private key is never readable by others, even for an instant)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)  # whatever the umask
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def new_key_pair(
+    key_type: str, bits: int | None, out: Path | None, comment: str | None, *, with_ppk: bool, force: bool,
+    passphrase: PassphraseSource,
+) -> WrittenKey:  # fmt: skip
+    """A new pair at `out` (default ~/.ssh/id_TYPE), the comment defaulting to user@host."""
+    paths = targets(out or Path.home() / ".ssh" / f"id_{key_type}", with_ppk, force)
+    key = generate(key_type, bits)
+    secret = passphrase("passphrase (empty for none): ", False)
+    label = comment if comment is not None else f"{getpass.getuser()}@{socket.gethostname()}"
+    return write(key, paths, label, secret)
+
+
+def convert_ppk(
+    source_file: Path, out: Path | None, comment: str | None, *, with_ppk: bool, force: bool,
+    passphrase: PassphraseSource,
+) -> WrittenKey:  # fmt: skip
+    """OpenSSH files from a PuTTY key (beside it by default), keeping its comment and passphrase."""
+    source = f"--from {source_file}"
+    parsed = read_ppk(read_key_file(source_file, source), source)
+    paths = targets(out or source_file.with_suffix(""), with_ppk, force)
+    secret = passphrase("passphrase of the .ppk: ", parsed.encrypted)
+    key = from_ppk(parsed, source, secret)
+    return write(key, paths, comment if comment is not None else parsed.comment, secret)
+
+
+def throwaway_key(directory: Path, comment: str = "qimg-throwaway") -> LoginKey:
+    """An unencrypted ed25519 pair in `directory`, for a login that lasts one check or benchmark."""
+    private = directory / "id_ed25519"
+    written = write(generate("ed25519", None), (private, directory / "id_ed25519.pub", None), comment, None)
+    return LoginKey(tuple(public_keys(written.public_line, "the throwaway key")), private)

@@ -13,12 +13,13 @@ import base64
 import binascii
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from qimg.errors import UsageError
-from qimg.launcher import ppk
-from qimg.launcher.sshwire import DSA, KNOWN_TYPES, RSA, PublicKey, Reader, WireError, blob_type, key_bits
+from qimg.launcher.keys import ppk
+from qimg.launcher.keys.wire import DSA, KNOWN_TYPES, RSA, PublicKey, Reader, WireError, blob_type, key_bits
 
 DEFAULT_KEYS = ("id_ed25519.pub", "id_rsa.pub")
 MIN_RSA_BITS = 2048
@@ -31,11 +32,15 @@ _PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
 
 
 def read_key_file(path: Path, source: str) -> str:
+    """A key file's text. Only a regular file is read (a FIFO or a device would hang or never end)."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_KEY_FILE + 1)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise UsageError(f"{source}: cannot read it ({error.strerror}): give your public key file") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UsageError(f"{source} is not a regular file: give your public key file")
+        raw = handle.read(MAX_KEY_FILE + 1)
     if len(raw) > MAX_KEY_FILE:
         raise UsageError(f"{source}: {len(raw)} bytes or more is no key file")
     return raw.decode("utf-8", "replace").lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
@@ -161,9 +166,12 @@ def _checked(key: PublicKey, source: str, what: str) -> PublicKey:
 
 @dataclass(frozen=True)
 class LoginKey:
-    path: Path
+    """A key to log in with: the public keys a task gets (DOCKER_SSH), the private key ssh uses (it
+    never leaves this machine: for an agent's key, the public file), and the PuTTY key, if any."""
+
     keys: tuple[PublicKey, ...]
-    identity: Path  # what ssh's IdentityFile names: the private key beside it, or the public one for an agent
+    identity: Path
+    ppk: Path | None = None
 
     @property
     def docker_ssh(self) -> str:
@@ -183,10 +191,13 @@ def default_key_path() -> Path:
 
 
 def read_login_key(path: Path | None) -> LoginKey:
+    """The key of `--key PATH` (default ~/.ssh/id_ed25519.pub, then id_rsa.pub), checked."""
     path = path or default_key_path()
     source = f"--key {path}"
     keys = tuple(public_keys(read_key_file(path, source), source))
-    return LoginKey(path, keys, _identity_beside(path, source))
+    identity = _identity_beside(path, source)
+    ppk_file = path if path.suffix == ".ppk" else identity.with_name(identity.name + ".ppk")
+    return LoginKey(keys, identity, ppk_file if ppk_file.is_file() else None)
 
 
 def _identity_beside(public: Path, source: str) -> Path:

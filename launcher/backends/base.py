@@ -2,19 +2,16 @@
 
 Both speak Qarnot's vocabulary (states, instances, forwards of application port 22, stdout lines
 prefixed by the instance id), so that readiness, pinning, ssh and clean-up are written once, in
-`launch.py`, above them.
+`qimg.launcher.launch`, above them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from qimg.errors import QimgError
-
-if TYPE_CHECKING:
-    import docker
+from qimg.launcher.ssh import Endpoint
 
 TASK_TAG = "qimg"
 EXECUTING = "FullyExecuting"
@@ -22,24 +19,10 @@ EXECUTING = "FullyExecuting"
 ENDED_STATES = frozenset({"Success", "Failure", "Cancelled", "PendingCancel", "PendingDelete", "Deleted"})
 
 
-class BackendError(QimgError):
-    """The place that runs tasks refused or failed a request."""
-
-
-class TaskNotFound(QimgError):
-    """No task of that name or id (any more)."""
-
-
-@dataclass(frozen=True)
-class Forward:
-    host: str
-    port: int
-
-
 @dataclass(frozen=True)
 class InstanceView:
     index: int
-    forward: Forward | None  # the forward of application port 22, once there is one
+    forward: Endpoint | None  # the forward of application port 22, once there is one
     attempt: int = 0  # execution attempts so far: a restarted instance may come back elsewhere
 
 
@@ -64,7 +47,7 @@ class TaskView:
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"{i.forward.host}:{i.forward.port}" for i in self.instances if i.forward is not None]
+        return [str(i.forward) for i in self.instances if i.forward is not None]
 
     def as_dict(self, now: datetime) -> dict[str, object]:
         return {
@@ -109,23 +92,3 @@ class Backend(Protocol):
     def tasks(self) -> list[TaskView]:
         """Every task launched by qimg that still exists."""
         ...
-
-
-def open_backend(name: str, client: docker.DockerClient | None = None) -> Backend:
-    """The backend called `name`: qarnot (needs a token) or local (the Docker engine, `client` if
-    given); their libraries are imported only here."""
-    if name == "local":
-        from qimg import engine
-        from qimg.launcher.local import LocalBackend
-
-        return LocalBackend(client or engine.client())
-    from qimg.launcher.qarnot_backend import QarnotBackend
-
-    return QarnotBackend()
-
-
-def find_task(backend: Backend, name: str) -> TaskView:
-    matches = [task for task in backend.tasks() if task.name == name]
-    if not matches:
-        raise TaskNotFound(f"no task named {name} on {backend.name}: `qimg ls` lists them")
-    return max(matches, key=lambda task: task.created or datetime.min)

@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qimg.launcher.sshwire import ECDSA_BITS, ED25519, RSA, Reader, WireError, mpint, string
+from qimg.launcher.keys.wire import ECDSA_BITS, ED25519, RSA, Reader, WireError, mpint, string
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes

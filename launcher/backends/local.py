@@ -7,79 +7,24 @@ its command, with port 22 published on 127.0.0.1 only. The containers' labels ar
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from qimg.launcher.backend import BackendError, Forward, InstanceView, TaskNotFound, TaskRequest, TaskView
-from qimg.launcher.ssh import host_keys_in
+from qimg.builder.labels import PREFIX
+from qimg.errors import BackendError, TaskNotFound
+from qimg.launcher import containers
+from qimg.launcher.backends.base import InstanceView, TaskRequest, TaskView
+from qimg.launcher.ssh import Endpoint
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-CONTAINER_LABEL = "io.qimg.launched-by"
-TASK_LABEL = "io.qimg.task"
-NAME_LABEL = "io.qimg.task-name"
-INSTANCE_LABEL = "io.qimg.instance"
-
-
-@dataclass(frozen=True)
-class LocalContainer:
-    id: str
-    host: str
-    port: int
-
-
-def start(
-    client: docker.DockerClient,
-    image: str,
-    command: str,
-    environment: dict[str, str],
-    *,
-    purpose: str,
-    labels: dict[str, str] | None = None,
-    run_tmpfs: bool = False,
-    cap_drop: tuple[str, ...] = (),
-) -> LocalContainer:
-    container = client.containers.run(
-        image,
-        command=command,
-        environment=environment,
-        detach=True,
-        ports={"22/tcp": ("127.0.0.1", 0)},  # port 0: the engine picks a free one
-        labels={CONTAINER_LABEL: purpose, **(labels or {})},
-        tmpfs={"/run": "mode=755"} if run_tmpfs else {},
-        cap_drop=list(cap_drop),
-    )
-    container.reload()
-    binding = container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]
-    return LocalContainer(container.id or "", binding["HostIp"], int(binding["HostPort"]))
-
-
-def output(client: docker.DockerClient, container_id: str, *, stderr: bool = True) -> str:
-    logs = client.containers.get(container_id).logs(stdout=True, stderr=stderr, stream=False)
-    return logs.decode("utf-8", "replace")
-
-
-def host_keys(client: docker.DockerClient, container_id: str) -> list[str]:
-    """Host keys the start script printed on stdout (stderr is sshd's log, never trusted for keys)."""
-    return host_keys_in(output(client, container_id, stderr=False))
-
-
-def exec_root(client: docker.DockerClient, container_id: str, argv: list[str]) -> tuple[int, str]:
-    exit_code, out = client.containers.get(container_id).exec_run(argv, user="root")
-    return int(exit_code or 0), cast(bytes, out).decode("utf-8", "replace")
-
-
-def remove(client: docker.DockerClient, container_id: str) -> None:
-    from docker.errors import NotFound
-
-    with contextlib.suppress(NotFound):
-        client.containers.get(container_id).remove(force=True)
+TASK_LABEL = f"{PREFIX}task"
+NAME_LABEL = f"{PREFIX}task-name"
+INSTANCE_LABEL = f"{PREFIX}instance"
 
 
 class LocalBackend:
@@ -97,7 +42,7 @@ class LocalBackend:
         task_id = str(uuid.uuid4())
         try:
             for index in range(request.instances):
-                start(
+                containers.start(
                     self.client, request.image, request.constants["DOCKER_CMD"],
                     {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
                     labels={TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index)},
@@ -108,7 +53,7 @@ class LocalBackend:
         return task_id
 
     def _containers(self, task_id: str | None = None) -> list[Container]:
-        label = f"{TASK_LABEL}={task_id}" if task_id else f"{CONTAINER_LABEL}=run"
+        label = f"{TASK_LABEL}={task_id}" if task_id else f"{containers.PURPOSE_LABEL}=run"
         return self.client.containers.list(all=True, filters={"label": label})
 
     def view(self, task_id: str) -> TaskView:
@@ -136,7 +81,7 @@ class LocalBackend:
 
     def stop(self, task_id: str) -> None:
         for container in self._containers(task_id):
-            remove(self.client, container.id or "")
+            containers.remove(self.client, container.id or "")
 
     def tasks(self) -> list[TaskView]:
         groups: dict[str, list[Container]] = defaultdict(list)
@@ -149,17 +94,17 @@ def _instance_index(container: Container) -> int:
     return int(container.labels.get(INSTANCE_LABEL, "0"))
 
 
-def _task_view(task_id: str, containers: list[Container]) -> TaskView:
-    containers = sorted(containers, key=_instance_index)
+def _task_view(task_id: str, group: list[Container]) -> TaskView:
+    group = sorted(group, key=_instance_index)
     instances, errors, states, exit_codes = [], [], [], []
-    for container in containers:
+    for container in group:
         attrs: dict[str, Any] = container.attrs
         status = attrs["State"]
         states.append(status["Status"])
         forward = None
         bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
         if status["Running"] and bindings:
-            forward = Forward(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
+            forward = Endpoint(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
         instances.append(
             InstanceView(_instance_index(container), forward, int(attrs.get("RestartCount", 0)) + 1)
         )
@@ -174,8 +119,8 @@ def _task_view(task_id: str, containers: list[Container]) -> TaskView:
         state = "Submitted"
     else:
         state = "Failure" if any(exit_codes) else "Success"
-    created = datetime.fromisoformat(containers[0].attrs["Created"][:19] + "+00:00")
+    created = datetime.fromisoformat(group[0].attrs["Created"][:19] + "+00:00")
     return TaskView(
-        task_id, containers[0].labels.get(NAME_LABEL, ""), state, len(containers), tuple(instances),
+        task_id, group[0].labels.get(NAME_LABEL, ""), state, len(group), tuple(instances),
         tuple(errors), created,
     )  # fmt: skip

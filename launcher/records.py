@@ -1,0 +1,183 @@
+"""Task records: one JSON file per task launched from this machine, in qimg's state directory.
+
+A record holds what ssh needs to reach the task's instances (endpoints, pinned host keys, user,
+key files). Records are read back from disk, so they are untrusted input: every field is checked
+before it can reach an ssh config, and a broken record is moved aside (never deleted) with one line
+saying so, while the others keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qimg.builder.spec import USER_NAME
+from qimg.errors import QimgError, UsageError
+from qimg.files import atomic_write
+from qimg.launcher.ssh import Endpoint
+from qimg.state import state_dir
+
+BACKENDS = ("qarnot", "local")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:]{2,39}")
+_HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}")
+_PATH = re.compile(r"/[^\x00-\x1f\x7f\"]{1,4095}")
+
+
+class BrokenRecord(QimgError):
+    """A record file that qimg did not write as it is now."""
+
+
+def check_task_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid --name {name!r}: use 1 to 40 lower-case letters, digits and dashes, starting with "
+            "a letter or digit (it becomes the ssh host name qimg-NAME)"
+        )
+    return name
+
+
+@dataclass
+class InstanceRecord:
+    index: int
+    endpoint: Endpoint
+    host_keys: list[str]
+    attempt: int = 0
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    backend: str
+    task_id: str
+    user: str
+    identity: Path  # the private key file ssh uses; it stays on this machine
+    ppk: Path | None = None  # the PuTTY key, for plink
+    instances: list[InstanceRecord] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "backend": self.backend, "task_id": self.task_id, "user": self.user,
+            "identity": str(self.identity), "ppk": str(self.ppk) if self.ppk else None,
+            "instances": [
+                {"index": i.index, "host": i.endpoint.host, "port": i.endpoint.port,
+                 "host_keys": i.host_keys, "attempt": i.attempt}
+                for i in self.instances
+            ],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TaskRecord:
+        """A record read from disk, every field checked; ValueError says which one is wrong."""
+        _expect(isinstance(data, dict), "not a JSON object")
+        name = _matching(data, "name", _NAME)
+        backend = data.get("backend")
+        _expect(backend in BACKENDS, "backend")
+        user = data.get("user")
+        _expect(user == "root" or (isinstance(user, str) and USER_NAME.fullmatch(user) is not None), "user")
+        ppk = data.get("ppk")
+        _expect(ppk is None or (isinstance(ppk, str) and _PATH.fullmatch(ppk) is not None), "ppk")
+        instances = data.get("instances")
+        _expect(isinstance(instances, list) and len(instances) <= 1024, "instances")
+        return cls(
+            name, str(backend), _matching(data, "task_id", _TASK_ID), str(user),
+            Path(_matching(data, "identity", _PATH)), Path(ppk) if ppk else None,
+            [_instance(item) for item in instances],
+        )  # fmt: skip
+
+
+def _instance(item: Any) -> InstanceRecord:
+    _expect(isinstance(item, dict), "instance")
+    numbers = [item.get(key) for key in ("index", "port", "attempt")]
+    _expect(
+        all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers), "instance numbers"
+    )
+    index, port, attempt = numbers
+    _expect(0 < port < 65536, "port")
+    keys = item.get("host_keys")
+    _expect(
+        isinstance(keys, list) and all(isinstance(k, str) and _HOST_KEY.fullmatch(k) for k in keys),
+        "host_keys",
+    )
+    return InstanceRecord(index, Endpoint(_matching(item, "host", _HOST), port), list(keys), attempt)
+
+
+def _matching(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
+    value = data.get(key)
+    _expect(isinstance(value, str) and pattern.fullmatch(value) is not None, key)
+    return str(value)
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise ValueError(what)
+
+
+def records_dir() -> Path:
+    return state_dir() / "tasks"
+
+
+def _path(name: str) -> Path:
+    return records_dir() / f"{check_task_name(name)}.json"
+
+
+def load(name: str) -> TaskRecord | None:
+    """The record of task `name`, None if there is none; BrokenRecord (the file moved aside) if broken."""
+    path = _path(name)
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        return None
+
+
+def _read(path: Path) -> TaskRecord:
+    try:
+        record = TaskRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if f"{record.name}.json" != path.name:
+            raise ValueError("name differs from the file's")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise BrokenRecord(
+            f"task record {path} is unreadable ({error}): moved aside to {_set_aside(path)}; "
+            "`qimg ls` still lists the task, `qimg stop NAME` stops it"
+        ) from None
+    return record
+
+
+def _set_aside(path: Path) -> Path:
+    aside = path.parent / "broken" / f"{path.name}.{int(time.time())}"
+    try:
+        aside.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.replace(aside)
+    except OSError:
+        return path  # a read-only state directory: the file stays, still skipped
+    return aside
+
+
+def all_records() -> tuple[list[TaskRecord], list[str]]:
+    """Every readable record, and one line for each broken one (moved aside)."""
+    found: list[TaskRecord] = []
+    problems: list[str] = []
+    directory = records_dir()
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            found.append(_read(path))
+        except FileNotFoundError:
+            continue  # forgotten meanwhile by another qimg
+        except BrokenRecord as error:
+            problems.append(str(error))
+    return found, problems
+
+
+def store(record: TaskRecord) -> None:
+    atomic_write(_path(record.name), json.dumps(record.as_dict(), indent=1) + "\n")
+
+
+def remove(name: str) -> None:
+    _path(name).unlink(missing_ok=True)

@@ -1,0 +1,147 @@
+"""A launch from start to end, and the user's ssh sessions on tasks.
+
+`run_task` is the whole lifecycle of `qimg run`: submit, wait until ready, hand the record to the
+caller, then the session asked for (a command, an interactive shell, tunnels), and the rule that no
+task keeps running that nobody asked for: on every way out of a failure, and after a command or an
+interactive session, the task is stopped unless the plan says keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from qimg.errors import QimgError
+from qimg.launcher import launch, signals, sshconfig, tasks
+from qimg.launcher.backends.base import TaskView
+from qimg.launcher.plan import LaunchPlan
+from qimg.launcher.records import TaskRecord
+from qimg.launcher.tunnels import Tunnel, check_port_free
+
+
+class Reporter(Protocol):
+    """What the caller shows of a launch: progress, notes for the user, and the ready task."""
+
+    def status(self, view: TaskView, elapsed: float) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
+    def ready(self, record: TaskRecord) -> None: ...
+
+
+def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
+    """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0."""
+    backend, name = plan.backend, plan.request.name
+    with signals.as_errors():
+        task_id = backend.submit(plan.request)
+        try:
+            record = _ready(plan, task_id, reporter)
+        except BaseException as failure:
+            for line in getattr(failure, "details", ()):
+                reporter.note(f"  {line}")
+            _end(plan, task_id, reporter)
+            raise
+    if not (plan.connect or plan.command is not None or plan.tunnels):
+        stop_hint = f"qimg stop {name}" + (" --local" if backend.name == "local" else "")
+        reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
+        return 0
+    if not (plan.connect or plan.command is not None):  # tunnels only: held until Ctrl-C; the task stays
+        return run_over_ssh(record, None, plan.tunnels)
+    try:
+        with signals.as_errors():
+            return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
+    finally:
+        _end(plan, task_id, reporter)
+
+
+def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
+    """Wait for every instance, record the pins, and show the caller how to log in."""
+    instances = launch.wait_ready(
+        plan.backend, task_id, plan.login.user, plan.login.key.identity,
+        time.monotonic() + plan.timeout, reporter.status,
+    )  # fmt: skip
+    key = plan.login.key
+    record = TaskRecord(
+        plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances
+    )
+    sshconfig.save(record)
+    reporter.ready(record)
+    return record
+
+
+def _end(plan: LaunchPlan, task_id: str, reporter: Reporter) -> None:
+    """The way out of a launch: stop the task and drop its record, unless the plan keeps it."""
+    if plan.keep:
+        reporter.note(f"task {task_id} kept (--keep): stop it with `qimg stop {plan.request.name}`")
+        return
+    reporter.note(launch.stop_quietly(plan.backend, task_id))
+    with contextlib.suppress(QimgError, OSError):  # a record that cannot be dropped is only stale
+        sshconfig.forget(plan.request.name)
+
+
+def remote_command(command: str) -> str:
+    """What ssh sends for --command: a login shell, so /etc/profile.d (the task's environment) is read."""
+    return "sh -lc " + shlex.quote(command)
+
+
+def run_over_ssh(
+    record: TaskRecord,
+    command: str | None,
+    tunnels: tuple[Tunnel, ...] = (),
+    *,
+    interactive: bool = False,
+) -> int:
+    """An interactive session on the first instance, or the tunnels alone until Ctrl-C, or the command
+    on every instance (tunnels on the first). Returns the first non-zero exit code, else 0."""
+    hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
+    forwards = [option for tunnel in tunnels for option in tunnel.ssh_option]
+    if forwards:
+        forwards += ["-o", "ExitOnForwardFailure=yes"]
+    if interactive:
+        with signals.as_errors(interrupt=False):
+            return subprocess.run(
+                sshconfig.config_argv(hosts[0], options=tuple(forwards)), check=False
+            ).returncode
+    if command is None:  # Ctrl-C closes the tunnels; the task keeps running
+        try:
+            argv = sshconfig.config_argv(hosts[0], options=(*forwards, "-N"))
+            return subprocess.run(argv, check=False, stdin=subprocess.DEVNULL).returncode
+        except KeyboardInterrupt:
+            return 0
+    options = [tuple(forwards)] + [()] * (len(hosts) - 1)  # the tunnels go through the first instance
+    codes = [
+        subprocess.run(
+            sshconfig.config_argv(host, remote_command(command), options=host_options),
+            check=False, stdin=subprocess.DEVNULL,
+        ).returncode
+        for host, host_options in zip(hosts, options, strict=True)
+    ]  # fmt: skip
+    return next((code for code in codes if code), 0)
+
+
+def ssh(name: str, local: bool, command: list[str] | None) -> int:
+    """`qimg ssh NAME [-- CMD]`: a shell on the first instance, or the command on every instance."""
+    record, _backend = tasks.login_record(name, local)
+    # As ssh does: the words are joined with spaces and the remote shell parses them.
+    return run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
+
+
+def putty_commands(name: str, local: bool, command: list[str] | None) -> list[str]:
+    """`qimg ssh NAME --putty`: the plink command of each instance, printable."""
+    record, _backend = tasks.login_record(name, local)
+    return [
+        sshconfig.printable([*sshconfig.putty_argv(record, instance), *(command or [])])
+        for instance in record.instances
+    ]
+
+
+def tunnel(name: str, local: bool, forward: Tunnel, on_open: Callable[[str], None]) -> int:
+    """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind)."""
+    check_port_free(forward)
+    record, _backend = tasks.login_record(name, local)
+    on_open(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
+    return run_over_ssh(record, None, (forward,))

@@ -1,0 +1,49 @@
+"""`--tunnel LOCAL[:REMOTE]`: local ports forwarded to the task through ssh (`-L`), on loopback only."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+from qimg.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    local: int
+    remote: int
+
+    @property
+    def ssh_option(self) -> tuple[str, str]:
+        return "-L", f"127.0.0.1:{self.local}:127.0.0.1:{self.remote}"
+
+
+def parse_tunnel(spec: str) -> Tunnel:
+    match = re.fullmatch(r"(\d{1,5})(?::(\d{1,5}))?", spec)
+    ports = [int(p) for p in match.groups() if p] if match else []
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise UsageError(f"invalid tunnel {spec!r}: expected LOCAL[:REMOTE] ports, e.g. 8888 or 8888:8888")
+    return Tunnel(ports[0], ports[-1])
+
+
+def parse_tunnels(specs: tuple[str, ...] | list[str]) -> tuple[Tunnel, ...]:
+    """Every --tunnel, checked: well formed, each local port once, and free now."""
+    tunnels = tuple(parse_tunnel(spec) for spec in specs)
+    for number, tunnel in enumerate(tunnels):
+        if any(other.local == tunnel.local for other in tunnels[:number]):
+            raise UsageError(f"--tunnel: local port {tunnel.local} is given twice: one tunnel per local port")
+    for tunnel in tunnels:
+        check_port_free(tunnel)
+    return tunnels
+
+
+def check_port_free(tunnel: Tunnel) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", tunnel.local))
+        except OSError:
+            raise UsageError(
+                f"local port {tunnel.local} is already in use: pick another, e.g. --tunnel "
+                f"{tunnel.local + 1}:{tunnel.remote}"
+            ) from None

@@ -1,0 +1,154 @@
+"""What the CLI shows: status lines, progress bars and tables on a terminal, plain lines otherwise.
+
+rich is imported here, inside the functions that draw, so that `qimg --help` does not load it.
+Text from outside (the engine, a task) is printed as it is: no markup, no emoji codes, no hard wrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.status import Status
+
+    from qimg.builder.push import LayerProgress
+    from qimg.launcher.backends.base import TaskView
+    from qimg.launcher.check import CheckResult
+    from qimg.launcher.records import TaskRecord
+    from qimg.launcher.tunnels import Tunnel
+
+
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def say(console: Console, line: str, style: str | None = None) -> None:
+    console.print(line, style=style, markup=False, emoji=False, soft_wrap=True)
+
+
+def print_checks(ref: str, results: list[CheckResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"qimg check {ref}", title_justify="left")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(result.name, "pass" if result.passed else "FAIL", result.detail)
+    Console(highlight=False, width=max(100, Console().width)).print(table)
+
+
+def print_tasks(backend: str, tasks: list[TaskView], now: datetime) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"qimg tasks on {backend}", title_justify="left")
+    for column in ("name", "state", "endpoints", "age", "credits"):
+        table.add_column(column)
+    for task in tasks:
+        age = int((now - task.created).total_seconds()) if task.created else None
+        table.add_row(
+            task.name, task.state, " ".join(task.endpoints) or "-",
+            "-" if age is None else f"{age // 3600}h{age % 3600 // 60:02d}m",
+            "-" if task.credits is None else f"{task.credits:.2f} EUR",
+        )  # fmt: skip
+    Console(highlight=False).print(table)
+
+
+@contextlib.contextmanager
+def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
+    """One rich progress bar per layer, on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=stderr(), transient=True,
+        disable=quiet,
+    )  # fmt: skip
+    bars: dict[str, TaskID] = {}
+
+    def show(layer: LayerProgress) -> None:
+        if layer.layer not in bars:
+            bars[layer.layer] = progress.add_task(layer.layer, total=None)
+        total = layer.total or None
+        progress.update(
+            bars[layer.layer], description=f"{layer.layer} {layer.status}", total=total,
+            completed=layer.current if total else 0,
+        )  # fmt: skip
+
+    with progress:
+        yield show
+
+
+class RunReporter:
+    """A live status line while the task starts, notes on stderr, the ready lines once it is ready."""
+
+    def __init__(self, console: Console, on_ready: Callable[[TaskRecord], None]) -> None:
+        self.console, self.on_ready = console, on_ready
+        self.live: Status | None = None
+
+    def __enter__(self) -> RunReporter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop_live()
+
+    def _stop_live(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def status(self, view: TaskView, elapsed: float) -> None:
+        running = f"{view.running}/{view.instance_count} instances running"
+        line = f"{view.name}: {view.state}, {running}, {elapsed:.0f} s"
+        if self.live is None:
+            self.live = self.console.status(line)
+            self.live.start()
+        self.live.update(line)
+
+    def note(self, line: str) -> None:
+        self._stop_live()  # a note is printed once, above where the status line was
+        say(self.console, line, "dim" if line.startswith("  ") else None)
+
+    def ready(self, record: TaskRecord) -> None:
+        self._stop_live()
+        self.on_ready(record)
+
+
+def print_ready(
+    record: TaskRecord, as_json: bool, out: TextIO, putty: bool, tunnels: tuple[Tunnel, ...]
+) -> None:
+    """How to log into each instance: ssh (and plink) commands, or one JSON object."""
+    from qimg.launcher import sshconfig
+    from qimg.launcher.backends.base import EXECUTING  # every instance answered: the task is executing
+
+    forwards = tuple(option for tunnel in tunnels for option in tunnel.ssh_option)
+    rows = [
+        {
+            "index": instance.index, "alias": (host := sshconfig.alias(record.name, instance.index)),
+            "host": instance.endpoint.host, "port": instance.endpoint.port, "user": record.user,
+            "ssh_command": sshconfig.printable(sshconfig.config_argv(host)),
+            "host_key": instance.host_keys[0] if instance.host_keys else "",
+            **({"putty_command": sshconfig.printable(sshconfig.putty_argv(record, instance, forwards))}
+               if putty else {}),
+        }
+        for instance in record.instances
+    ]  # fmt: skip
+    if as_json:
+        print(json.dumps({
+            "task": {"id": record.task_id, "name": record.name}, "backend": record.backend,
+            "state": EXECUTING, "instances": rows,
+        }), flush=True)  # fmt: skip
+        return
+    print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
+    for row in rows:
+        print(f"  {row['ssh_command']}", file=out, flush=True)
+        if putty:
+            print(f"  {row['putty_command']}", file=out, flush=True)
