@@ -31,15 +31,18 @@ class LayerProgress:
 
 @dataclass(frozen=True)
 class Pushed:
+    """What the registry was shown to hold: the reference pushed and the digest it serves for it."""
+
     ref: str
     digest: str
 
-    @property
-    def pinned(self) -> str:
-        return f"{self.ref}@{self.digest}"
-
     def as_dict(self) -> dict[str, str]:
         return {"ref": self.ref, "digest": self.digest, "pinned": self.pinned}
+
+    @property
+    def pinned(self) -> str:
+        """REF@sha256:..., what `docker pull` takes to get exactly this image."""
+        return f"{self.ref}@{self.digest}"
 
 
 def push_target(source: str, to: str | None) -> ImageRef:

@@ -34,12 +34,13 @@ class BrokenRecord(QimgError):
 
 
 def check_task_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise UsageError(
-            f"invalid --name {name!r}: use 1 to 40 lower-case letters, digits and dashes, starting with "
-            "a letter or digit (it becomes the ssh host name qimg-NAME)"
-        )
-    return name
+    """A task name, which becomes the ssh host name qimg-NAME and a file name."""
+    if _NAME.fullmatch(name):
+        return name
+    raise UsageError(
+        f"invalid --name {name!r}: use 1 to 40 lower-case letters, digits and dashes, starting with "
+        "a letter or digit (it becomes the ssh host name qimg-NAME)"
+    )
 
 
 @dataclass
