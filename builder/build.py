@@ -1,4 +1,8 @@
-"""Build an image from a rendered context with the Docker SDK, streaming its progress."""
+"""Build an image from a rendered context with the Docker SDK, streaming its progress.
+
+The classic builder's stream is terminal output: coloured stderr, carriage-return progress and lines
+cut across chunks. It is read here into plain lines, so nothing handed out carries engine escapes.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,124 @@ from qimg.errors import BuildFailed
 if TYPE_CHECKING:
     import docker
 
-_STEP = re.compile(r"^Step \d+/\d+ : ")
+# "Step 5/9 : RUN apt-get update ...": how the classic builder announces each instruction.
+_STEP = re.compile(r"Step (\d+)/(\d+) : (\S+)\s*(.*)")
 # The classic builder's bookkeeping, which says nothing about the build itself.
 _NOISE = re.compile(r"^\s*(---> |Running in |Removing intermediate container |Successfully (built|tagged) )")
+# How the engine words a failing RUN: the exit code when errorDetail carries none.
+_EXIT_CODE = re.compile(r"returned a non-zero code: (\d+)")
+# Terminal control sequences: CSI (colours, cursor moves, line erasing; the engine wraps every stderr
+# write in \x1b[91m ... \x1b[0m), the string ones (OSC titles and links, DCS ...) up to their end or
+# the end of the line, then the two-character escapes (charsets, keypad modes).
+_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)|\x1b[ -/]*[0-~]")
+# Whatever else a terminal would not print (C0, DEL, C1), tab aside: it aligns columns.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _TAIL_LINES = 15
+_SUMMARY_CHARS = 60  # of a step's arguments: enough to recognise it, never the whole RUN script
+_REASON_CHARS = 200  # of an engine message other than an exit code, which may quote a command
+
+
+class BuildStepFailed(BuildFailed):
+    """BuildFailed that says where: `step` is the printable "step 5/9 (RUN apt-get ...)" ("" when the
+    build stopped before its first step), `tail` the failing step's own last lines, plain text."""
+
+    def __init__(
+        self,
+        message: str,
+        step: str = "",
+        tail: tuple[str, ...] = (),
+        *,
+        number: int = 0,
+        total: int = 0,
+        instruction: str = "",
+        summary: str = "",
+        command_exit_code: int | None = None,
+    ) -> None:
+        super().__init__(message, step, tail)
+        self.number = number  # 1-based index of the failing step, 0 before the first one
+        self.total = total  # how many steps the Dockerfile has, 0 before the first one
+        self.instruction = instruction  # RUN, COPY, FROM ...
+        self.summary = summary  # the instruction and the start of its arguments
+        # Not `exit_code`: QimgError.exit_code is qimg's own, which the CLI exits with.
+        self.command_exit_code = command_exit_code  # of the failing RUN, when the engine gives one
+
+
+@dataclass(frozen=True)
+class _Step:
+    number: int
+    total: int
+    instruction: str
+    summary: str
+
+    def __str__(self) -> str:
+        return f"step {self.number}/{self.total} ({self.summary})"
+
+
+def clean_line(raw: str) -> str:
+    """One line of engine output as a terminal leaves it: no escape sequences, the last rewrite of a
+    carriage-return progress line, no control character but tab, no trailing blanks."""
+    rewrites = [_CONTROL.sub("", part).rstrip() for part in _ESCAPE.sub("", raw).split("\r")]
+    return next((part for part in reversed(rewrites) if part.strip()), "")
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` on one line (runs of blanks made one space), cut to `limit` characters with "..."."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit].rstrip() + "..."
+
+
+class BuildLog:
+    """The classic builder's `stream` text read as plain lines: the step running, that step's own last
+    lines, and each complete line handed to `on_step` or `on_output` as it arrives."""
+
+    def __init__(self, on_step: Callable[[str], None], on_output: Callable[[str], None]) -> None:
+        self.step: _Step | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._pending = ""
+        self._on_step = on_step
+        self._on_output = on_output
+
+    def feed(self, text: str) -> None:
+        # Chunks are the engine's writes, not lines: apt's "E", ": " and "Unable to locate ..." may
+        # come as three, each in its own colour codes, with the reset code after the newline.
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._take(clean_line(line))
+
+    def flush(self) -> None:
+        """Take the last line, which the stream may end without a newline."""
+        pending, self._pending = self._pending, ""
+        self._take(clean_line(pending))
+
+    def failure(self, reason: str, exit_code: int | None) -> BuildStepFailed:
+        """The error for the engine's `reason` at the current step, with its tail."""
+        self.flush()
+        if exit_code is None and (found := _EXIT_CODE.search(reason)):
+            exit_code = int(found[1])
+        plain = " ".join(clean_line(line) for line in reason.splitlines())
+        # With an exit code the engine's text only repeats the whole command: the code says it all.
+        what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
+        step = self.step
+        where = f"at {step}" if step else "before its first step"
+        return BuildStepFailed(
+            f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tuple(self.tail),
+            number=step.number if step else 0, total=step.total if step else 0,
+            instruction=step.instruction if step else "", summary=step.summary if step else "",
+            command_exit_code=exit_code,
+        )  # fmt: skip
+
+    def _take(self, line: str) -> None:
+        step = _STEP.fullmatch(line)
+        # Only the next step number counts as a step: a command may print "Step 1/2 : ..." itself.
+        if step and int(step[1]) == (self.step.number if self.step else 0) + 1:
+            instruction = step[3].upper()
+            summary = f"{instruction} {_shorten(step[4], _SUMMARY_CHARS)}".rstrip()
+            self.step = _Step(int(step[1]), int(step[2]), instruction, summary)
+            self.tail.clear()
+            self._on_step(" ".join(line.split()))
+        elif line.strip() and not _NOISE.match(line):
+            self.tail.append(line)
+            self._on_output(line)
 
 
 @dataclass(frozen=True)
@@ -55,11 +173,11 @@ def build_image(
     on_step: Callable[[str], None] = lambda step: None,
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
-    """Build `spec` as `tag`. Raises BuildFailed with the failing step and its last output lines."""
+    """Build `spec` as `tag`. Raises BuildStepFailed (a BuildFailed) with the failing step, the exit
+    code and the step's last output lines; the callbacks get plain lines, without escape codes."""
     from docker.errors import APIError
 
-    step = ""
-    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    log = BuildLog(on_step, on_output)
     image_id = ""
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as context:
         write_context(spec, Path(context))
@@ -70,21 +188,15 @@ def build_image(
             )
             for chunk in chunks:
                 if "error" in chunk or "errorDetail" in chunk:
-                    message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
-                    raise BuildFailed(
-                        f"build failed at {step or 'start'}: {message.strip()}", step, tuple(tail)
-                    )
+                    detail = chunk.get("errorDetail") or {}
+                    code = detail.get("code")
+                    reason = str(chunk.get("error") or detail.get("message") or "")
+                    raise log.failure(reason, code if isinstance(code, int) else None)
                 image_id = chunk.get("aux", {}).get("ID", image_id)
-                for line in str(chunk.get("stream", "")).splitlines():
-                    if _STEP.match(line):
-                        step = line
-                        tail.clear()
-                        on_step(line)
-                    elif line.strip() and not _NOISE.match(line):
-                        tail.append(line)
-                        on_output(line)
+                log.feed(str(chunk.get("stream", "")))
+            log.flush()
         except APIError as error:
-            raise BuildFailed(f"build failed: {error.explanation or error}", step, tuple(tail)) from None
+            raise log.failure(str(error.explanation or error), None) from None
     image = client.images.get(image_id or tag)
     return BuiltImage(
         id=image.id or "", tag=tag, size=int(image.attrs.get("Size", 0)),
