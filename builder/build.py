@@ -40,31 +40,6 @@ _SUMMARY_CHARS = 60  # of a step's arguments: enough to recognise it, never the 
 _REASON_CHARS = 200  # of an engine message other than an exit code, which may quote a command
 
 
-class BuildStepFailed(BuildFailed):
-    """BuildFailed that says where: `step` is the printable "step 5/9 (RUN apt-get ...)" ("" when the
-    build stopped before its first step), `tail` the failing step's own last lines, plain text."""
-
-    def __init__(
-        self,
-        message: str,
-        step: str = "",
-        tail: tuple[str, ...] = (),
-        *,
-        number: int = 0,
-        total: int = 0,
-        instruction: str = "",
-        summary: str = "",
-        command_exit_code: int | None = None,
-    ) -> None:
-        super().__init__(message, step, tail)
-        self.number = number  # 1-based index of the failing step, 0 before the first one
-        self.total = total  # how many steps the Dockerfile has, 0 before the first one
-        self.instruction = instruction  # RUN, COPY, FROM ...
-        self.summary = summary  # the instruction and the start of its arguments
-        # Not `exit_code`: QimgError.exit_code is qimg's own, which the CLI exits with.
-        self.command_exit_code = command_exit_code  # of the failing RUN, when the engine gives one
-
-
 @dataclass(frozen=True)
 class _Step:
     number: int
@@ -112,7 +87,7 @@ class BuildLog:
         pending, self._pending = self._pending, ""
         self._take(clean_line(pending))
 
-    def failure(self, reason: str, exit_code: int | None) -> BuildStepFailed:
+    def failure(self, reason: str, exit_code: int | None) -> BuildFailed:
         """The error for the engine's `reason` at the current step, with its tail."""
         self.flush()
         if exit_code is None and (found := _EXIT_CODE.search(reason)):
@@ -122,7 +97,7 @@ class BuildLog:
         what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
         step = self.step
         where = f"at {step}" if step else "before its first step"
-        return BuildStepFailed(
+        return BuildFailed(
             f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tuple(self.tail),
             number=step.number if step else 0, total=step.total if step else 0,
             instruction=step.instruction if step else "", summary=step.summary if step else "",
@@ -173,7 +148,7 @@ def build_image(
     on_step: Callable[[str], None] = lambda step: None,
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
-    """Build `spec` as `tag`. Raises BuildStepFailed (a BuildFailed) with the failing step, the exit
+    """Build `spec` as `tag`. Raises BuildFailed with the failing step, the exit
     code and the step's last output lines; the callbacks get plain lines, without escape codes."""
     from docker.errors import APIError
 

@@ -25,12 +25,30 @@ class DockerUnavailable(QimgError):
 
 
 class BuildFailed(QimgError):
-    """`docker build` stopped at a step; `step` and `tail` say where and what it printed last."""
+    """`docker build` stopped: `step` is the printable "step 5/9 (RUN apt-get ...)" ("" when the build
+    stopped before its first step), `tail` that step's own last lines, plain text."""
 
-    def __init__(self, message: str, step: str = "", tail: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        step: str = "",
+        tail: tuple[str, ...] = (),
+        *,
+        number: int = 0,
+        total: int = 0,
+        instruction: str = "",
+        summary: str = "",
+        command_exit_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.tail = tail
+        self.number = number  # 1-based index of the failing step, 0 before the first one
+        self.total = total  # how many steps the Dockerfile has, 0 before the first one
+        self.instruction = instruction  # RUN, COPY, FROM ...
+        self.summary = summary  # the instruction and the start of its arguments
+        # Not `exit_code`: QimgError.exit_code is qimg's own, which the CLI exits with.
+        self.command_exit_code = command_exit_code  # of the failing RUN, when the engine gives one
 
 
 class PushFailed(QimgError):

@@ -10,8 +10,9 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from qimg.builder.build import BuildStepFailed, build_image
+from qimg.builder.build import build_image
 from qimg.builder.spec import Distro, ImageSpec
+from qimg.errors import BuildFailed
 
 pytestmark = pytest.mark.docker
 
@@ -34,7 +35,7 @@ def test_a_failing_install_step(docker_client: docker.DockerClient) -> None:
     steps: list[str] = []
     output: list[str] = []
 
-    with pytest.raises(BuildStepFailed) as raised:
+    with pytest.raises(BuildFailed) as raised:
         build_image(docker_client, spec, tag, on_step=steps.append, on_output=output.append)
 
     failure = raised.value

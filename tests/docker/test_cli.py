@@ -65,7 +65,7 @@ def test_build_failure_shows_the_step(docker_client: docker.DockerClient, state:
         "build", "--user", "alice", "--package", "no-such-package-qimg", "--tag", "qimgtest/broken", env=state
     )
     assert result.returncode == 1
-    assert "qimg: error: build failed at Step 2/" in result.stderr
+    assert "qimg: error: build failed at step 2/" in result.stderr
     assert "Unable to locate package no-such-package-qimg" in result.stderr
     assert "Traceback" not in result.stderr
     assert {c.id for c in docker_client.containers.list(all=True)} == before, "no container left behind"
