@@ -133,14 +133,26 @@ def task_failure(backend: Backend, view: TaskView, message: str) -> LaunchFailed
     return LaunchFailed(message, tuple(details))
 
 
-def stop_quietly(backend: Backend, task_id: str) -> str:
-    """Stop a task on the way out; returns what happened, for the user."""
+def stop_launch(backend: Backend, task_id: str, launch_id: str) -> list[str]:
+    """Stop the task and every other task the launch created (found by its tag), on the way out: a
+    second Ctrl-C cannot interrupt it. Returns one line per task for the user; raises nothing."""
+    lines = []
     with signals.ignored():
+        ids = [task_id] if task_id else []
         try:
-            backend.stop(task_id)
+            ids += (
+                [view.id for view in backend.launched(launch_id) if view.id not in ids] if launch_id else []
+            )
         except QimgError as error:
-            return f"could not stop task {task_id}: {error} (stop it with `qimg stop`)"
-    return f"task {task_id} stopped and deleted"
+            lines.append(f"could not list the tasks of this launch: {error} (`qimg stop` retries)")
+        for each in ids:
+            try:
+                backend.stop(each)
+            except QimgError as error:
+                lines.append(f"could not stop task {each}: {error} (stop it with `qimg stop`)")
+            else:
+                lines.append(f"task {each} stopped and deleted")
+    return lines
 
 
 def refresh(backend: Backend, record: TaskRecord) -> TaskRecord:

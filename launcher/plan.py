@@ -112,10 +112,9 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         auth = engine.registry_credentials(ref.registry)
     user, start_command = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
     name = options.name or f"{user}-{secrets.token_hex(2)}"
-    tasks.refuse_name_in_use(name, backend)
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start_command, max_seconds, auth),
+        contract.task_constants(ref, key, start_command, max_seconds, auth), secrets.token_hex(8),
     )  # fmt: skip
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect

@@ -8,9 +8,13 @@ saying so, while the others keep working.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +22,12 @@ from typing import Any
 from qimg.builder.spec import USER_NAME
 from qimg.errors import QimgError, UsageError
 from qimg.files import atomic_write
-from qimg.launcher.ssh import Endpoint
+from qimg.launcher.ssh import Endpoint, is_host_key
 from qimg.state import state_dir
 
 BACKENDS = ("qarnot", "local")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:]{2,39}")
-_HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}")
 _PATH = re.compile(r"/[^\x00-\x1f\x7f\"]{1,4095}")
 
 
@@ -53,6 +55,9 @@ class InstanceRecord:
 
 @dataclass
 class TaskRecord:
+    """A launched task. Written before the request that creates it (task_id "" then): whatever happens
+    next, the launch's tag finds what it created."""
+
     name: str
     backend: str
     task_id: str
@@ -60,11 +65,13 @@ class TaskRecord:
     identity: Path  # the private key file ssh uses; it stays on this machine
     ppk: Path | None = None  # the PuTTY key, for plink
     instances: list[InstanceRecord] = field(default_factory=list)
+    launch_id: str = ""  # the tag of every task the launch created (`backends.base.launch_tag`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "backend": self.backend, "task_id": self.task_id, "user": self.user,
             "identity": str(self.identity), "ppk": str(self.ppk) if self.ppk else None,
+            "launch_id": self.launch_id,
             "instances": [
                 {"index": i.index, "host": i.endpoint.host, "port": i.endpoint.port,
                  "host_keys": i.host_keys, "attempt": i.attempt}
@@ -85,10 +92,13 @@ class TaskRecord:
         _expect(ppk is None or (isinstance(ppk, str) and _PATH.fullmatch(ppk) is not None), "ppk")
         instances = data.get("instances")
         _expect(isinstance(instances, list) and len(instances) <= 1024, "instances")
+        launch_id = data.get("launch_id", "")
+        _expect(launch_id == "" or _is_id(launch_id), "launch_id")
+        task_id = data.get("task_id")
+        _expect(_is_id(task_id) or (task_id == "" and launch_id != ""), "task_id")  # "": being created
         return cls(
-            name, str(backend), _matching(data, "task_id", _TASK_ID), str(user),
-            Path(_matching(data, "identity", _PATH)), Path(ppk) if ppk else None,
-            [_instance(item) for item in instances],
+            name, str(backend), str(task_id), str(user), Path(_matching(data, "identity", _PATH)),
+            Path(ppk) if ppk else None, [_instance(item) for item in instances], str(launch_id),
         )  # fmt: skip
 
 
@@ -99,13 +109,13 @@ def _instance(item: Any) -> InstanceRecord:
         all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers), "instance numbers"
     )
     index, port, attempt = numbers
-    _expect(0 < port < 65536, "port")
     keys = item.get("host_keys")
-    _expect(
-        isinstance(keys, list) and all(isinstance(k, str) and _HOST_KEY.fullmatch(k) for k in keys),
-        "host_keys",
-    )
-    return InstanceRecord(index, Endpoint(_matching(item, "host", _HOST), port), list(keys), attempt)
+    _expect(isinstance(keys, list) and all(isinstance(k, str) and is_host_key(k) for k in keys), "host_keys")
+    return InstanceRecord(index, Endpoint(item.get("host"), port), list(keys), attempt)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and _TASK_ID.fullmatch(value) is not None
 
 
 def _matching(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
@@ -176,8 +186,40 @@ def all_records() -> tuple[list[TaskRecord], list[str]]:
     return found, problems
 
 
+@contextlib.contextmanager
+def launching(name: str) -> Iterator[None]:
+    """Held by the qimg that launches task `name`, for as long as it runs: another qimg cannot take
+    the name meanwhile, nor mistake the record written before the task exists for a stale one."""
+    lock = records_dir() / f".{check_task_name(name)}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--name {name}: another qimg is launching a task of that name") from None
+        yield
+
+
 def store(record: TaskRecord) -> None:
-    atomic_write(_path(record.name), json.dumps(record.as_dict(), indent=1) + "\n")
+    atomic_write(_path(record.name), _text(record))
+
+
+def claim(record: TaskRecord) -> bool:
+    """Write the record only if no record of that name exists (atomically: of two launches of one
+    name, one claims it). False when one exists."""
+    path = _path(record.name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(_text(record))
+    return True
+
+
+def _text(record: TaskRecord) -> str:
+    return json.dumps(record.as_dict(), indent=1) + "\n"
 
 
 def remove(name: str) -> None:

@@ -13,10 +13,11 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from qimg.errors import QimgError
-from qimg.launcher import launch, signals, sshconfig, tasks
+from qimg.launcher import launch, records, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -34,28 +35,41 @@ class Reporter(Protocol):
 
 
 def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
-    """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0."""
-    backend, name = plan.backend, plan.request.name
-    with signals.as_errors():
-        task_id = backend.submit(plan.request)
-        try:
-            record = _ready(plan, task_id, reporter)
-        except BaseException as failure:
-            for line in getattr(failure, "details", ()):
-                reporter.note(f"  {line}")
-            _end(plan, task_id, reporter)
-            raise
-    if not (plan.connect or plan.command is not None or plan.tunnels):
-        stop_hint = f"qimg stop {name}" + (" --local" if backend.name == "local" else "")
-        reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
-        return 0
-    if not (plan.connect or plan.command is not None):  # tunnels only: held until Ctrl-C; the task stays
-        return run_over_ssh(record, None, plan.tunnels)
-    try:
+    """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
+
+    The record is written before the request that creates the task, and signals are held while the
+    request runs: whatever happens, the launch's tasks are known (by id, else by the launch's tag)
+    and stopped on the way out of a failure.
+    """
+    backend, request, key = plan.backend, plan.request, plan.login.key
+    pending = TaskRecord(
+        request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
+    )
+    with records.launching(request.name):
+        tasks.claim_name(pending, backend)
+        task_id = ""
         with signals.as_errors():
-            return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
-    finally:
-        _end(plan, task_id, reporter)
+            try:
+                with signals.deferred():
+                    task_id = backend.submit(request)
+                    records.store(replace(pending, task_id=task_id))
+                record = _ready(plan, task_id, reporter)
+            except BaseException as failure:
+                for line in getattr(failure, "details", ()):
+                    reporter.note(f"  {line}")
+                _end(plan, task_id, reporter)
+                raise
+        if not (plan.connect or plan.command is not None or plan.tunnels):
+            stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
+            reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
+            return 0
+        if not (plan.connect or plan.command is not None):  # tunnels only: held until Ctrl-C; the task stays
+            return run_over_ssh(record, None, plan.tunnels)
+        try:
+            with signals.as_errors():
+                return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
+        finally:
+            _end(plan, task_id, reporter)
 
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
@@ -66,21 +80,27 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(
-        plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances
-    )
+        plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances,
+        plan.request.launch_id,
+    )  # fmt: skip
     sshconfig.save(record)
     reporter.ready(record)
     return record
 
 
 def _end(plan: LaunchPlan, task_id: str, reporter: Reporter) -> None:
-    """The way out of a launch: stop the task and drop its record, unless the plan keeps it."""
+    """The way out of a launch: stop its tasks and drop its record, unless the plan keeps them. A record
+    whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later."""
+    name = plan.request.name
     if plan.keep:
-        reporter.note(f"task {task_id} kept (--keep): stop it with `qimg stop {plan.request.name}`")
+        reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
-    reporter.note(launch.stop_quietly(plan.backend, task_id))
-    with contextlib.suppress(QimgError, OSError):  # a record that cannot be dropped is only stale
-        sshconfig.forget(plan.request.name)
+    lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
+    for line in lines:
+        reporter.note(line)
+    if all(line.endswith("stopped and deleted") for line in lines):
+        with contextlib.suppress(QimgError, OSError):  # a record that cannot be dropped is only stale
+            sshconfig.forget(name)
 
 
 def remote_command(command: str) -> str:

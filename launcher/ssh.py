@@ -7,6 +7,7 @@ into a known_hosts file of qimg's own, and ssh checks the server against exactly
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ from pathlib import Path
 from qimg.errors import NotReady
 
 HOST_KEY_MARKER = "qimg-host-key: "
+# A host name or an IP address, and nothing ssh would read as an option or a second word.
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:]{2,39}")
+_HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]{1,8192}={0,2}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,13 @@ class Endpoint:
 
     host: str
     port: int
+
+    def __post_init__(self) -> None:
+        # Endpoints come from API replies, container engines and files: they reach ssh configs.
+        host_ok = isinstance(self.host, str) and _HOST.fullmatch(self.host) is not None
+        port_ok = isinstance(self.port, int) and not isinstance(self.port, bool) and 0 < self.port < 65536
+        if not (host_ok and port_ok):
+            raise ValueError(f"not an ssh endpoint: {str(self.host)[:60]!r} port {str(self.port)[:10]!r}")
 
     @property
     def known_hosts_name(self) -> str:
@@ -48,10 +59,16 @@ def host_keys_in(output: str) -> list[str]:
             key = line.split(HOST_KEY_MARKER, 1)[1].strip()
             if not previous_was_key:
                 groups.append([])
-            if len(key.split()) == 2:
+            if is_host_key(key):
                 groups[-1].append(key)
         previous_was_key = is_key
     return list(dict.fromkeys(groups[-1])) if groups else []
+
+
+def is_host_key(text: str) -> bool:
+    """ "TYPE BASE64" of a host key type qimg pins: what a container prints is checked before it is
+    written into a known_hosts file."""
+    return _HOST_KEY.fullmatch(text) is not None
 
 
 def write_known_hosts(path: Path, entries: dict[str, list[str]]) -> None:

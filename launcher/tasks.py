@@ -4,13 +4,14 @@ output, stop). The backends' libraries (docker, qarnot and boto3) are imported o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from qimg.errors import TaskNotFound, UsageError
+from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError
 from qimg.launcher import launch, records, sshconfig
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
@@ -55,6 +56,10 @@ def resolve(name: str, local: bool) -> NamedTask:
     records.check_task_name(name)
     record = records.load(name)
     backend = open_backend(record.backend if record else backend_name(local))
+    if record is not None and not record.task_id:
+        raise TaskNotFound(
+            f"task {name} was being created when its launch stopped: `qimg stop {name}` stops what exists"
+        )
     return NamedTask(record, backend, record.task_id if record else find_task(backend, name).id)
 
 
@@ -68,21 +73,33 @@ def login_record(name: str, local: bool) -> tuple[TaskRecord, Backend]:
     return launch.refresh(found.backend, found.record), found.backend
 
 
-def refuse_name_in_use(name: str, backend: Backend) -> None:
-    """A new task may take the name of one that ended (its record is dropped), not of a live one."""
-    record = records.load(name)
-    if record is None:
-        return
-    owner = backend if record.backend == backend.name else open_backend(record.backend)
+def claim_name(pending: TaskRecord, backend: Backend) -> None:
+    """Take the name for a new launch by writing its record first (atomically: of two launches of one
+    name, one wins). A record left by an earlier task is dropped if that task is over; a live one, or
+    one still being created, keeps its name. Callers hold `records.launching(name)`."""
+    name = pending.name
     try:
-        alive = not owner.view(record.task_id).ended
+        record = records.load(name)
+    except records.BrokenRecord:
+        record = None  # set aside by load(); its tasks, if any, are still listed by `qimg ls`
+    if record is not None:
+        if _alive(record, backend):
+            raise UsageError(
+                f"--name {name}: a task of that name is running: `qimg stop {name}`, or choose another"
+            )
+        sshconfig.forget(name)
+    if not records.claim(pending):
+        raise UsageError(f"--name {name}: another qimg took that name just now: choose another")
+
+
+def _alive(record: TaskRecord, backend: Backend) -> bool:
+    owner = backend if record.backend == backend.name else open_backend(record.backend)
+    if not record.task_id:  # its launch died before the task id was known: its tag finds the tasks
+        return any(not view.ended for view in owner.launched(record.launch_id))
+    try:
+        return not owner.view(record.task_id).ended
     except TaskNotFound:
-        alive = False
-    if alive:
-        raise UsageError(
-            f"--name {name}: a task of that name is running: `qimg stop {name}`, or choose another"
-        )
-    sshconfig.forget(name)
+        return False
 
 
 def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
@@ -93,30 +110,88 @@ def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
 
 def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]]]:
     """Abort and delete one task, or every qimg task of the backend (name None); drop their records.
-    Returns the backend's name and the (name, id) of each task stopped."""
+    A task already gone counts as stopped; one that fails does not stop the others: all are tried,
+    then the failures are raised together. Returns the backend's name and each (name, id) stopped."""
     if name:
-        found = resolve(name, local)
-        backend, targets = found.backend, [(name, found.task_id)]
+        found = resolve_for_stop(name, local)
+        backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
     else:
         backend = open_backend(backend_name(local))
         targets = [(task.name, task.id) for task in backend.tasks()]
+    stopped, failures = [], []
     for task_name, task_id in targets:
-        backend.stop(task_id)
-        record = records.load(task_name)
-        if record is not None and record.task_id == task_id:
-            sshconfig.forget(task_name)
-    return backend.name, targets
+        try:
+            backend.stop(task_id)
+        except QimgError as error:
+            failures.append(f"{task_name} ({task_id}): {error}")
+            continue
+        stopped.append((task_name, task_id))
+    for task_name in dict.fromkeys(task_name for task_name, _ in stopped):
+        _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
+    if failures:
+        raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
+    return backend.name, stopped
+
+
+@dataclass(frozen=True)
+class StopTargets:
+    backend: Backend
+    ids: list[str]
+
+
+def resolve_for_stop(name: str, local: bool) -> StopTargets:
+    """The tasks `qimg stop NAME` stops: the record's task and every other task of its launch (a
+    record whose launch died before the task id came back has only its launch's tag)."""
+    records.check_task_name(name)
+    try:
+        record = records.load(name)
+    except records.BrokenRecord:
+        record = None
+    if record is None:
+        backend = open_backend(backend_name(local))
+        return StopTargets(backend, [find_task(backend, name).id])
+    backend = open_backend(record.backend)
+    ids = [record.task_id] if record.task_id else []
+    if record.launch_id:
+        ids += [view.id for view in backend.launched(record.launch_id) if view.id not in ids]
+    if not ids:
+        sshconfig.forget(name)  # nothing of it exists any more
+        raise TaskNotFound(f"task {name} no longer exists on {backend.name}: its record is dropped")
+    return StopTargets(backend, ids)
+
+
+def _forget_if_stopped(name: str, stopped_ids: set[str]) -> None:
+    with contextlib.suppress(records.BrokenRecord):
+        record = records.load(name)
+        if record is not None and (record.task_id in stopped_ids or not record.task_id):
+            sshconfig.forget(name)
 
 
 def follow_output(name: str, local: bool, follow: bool, write: Callable[[str, bool], None]) -> None:
-    """The task's output (stdout, then stderr) to `write(text, is_stderr)`; with `follow`, until it ends."""
+    """The task's output (stdout, then stderr) to `write(text, is_stderr)`; with `follow`, what comes
+    next too, until the task ends. Read without consuming it (Qarnot's "fresh" output is consumed by
+    whoever asks first), so `logs` shows the same text every time."""
     found = resolve(name, local)
+    shown = {False: "", True: ""}
     try:
         while True:
-            write(found.backend.new_output(found.task_id), False)
-            write(found.backend.new_output(found.task_id, stderr=True), True)
+            for is_stderr in (False, True):
+                text = found.backend.output(found.task_id, stderr=is_stderr)
+                write(new_part(shown[is_stderr], text), is_stderr)
+                shown[is_stderr] = text
             if not follow or found.backend.view(found.task_id).ended:
                 return
             time.sleep(1)
     except (KeyboardInterrupt, TaskNotFound):  # Ctrl-C, or the task was stopped meanwhile
         return
+
+
+def new_part(before: str, now: str) -> str:
+    """What `now` adds to `before`. The output is a bounded buffer that drops its oldest lines, so
+    `now` may start inside `before`: the longest end of `before` that `now` starts with is skipped."""
+    if now.startswith(before):
+        return now[len(before) :]
+    for cut in range(len(before)):
+        if before[cut] == "\n" and now.startswith(before[cut + 1 :]):
+            return now[len(before) - cut - 1 :]
+    return now

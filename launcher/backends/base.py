@@ -15,8 +15,17 @@ from qimg.launcher.ssh import Endpoint
 
 TASK_TAG = "qimg"
 EXECUTING = "FullyExecuting"
-# A task in one of these states will never run sshd again.
-ENDED_STATES = frozenset({"Success", "Failure", "Cancelled", "PendingCancel", "PendingDelete", "Deleted"})
+# A task in one of these states will never run sshd again: execution is over (results are being
+# uploaded or downloaded), it is being cancelled or deleted, or it ended.
+ENDED_STATES = frozenset({
+    "UploadingResults", "DownloadingResults", "PendingCancel", "Cancelled", "Success", "Failure",
+    "PendingDelete", "Deleted",
+})  # fmt: skip
+
+
+def launch_tag(launch_id: str) -> str:
+    """The tag of every task one launch created: resubmissions included, they are found by it."""
+    return f"{TASK_TAG}-launch-{launch_id}"
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,19 @@ class TaskRequest:
     profile: str
     instances: int
     constants: dict[str, str] = field(default_factory=dict)
+    launch_id: str = ""  # tags every task this request creates (`launch_tag`)
 
 
 class Backend(Protocol):
     name: str
 
     def submit(self, request: TaskRequest) -> str:
-        """Start the task; returns its id."""
+        """Start the task; returns its id. A request the service may have received twice is reconciled:
+        one task of the launch is kept, any other is deleted."""
+        ...
+
+    def launched(self, launch_id: str) -> list[TaskView]:
+        """The tasks of one launch that still exist (its tag finds them even when submit failed)."""
         ...
 
     def view(self, task_id: str) -> TaskView:
@@ -79,10 +94,6 @@ class Backend(Protocol):
 
     def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
         """All of its stdout (or stderr), of one instance or of all, lines prefixed with "N> " for all."""
-        ...
-
-    def new_output(self, task_id: str, *, stderr: bool = False) -> str:
-        """What was written since the last call (for `logs -f`)."""
         ...
 
     def stop(self, task_id: str) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TASK_LABEL = f"{PREFIX}task"
 NAME_LABEL = f"{PREFIX}task-name"
 INSTANCE_LABEL = f"{PREFIX}instance"
+LAUNCH_LABEL = f"{PREFIX}launch"
 
 
 class LocalBackend:
@@ -34,7 +35,6 @@ class LocalBackend:
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
-        self._seen: dict[tuple[str, bool], int] = {}
 
     def submit(self, request: TaskRequest) -> str:
         from docker.errors import DockerException
@@ -45,26 +45,34 @@ class LocalBackend:
                 containers.start(
                     self.client, request.image, request.constants["DOCKER_CMD"],
                     {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
-                    labels={TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index)},
+                    labels={
+                        TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
+                        LAUNCH_LABEL: request.launch_id,
+                    },
                 )  # fmt: skip
         except DockerException as error:
             self.stop(task_id)
             raise BackendError(f"the local engine could not start {request.image}: {error}") from None
         return task_id
 
-    def _containers(self, task_id: str | None = None) -> list[Container]:
-        label = f"{TASK_LABEL}={task_id}" if task_id else f"{containers.PURPOSE_LABEL}=run"
+    def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
         return self.client.containers.list(all=True, filters={"label": label})
 
+    def _task_containers(self, task_id: str) -> list[Container]:
+        return self._containers(f"{TASK_LABEL}={task_id}")
+
+    def launched(self, launch_id: str) -> list[TaskView]:
+        return _task_views(self._containers(f"{LAUNCH_LABEL}={launch_id}"))
+
     def view(self, task_id: str) -> TaskView:
-        containers = self._containers(task_id)
-        if not containers:
+        found = self._task_containers(task_id)
+        if not found:
             raise TaskNotFound(f"no local task {task_id}")
-        return _task_view(task_id, containers)
+        return _task_view(task_id, found)
 
     def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
         parts: list[str] = []
-        for container in sorted(self._containers(task_id), key=_instance_index):
+        for container in sorted(self._task_containers(task_id), key=_instance_index):
             index = _instance_index(container)
             if instance is not None and index != instance:
                 continue
@@ -73,21 +81,19 @@ class LocalBackend:
             parts.extend(prefix + line + "\n" for line in logs.splitlines())
         return "".join(parts)
 
-    def new_output(self, task_id: str, *, stderr: bool = False) -> str:
-        text = self.output(task_id, stderr=stderr)
-        seen = self._seen.get((task_id, stderr), 0)
-        self._seen[(task_id, stderr)] = len(text)
-        return text[seen:]
-
     def stop(self, task_id: str) -> None:
-        for container in self._containers(task_id):
+        for container in self._task_containers(task_id):
             containers.remove(self.client, container.id or "")
 
     def tasks(self) -> list[TaskView]:
-        groups: dict[str, list[Container]] = defaultdict(list)
-        for container in self._containers():
-            groups[container.labels.get(TASK_LABEL, "")].append(container)
-        return [_task_view(task_id, group) for task_id, group in groups.items() if task_id]
+        return _task_views(self._containers())
+
+
+def _task_views(found: list[Container]) -> list[TaskView]:
+    groups: dict[str, list[Container]] = defaultdict(list)
+    for container in found:
+        groups[container.labels.get(TASK_LABEL, "")].append(container)
+    return [_task_view(task_id, group) for task_id, group in groups.items() if task_id]
 
 
 def _instance_index(container: Container) -> int:

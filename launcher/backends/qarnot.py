@@ -1,83 +1,76 @@
 """The Qarnot backend, through the real `qarnot` SDK.
 
-The token and cluster come from where the SDK itself reads them: QARNOT_CLIENT_TOKEN and
-QARNOT_CLUSTER_URL, or an INI file (`[cluster] url=`, `[client] token=`) named by QARNOT_CONFIG_FILE
-or at ~/.qarnot/qarnot.conf. The SDK (and boto3 with it) is imported only when a command needs it.
+Settings come from `qarnot_config` (the environment first, then an INI file). The SDK (and boto3
+with it) is imported only when a command needs it. What the real service does that a kind one would
+not, and how it is met here:
+- every request has a timeout (the SDK's default is none: a hung reply would block forever), and the
+  SDK's retries of 429 and 5xx are made short;
+- the SDK retries POST /tasks too, so a gateway error after the task was created submits it again:
+  creation is sent without retries, and afterwards the launch's tag finds every task it made, one is
+  kept and any other deleted (also when the reply, or the GET that follows it, was lost);
+- a dropped connection reaches us as is: reads are retried here, a few times, quickly;
+- credits are read without retries and within a time budget, so a slow credits endpoint never makes
+  `ls` wait for long.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TypeVar
 
 from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
-from qimg.launcher.backends.base import TASK_TAG, InstanceView, TaskRequest, TaskView
+from qimg.launcher.backends.base import TASK_TAG, InstanceView, TaskRequest, TaskView, launch_tag
+from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
 from qimg.launcher.ssh import Endpoint
 
 T = TypeVar("T")
 SSH_PORT = 22
-# A dropped connection reaches us as is (the SDK retries 429 and 5xx only): reads are retried here,
-# a few times, quickly. A submit never is: the task may exist even though the reply was lost.
-READ_RETRIES = 4
-
-
-def config_file() -> Path | None:
-    named = os.environ.get("QARNOT_CONFIG_FILE")
-    if named:
-        return Path(named)
-    default = Path.home() / ".qarnot" / "qarnot.conf"
-    return default if default.is_file() else None
-
-
-def _has_token(conf: Path | None) -> bool:
-    if os.environ.get("QARNOT_CLIENT_TOKEN"):
-        return True
-    if conf is None:
-        return False
-    import configparser
-
-    parser = configparser.ConfigParser()
-    try:
-        parser.read(conf, encoding="utf-8")
-    except configparser.Error as error:
-        raise UsageError(f"cannot read the Qarnot config {conf}: {error.message}") from None
-    return parser.has_option("client", "token")
-
-
-def check_credentials() -> None:
-    """Refuse early, as a usage error, when there is no token at all (no request is sent)."""
-    if not _has_token(config_file()):
-        raise UsageError(
-            "no Qarnot token: set QARNOT_CLIENT_TOKEN (or [client] token= in ~/.qarnot/qarnot.conf), "
-            "or run on this machine's Docker engine with --local"
-        )
+READ_RETRIES = 4  # of a dropped connection, which the SDK does not retry
+REQUEST_TIMEOUT = 30.0  # seconds, for every request
+SDK_RETRIES, SDK_RETRY_WAIT = 3, 0.5  # 429 and 5xx: waits of 0.5, 1 and 2 s (the SDK's default: 31 s)
+CREDITS_TIMEOUT, CREDITS_BUDGET = 5.0, 8.0  # seconds: one credits request, all of them in `tasks()`
 
 
 class QarnotBackend:
     name = "qarnot"
 
-    def __init__(self) -> None:
-        check_credentials()
+    def __init__(self, config: QarnotSettings | None = None) -> None:
         import qarnot
         from qarnot.exceptions import UnauthorizedException
         from requests.exceptions import RequestException
 
-        conf = config_file()
+        self.settings = config or settings()
         try:
-            self.connection = qarnot.Connection(fileconf=str(conf)) if conf else qarnot.Connection()
+            self.connection = qarnot.Connection(
+                client_token=self.settings.token, cluster_url=self.settings.cluster_url,
+                storage_url=self.settings.storage_url, cluster_timeout=REQUEST_TIMEOUT,
+                retry_count=SDK_RETRIES, retry_wait=SDK_RETRY_WAIT,
+            )  # fmt: skip
         except UnauthorizedException:
             raise UsageError(
-                "Qarnot refused the token (401): check QARNOT_CLIENT_TOKEN or the token in your Qarnot config"
+                f"Qarnot at {self.settings.shown_url} refused the token ({self.settings.source}, 401): "
+                "check it"
             ) from None
         except (RequestException, ValueError) as error:
-            raise BackendError(f"cannot reach Qarnot at {_cluster_url()}: {first_line(error)}") from None
+            raise BackendError(
+                f"cannot reach Qarnot at {self.settings.shown_url}: {first_line(error)}"
+            ) from None
         self._tasks: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def _once(self, timeout: float = REQUEST_TIMEOUT) -> Iterator[None]:
+        """SDK requests without its retries (and with `timeout`): for creation, which must be
+        reconciled instead, and for credits, which are not worth waiting for."""
+        saved = self.connection._retry_count, self.connection.timeout
+        self.connection._retry_count, self.connection.timeout = 0, timeout
+        try:
+            yield
+        finally:
+            self.connection._retry_count, self.connection.timeout = saved
 
     def _call(self, what: str, action: Callable[[], T], *, retry: bool = True) -> T:
         """One SDK call with its exceptions turned into one-line errors."""
@@ -114,16 +107,36 @@ class QarnotBackend:
         for key, value in request.constants.items():
             task.constants[key] = value
         # Assigning tags turns the SDK's auto-refresh off; view() always refreshes explicitly.
-        task.tags = [TASK_TAG]
+        task.tags = [TASK_TAG, launch_tag(request.launch_id)]
+        failure: QimgError | None = None
         try:
-            self._call("submitting the task", task.submit, retry=False)
-        except BackendError:
-            # submit() is POST /tasks then GET /tasks/{uuid}: with a uuid, the task exists and
-            # must be followed (and stopped), not forgotten.
-            if not task.uuid:
-                raise
-        self._tasks[task.uuid] = task
-        return str(task.uuid)
+            with self._once():
+                self._call("submitting the task", task.submit, retry=False)
+        except (
+            QimgError
+        ) as error:  # the task may exist all the same: the reply, or the GET after it, was lost
+            failure = error
+        return self._reconcile(request, str(task.uuid or ""), failure)
+
+    def _reconcile(self, request: TaskRequest, submitted: str, failure: QimgError | None) -> str:
+        """The one task of this launch to follow: the submitted one if its id came back, else the
+        oldest the launch's tag finds. Every other task of the launch (a resubmission) is deleted; if
+        one cannot be, this raises, and the caller stops the whole launch by its tag."""
+        try:
+            found = sorted(self.launched(request.launch_id), key=lambda view: view.created or datetime.max)
+        except QimgError:
+            if submitted:
+                return submitted  # followed, and stopped by id; the launch's tag finds the rest later
+            raise
+        keep = submitted or (found[0].id if found else "")
+        for extra in (view.id for view in found if view.id != keep):
+            self.stop(extra)
+        if not keep:
+            raise failure or BackendError("submitting the task: Qarnot created no task")
+        return keep
+
+    def launched(self, launch_id: str) -> list[TaskView]:
+        return self._listed([launch_tag(launch_id)], with_credits=False)
 
     def view(self, task_id: str) -> TaskView:
         task = self._task(task_id)
@@ -135,33 +148,34 @@ class QarnotBackend:
         read = task.stderr if stderr else task.stdout
         return _text(self._call("reading the task output", lambda: read(instance)))
 
-    def new_output(self, task_id: str, *, stderr: bool = False) -> str:
-        task = self._task(task_id)
-        read = task.fresh_stderr if stderr else task.fresh_stdout
-        return _text(self._call("reading the task output", read))
-
     def stop(self, task_id: str) -> None:
-        task = self._task(task_id)
         # delete() aborts a running task too; a task already gone is what we wanted.
         with contextlib.suppress(TaskNotFound):
+            task = self._task(task_id)
             self._call("deleting the task", task.delete)
         self._tasks.pop(task_id, None)
 
     def tasks(self) -> list[TaskView]:
-        found = self._call(
-            "listing tasks", lambda: list(self.connection.all_tasks(summary=False, tags=[TASK_TAG]))
-        )
+        return self._listed([TASK_TAG], with_credits=True)
+
+    def _listed(self, tags: list[str], *, with_credits: bool) -> list[TaskView]:
+        found = self._call("listing tasks", lambda: list(self.connection.all_tasks(summary=False, tags=tags)))
+        budget_ends = time.monotonic() + CREDITS_BUDGET
         views = []
         for task in found:
             task.auto_update = False
             self._tasks[task.uuid] = task
-            views.append(replace(_task_view(task), credits=self._credits(task)))
+            view = _task_view(task)
+            if with_credits and time.monotonic() < budget_ends:
+                view = replace(view, credits=self._credits(task))
+            views.append(view)
         return views
 
     def _credits(self, task: Any) -> float | None:
-        """Credits spent, when Qarnot reports them (listing does not fail without them)."""
+        """Credits spent, when Qarnot reports them in time (listing does not fail without them)."""
         try:
-            result = self._call("reading credits", task.credits, retry=False)
+            with self._once(CREDITS_TIMEOUT):
+                result = self._call("reading credits", task.credits, retry=False)
         except QimgError:
             return None
         value = getattr(result, "amount_in_euros", None)
@@ -169,6 +183,14 @@ class QarnotBackend:
 
 
 def _task_view(task: Any) -> TaskView:
+    """The SDK's task, checked: the forward's host and port go into an ssh config."""
+    try:
+        return _unchecked_view(task)
+    except (TypeError, ValueError) as error:
+        raise BackendError(f"Qarnot sent a task qimg cannot read: {first_line(error)}") from None
+
+
+def _unchecked_view(task: Any) -> TaskView:
     instances = []
     status = task.status
     info = status.running_instances_info if status is not None else None
@@ -210,7 +232,3 @@ def _text(value: Any) -> str:
             return text
         return decoded if isinstance(decoded, str) else text
     return text
-
-
-def _cluster_url() -> str:
-    return os.environ.get("QARNOT_CLUSTER_URL", "https://api.qarnot.com")
