@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 import signal
 import subprocess
@@ -59,7 +60,8 @@ def test_constants_keep_running_ls_logs_ssh_stop(
         "DOCKER_SSH": user.public_key.read_text().strip(),
     }  # fmt: skip
     assert task.constants == expected
-    assert task.profile == "docker-network-ssh" and task.tags == ["qimg"] and task.name == "keep1"
+    assert task.profile == "docker-network-ssh" and task.name == "keep1"
+    assert task.tags[0] == "qimg" and re.fullmatch(r"qimg-launch-[0-9a-f]{16}", task.tags[1])
     assert info["task"] == {"id": task.uuid, "name": "keep1"} and info["backend"] == "qarnot"
     (instance,) = info["instances"]
     assert instance["port"] == task.instances[0].port and instance["user"] == "alice"
