@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from qimg.errors import QimgError
+from qimg.errors import Interrupted, QimgError
 from qimg.launcher import launch, records, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
@@ -116,30 +117,47 @@ def run_over_ssh(
     interactive: bool = False,
 ) -> int:
     """An interactive session on the first instance, or the tunnels alone until Ctrl-C, or the command
-    on every instance (tunnels on the first). Returns the first non-zero exit code, else 0."""
+    on every instance at once (tunnels on the first). Returns the first non-zero exit code, else 0.
+    ssh never outlives qimg: SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
     forwards = [option for tunnel in tunnels for option in tunnel.ssh_option]
     if forwards:
         forwards += ["-o", "ExitOnForwardFailure=yes"]
-    if interactive:
+    if interactive:  # Ctrl-C belongs to the remote shell
         with signals.as_errors(interrupt=False):
-            return subprocess.run(
-                sshconfig.config_argv(hosts[0], options=tuple(forwards)), check=False
-            ).returncode
-    if command is None:  # Ctrl-C closes the tunnels; the task keeps running
+            return _children([sshconfig.config_argv(hosts[0], options=tuple(forwards))], terminal=True)
+    if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running
         try:
-            argv = sshconfig.config_argv(hosts[0], options=(*forwards, "-N"))
-            return subprocess.run(argv, check=False, stdin=subprocess.DEVNULL).returncode
-        except KeyboardInterrupt:
-            return 0
+            with signals.as_errors():
+                return _children([sshconfig.config_argv(hosts[0], options=(*forwards, "-N"))])
+        except Interrupted as interruption:
+            if interruption.exit_code == 128 + signal.SIGINT:
+                return 0
+            raise
     options = [tuple(forwards)] + [()] * (len(hosts) - 1)  # the tunnels go through the first instance
-    codes = [
-        subprocess.run(
-            sshconfig.config_argv(host, remote_command(command), options=host_options),
-            check=False, stdin=subprocess.DEVNULL,
-        ).returncode
+    return _children([
+        sshconfig.config_argv(host, remote_command(command), options=host_options)
         for host, host_options in zip(hosts, options, strict=True)
-    ]  # fmt: skip
+    ])  # fmt: skip
+
+
+def _children(commands: list[list[str]], *, terminal: bool = False) -> int:
+    """Run the commands at once and wait for all; whatever ends the wait ends them too. Returns the
+    first non-zero exit code, in the commands' order, else 0."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for argv in commands:
+            processes.append(subprocess.Popen(argv, stdin=None if terminal else subprocess.DEVNULL))
+        codes = [process.wait() for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     return next((code for code in codes if code), 0)
 
 

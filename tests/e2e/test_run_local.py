@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from qimg.launcher.backends.local import TASK_LABEL
+from qimg.launcher.ssh import Endpoint, free_local_port, read_banner
 from tests.e2e.conftest import User
 from tests.helpers import assert_one_line_error
 
@@ -129,4 +130,28 @@ def test_a_signal_during_the_command_still_stops_the_task(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
     assert "stopped and deleted" in stderr and "Traceback" not in stderr
+    assert local_tasks(docker_client) == []
+
+
+def test_sigterm_to_a_tunnel_ends_its_ssh(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    """[17] `qimg tunnel` stopped by SIGTERM takes its ssh with it: nothing forwards the port any more."""
+    assert user.qimg("run", "--local", e2e_image, "--name", "tun").returncode == 0
+    port = free_local_port()
+    tunnel = subprocess.Popen(
+        [sys.executable, "-m", "qimg", "tunnel", "tun", f"{port}:22", "--local"],
+        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not read_banner(Endpoint("127.0.0.1", port)).startswith("SSH-"):
+        assert time.monotonic() < deadline and tunnel.poll() is None, tunnel.communicate()
+        time.sleep(0.2)
+    tunnel.send_signal(signal.SIGTERM)
+    _, stderr = tunnel.communicate(timeout=30)
+    assert tunnel.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert read_banner(Endpoint("127.0.0.1", port)) == ""
+    assert user.qimg("stop", "tun", "--local").returncode == 0
     assert local_tasks(docker_client) == []

@@ -77,6 +77,8 @@ def test_constants_keep_running_ls_logs_ssh_stop(
 
     logs = user.qimg("logs", "keep1")
     assert f"qimg-host-key: {instance['host_key']}" in logs.stdout
+    again = user.qimg("logs", "keep1")  # [9] reading the output does not consume it
+    assert again.returncode == 0 and f"qimg-host-key: {instance['host_key']}" in again.stdout
 
     # The printed command works as is, with the user's own ssh and qimg's files only.
     ssh = subprocess.run(
