@@ -1,0 +1,81 @@
+"""What every command module shares: the typer app, the options several commands take, and the
+small terminal helpers (stdin secrets, registry credentials)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from qimg.errors import UsageError
+
+app = typer.Typer(
+    help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class DistroChoice(str, Enum):
+    AUTO = "auto"
+    DEBIAN = "debian"
+    RHEL = "rhel"
+    ALPINE = "alpine"
+
+
+# Options shared by `render` and `build`.
+BaseOpt = Annotated[str, typer.Option("--base", help="Base image.")]
+DistroOpt = Annotated[
+    DistroChoice,
+    typer.Option("--distro", help="Distro family; auto reads /etc/os-release of a local base image."),
+]
+UserOpt = Annotated[
+    str | None, typer.Option("--user", help="Login user to create; without it, key-only root login.")
+]
+UidOpt = Annotated[int, typer.Option("--uid", help="The user's uid.")]
+GidOpt = Annotated[int, typer.Option("--gid", help="The user's primary gid.")]
+SudoOpt = Annotated[bool, typer.Option("--sudo", help="Passwordless sudo for the user.")]
+PackageOpt = Annotated[list[str] | None, typer.Option("--package", help="Extra distro package (repeatable).")]
+RootLoginOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--root-login/--no-root-login", help="Allow key-only root login (default: only without --user)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+LocalOpt = Annotated[bool, typer.Option("--local", help="Use the local Docker engine instead of Qarnot.")]
+PuttyOpt = Annotated[
+    bool,
+    typer.Option("--putty", help="Also print the PuTTY (plink) command: the .ppk key, the pinned host key."),
+]
+UsernameOpt = Annotated[
+    str | None,
+    typer.Option("--username", help="Registry user (with --password-stdin); else the Docker config."),
+]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
+]
+NameArg = Annotated[str, typer.Argument(help="Task name.")]
+
+
+def stdin_line() -> str:
+    """A secret piped to qimg (--password-stdin, --passphrase-stdin): its first line."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def registry_auth(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
+    if bool(username) != password_stdin:
+        raise UsageError(
+            "--username and --password-stdin go together: "
+            'echo "$PASSWORD" | qimg ... --username U --password-stdin'
+        )
+    if not username:
+        return None
+    password = stdin_line()
+    if not password:
+        raise UsageError("--password-stdin: standard input is empty: pipe the registry password into qimg")
+    return username, password

@@ -1,0 +1,136 @@
+"""`render`, `build`, `check`, `push`: images."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qimg import display
+from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
+from qimg.commands.common import (
+    BaseOpt,
+    DistroChoice,
+    DistroOpt,
+    GidOpt,
+    JsonOpt,
+    PackageOpt,
+    PasswordStdinOpt,
+    RootLoginOpt,
+    SudoOpt,
+    UidOpt,
+    UsernameOpt,
+    UserOpt,
+    app,
+    registry_auth,
+)  # fmt: skip
+from qimg.errors import BuildFailed, UsageError
+
+
+@app.command()
+def render(
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
+    root_login: RootLoginOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here, not stdout.")] = None,
+) -> None:  # fmt: skip
+    """Print the Dockerfile of an ssh-ready image."""
+    from qimg.builder import distro as distros
+    from qimg.builder.render import render_dockerfile
+
+    spec = ImageSpec.create(
+        base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
+    )
+    text = render_dockerfile(replace(spec, distro=distros.resolve(distro.value, base)))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from qimg.files import atomic_write
+
+    try:
+        atomic_write(output, text, mode=0o644)
+    except OSError as error:
+        raise UsageError(f"cannot write {output}: {error.strerror}") from None
+
+
+@app.command()
+def build(
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
+    root_login: RootLoginOpt = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Image name (default qimg/USER:latest).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step again.")] = False,
+    pull: Annotated[bool, typer.Option("--pull", help="Pull a newer base image first.")] = False,
+    as_json: JsonOpt = False,
+) -> None:  # fmt: skip
+    """Build an ssh-ready image with the Docker SDK."""
+    from qimg.builder.build import build as build_image
+
+    # Every option is checked before the engine is touched: bad input starts nothing.
+    spec = ImageSpec.create(
+        base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
+    )
+    console = display.stderr()
+    try:
+        with console.status("building") as status:
+
+            def show_step(step: str) -> None:
+                display.say(console, step, "bold")
+                status.update(step)
+
+            built = build_image(
+                spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
+                on_output=lambda line: display.say(console, f"  {line}", "dim"),
+            )  # fmt: skip
+    except BuildFailed as failure:
+        if failure.tail:
+            display.say(console, f"last output of {failure.step or 'the build'}:", "red")
+            for line in failure.tail:
+                display.say(console, f"  {line}")
+        raise
+    if as_json:
+        print(json.dumps(built.as_dict()))
+    else:
+        print(f"built {built.tag} ({built.id[:19]}, {built.size / 1e6:.0f} MB), login user {built.user}")
+
+
+@app.command()
+def check(
+    image: Annotated[str | None, typer.Argument(help="Image to check (default: the last one built).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Smoke-test an image: start it as Qarnot would, log in with ssh, check what matters."""
+    from qimg.launcher.check import check as check_image
+
+    ref, results = check_image(image, timeout)
+    passed = all(result.passed for result in results)
+    if as_json:
+        print(json.dumps({"image": ref, "passed": passed, "checks": [r.as_dict() for r in results]}))
+    else:
+        display.print_checks(ref, results)
+    if not passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def push(
+    image: Annotated[str | None, typer.Argument(help="Image to push (default: the last one built).")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Push as this REGISTRY/NAME:TAG (retags first).")
+    ] = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push an image to its registry and prove it arrived: prints REF@sha256:..."""
+    from qimg.builder.push import push as push_image
+
+    auth = registry_auth(username, password_stdin)
+    with display.layer_progress(as_json) as show:
+        pushed = push_image(image, to, auth, on_progress=show)
+    print(json.dumps(pushed.as_dict()) if as_json else pushed.pinned)

@@ -1,0 +1,76 @@
+"""`run`: launch a task, wait until it answers over ssh, and use it."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qimg import display
+from qimg.commands.common import (
+    JsonOpt,
+    LocalOpt,
+    PasswordStdinOpt,
+    PuttyOpt,
+    UsernameOpt,
+    app,
+    registry_auth,
+)  # fmt: skip
+from qimg.errors import UsageError
+
+
+@app.command()
+def run(
+    image: Annotated[
+        str | None,
+        typer.Argument(help="Image to run (default: the last pushed, or with --local the last built)."),
+    ] = None,
+    ssh: Annotated[bool, typer.Option("--ssh", help="Wait until sshd accepts a login (the default).")] = True,
+    local: LocalOpt = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Login user (default: the image's).")] = None,
+    instances: Annotated[int, typer.Option("--instances", help="Number of instances.", min=1, max=64)] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="Task name (default USER-XXXX).")] = None,
+    profile: Annotated[str, typer.Option("--profile", help="Qarnot profile.")] = "docker-network-ssh",
+    tunnel: Annotated[
+        list[str] | None, typer.Option("--tunnel", help="LOCAL[:REMOTE] port to forward (repeatable).")
+    ] = None,
+    connect: Annotated[bool, typer.Option("--connect", help="Open an ssh session when ready.")] = False,
+    command: Annotated[
+        str | None, typer.Option("--command", help="Run this over ssh, exit with its code.")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 600.0,
+    max_time: Annotated[
+        str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
+    ] = "12h",
+    keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
+    putty: PuttyOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
+    from qimg.launcher.plan import LaunchOptions, plan_launch
+    from qimg.launcher.session import run_task
+    from qimg.launcher.tunnels import parse_tunnels
+
+    del ssh  # the only mode: there is no launch without readiness
+    if connect and as_json:
+        raise UsageError("--connect opens a terminal session: it does not go with --json")
+    options = LaunchOptions(
+        image=image, local=local, key=key, user=user, instances=instances, name=name, profile=profile,
+        tunnels=tuple(tunnel or ()), connect=connect, command=command, timeout=timeout, max_time=max_time,
+        keep=keep, registry_auth=registry_auth(username, password_stdin),
+    )  # fmt: skip
+    # stdout belongs to --command's output: then the ready lines go to stderr.
+    out = sys.stderr if command is not None else sys.stdout
+    tunnels = parse_tunnels(options.tunnels)
+    ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
+    with display.RunReporter(display.stderr(), ready) as reporter:
+        code = run_task(plan_launch(options), reporter)
+    raise typer.Exit(code)

@@ -1,0 +1,113 @@
+"""The day-to-day commands on launched tasks: `ssh`, `tunnel`, `logs`, `stop`, `ls`, `ssh-config`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qimg import display
+from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app
+from qimg.errors import UsageError
+
+
+@app.command("ssh")
+def ssh_command(
+    name: NameArg,
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+    local: LocalOpt = False,
+    putty: PuttyOpt = False,
+) -> None:
+    """Log into a task's first instance, or run a command on every instance."""
+    from qimg.launcher import session
+
+    if putty:
+        print("\n".join(session.putty_commands(name, local, command)))
+        return
+    raise typer.Exit(session.ssh(name, local, command))
+
+
+@app.command()
+def tunnel(
+    name: NameArg,
+    ports: Annotated[str, typer.Argument(help="LOCAL[:REMOTE], e.g. 8888 or 8888:8888.")],
+    local: LocalOpt = False,
+) -> None:
+    """Forward a local port to the task until Ctrl-C (fails loudly if the port cannot be bound)."""
+    from qimg.launcher import session
+    from qimg.launcher.tunnels import parse_tunnel
+
+    console = display.stderr()
+    raise typer.Exit(
+        session.tunnel(name, local, parse_tunnel(ports), lambda line: display.say(console, line))
+    )
+
+
+@app.command()
+def logs(
+    name: NameArg,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
+    local: LocalOpt = False,
+) -> None:
+    """Print a task's output (stdout, then stderr)."""
+    from qimg.launcher.tasks import follow_output
+
+    def write(text: str, is_stderr: bool) -> None:
+        stream = sys.stderr if is_stderr else sys.stdout
+        stream.write(text)
+        stream.flush()
+
+    follow_output(name, local, follow, write)
+
+
+@app.command()
+def stop(
+    name: Annotated[str | None, typer.Argument(help="Task name.")] = None,
+    stop_all: Annotated[bool, typer.Option("--all", help="Stop every task qimg launched there.")] = False,
+    local: LocalOpt = False,
+) -> None:
+    """Abort and delete a task (or all of them): nothing keeps running or billing."""
+    from qimg.launcher import tasks
+
+    if bool(name) == stop_all:
+        raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
+    backend, stopped = tasks.stop(name, local)
+    for task_name, task_id in stopped:
+        print(f"stopped {task_name} ({task_id})")
+    if not stopped:
+        print(f"no qimg task on {backend}")
+
+
+@app.command("ls")
+def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
+    """List the tasks launched by qimg: name, state, endpoints, age, credits."""
+    from datetime import datetime, timezone
+
+    from qimg.launcher import tasks
+
+    backend, found = tasks.list_tasks(local)
+    now = datetime.now(timezone.utc)
+    if as_json:
+        print(json.dumps({"backend": backend, "tasks": [task.as_dict(now) for task in found]}))
+        return
+    display.print_tasks(backend, found, now)
+
+
+@app.command("ssh-config")
+def ssh_config(
+    install: Annotated[
+        bool, typer.Option("--install", help="Add one Include line for qimg's file to ~/.ssh/config.")
+    ] = False,
+) -> None:
+    """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
+    from qimg.launcher import sshconfig
+
+    if not install:
+        print(sshconfig.config_path())
+        return
+    user_config = Path.home() / ".ssh" / "config"
+    added = sshconfig.install_include(user_config)
+    print(f"{'added' if added else 'already there'}: Include {sshconfig.config_path()} in {user_config}")
