@@ -68,8 +68,9 @@ class Faults:
     gateway_error_after_create: int = 0
     gateway_error_times: int = 1
     missing_after_create: int = 0  # the next N created tasks answer 404 to their first GET /tasks/{uuid}
-    # The next `hang_next` requests whose "METHOD /path" fully matches one of `hang_paths` never get
-    # a reply: the connection stays open until the fake shuts down or `hang_seconds` pass, then closes.
+    # The next `hang_next` requests whose "METHOD /path" (as routed: slashes collapsed, no /v1) fully
+    # matches one of `hang_paths` get no reply: the connection stays open until the fake shuts down
+    # or `hang_seconds` pass, then closes.
     hang_next: int = 0
     hang_paths: tuple[str, ...] = (r".*",)
     hang_seconds: float = 3600.0
@@ -229,6 +230,7 @@ class FakeQarnot:
         return task
 
     def delete(self, task: FakeTask) -> None:
+        """DELETE /tasks/{uuid}: the containers go at once, the task lingers in PendingDelete."""
         with self.lock:
             self._remove_containers(task)
             task.state = "PendingDelete"
