@@ -15,7 +15,7 @@ pytestmark = pytest.mark.docker
 
 
 def test_the_sdk_against_the_fake(docker_client: docker.DockerClient) -> None:
-    with FakeQarnot(docker_client) as fake:
+    with FakeQarnot(docker_client, linger_seconds=0.5) as fake:
         with pytest.raises(UnauthorizedException):
             qarnot.Connection(client_token="wrong", cluster_url=fake.url)
         connection = qarnot.Connection(client_token=fake.token, cluster_url=fake.url + "/")
@@ -41,8 +41,15 @@ def test_the_sdk_against_the_fake(docker_client: docker.DockerClient) -> None:
         assert tasks[0].fresh_stdout() == tasks[0].fresh_stdout() == ""
         uuid = tasks[0].uuid
         tasks[0].delete()
-        with pytest.raises(MissingTaskException):
-            connection.retrieve_task(uuid)
+        # Deleting is not instant: the task lingers in PendingDelete, then it is gone.
+        assert connection.retrieve_task(uuid).state == "PendingDelete"
+        while True:
+            try:
+                connection.retrieve_task(uuid)
+            except MissingTaskException:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         for task in tasks[1:]:
             task.delete()
         assert fake.tasks == {}

@@ -2,25 +2,33 @@
 
 Faithful to ../shared/qarnot-api.md: the paths the SDK uses (repeated slashes collapsed, optional
 /v1 prefix), camelCase JSON with the fields the SDK's parser needs, `{"message": ...}` errors, 401 for
-a wrong token, 404 after delete, stdout and fresh stdout (lines prefixed "N> " for the whole task),
-paginated listing with the tag filter.
+a wrong token, stdout and fresh stdout (lines prefixed "N> " for the whole task), paginated listing
+with the tag filter.
+
+As harsh as the real service where it is known to be harsher: constants are checked against the
+API's limits; `QARNOT_SECRET__` constants read back as `[SECRET]`; `${NAME}` in constants is
+substituted before the container starts; a deleted task lingers in PendingDelete before GET says
+404; the output lags behind the container and is a bounded buffer. Where the reference says a
+behaviour is unknown, the fake takes the harsher reading and says so where it does.
 
 A submitted task is pulled from DOCKER_SRV/DOCKER_REPO:DOCKER_TAG with the given registry
-credentials, then runs one container per instance with the constants as environment and DOCKER_CMD
-as command; port 22 is published on 127.0.0.1 and reported as the instance's active forward.
-Faults come from `FakeQarnot.faults`: status bursts, slow replies, dropped connections, a window of
-FullyExecuting without forwards, a Failure with errors; `restart_instance` moves an instance to a new
-port, as a preempted instance does.
+credentials, then runs one container per instance with the constants as environment, DOCKER_CMD
+as command and DOCKER_USER as user; port 22 is published on 127.0.0.1 and reported as the
+instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
+instance to a new port, as a preempted instance does; `end_task` puts a task in an ending state.
 """
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import itertools
 import json
 import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,10 +36,24 @@ from typing import Any
 
 import docker
 from docker.errors import DockerException
+from docker.models.containers import Container
 
 FAKE_LABEL = "io.qimg.fake-qarnot"
 PAGE_SIZE = 2  # small, so that listing exercises the SDK's pagination
 REQUIRED_FIELDS = ("name", "profile", "instanceCount", "constants")
+# The API model's limits on constants.
+MAX_CONSTANTS = 150
+MAX_CONSTANT_LENGTH = 2048
+CONSTANT_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+SECRET_PREFIX = "QARNOT_SECRET__"
+SECRET_SHOWN = "[SECRET]"
+# Execution is over in all of these. The SDK's wait() still waits through UploadingResults and
+# DownloadingResults (results move after the instances stopped), but nothing runs any more.
+ENDING_STATES = frozenset(
+    {"UploadingResults", "DownloadingResults", "PendingCancel", "Cancelled", "Success", "Failure"}
+)
+
+Entry = tuple[float, str]  # (when the engine logged it, in seconds since the epoch; the text, with "\n")
 
 
 @dataclass
@@ -41,6 +63,18 @@ class Faults:
     drop_connections: int = 0  # the next task reads get the connection closed, no reply
     forward_delay: float = 0.0  # seconds of FullyExecuting without forwards
     failure: tuple[str, str] | None = None  # (code, message): the task fails instead of running
+    # A gateway that times out after the API created the task: the next `gateway_error_times`
+    # POST /tasks each create their task, then answer this status instead of the uuid (0: off).
+    gateway_error_after_create: int = 0
+    gateway_error_times: int = 1
+    missing_after_create: int = 0  # the next N created tasks answer 404 to their first GET /tasks/{uuid}
+    # The next `hang_next` requests whose "METHOD /path" (as routed: slashes collapsed, no /v1) fully
+    # matches one of `hang_paths` get no reply: the connection stays open until the fake shuts down
+    # or `hang_seconds` pass, then closes.
+    hang_next: int = 0
+    hang_paths: tuple[str, ...] = (r".*",)
+    hang_seconds: float = 3600.0
+    credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
 
 
 @dataclass
@@ -49,8 +83,8 @@ class Instance:
     container_id: str = ""
     port: int = 0
     attempts: int = 0
-    earlier_stdout: str = ""  # output of attempts before a restart: Qarnot keeps it
-    earlier_stderr: str = ""
+    # Output of containers gone (earlier attempts, an aborted task): Qarnot keeps it.
+    earlier: dict[str, list[Entry]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
 
 
 @dataclass
@@ -59,28 +93,48 @@ class FakeTask:
     name: str
     profile: str
     instance_count: int
-    constants: dict[str, str]
+    constants: dict[str, str]  # the true values, secrets included (see FakeQarnot.visible_constants)
     tags: list[str]
     created: datetime
     state: str = "Submitted"
     errors: list[dict[str, str]] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
     forwards_from: float = 0.0
-    fresh_offsets: dict[str, int] = field(default_factory=dict)
+    # Where each fresh (POST) reader is: (stream, instance asked for or None for all, instance) ->
+    # characters of that instance's output already returned.
+    fresh_offsets: dict[tuple[str, int | None, int], int] = field(default_factory=dict)
     executing_since: float = 0.0
+    hidden_reads: int = 0  # GET /tasks/{uuid} answers 404 this many more times (missing_after_create)
+    deleted_at: float = 0.0
 
 
 class FakeQarnot:
-    def __init__(self, client: docker.DockerClient, token: str = "fake-token") -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        token: str = "fake-token",
+        *,
+        linger_seconds: float = 2.0,
+        output_lag_seconds: float = 0.5,
+        output_limit_bytes: int = 64 * 1024,
+    ) -> None:
         self.client = client
         self.token = token
+        self.linger_seconds = linger_seconds  # how long a deleted task stays visible in PendingDelete
+        self.output_lag_seconds = output_lag_seconds  # output is served only once it is this old
+        self.output_limit_bytes = output_limit_bytes  # of each instance's stdout (and stderr) kept
         self.faults = Faults()
-        self.tasks: dict[str, FakeTask] = {}
+        self.tasks: dict[str, FakeTask] = {}  # tasks that are not deleted
+        self.deleted: dict[str, FakeTask] = {}  # deleted tasks still lingering in PendingDelete
         self.requests: list[tuple[str, str]] = []
+        self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
+        self.closing = threading.Event()  # releases hung replies
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server.daemon_threads = True  # server_close() does not wait for handlers (hung ones)
+        self.thread = threading.Thread(  # a short poll: shutdown() waits for one
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -91,10 +145,13 @@ class FakeQarnot:
         return self
 
     def __exit__(self, *_: object) -> None:
+        with self.lock:  # a task starting its containers finishes first; later ones see `closing`
+            self.closing.set()
         self.server.shutdown()
         self.server.server_close()
-        for task in list(self.tasks.values()):
-            self._remove_containers(task)
+        for container in self.containers():
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
 
     # --- what tests look at ------------------------------------------------------------------------
 
@@ -106,16 +163,54 @@ class FakeQarnot:
         with self.lock:
             return [task for task in self.tasks.values() if any(i.container_id for i in task.instances)]
 
+    def live(self) -> list[FakeTask]:
+        """Tasks that are not over: neither deleted nor in an ending state (they would still bill)."""
+        with self.lock:
+            return [task for task in self.tasks.values() if task.state not in ENDING_STATES]
+
+    def containers(self) -> list[Container]:
+        """Containers the fake started that still exist, running or not."""
+        found = self.client.containers.list(all=True, filters={"label": FAKE_LABEL})
+        return [container for container in found if container.id in self.started]
+
+    def visible_constants(self, task: FakeTask) -> dict[str, str]:
+        """The constants as a reader of the API sees them: secrets are write-only."""
+        return {k: SECRET_SHOWN if k.startswith(SECRET_PREFIX) else v for k, v in task.constants.items()}
+
     def restart_instance(self, task_id: str, index: int) -> None:
         """Preemption: the instance's container goes, a new one comes back on another port."""
         with self.lock:
             task = self.tasks[task_id]
             instance = task.instances[index]
-            instance.earlier_stdout += self._logs(instance, stdout=True)
-            instance.earlier_stderr += self._logs(instance, stdout=False)
             old_port = instance.port
             self._remove_container(instance)
             self._start_instance(task, instance, avoid_port=old_port)
+
+    def end_task(self, task_id: str, state: str) -> None:
+        """The task reaches an ending state: its containers stop (their output stays readable)."""
+        if state not in ENDING_STATES:
+            raise ValueError(f"{state} is not an ending state: {sorted(ENDING_STATES)}")
+        with self.lock:
+            task = self.tasks[task_id]
+            self._remove_containers(task)
+            task.state = state
+
+    def find(self, task_id: str) -> FakeTask | None:
+        """A task as the API serves it: not deleted, or deleted and still lingering."""
+        with self.lock:
+            self._forget_deleted()
+            return self.tasks.get(task_id) or self.deleted.get(task_id)
+
+    def listed(self) -> list[FakeTask]:
+        """Every task the API lists, oldest first: deleted ones too while they linger."""
+        with self.lock:
+            self._forget_deleted()
+            return sorted([*self.tasks.values(), *self.deleted.values()], key=lambda task: task.created)
+
+    def _forget_deleted(self) -> None:
+        now = time.monotonic()
+        for gone in [t for t in self.deleted.values() if now - t.deleted_at >= self.linger_seconds]:
+            del self.deleted[gone.uuid]
 
     # --- task life ---------------------------------------------------------------------------------
 
@@ -127,9 +222,21 @@ class FakeQarnot:
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
+            if self.faults.missing_after_create > 0:
+                self.faults.missing_after_create -= 1
+                task.hidden_reads = 1
             self.tasks[task.uuid] = task
         threading.Thread(target=self._run, args=(task,), daemon=True).start()
         return task
+
+    def delete(self, task: FakeTask) -> None:
+        """DELETE /tasks/{uuid}: the containers go at once, the task lingers in PendingDelete."""
+        with self.lock:
+            self._remove_containers(task)
+            task.state = "PendingDelete"
+            task.deleted_at = time.monotonic()
+            del self.tasks[task.uuid]
+            self.deleted[task.uuid] = task
 
     def _run(self, task: FakeTask) -> None:
         time.sleep(0.2)
@@ -144,18 +251,21 @@ class FakeQarnot:
         srv = task.constants.get("DOCKER_SRV", "https://registry-1.docker.io")
         repository = f"{re.sub(r'^https?://', '', srv).rstrip('/')}/{task.constants.get('DOCKER_REPO', '')}"
         login = task.constants.get("DOCKER_REGISTRY_LOGIN")
-        auth = {"username": login, "password": task.constants.get("DOCKER_REGISTRY_PASSWORD", "")}
+        # Qarnot's samples send the password as a secret; the plain constant works too.
+        password = task.constants.get(
+            f"{SECRET_PREFIX}DOCKER_REGISTRY_PASSWORD", task.constants.get("DOCKER_REGISTRY_PASSWORD", "")
+        )
         try:
             self.client.images.pull(
                 repository,
                 tag=task.constants.get("DOCKER_TAG", "latest"),
-                auth_config=auth if login else None,
+                auth_config={"username": login, "password": password} if login else None,
             )
         except DockerException as error:
             self._fail(task, "PullFailed", f"cannot pull {repository}: {str(error)[:300]}")
             return
         with self.lock:
-            if task.state != "FullyDispatched":
+            if task.state != "FullyDispatched" or self.closing.is_set():
                 return
             try:
                 for instance in task.instances:
@@ -168,18 +278,36 @@ class FakeQarnot:
             task.executing_since = time.monotonic()
             task.forwards_from = time.monotonic() + self.faults.forward_delay
 
+    def environment(self, task: FakeTask, instance: Instance) -> dict[str, str]:
+        """What the instance's container gets: constants with ${NAME} substituted, secrets in clear."""
+        # The name under which the platform passes a secret into the container is unknown: the fake
+        # passes it under both its full key and the bare name. A constant of that bare name wins.
+        secrets = {
+            key.removeprefix(SECRET_PREFIX): value
+            for key, value in task.constants.items()
+            if key.startswith(SECRET_PREFIX) and key != SECRET_PREFIX
+        }
+        platform = {"INSTANCE_ID": str(instance.index)}  # the profile sets it, over any constant
+        # INSTANCE_COUNT is documented as substituted only, so it is not in the environment.
+        names = {**task.constants, **platform, "INSTANCE_COUNT": str(task.instance_count)}
+        raw = {**secrets, **task.constants, **platform}
+        return {key: substitute(value, names) for key, value in raw.items()}
+
     def _start_instance(self, task: FakeTask, instance: Instance, avoid_port: int = 0) -> None:
         srv = re.sub(r"^https?://", "", task.constants.get("DOCKER_SRV", "")).rstrip("/")
         image = f"{srv}/{task.constants['DOCKER_REPO']}:{task.constants.get('DOCKER_TAG', 'latest')}"
+        environment = self.environment(task, instance)
         for _ in range(5):  # the engine may hand back the port just freed: a restart must move
             container = self.client.containers.run(
-                image, command=task.constants.get("DOCKER_CMD") or None, detach=True,
-                environment={**task.constants, "INSTANCE_ID": str(instance.index)},
+                image, command=environment.get("DOCKER_CMD") or None, detach=True,
+                environment=environment, user=environment.get("DOCKER_USER") or None,
                 ports={"22/tcp": ("127.0.0.1", 0)}, labels={FAKE_LABEL: task.uuid},
             )  # fmt: skip
+            self.started.add(container.id or "")
             container.reload()
-            port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
-            if port != avoid_port:
+            published = container.attrs["NetworkSettings"]["Ports"].get("22/tcp")
+            port = int(published[0]["HostPort"]) if published else 0  # none once the command has exited
+            if not avoid_port or port != avoid_port:
                 break
             container.remove(force=True)
         instance.container_id, instance.port = container.id or "", port
@@ -187,11 +315,15 @@ class FakeQarnot:
 
     def _fail(self, task: FakeTask, code: str, message: str) -> None:
         with self.lock:
+            if task.state != "FullyDispatched":  # aborted, ended or deleted meanwhile: that stands
+                return
             task.state = "Failure"
             task.errors.append({"code": code, "message": message, "debug": ""})
 
     def _remove_container(self, instance: Instance) -> None:
         if instance.container_id:
+            for stream in ("stdout", "stderr"):
+                instance.earlier[stream] += self._logged(instance, stream)
             with contextlib.suppress(DockerException):
                 self.client.containers.get(instance.container_id).remove(force=True)
         instance.container_id, instance.port = "", 0
@@ -200,27 +332,50 @@ class FakeQarnot:
         for instance in task.instances:
             self._remove_container(instance)
 
-    def _logs(self, instance: Instance, *, stdout: bool) -> str:
-        if not instance.container_id:
-            return ""
-        try:
-            raw = self.client.containers.get(instance.container_id).logs(stdout=stdout, stderr=not stdout)
-        except DockerException:
-            return ""
-        return raw.decode("utf-8", "replace")
+    # --- output: lagging, bounded ------------------------------------------------------------------
 
-    def output(self, task: FakeTask, index: int | None, *, stdout: bool) -> str:
-        chosen = task.instances if index is None else [task.instances[index]]
+    def _logged(self, instance: Instance, stream: str) -> list[Entry]:
+        """What the instance's current container wrote on the stream, with the engine's timestamps."""
+        if not instance.container_id:
+            return []
+        try:
+            raw = self.client.containers.get(instance.container_id).logs(
+                stdout=stream == "stdout", stderr=stream == "stderr", timestamps=True
+            )
+        except DockerException:
+            return []
+        return _entries(raw.decode("utf-8", "replace"))
+
+    def _history(self, instance: Instance, stream: str) -> str:
+        """All of the instance's output on the stream that is at least output_lag_seconds old."""
+        horizon = time.time() - self.output_lag_seconds
+        entries = instance.earlier[stream] + self._logged(instance, stream)
+        return "".join(text for _, text in itertools.takewhile(lambda e: e[0] <= horizon, entries))
+
+    def _bounded(self, text: str) -> str:
+        """Only the last output_limit_bytes: the real output is a circular buffer."""
+        data = text.encode()
+        return data[max(0, len(data) - self.output_limit_bytes) :].decode("utf-8", "ignore")
+
+    def output(self, task: FakeTask, index: int | None, *, stdout: bool, fresh: bool = False) -> str:
+        """GET (all that the buffer holds) or, with `fresh`, POST (what is new since the last POST to
+        the same route, which it consumes) of an instance's output, or of all, prefixed "N> "."""
+        stream = "stdout" if stdout else "stderr"
         text = ""
-        for instance in chosen:
-            own = (instance.earlier_stdout if stdout else instance.earlier_stderr) + self._logs(
-                instance, stdout=stdout
-            )
-            text += (
-                own
-                if index is not None
-                else "".join(f"{instance.index}> {line}\n" for line in own.splitlines())
-            )
+        with self.lock:
+            for instance in task.instances if index is None else [task.instances[index]]:
+                history = self._history(instance, stream)
+                if fresh:
+                    key = (stream, index, instance.index)
+                    seen = task.fresh_offsets.get(key, 0)
+                    task.fresh_offsets[key] = len(history)
+                    history = history[seen:]
+                own = self._bounded(history)
+                text += (
+                    own
+                    if index is not None
+                    else "".join(f"{instance.index}> {line}\n" for line in own.splitlines())
+                )
         return text
 
     # --- the task document the SDK parses ----------------------------------------------------------
@@ -252,7 +407,7 @@ class FakeQarnot:
             "uuid": task.uuid, "name": task.name, "shortname": task.uuid, "profile": task.profile,
             "poolUuid": None, "jobUuid": None, "instanceCount": task.instance_count, "state": task.state,
             "creationDate": _date(task.created), "errors": task.errors,
-            "constants": [{"key": k, "value": v} for k, v in task.constants.items()],
+            "constants": [{"key": k, "value": v} for k, v in self.visible_constants(task).items()],
             "tags": task.tags, "resourceBuckets": [], "resultBucket": None, "completedInstances": [],
             "hardwareConstraints": [], "status": status,
             "runningInstanceCount": task.instance_count if executing else 0,
@@ -261,6 +416,62 @@ class FakeQarnot:
 
     def credits(self, task: FakeTask) -> float:
         return round((time.monotonic() - task.executing_since) * 0.0001, 6) if task.executing_since else 0.0
+
+    # --- faults that the handler consumes ----------------------------------------------------------
+
+    def take_hang(self, method: str, path: str) -> bool:
+        with self.lock:
+            wanted = any(re.fullmatch(p, f"{method} {path}") for p in self.faults.hang_paths)
+            if wanted and self.faults.hang_next > 0:
+                self.faults.hang_next -= 1
+                return True
+            return False
+
+    def take_gateway_error(self) -> int:
+        with self.lock:
+            if self.faults.gateway_error_after_create and self.faults.gateway_error_times > 0:
+                self.faults.gateway_error_times -= 1
+                return self.faults.gateway_error_after_create
+            return 0
+
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+def substitute(value: str, names: Mapping[str, str]) -> str:
+    """Qarnot's ${NAME} substitution, in one pass over the value as written.
+
+    Harsh reading of an unknown: a placeholder that is not exactly a known name (an unknown name,
+    a shell form such as ${VAR:-default}) becomes the empty string, so that nothing relies on a
+    shell seeing it. `$NAME` without braces is left alone.
+    """
+    return _PLACEHOLDER.sub(lambda match: names.get(match.group(1), ""), value)
+
+
+def constants_problem(constants: list[Any]) -> str | None:
+    """Why the API refuses these constants (its documented limits), or None."""
+    if len(constants) > MAX_CONSTANTS:
+        return f"Too many constants: {len(constants)} (at most {MAX_CONSTANTS})"
+    for item in constants:
+        key, value = (item.get("key"), item.get("value")) if isinstance(item, dict) else (None, None)
+        if key is None or value is None:
+            return "A constant's key and value cannot be null"
+        if not isinstance(key, str) or not CONSTANT_KEY.fullmatch(key):
+            return f"Invalid constant key {str(key)[:40]!r}: only a-z A-Z 0-9 _ - . are allowed"
+        if len(key) > MAX_CONSTANT_LENGTH or len(str(value)) > MAX_CONSTANT_LENGTH:
+            return f"Constant {key[:40]!r}: key and value are at most {MAX_CONSTANT_LENGTH} characters"
+    return None
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z ([^\n]*\n?)", re.MULTILINE)
+
+
+def _entries(logs: str) -> list[Entry]:
+    """The engine's `logs(timestamps=True)`: each line starts with its RFC 3339 UTC time."""
+    return [
+        (calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S")) + float(match[2] or 0), match[3])
+        for match in _LOG_LINE.finditer(logs)
+    ]
 
 
 def _date(moment: datetime) -> str:
@@ -293,6 +504,10 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             path = path[3:] if path.startswith("/v1/") else path
             with fake.lock:
                 fake.requests.append((method, path))
+            if fake.take_hang(method, path):
+                fake.closing.wait(fake.faults.hang_seconds)
+                self._drop()
+                return
             time.sleep(fake.faults.slow_seconds)
             if self.headers.get("Authorization") != fake.token:
                 self._reply(401, {"message": "Unauthorized: invalid token"})
@@ -300,8 +515,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             is_task_read = method == "GET" and _TASK.fullmatch(path) is not None
             if is_task_read and fake.faults.drop_connections > 0:
                 fake.faults.drop_connections -= 1
-                self.close_connection = True
-                self.connection.shutdown(2)
+                self._drop()
                 return
             if is_task_read and fake.faults.status_burst:
                 self._reply(fake.faults.status_burst.pop(0), {"message": "slow down (injected)"})
@@ -327,8 +541,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             elif method == "POST" and path in {"/tasks/paginate", "/tasks/summaries/paginate"}:
                 self._page(body or {})
             elif method == "GET" and path.startswith("/credits/v1/tasks/"):
-                task = fake.tasks.get(path.split("/")[4])
-                self._reply(*((200, {"credits": fake.credits(task)}) if task else _missing(path)))
+                self._credits(path.split("/")[4])
             elif match := _TASK.fullmatch(path):
                 self._task(method, match.group(1), match.group(3), match.group(5))
             else:
@@ -342,22 +555,40 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body["constants"], list) or int(body["instanceCount"]) < 1:
                 self._reply(400, {"message": "constants must be a list and instanceCount at least 1"})
                 return
-            self._reply(200, {"uuid": fake.submit(body).uuid})
+            problem = constants_problem(body["constants"])
+            if problem:
+                self._reply(400, {"message": problem})
+                return
+            task = fake.submit(body)
+            status = fake.take_gateway_error()
+            if status:
+                self._reply(status, {"message": "Gateway Timeout (injected, after the task was created)"})
+                return
+            self._reply(200, {"uuid": task.uuid})
 
         def _page(self, body: dict[str, Any]) -> None:
             wanted = (body.get("filter") or {}).get("value")
             with fake.lock:
-                matching = [t for t in fake.tasks.values() if wanted is None or wanted in t.tags]
-            start = int(body.get("token") or 0)
-            page = matching[start : start + PAGE_SIZE]
+                matching = [t for t in fake.listed() if wanted is None or wanted in t.tags]
+                start = int(body.get("token") or 0)
+                page = [fake.document(task) for task in matching[start : start + PAGE_SIZE]]
             more = start + PAGE_SIZE < len(matching)
             self._reply(200, {
-                "data": [fake.document(task) for task in page], "token": str(start),
+                "data": page, "token": str(start),
                 "nextToken": str(start + PAGE_SIZE) if more else None, "isTruncated": more,
             })  # fmt: skip
 
+        def _credits(self, task_id: str) -> None:
+            task = fake.find(task_id)
+            if task is None:
+                self._reply(*_missing(task_id))
+            elif fake.faults.credits_unavailable:
+                self._reply(503, {"message": "Service Unavailable (injected)"})
+            else:
+                self._reply(200, {"credits": fake.credits(task)})
+
         def _task(self, method: str, task_id: str, action: str | None, instance: str | None) -> None:
-            task = fake.tasks.get(task_id)
+            task = fake.find(task_id)
             if task is None:
                 self._reply(*_missing(task_id))
                 return
@@ -366,17 +597,11 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 if index is not None and index >= task.instance_count:
                     self._reply(404, {"message": f"No such instance: {index}"})
                     return
-                with fake.lock:
-                    text = fake.output(task, index, stdout=action == "stdout")
-                    if method == "POST":  # fresh: only what is new since the last POST
-                        offset_key = f"{action}/{instance}"
-                        seen = task.fresh_offsets.get(offset_key, 0)
-                        task.fresh_offsets[offset_key] = len(text)
-                        text = text[seen:]
-                self._reply_text(text)
+                self._reply_text(fake.output(task, index, stdout=action == "stdout", fresh=method == "POST"))
             elif action == "abort" and method == "POST":
                 with fake.lock:
-                    if task.state in {"Success", "Failure", "Cancelled"}:
+                    # Harsh reading: every ending state, not only the finished ones, refuses an abort.
+                    if task.state in ENDING_STATES or task.state == "PendingDelete":
                         self._reply(403, {"message": f"Task is {task.state}: it cannot be aborted"})
                         return
                     fake._remove_containers(task)
@@ -384,16 +609,25 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 self._reply_empty()
             elif action is None and method == "GET":
                 with fake.lock:
+                    hidden = task.hidden_reads > 0
+                    if hidden:
+                        task.hidden_reads -= 1
                     document = fake.document(task)
-                self._reply(200, document)
+                self._reply(*(_missing(task_id) if hidden else (200, document)))
             elif action is None and method == "DELETE":
-                with fake.lock:
-                    fake._remove_containers(task)
-                    task.state = "Cancelled"
-                    del fake.tasks[task_id]
+                # Harsh reading of an unknown: deleting a task already in PendingDelete is a 404.
+                if task.state == "PendingDelete":
+                    self._reply(*_missing(task_id))
+                    return
+                fake.delete(task)
                 self._reply_empty()
             else:
                 self._reply(405, {"message": f"{method} not allowed here"})
+
+        def _drop(self) -> None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
 
         def _reply(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
