@@ -155,17 +155,26 @@ def stop_launch(backend: Backend, task_id: str, launch_id: str) -> list[str]:
     return lines
 
 
-def refresh(backend: Backend, record: TaskRecord) -> TaskRecord:
-    """Follow instances that restarted elsewhere: new forward, new host key (checked by a login)."""
-    view = backend.view(record.task_id)
-    if view.ended:
-        raise LaunchFailed(f"task {record.name} is {view.state}: `qimg logs {record.name}` says why")
+REFRESH_SECONDS = 60.0  # how long a moved instance may take to answer with its new key
+
+
+def refresh(backend: Backend, record: TaskRecord, wait: float = REFRESH_SECONDS) -> TaskRecord:
+    """Follow instances that restarted elsewhere: new forward, new host key (checked by a login). The
+    new key comes through the task's output, which lags: a moved instance is tried until `wait` passes."""
     pinned = {instance.index: instance for instance in record.instances}
     before = dict(pinned)
+    deadline = time.monotonic() + wait
     with tempfile.TemporaryDirectory(prefix="qimg-refresh-") as tmp:
-        errors = pin_moved(backend, view, record.user, record.identity, Path(tmp), pinned, {})
-    if errors:
-        raise LaunchFailed(f"{record.name} moved and is not ready: {errors[0]}")
+        while True:
+            view = backend.view(record.task_id)
+            if view.ended:
+                raise LaunchFailed(f"task {record.name} is {view.state}: `qimg logs {record.name}` says why")
+            errors = pin_moved(backend, view, record.user, record.identity, Path(tmp), pinned, {})
+            if not errors:
+                break
+            if time.monotonic() >= deadline:
+                raise LaunchFailed(f"{record.name} moved and is not ready: {errors[0]}")
+            time.sleep(0.5)
     if pinned != before:
         record.instances = [pinned[index] for index in sorted(pinned)]
         sshconfig.save(record)

@@ -7,7 +7,6 @@ running on the fake that it did not keep.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.fakes.qarnot import FAKE_LABEL, FakeQarnot
+from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, serve_registry
 from tests.helpers import run_qimg
 
@@ -78,13 +77,12 @@ class User:
 
 @pytest.fixture
 def fake(docker_client: docker.DockerClient) -> Iterator[FakeQarnot]:
+    """The fake Qarnot API; after the test, no task of it may be left that is not over, and no container."""
     with FakeQarnot(docker_client) as server:
         yield server
-        leaked = [task.name for task in server.running()]  # tests stop what they keep
-    for container in docker_client.containers.list(all=True, filters={"label": FAKE_LABEL}):
-        with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile by its own fake
-            container.remove(force=True)
-    assert leaked == [], f"tasks left running: {leaked}"
+        live = [task.name for task in server.live()]  # tests stop what they keep
+        leftover = [container.id for container in server.containers()]
+    assert live == [] and leftover == [], f"left behind: tasks {live}, containers {leftover}"
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ import qarnot
 import requests
 from qarnot.exceptions import MissingTaskException, QarnotGenericException, UnauthorizedException
 
-from tests.e2e.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry
-from tests.fake_qarnot import (
+from tests.fakes.qarnot import (
     ENDING_STATES,
     MAX_CONSTANT_LENGTH,
     MAX_CONSTANTS,
@@ -29,6 +28,7 @@ from tests.fake_qarnot import (
     Faults,
     substitute,
 )
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
 
 pytestmark = pytest.mark.docker
 TAG = "harsh"
