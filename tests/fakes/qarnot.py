@@ -38,7 +38,7 @@ import docker
 from docker.errors import DockerException
 from docker.models.containers import Container
 
-FAKE_LABEL = "io.qimg.fake-qarnot"
+FAKE_LABEL = "io.qimg.fake-qarnot-task"
 PAGE_SIZE = 2  # small, so that listing exercises the SDK's pagination
 REQUIRED_FIELDS = ("name", "profile", "instanceCount", "constants")
 # The API model's limits on constants.
@@ -75,6 +75,7 @@ class Faults:
     hang_paths: tuple[str, ...] = (r".*",)
     hang_seconds: float = 3600.0
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
+    delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
 
 
 @dataclass
@@ -618,6 +619,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 # Harsh reading of an unknown: deleting a task already in PendingDelete is a 404.
                 if task.state == "PendingDelete":
                     self._reply(*_missing(task_id))
+                    return
+                if task_id in fake.faults.delete_refused:
+                    self._reply(500, {"message": "Internal Server Error (injected)"})
                     return
                 fake.delete(task)
                 self._reply_empty()
