@@ -19,7 +19,8 @@ import typer
 
 from qimg import __version__, display
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
-from qimg.errors import BuildFailed, QimgError, UsageError
+from qimg.errors import BuildFailed, FileError, QimgError, UsageError
+from qimg.files import atomic_write
 
 app = typer.Typer(
     help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
@@ -72,6 +73,11 @@ PasswordStdinOpt = Annotated[
 NameArg = Annotated[str, typer.Argument(help="Task name.")]
 
 
+def _warn(problems: list[str]) -> None:
+    for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
+        print(f"qimg: warning: {problem}", file=sys.stderr)
+
+
 def _stdin_line() -> str:
     """A secret piped to qimg (--password-stdin, --passphrase-stdin): its first line."""
     return sys.stdin.readline().rstrip("\r\n")
@@ -95,12 +101,10 @@ def render(
     if output is None:
         sys.stdout.write(text)
         return
-    from qimg.files import atomic_write
-
     try:
         atomic_write(output, text, mode=0o644)
-    except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror}") from None
+    except FileError as error:
+        raise UsageError(f"-o: {error}") from None
 
 
 @app.command()
@@ -310,7 +314,8 @@ def stop(
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    backend, stopped = tasks.stop(name, local)
+    backend, stopped, problems = tasks.stop(name, local)
+    _warn(problems)
     for task_name, task_id in stopped:
         print(f"stopped {task_name} ({task_id})")
     if not stopped:
@@ -322,8 +327,9 @@ def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
     """List the tasks launched by qimg: name, state, endpoints, age, credits."""
     from datetime import datetime, timezone
 
-    from qimg.launcher import tasks
+    from qimg.launcher import records, tasks
 
+    _warn(records.all_records()[1])
     backend, found = tasks.list_tasks(local)
     now = datetime.now(timezone.utc)
     if as_json:
@@ -402,11 +408,11 @@ def ssh_config(
     """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
     from qimg.launcher import sshconfig
 
+    _warn(sshconfig.write_files())  # rewritten from the records: a file moved or damaged is made again
     if not install:
         print(sshconfig.config_path())
         return
-    user_config = Path.home() / ".ssh" / "config"
-    added = sshconfig.install_include(user_config)
+    added = sshconfig.install_include(user_config := Path.home() / ".ssh" / "config")
     print(f"{'added' if added else 'already there'}: Include {sshconfig.config_path()} in {user_config}")
 
 
