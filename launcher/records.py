@@ -9,7 +9,6 @@ saying so, while the others keep working.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from qimg.builder.spec import USER_NAME
-from qimg.errors import QimgError, UsageError
-from qimg.files import atomic_write
+from qimg.errors import FileError, QimgError, UsageError
+from qimg.files import atomic_write, locked
 from qimg.launcher.ssh import Endpoint, is_host_key
 from qimg.state import state_dir
 
@@ -32,7 +31,7 @@ _PATH = re.compile(r"/[^\x00-\x1f\x7f\"]{1,4095}")
 
 
 class BrokenRecord(QimgError):
-    """A record file that qimg did not write as it is now."""
+    """A record file that qimg did not write as it is now (set aside when it can be)."""
 
 
 def check_task_name(name: str) -> str:
@@ -138,7 +137,8 @@ def _path(name: str) -> Path:
 
 
 def load(name: str) -> TaskRecord | None:
-    """The record of task `name`, None if there is none; BrokenRecord (the file moved aside) if broken."""
+    """The record of task `name`, None if there is none; BrokenRecord (the file moved aside) if broken,
+    FileError if the records' folder cannot be read."""
     path = _path(name)
     try:
         return _read(path)
@@ -148,27 +148,37 @@ def load(name: str) -> TaskRecord | None:
 
 def _read(path: Path) -> TaskRecord:
     try:
-        record = TaskRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        if f"{record.name}.json" != path.name:
-            raise ValueError("name differs from the file's")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise BrokenRecord(
-            f"task record {path} is unreadable ({error}): moved aside to {_set_aside(path)}; "
-            "`qimg ls` still lists the task, `qimg stop NAME` stops it"
-        ) from None
+    except NotADirectoryError as error:  # the folder is broken, not the record
+        raise FileError.of("read", path, error) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise _broken(path, error) from None
+    try:
+        record = TaskRecord.from_dict(json.loads(text))
+        if f"{record.name}.json" != path.name:
+            raise ValueError("name differs from the file's")
+    except (ValueError, RecursionError) as error:  # json's errors included; nesting too deep
+        raise _broken(path, error) from None
     return record
 
 
-def _set_aside(path: Path) -> Path:
-    aside = path.parent / "broken" / f"{path.name}.{int(time.time())}"
+def _broken(path: Path, error: Exception) -> BrokenRecord:
+    """The error of an unreadable record, which is moved aside (kept for a human, out of qimg's way)
+    so that it is reported once, not by every command after this one."""
+    aside = path.parent / "broken" / f"{path.name}.{time.time_ns()}"
     try:
         aside.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.replace(aside)
-    except OSError:
-        return path  # a read-only state directory: the file stays, still skipped
-    return aside
+        where = f"moved aside to {aside}"
+    except OSError as failure:  # a read-only state directory: the file stays, skipped every time
+        where = f"left in place ({failure.strerror})"
+    name = path.stem if _NAME.fullmatch(path.stem) else "NAME"
+    return BrokenRecord(
+        f"task record {path} is unreadable ({str(error)[:200] or type(error).__name__}), {where}; "
+        f"`qimg ls` still lists its task and `qimg stop {name}` stops it"
+    )
 
 
 def all_records() -> tuple[list[TaskRecord], list[str]]:
@@ -190,13 +200,9 @@ def all_records() -> tuple[list[TaskRecord], list[str]]:
 def launching(name: str) -> Iterator[None]:
     """Held by the qimg that launches task `name`, for as long as it runs: another qimg cannot take
     the name meanwhile, nor mistake the record written before the task exists for a stale one."""
-    lock = records_dir() / f".{check_task_name(name)}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"--name {name}: another qimg is launching a task of that name") from None
+    with locked(records_dir() / f".{check_task_name(name)}.lock", wait=False) as held:
+        if not held:
+            raise UsageError(f"--name {name}: another qimg is launching a task of that name")
         yield
 
 
@@ -208,13 +214,21 @@ def claim(record: TaskRecord) -> bool:
     """Write the record only if no record of that name exists (atomically: of two launches of one
     name, one claims it). False when one exists."""
     path = _path(record.name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(_text(record))
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(_text(record))
+        except OSError:
+            with contextlib.suppress(OSError):  # the write's error is the one to tell
+                path.unlink()  # half a record (a full disk): the name stays free
+            raise
+    except OSError as error:
+        raise FileError.of("write", path, error) from None
     return True
 
 
@@ -223,4 +237,10 @@ def _text(record: TaskRecord) -> str:
 
 
 def remove(name: str) -> None:
-    _path(name).unlink(missing_ok=True)
+    path = _path(name)
+    try:
+        path.unlink(missing_ok=True)
+    except NotADirectoryError:
+        return  # no records' folder: no record
+    except OSError as error:
+        raise FileError.of("remove", path, error) from None

@@ -8,7 +8,6 @@ interactive session, the task is stopped unless the plan says keep.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import signal
 import subprocess
@@ -47,7 +46,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
         request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
     )
     with records.launching(request.name):
-        tasks.claim_name(pending, backend)
+        for problem in tasks.claim_name(pending, backend):
+            reporter.note(problem)
         task_id = ""
         with signals.as_errors():
             try:
@@ -84,7 +84,8 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
         plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances,
         plan.request.launch_id,
     )  # fmt: skip
-    sshconfig.save(record)
+    for problem in sshconfig.save(record):
+        reporter.note(problem)
     reporter.ready(record)
     return record
 
@@ -100,8 +101,11 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter) -> None:
     for line in lines:
         reporter.note(line)
     if all(line.endswith("stopped and deleted") for line in lines):
-        with contextlib.suppress(QimgError, OSError):  # a record that cannot be dropped is only stale
-            sshconfig.forget(name)
+        try:
+            for problem in sshconfig.forget(name):
+                reporter.note(problem)
+        except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
+            reporter.note(f"could not forget {name}: {error}")
 
 
 def remote_command(command: str) -> str:

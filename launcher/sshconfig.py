@@ -2,7 +2,8 @@
 
 Each instance gets a `Host qimg-NAME[-i]` entry whose HostKeyAlias is that same name, so its pinned
 key stays valid when Qarnot moves the instance to another gateway port: only the entry's Port and
-the key change, and both files are rewritten from the records every time. The user's ~/.ssh/config is
+the key change, and both files are rewritten from the records every time, under a lock: of qimg
+processes writing at once, the last reads what every other one stored. The user's ~/.ssh/config is
 touched only by `install_include`, on request.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from qimg.files import atomic_write
+from qimg.errors import FileError
+from qimg.files import atomic_write, locked
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.state import state_dir
@@ -33,23 +35,34 @@ def known_hosts_path() -> Path:
     return ssh_dir() / "known_hosts"
 
 
-def save(record: TaskRecord) -> None:
-    """Store the record and rewrite both files with it."""
+def save(record: TaskRecord) -> list[str]:
+    """Store the record and rewrite both files with it. Returns the problems met (broken records set
+    aside), one line each, for the user."""
     records.store(record)
-    write_files()
+    return write_files()
 
 
-def forget(name: str) -> None:
+def forget(name: str) -> list[str]:
+    """Drop the record and rewrite both files without it. Returns the problems met, as `save`."""
     records.remove(name)
-    write_files()
+    return write_files()
 
 
-def write_files() -> None:
-    """Both ssh files, from every readable record: a refreshed instance replaces its old entry and key."""
+def write_files() -> list[str]:
+    """Both ssh files, from every readable record: a refreshed instance replaces its old entry and key.
+    Returns one line for each broken record, which is set aside and left out; FileError if a file
+    cannot be written."""
+    with locked(ssh_dir() / ".lock"):
+        found, problems = records.all_records()
+        _write(found)
+    return problems
+
+
+def _write(found: list[TaskRecord]) -> None:
     entries: list[str] = []
     pins: list[str] = []
     known_hosts = known_hosts_path()
-    for record in records.all_records()[0]:
+    for record in found:
         for instance in record.instances:
             host = alias(record.name, instance.index)
             entries.append(
@@ -99,18 +112,19 @@ def printable(argv: list[str]) -> str:
 
 
 def install_include(user_config: Path) -> bool:
-    """Add `Include <qimg's config>` at the top of the user's ssh config; False if it is already there."""
-    line = f"Include {_quoted(str(config_path()))}\n"
+    """Add `Include <qimg's config>` at the top of the user's ssh config; False if it is already there.
+    A symbolic link stays one: its target gets the line. The file is kept byte for byte below it."""
+    line = f"Include {_quoted(str(config_path()))}\n".encode()
     try:
-        current = user_config.read_text()
+        current = user_config.read_bytes()
     except FileNotFoundError:
-        current = ""
+        current = b""
+    except OSError as error:
+        raise FileError.of("read", user_config, error) from None
     if line in current.splitlines(keepends=True):
         return False
-    if not config_path().exists():
-        write_files()
     # At the top: an Include after a `Host` line would only apply inside that block.
-    atomic_write(user_config, f"# Added by `qimg ssh-config --install`\n{line}\n{current}", mode=0o600)
+    atomic_write(user_config, b"# Added by `qimg ssh-config --install`\n%s\n%s" % (line, current))
     return True
 
 

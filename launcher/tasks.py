@@ -4,14 +4,13 @@ output, stop). The backends' libraries (docker, qarnot and boto3) are imported o
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError
+from qimg.errors import BackendError, FileError, QimgError, TaskNotFound, UsageError
 from qimg.launcher import launch, records, sshconfig
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
@@ -73,23 +72,27 @@ def login_record(name: str, local: bool) -> tuple[TaskRecord, Backend]:
     return launch.refresh(found.backend, found.record), found.backend
 
 
-def claim_name(pending: TaskRecord, backend: Backend) -> None:
+def claim_name(pending: TaskRecord, backend: Backend) -> list[str]:
     """Take the name for a new launch by writing its record first (atomically: of two launches of one
     name, one wins). A record left by an earlier task is dropped if that task is over; a live one, or
-    one still being created, keeps its name. Callers hold `records.launching(name)`."""
+    one still being created, keeps its name. Callers hold `records.launching(name)`. Returns the
+    problems met (broken records set aside), for the user."""
     name = pending.name
+    problems: list[str] = []
     try:
         record = records.load(name)
-    except records.BrokenRecord:
+    except records.BrokenRecord as broken:
         record = None  # set aside by load(); its tasks, if any, are still listed by `qimg ls`
+        problems.append(str(broken))
     if record is not None:
         if _alive(record, backend):
             raise UsageError(
                 f"--name {name}: a task of that name is running: `qimg stop {name}`, or choose another"
             )
-        sshconfig.forget(name)
+        problems += sshconfig.forget(name)
     if not records.claim(pending):
         raise UsageError(f"--name {name}: another qimg took that name just now: choose another")
+    return problems
 
 
 def _alive(record: TaskRecord, backend: Backend) -> bool:
@@ -108,13 +111,17 @@ def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
     return backend.name, sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
 
 
-def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]]]:
+def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]], list[str]]:
     """Abort and delete one task, or every qimg task of the backend (name None); drop their records.
     A task already gone counts as stopped; one that fails does not stop the others: all are tried,
-    then the failures are raised together. Returns the backend's name and each (name, id) stopped."""
+    then the failures are raised together. A record that cannot be dropped does not keep a task
+    running: the FileError comes after the stops. Returns the backend's name, each (name, id)
+    stopped, and the problems met on the way (broken records set aside)."""
+    problems: list[str] = []
     if name:
         found = resolve_for_stop(name, local)
         backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
+        problems += found.problems
     else:
         backend = open_backend(backend_name(local))
         targets = [(task.name, task.id) for task in backend.tasks()]
@@ -126,30 +133,37 @@ def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]]]:
             failures.append(f"{task_name} ({task_id}): {error}")
             continue
         stopped.append((task_name, task_id))
-    for task_name in dict.fromkeys(task_name for task_name, _ in stopped):
-        _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
+    try:
+        for task_name in dict.fromkeys(task_name for task_name, _ in stopped):
+            problems += _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
+    except FileError as error:
+        done = ", ".join(f"{task_name} ({task_id})" for task_name, task_id in stopped)
+        raise FileError(f"stopped {done}, but qimg cannot update its records: {error}") from None
     if failures:
         raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
-    return backend.name, stopped
+    return backend.name, stopped, problems
 
 
 @dataclass(frozen=True)
 class StopTargets:
     backend: Backend
     ids: list[str]
+    problems: list[str]  # the task's record, broken and set aside
 
 
 def resolve_for_stop(name: str, local: bool) -> StopTargets:
     """The tasks `qimg stop NAME` stops: the record's task and every other task of its launch (a
     record whose launch died before the task id came back has only its launch's tag)."""
     records.check_task_name(name)
+    problems: list[str] = []
     try:
         record = records.load(name)
-    except records.BrokenRecord:
+    except (records.BrokenRecord, FileError) as error:  # the backend's listing still finds the task
         record = None
+        problems.append(str(error))
     if record is None:
         backend = open_backend(backend_name(local))
-        return StopTargets(backend, [find_task(backend, name).id])
+        return StopTargets(backend, [find_task(backend, name).id], problems)
     backend = open_backend(record.backend)
     ids = [record.task_id] if record.task_id else []
     if record.launch_id:
@@ -157,14 +171,18 @@ def resolve_for_stop(name: str, local: bool) -> StopTargets:
     if not ids:
         sshconfig.forget(name)  # nothing of it exists any more
         raise TaskNotFound(f"task {name} no longer exists on {backend.name}: its record is dropped")
-    return StopTargets(backend, ids)
+    return StopTargets(backend, ids, problems)
 
 
-def _forget_if_stopped(name: str, stopped_ids: set[str]) -> None:
-    with contextlib.suppress(records.BrokenRecord):
+def _forget_if_stopped(name: str, stopped_ids: set[str]) -> list[str]:
+    """Drop the record of `name` if it is of a task just stopped. Returns the problems met."""
+    try:
         record = records.load(name)
-        if record is not None and (record.task_id in stopped_ids or not record.task_id):
-            sshconfig.forget(name)
+    except records.BrokenRecord as broken:  # set aside: nothing left to drop
+        return [str(broken)]
+    if record is not None and (record.task_id in stopped_ids or not record.task_id):
+        return sshconfig.forget(name)
+    return []
 
 
 def follow_output(name: str, local: bool, follow: bool, write: Callable[[str, bool], None]) -> None:

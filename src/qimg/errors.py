@@ -5,7 +5,9 @@ Modules raise these (never print); `str(error)` is the whole message: what is wr
 
 from __future__ import annotations
 
+import errno
 import signal
+from pathlib import Path
 
 
 class QimgError(Exception):
@@ -18,6 +20,36 @@ class UsageError(QimgError):
     """Bad input, found before anything was started."""
 
     exit_code = 2
+
+
+class FileError(QimgError):
+    """A file qimg reads or writes (its state, an ssh config, a key) cannot be: a folder or a file in
+    the way, no permission, a read-only file system, a full disk."""
+
+    @classmethod
+    def of(cls, action: str, path: Path, error: OSError) -> FileError:
+        """The error "cannot ACTION PATH: the system's reason; what to do about it"."""
+        fix = _file_fix(action, path, error)
+        return cls(f"cannot {action} {path}: {error.strerror or error}" + (f"; {fix}" if fix else ""))
+
+
+def _file_fix(action: str, path: Path, error: OSError) -> str:
+    if error.errno == errno.EISDIR:
+        return "a folder is in its place: move it away"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder of the path should be
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        return f"{blocker} is a file where a folder belongs: move it away" if blocker else ""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        if action == "read":
+            return "check its permissions"
+        # Writes go through a new file renamed into place: what must be writable is the folder.
+        folder = next((p for p in path.parents if p.is_dir()), path.parent)
+        return f"make {folder} writable by you"
+    if error.errno == errno.EROFS:
+        return "the file system is read-only: use a writable folder"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk (or your quota) is full: free some space and retry"
+    return ""
 
 
 class DockerUnavailable(QimgError):

@@ -25,7 +25,6 @@ LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 def run(
     user: User, image: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-
     return run_qimg(
         "run", image, *LOGIN, "--timeout", "120", *args, env={**user.env, **(env or {})},
         stdin=REGISTRY_PASSWORD + "\n", timeout=300,

@@ -62,6 +62,11 @@ PasswordStdinOpt = Annotated[
 NameArg = Annotated[str, typer.Argument(help="Task name.")]
 
 
+def warn(problems: list[str]) -> None:
+    for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
+        print(f"qimg: warning: {problem}", file=sys.stderr)
+
+
 def stdin_line() -> str:
     """A secret piped to qimg (--password-stdin, --passphrase-stdin): its first line."""
     return sys.stdin.readline().rstrip("\r\n")

@@ -28,7 +28,8 @@ from qimg.commands.common import (
     app,
     registry_auth,
 )  # fmt: skip
-from qimg.errors import BuildFailed, UsageError
+from qimg.errors import BuildFailed, FileError, UsageError
+from qimg.files import atomic_write
 
 
 @app.command()
@@ -49,12 +50,10 @@ def render(
     if output is None:
         sys.stdout.write(text)
         return
-    from qimg.files import atomic_write
-
     try:
         atomic_write(output, text, mode=0o644)
-    except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror}") from None
+    except FileError as error:
+        raise UsageError(f"-o: {error}") from None
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app
+from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
 from qimg.errors import UsageError
 
 
@@ -74,7 +74,8 @@ def stop(
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    backend, stopped = tasks.stop(name, local)
+    backend, stopped, problems = tasks.stop(name, local)
+    warn(problems)
     for task_name, task_id in stopped:
         print(f"stopped {task_name} ({task_id})")
     if not stopped:
@@ -86,8 +87,9 @@ def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
     """List the tasks launched by qimg: name, state, endpoints, age, credits."""
     from datetime import datetime, timezone
 
-    from qimg.launcher import tasks
+    from qimg.launcher import records, tasks
 
+    warn(records.all_records()[1])
     backend, found = tasks.list_tasks(local)
     now = datetime.now(timezone.utc)
     if as_json:
@@ -105,6 +107,7 @@ def ssh_config(
     """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
     from qimg.launcher import sshconfig
 
+    warn(sshconfig.write_files())  # rewritten from the records: a file moved or damaged is made again
     if not install:
         print(sshconfig.config_path())
         return
