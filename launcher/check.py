@@ -35,6 +35,9 @@ _EFFECTIVE = {
     "pubkeyauthentication": "yes",
     "allowtcpforwarding": "local",
     "x11forwarding": "no",
+    # Idle sessions kept alive through gateways, dead ones dropped (the client side: qimg's ssh config).
+    "clientaliveinterval": "30",
+    "clientalivecountmax": "4",
 }
 _FACTS = (
     'id -un; id -u; id -g; echo "$HOME"; stat -c "%U %a" "$HOME" "$HOME/.ssh" "$HOME/.ssh/authorized_keys"'

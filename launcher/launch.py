@@ -91,9 +91,8 @@ def pin_moved(
         previous = pinned.get(instance.index)
         if forward is None or not _moved(instance, previous):
             continue
-        stale = previous.host_keys if previous else []
         reader = readers.setdefault(
-            (instance.index, forward.port), host_key_reader(backend, view.id, instance.index, stale)
+            (instance.index, forward.port), host_key_reader(backend, view.id, instance.index)
         )
         known_hosts = workdir / f"known_hosts-{instance.index}"
         keys, error = try_login(forward, user, identity, known_hosts, reader)
@@ -102,6 +101,8 @@ def pin_moved(
         else:
             # The output lags: the keys read may be those of a start that is over. Read it again.
             readers.pop((instance.index, forward.port))
+            if previous is not None and reader() == previous.host_keys:
+                error = f"its output shows no new host key yet ({error})"
             errors.append(f"instance {instance.index}: {error}")
     return errors
 
@@ -111,15 +112,15 @@ def _moved(instance: InstanceView, pinned: InstanceRecord | None) -> bool:
     return instance.forward is None or pinned is None or pinned.endpoint != instance.forward
 
 
-def host_key_reader(backend: Backend, task_id: str, index: int, stale: list[str]) -> Callable[[], list[str]]:
+def host_key_reader(backend: Backend, task_id: str, index: int) -> Callable[[], list[str]]:
     """The host keys the instance printed at its latest start: its output is read until they are
-    there, then never again. Keys of an earlier start (`stale`) do not count."""
+    there, then never again. They may still be those of an earlier start (the output lags): then the
+    login fails unless the server kept its key (a restarted container), and the caller reads again."""
     found: list[str] = []
 
     def read() -> list[str]:
         if not found:
-            keys = host_keys_in(backend.output(task_id, index))
-            found.extend(keys if keys != stale else [])
+            found.extend(host_keys_in(backend.output(task_id, index)))
         return found
 
     return read
@@ -176,6 +177,7 @@ def refresh(backend: Backend, record: TaskRecord, wait: float = REFRESH_SECONDS)
                 raise LaunchFailed(f"{record.name} moved and is not ready: {errors[0]}")
             time.sleep(0.5)
     if pinned != before:
+        sshconfig.close_masters(record, [old for index, old in before.items() if pinned[index] != old])
         record.instances = [pinned[index] for index in sorted(pinned)]
         sshconfig.save(record)
     return record

@@ -8,16 +8,20 @@ interactive session, the task is stopped unless the plan says keep.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shlex
 import signal
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from qimg.errors import Interrupted, QimgError
-from qimg.launcher import launch, records, signals, sshconfig, tasks
+from qimg.launcher import launch, reconnect, records, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -65,7 +69,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
         if not (plan.connect or plan.command is not None):  # tunnels only: held until Ctrl-C; the task stays
-            return run_over_ssh(record, None, plan.tunnels)
+            return run_over_ssh(record, None, plan.tunnels, note=reporter.note)
         try:
             with signals.as_errors():
                 return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
@@ -119,10 +123,13 @@ def run_over_ssh(
     tunnels: tuple[Tunnel, ...] = (),
     *,
     interactive: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> int:
-    """An interactive session on the first instance, or the tunnels alone until Ctrl-C, or the command
-    on every instance at once (tunnels on the first). Returns the first non-zero exit code, else 0.
-    ssh never outlives qimg: SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
+    """An interactive session on the first instance, or the tunnels alone until Ctrl-C (connecting
+    again when the link drops, with a `note` each time: `reconnect.hold`), or the command on every
+    instance at once (tunnels on the first). Returns the first non-zero exit code, else 0. Notes go to
+    stderr unless `note` says otherwise. ssh never outlives qimg: SIGTERM or SIGHUP ends it too (and
+    raises Interrupted)."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
     forwards = [option for tunnel in tunnels for option in tunnel.ssh_option]
     if forwards:
@@ -131,9 +138,12 @@ def run_over_ssh(
         with signals.as_errors(interrupt=False):
             return _children([sshconfig.config_argv(hosts[0], options=tuple(forwards))], terminal=True)
     if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running
+        argv = sshconfig.config_argv(hosts[0], options=(*_OWN_LINK, *forwards, "-N"))
         try:
             with signals.as_errors():
-                return _children([sshconfig.config_argv(hosts[0], options=(*forwards, "-N"))])
+                return reconnect.hold(
+                    record, tunnels, functools.partial(_until_down, argv), note or _to_stderr
+                )
         except Interrupted as interruption:
             if interruption.exit_code == 128 + signal.SIGINT:
                 return 0
@@ -145,14 +155,56 @@ def run_over_ssh(
     ])  # fmt: skip
 
 
+def foreground(argv: list[str]) -> int:
+    """One command on the user's terminal (scp, code), which ends with qimg: SIGTERM and SIGHUP end it
+    too. Returns its exit code."""
+    with signals.as_errors():
+        return _children([argv], terminal=True)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _children(commands: list[list[str]], *, terminal: bool = False) -> int:
     """Run the commands at once and wait for all; whatever ends the wait ends them too. Returns the
     first non-zero exit code, in the commands' order, else 0."""
+    with _running(commands, stdin=None if terminal else subprocess.DEVNULL) as processes:
+        codes = [process.wait() for process in processes]
+    return next((code for code in codes if code), 0)
+
+
+_UP = "qimg-link-up"  # what the tunnel's ssh prints (its LocalCommand) once connected with its forwards
+# Tunnels get a connection of their own (no master: the forwards end with their ssh), which says when
+# it is up.
+_OWN_LINK = ("-o", "ControlPath=none", "-o", "PermitLocalCommand=yes", "-o", f"LocalCommand=echo {_UP}")
+
+
+def _until_down(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
+    """One ssh holding tunnels, until it ends. Its messages are kept (in a file: it may write for hours
+    and nobody reads them meanwhile) for the one line the user gets about a drop."""
+    with (
+        tempfile.TemporaryFile() as messages,
+        _running([argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=messages) as (process,),
+    ):
+        assert process.stdout is not None  # a pipe, as asked
+        up = process.stdout.readline().strip() == _UP.encode()  # the line, or "" when ssh ends first
+        if up:
+            on_up()
+        code = process.wait()
+        messages.seek(0)
+        return reconnect.Link(code, up, messages.read().decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
+def _running(commands: list[list[str]], **popen: Any) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The commands started; on the way out, whatever ends the caller's wait, those still running are
+    terminated (killed if they linger)."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for argv in commands:
-            processes.append(subprocess.Popen(argv, stdin=None if terminal else subprocess.DEVNULL))
-        codes = [process.wait() for process in processes]
+            processes.append(subprocess.Popen(argv, **popen))
+        yield processes
     finally:
         for process in processes:
             if process.poll() is None:
@@ -162,7 +214,8 @@ def _children(commands: list[list[str]], *, terminal: bool = False) -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-    return next((code for code in codes if code), 0)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def ssh(name: str, local: bool, command: list[str] | None) -> int:
@@ -181,9 +234,10 @@ def putty_commands(name: str, local: bool, command: list[str] | None) -> list[st
     ]
 
 
-def tunnel(name: str, local: bool, forward: Tunnel, on_open: Callable[[str], None]) -> int:
-    """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind)."""
+def tunnel(name: str, local: bool, forward: Tunnel, note: Callable[[str], None]) -> int:
+    """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind),
+    across dropped links while the task lives; `note` gets what the user should know."""
     check_port_free(forward)
     record, _backend = tasks.login_record(name, local)
-    on_open(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
-    return run_over_ssh(record, None, (forward,))
+    note(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
+    return run_over_ssh(record, None, (forward,), note=note)

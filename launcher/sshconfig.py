@@ -5,11 +5,22 @@ key stays valid when Qarnot moves the instance to another gateway port: only the
 the key change, and both files are rewritten from the records every time, under a lock: of qimg
 processes writing at once, the last reads what every other one stored. The user's ~/.ssh/config is
 touched only by `install_include`, on request.
+
+Connections last and are reused: keepalives find a dead link, and the first ssh to an instance
+becomes a master (ControlMaster auto) that later ssh, scp and VS Code sessions share, kept 60 s after
+the last one ends (ControlPersist backgrounds it, with its standard streams on /dev/null: it never
+holds qimg's output or exit). A forgotten task's masters are closed (`ssh -O exit`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import re
 import shlex
+import subprocess
 from pathlib import Path
 
 from qimg.errors import FileError
@@ -35,6 +46,45 @@ def known_hosts_path() -> Path:
     return ssh_dir() / "known_hosts"
 
 
+def control_dir() -> Path:
+    return ssh_dir() / "cm"
+
+
+# ssh binds a master's socket as "PATH.<16 random characters>", then renames it to PATH; sun_path holds
+# 104 bytes on macOS and the BSDs (108 on Linux), the terminating NUL included.
+_SOCKET_PATH_MAX = 104 - len(".0123456789abcdef") - 1
+_PLAIN_PATH = re.compile(r"[^\x00-\x1f\x7f\"]+")  # nothing that could end a config line or its quotes
+
+
+def control_path(record: TaskRecord, instance: InstanceRecord) -> Path | None:
+    """The socket of the instance's ssh master, or None (no connection reuse) when qimg's state
+    directory is too deep for a Unix socket path, or its name unfit for a config line.
+
+    Named after everything the entry's login depends on: a new task on a port another one used, a
+    moved instance or a new pin never reuse a master authenticated under other settings."""
+    login = [record.task_id, instance.index, instance.endpoint.host, instance.endpoint.port,
+             record.user, str(record.identity), instance.host_keys]  # fmt: skip
+    path = control_dir() / hashlib.sha256(json.dumps(login).encode()).hexdigest()[:16]
+    fits = len(os.fsencode(path)) <= _SOCKET_PATH_MAX and _PLAIN_PATH.fullmatch(str(path)) is not None
+    return path if fits else None
+
+
+def close_masters(record: TaskRecord, instances: list[InstanceRecord] | None = None) -> None:
+    """Close the ssh masters of the record's instances (or of the given ones): a stopped task or a
+    moved instance leaves no ssh process behind, and no master to a dead link is reused."""
+    for instance in record.instances if instances is None else instances:
+        path = control_path(record, instance)
+        if path is None or not path.exists():
+            continue
+        # -O exit asks the master over its socket, locally: it answers even when the link is dead.
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            subprocess.run(
+                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={_config_path(path)}", "-O", "exit",
+                 alias(record.name, instance.index)],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False,
+            )  # fmt: skip
+
+
 def save(record: TaskRecord) -> list[str]:
     """Store the record and rewrite both files with it. Returns the problems met (broken records set
     aside), one line each, for the user."""
@@ -43,7 +93,12 @@ def save(record: TaskRecord) -> list[str]:
 
 
 def forget(name: str) -> list[str]:
-    """Drop the record and rewrite both files without it. Returns the problems met, as `save`."""
+    """Drop a task that is over: its ssh masters, its record, its entries. Returns the problems met,
+    as `save`."""
+    with contextlib.suppress(records.BrokenRecord):  # a broken record is moved aside by load()
+        record = records.load(name)
+        if record is not None:
+            close_masters(record)
     records.remove(name)
     return write_files()
 
@@ -65,6 +120,12 @@ def _write(found: list[TaskRecord]) -> None:
     for record in found:
         for instance in record.instances:
             host = alias(record.name, instance.index)
+            socket = control_path(record, instance)
+            reuse = (
+                f"    ControlMaster auto\n    ControlPath {_config_path(socket)}\n    ControlPersist 60s\n"
+                if socket
+                else "    ControlMaster no\n    ControlPath none\n"
+            )
             entries.append(
                 f"Host {host}\n"
                 f"    HostName {instance.endpoint.host}\n"
@@ -76,11 +137,16 @@ def _write(found: list[TaskRecord]) -> None:
                 "    GlobalKnownHostsFile /dev/null\n"
                 "    StrictHostKeyChecking yes\n"
                 f"    HostKeyAlias {host}\n"
+                # A dead link (a preempted instance, a gateway that forgets) is found in 45 s.
+                "    ServerAliveInterval 15\n"
+                "    ServerAliveCountMax 3\n"
+                f"{reuse}"
             )
             pins.extend(f"{host} {key}\n" for key in instance.host_keys)
     header = "# Written by qimg from its task records; rewritten at every launch and refresh.\n"
     atomic_write(config_path(), header + "\n".join(entries))
     atomic_write(known_hosts, "".join(pins))
+    control_dir().mkdir(exist_ok=True, mode=0o700)  # for the masters' sockets: ssh does not make it
 
 
 def config_argv(host: str, *command: str, options: tuple[str, ...] = ()) -> list[str]:
@@ -111,10 +177,24 @@ def printable(argv: list[str]) -> str:
     )
 
 
+def include_line() -> str:
+    return f"Include {_quoted(str(config_path()))}\n"
+
+
+def has_include(user_config: Path) -> bool:
+    """True when the user's ssh config holds the line `install_include` writes (what VS Code reads)."""
+    try:
+        return include_line().encode() in user_config.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise FileError.of("read", user_config, error) from None
+
+
 def install_include(user_config: Path) -> bool:
     """Add `Include <qimg's config>` at the top of the user's ssh config; False if it is already there.
     A symbolic link stays one: its target gets the line. The file is kept byte for byte below it."""
-    line = f"Include {_quoted(str(config_path()))}\n".encode()
+    line = include_line().encode()
     try:
         current = user_config.read_bytes()
     except FileNotFoundError:
@@ -130,3 +210,8 @@ def install_include(user_config: Path) -> bool:
 
 def _quoted(path: str) -> str:
     return f'"{path}"' if " " in path else path
+
+
+def _config_path(path: Path) -> str:
+    """A path for ControlPath, where ssh expands %-tokens: a literal % is written %%."""
+    return _quoted(str(path).replace("%", "%%"))

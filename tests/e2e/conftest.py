@@ -8,7 +8,9 @@ running on the fake that it did not keep.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +115,12 @@ def user(tmp_path: Path, fake: FakeQarnot) -> User:
     }
     os.environ.pop("SSH_AUTH_SOCK", None)
     return User(home, env)
+
+
+@pytest.fixture
+def short_user(user: User) -> Iterator[User]:
+    """`user` with a state directory as short as a real one (~/.local/state): pytest's are too deep for
+    the sockets of ssh masters, where qimg turns connection reuse off."""
+    state = Path(tempfile.mkdtemp(prefix="q", dir="/tmp"))
+    yield User(user.home, {**user.env, "XDG_STATE_HOME": str(state)})
+    shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""`qimg code`: VS Code's Remote-SSH on a task's pinned host.
+
+VS Code runs ssh with the user's ~/.ssh/config, not with `-F`: qimg's entries reach it through the
+Include line of `qimg ssh-config --install`. The folder opened defaults to the login user's home,
+where qimg images put it (`useradd -m`: /home/USER; root's is /root).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from qimg.errors import QimgError, UsageError
+from qimg.launcher import session, sshconfig, tasks, transfer
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    host: str  # qimg-NAME[-i]
+    folder: str  # absolute, on the task
+
+    @property
+    def link(self) -> str:
+        return f"vscode://vscode-remote/ssh-remote+{self.host}{quote(self.folder, safe='/')}"
+
+    @property
+    def argv(self) -> list[str]:
+        return ["code", "--remote", f"ssh-remote+{self.host}", self.folder]
+
+
+def home(user: str) -> str:
+    return "/root" if user == "root" else f"/home/{user}"
+
+
+def remote_folder(user: str, path: str | None) -> str:
+    """PATH on the task, absolute: relative to the login user's home (also `~`), home if not given."""
+    if path is None:
+        return home(user)
+    if path == "~" or path.startswith("~/"):
+        path = path[2:]
+    return posixpath.normpath(posixpath.join(home(user), path))
+
+
+def workspace(name: str, path: str | None, instance: int, local: bool) -> Workspace:
+    """The task's pinned host (followed if it moved) and the folder to open there."""
+    if path is not None and (not path or _CONTROL.search(path)):
+        raise UsageError(f"code: {path[:60]!r} is not a folder path")
+    record, _backend = tasks.login_record(name, local)
+    return Workspace(transfer.instance_host(record, instance), remote_folder(record.user, path))
+
+
+def include_hint(user_config: Path) -> str:
+    """One line when VS Code cannot see qimg's entries (no Include in the user's config), else ""."""
+    if sshconfig.has_include(user_config):
+        return ""
+    return (
+        f"VS Code reads {user_config}, which does not include qimg's entries: run "
+        "`qimg ssh-config --install` once (or set remote.SSH.configFile to `qimg ssh-config`'s path)"
+    )
+
+
+def require_code() -> None:
+    """VS Code's command line is there, before anything else is done."""
+    if shutil.which("code") is None:
+        raise QimgError(
+            "VS Code's `code` command is not on PATH (in VS Code: Shell Command: Install 'code' command in "
+            "PATH); `qimg code NAME --print` prints the link to open instead"
+        )
+
+
+def open_in_code(space: Workspace) -> int:
+    """`code --remote ssh-remote+HOST FOLDER`: its exit code."""
+    return session.foreground(space.argv)
