@@ -36,9 +36,13 @@ _SYSTEM_ACCOUNTS = frozenset(
 )  # fmt: skip
 # Debian, RPM and apk package names: letters, digits and . + - _ (no spaces, quotes, $ or newlines).
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-# The Docker reference grammar (distribution/reference), without the optional digest's algorithms.
+# The Docker reference grammar (distribution/reference), without the optional digest's algorithms,
+# and with a lower-case registry name: the engine reads an upper-case first component as a registry
+# and then refuses the name, and docker-py refuses an upper-case registry in a build's tag.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"  # noqa: E501
+_DOMAIN = (
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+)
 _REFERENCE = re.compile(
     rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
@@ -80,7 +84,7 @@ def check_image_ref(ref: str, option: str) -> str:
     if len(ref) > 255 or not _REFERENCE.fullmatch(ref):
         raise UsageError(
             f"invalid {option} {ref!r}: expected an image reference like debian:bookworm-slim "
-            "or registry.example.com:5000/team/image:tag (lower-case repository names)"
+            "or registry.example.com:5000/team/image:tag (registry and repository in lower case)"
         )
     return ref
 

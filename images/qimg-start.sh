@@ -5,7 +5,10 @@
 # shells, then runs sshd in the foreground. Data comes only from the environment:
 #   DOCKER_SSH           public keys, one per line (required)
 #   QIMG_HOST_KEY_TYPES  host key types made at start when missing: ed25519 (default) and/or rsa
-#   QIMG_MAX_SECONDS     hard deadline: sshd, and so the container or task, stops after this long
+#   QIMG_DEADLINE        hard deadline, in Unix seconds: sshd, and so the container or task, stops
+#                        then, whatever the attempt (a restarted instance keeps the task's deadline)
+#   QIMG_MAX_SECONDS     hard limit counted from this start: the fallback without QIMG_DEADLINE, and
+#                        a bound on the wait if the deadline came from a clock that was ahead
 set -eu
 set -f # key lines are split into words below; never expand them as file names
 
@@ -18,6 +21,29 @@ login_user=$(cat /etc/qimg/login-user)
 [ "$(id -u)" = 0 ] || die "run me as root: sshd needs root to separate privileges (users log in as $login_user)"
 home=$(getent passwd "$login_user" | cut -d: -f6)
 [ -n "$home" ] || die "the login user $login_user does not exist in this image"
+
+whole_seconds() {
+    case "$2" in
+    *[!0-9]* | 0*) die "$1 must be a whole number of seconds above 0, not '$2'" ;;
+    esac
+}
+seconds_left=""
+if [ -n "${QIMG_MAX_SECONDS:-}" ]; then
+    whole_seconds QIMG_MAX_SECONDS "$QIMG_MAX_SECONDS"
+    seconds_left=$QIMG_MAX_SECONDS
+fi
+if [ -n "${QIMG_DEADLINE:-}" ]; then
+    whole_seconds QIMG_DEADLINE "$QIMG_DEADLINE"
+    # date +%s is not POSIX, but GNU coreutils and busybox both have it.
+    until_deadline=$((QIMG_DEADLINE - $(date +%s)))
+    if [ -z "$seconds_left" ] || [ "$until_deadline" -lt "$seconds_left" ]; then
+        seconds_left=$until_deadline
+    fi
+    if [ "$seconds_left" -le 0 ]; then
+        printf 'qimg-start: the task deadline passed %s s ago: not starting sshd\n' "$((-seconds_left))" >&2
+        exit 0
+    fi
+fi
 
 key_types="ssh-ed25519 ssh-rsa ecdsa-sha2-nistp256 ecdsa-sha2-nistp384 ecdsa-sha2-nistp521 sk-ssh-ed25519@openssh.com sk-ecdsa-sha2-nistp256@openssh.com"
 is_key_type() {
@@ -110,14 +136,11 @@ profile=/etc/profile.d/qimg-env.sh
 chmod 0644 "$profile.new"
 mv -f "$profile.new" "$profile"
 
-if [ -n "${QIMG_MAX_SECONDS:-}" ]; then
-    case "$QIMG_MAX_SECONDS" in
-    *[!0-9]* | 0*) die "QIMG_MAX_SECONDS must be a whole number of seconds above 0, not '$QIMG_MAX_SECONDS'" ;;
-    esac
+if [ -n "$seconds_left" ]; then
     sshd_pid=$$ # exec below keeps the pid: this is sshd's
     (
-        sleep "$QIMG_MAX_SECONDS"
-        printf 'qimg-start: hard deadline of %s s reached: stopping sshd\n' "$QIMG_MAX_SECONDS" >&2
+        sleep "$seconds_left"
+        printf 'qimg-start: hard deadline of %s s reached: stopping sshd\n' "$seconds_left" >&2
         kill -TERM "$sshd_pid"
     ) &
 fi

@@ -1,7 +1,8 @@
 """Containers of a qimg image on the local engine, started the way a Qarnot task starts them.
 
 Used by the local backend (one container per instance), by `qimg check` and by the benchmarks: the
-image's start command, the task's constants as environment, port 22 published on 127.0.0.1 only.
+image's start command, the task's constants as environment (DOCKER_USER picks the user, as on Qarnot),
+port 22 published on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def start(
         image,
         command=command,
         environment=environment,
+        user=environment.get("DOCKER_USER", ""),  # as Qarnot does; empty: the image's USER
         detach=True,
         ports={"22/tcp": ("127.0.0.1", 0)},  # port 0: the engine picks a free one
         labels={PURPOSE_LABEL: purpose, **(labels or {})},

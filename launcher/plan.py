@@ -9,21 +9,25 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from qimg import engine, state
 from qimg.builder import labels
-from qimg.builder.spec import ImageRef
+from qimg.builder.spec import USER_NAME, ImageRef
 from qimg.errors import UsageError
 from qimg.launcher import contract, records, tasks
+from qimg.launcher.backends import qarnot_config
 from qimg.launcher.backends.base import Backend, TaskRequest
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 DEFAULT_PROFILE = "docker-network-ssh"
 
@@ -45,7 +49,7 @@ class LaunchOptions:
     timeout: float = 600.0
     max_time: str = "12h"
     keep: bool = False
-    registry_auth: tuple[str, str] | None = None  # (username, password)
+    registry_auth: tuple[str, str] | None = None  # (username, password); unused with `local`
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,37 @@ def check_timeout(seconds: float) -> float:
     return seconds
 
 
+def check_login_user(user: str) -> None:
+    if not USER_NAME.fullmatch(user):
+        raise UsageError(
+            f"invalid --user {user!r}: give a user name (lower-case letters, digits, '_' or '-', e.g. "
+            "alice or root), or leave --user out to log in as the image's user"
+        )
+
+
+def check_registry_reachable(ref: ImageRef) -> None:
+    """Qarnot's nodes pull the image themselves: a registry on this machine or its private network is
+    out of their reach, unless the cluster is there too (a private deployment, a test double). Only
+    the name as written is judged: a host name is not resolved here, as the nodes may resolve it
+    differently."""
+    host = urlsplit(f"//{ref.registry}").hostname or ""
+    if qarnot_config.is_private_host(host) and not qarnot_config.settings().cluster_is_local:
+        raise UsageError(
+            f"{ref}: its registry {ref.registry} is on this machine or a private network, which Qarnot's "
+            "nodes cannot reach: push the image to a registry they reach (`qimg push --to "
+            "REGISTRY/NAME:TAG`), or run it here with --local"
+        )
+
+
+def registry_auth(ref: ImageRef, given: tuple[str, str] | None, local: bool) -> tuple[str, str] | None:
+    """What a Qarnot task pulls with: the credentials given, else the Docker config's for the image's
+    registry, Docker Hub included. None with `local`: the engine has the image, and a container's
+    environment is no place for a password."""
+    if local:
+        return None
+    return given or engine.registry_credentials(ref.registry)
+
+
 def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = None) -> LaunchPlan:
     """Check everything, then find the image and its login; the engine is asked only after the
     user's own input passed."""
@@ -99,22 +134,27 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         records.check_task_name(options.name)
     if not options.profile.strip():
         raise UsageError("--profile is empty: the Qarnot profile, e.g. docker-network-ssh")
+    if options.user is not None:
+        check_login_user(options.user)
     key = read_login_key(options.key)
     remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
     if ref.digest:
         raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")
+    if not options.local:
+        check_registry_reachable(ref)
 
     client = client or engine.client()
     backend = tasks.open_backend(tasks.backend_name(options.local), client)
-    auth = options.registry_auth
-    if auth is None and not options.local and not ref.on_hub:
-        auth = engine.registry_credentials(ref.registry)
-    user, start_command = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
+    auth = registry_auth(ref, options.registry_auth, options.local)
+    user, start = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
     name = options.name or f"{user}-{secrets.token_hex(2)}"
+    # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
+    # counted again from each start).
+    deadline = int(time.time()) + max_seconds
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start_command, max_seconds, auth), secrets.token_hex(8),
+        contract.task_constants(ref, key, start, max_seconds, deadline, auth), secrets.token_hex(8),
     )  # fmt: skip
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect
@@ -124,16 +164,18 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
 def image_login(
     client: docker.DockerClient, ref: ImageRef, user: str | None, *, on_registry: bool,
     auth: tuple[str, str] | None,
-) -> tuple[str, str]:  # fmt: skip
-    """Who logs in and what starts sshd (DOCKER_CMD), from the labels of a qimg image, checked to exist
-    where the task will find it: the local engine, or the registry for Qarnot."""
+) -> tuple[str, contract.Start]:  # fmt: skip
+    """Who logs in and how sshd starts, from the labels of a qimg image, checked to exist where the
+    task will find it: the local engine, or the registry for Qarnot. An image qimg did not build is
+    checked for an OpenSSH server when the local engine has it."""
     from docker.errors import APIError, ImageNotFound
 
+    local: Image | None
     if on_registry:
         try:
-            found = client.images.get(str(ref)).labels
+            local = client.images.get(str(ref))
         except ImageNotFound:
-            found = {}
+            local = None
         credentials = {"username": auth[0], "password": auth[1]} if auth else None
         try:
             client.images.get_registry_data(str(ref), auth_config=credentials)
@@ -143,15 +185,28 @@ def image_login(
                 "`qimg push`, or check the name"
             ) from None
     else:
-        found = engine.local_image(client, str(ref)).labels
-    image = labels.read(found, str(ref))
+        local = engine.local_image(client, str(ref))
+    image = labels.read(local.labels if local else None, str(ref))
     if image is not None:
         if user and user not in {image.user, "root"}:
             raise UsageError(f"--user {user}: {ref} was built for {image.user} (and root at most)")
-        return user or image.user, image.start
+        return user or image.user, contract.Start(image.start)
     if user and user != "root":
         raise UsageError(
             f"--user {user}: {ref} was not built by qimg, so only root can log in: build it with "
             f"`qimg build --base {ref} --user {user}`"
         )
-    return "root", contract.foreign_start_command()
+    if local is not None:
+        check_ssh_ready(client, ref)
+    return "root", contract.foreign_start()
+
+
+def check_ssh_ready(client: docker.DockerClient, ref: ImageRef) -> None:
+    """Refuse, before a (billed) start and pull, an image the foreign start script cannot run on."""
+    found = engine.read_image_files(client, str(ref), contract.FOREIGN_NEEDS)
+    missing = [path for path, content in found.items() if content is None]
+    if missing:
+        raise UsageError(
+            f"{ref} has no OpenSSH server ({' and '.join(missing)} missing): make an ssh-ready image "
+            f"from it with `qimg build --base {ref}`, and run that one"
+        )

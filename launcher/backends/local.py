@@ -3,10 +3,16 @@
 Each instance is a container that gets the task's constants as its environment and DOCKER_CMD as
 its command, with port 22 published on 127.0.0.1 only. The containers' labels are the whole state:
 `qimg ls` and `qimg stop` find tasks there, as they find them through Qarnot's API.
+
+An engine may be shared, and everyone who can reach it sees every container: each task is labelled
+with who launched it, and this backend sees only its caller's own tasks (another user's task id is
+"no local task", for `ls`, `stop --all` and lookups by id alike).
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -26,6 +32,16 @@ TASK_LABEL = f"{PREFIX}task"
 NAME_LABEL = f"{PREFIX}task-name"
 INSTANCE_LABEL = f"{PREFIX}instance"
 LAUNCH_LABEL = f"{PREFIX}launch"
+OWNER_LABEL = f"{PREFIX}owner"
+
+
+def owner() -> str:
+    """Who launches a local task: this process's uid and user name, as `id` writes them ("1000(alice)")."""
+    uid = os.getuid()
+    try:
+        return f"{uid}({pwd.getpwuid(uid).pw_name})"
+    except KeyError:  # a uid without a passwd entry, as in a container run with --user 12345
+        return str(uid)
 
 
 class LocalBackend:
@@ -35,6 +51,7 @@ class LocalBackend:
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
+        self.owner = owner()
 
     def submit(self, request: TaskRequest) -> str:
         from docker.errors import DockerException
@@ -47,7 +64,7 @@ class LocalBackend:
                     {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
                     labels={
                         TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
-                        LAUNCH_LABEL: request.launch_id,
+                        LAUNCH_LABEL: request.launch_id, OWNER_LABEL: self.owner,
                     },
                 )  # fmt: skip
         except DockerException as error:
@@ -56,7 +73,9 @@ class LocalBackend:
         return task_id
 
     def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
-        return self.client.containers.list(all=True, filters={"label": label})
+        """The caller's own task containers that carry `label` (labels filter as AND)."""
+        mine = f"{OWNER_LABEL}={self.owner}"
+        return self.client.containers.list(all=True, filters={"label": [label, mine]})
 
     def _task_containers(self, task_id: str) -> list[Container]:
         return self._containers(f"{TASK_LABEL}={task_id}")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from qimg.errors import DockerUnavailable, UsageError, first_line
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.containers import Container
     from docker.models.images import Image
 
 
@@ -70,28 +72,38 @@ def require_image(engine: docker.DockerClient, ref: str, option: str) -> None:
 
 
 def read_image_file(engine: docker.DockerClient, ref: str, path: str) -> bytes | None:
-    """The content of a file in a local image, following symbolic links, without running anything."""
-    from docker.errors import NotFound
+    """The content of a file in a local image (None when it has none), following symbolic links,
+    without running anything."""
+    return read_image_files(engine, ref, [path])[path]
 
+
+def read_image_files(engine: docker.DockerClient, ref: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+    """The contents of files in a local image, as `read_image_file`, from one container never started."""
     container = engine.containers.create(ref, command=["true"], entrypoint=[])
     try:
-        for _ in range(8):  # /etc/os-release is a link to ../usr/lib/os-release on most distros
-            try:
-                stream, _stat = container.get_archive(path)
-            except NotFound:
-                return None
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                member = archive.next()
-                if member is None:
-                    return None
-                if member.issym():
-                    path = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
-                    continue
-                content = archive.extractfile(member)
-                return content.read() if content else None
-        return None
+        return {path: _archived_file(container, path) for path in paths}
     finally:
         container.remove(force=True)
+
+
+def _archived_file(container: Container, path: str) -> bytes | None:
+    from docker.errors import NotFound
+
+    for _ in range(8):  # /etc/os-release is a link to ../usr/lib/os-release on most distros
+        try:
+            stream, _stat = container.get_archive(path)
+        except NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            if member is None:
+                return None
+            if member.issym():
+                path = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
+                continue
+            content = archive.extractfile(member)
+            return content.read() if content else None
+    return None
 
 
 def registry_credentials(registry: str) -> tuple[str, str] | None:

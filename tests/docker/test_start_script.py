@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from qimg.launcher.contract import foreign_start
 from qimg.launcher.keys.generate import throwaway_key
 from tests.docker.conftest import VARIANTS, exec_root
 
@@ -147,14 +149,63 @@ def test_hard_deadline_stops_the_container(
     assert "Server listening" in output
 
 
-@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5"])
+@pytest.mark.parametrize("name", ["QIMG_MAX_SECONDS", "QIMG_DEADLINE"])
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5", "1+1"])
 def test_bad_deadline_refused(
-    docker_client, image: str, started: list[str], keys: dict[str, str], value: str
+    docker_client, image: str, started: list[str], keys: dict[str, str], name: str, value: str
 ) -> None:
     code, output = run_start(
-        docker_client, image, started, environment={"DOCKER_SSH": keys["ed25519"], "QIMG_MAX_SECONDS": value}
+        docker_client, image, started, environment={"DOCKER_SSH": keys["ed25519"], name: value}
     )
-    assert code == 1 and "QIMG_MAX_SECONDS must be a whole number" in output
+    assert code == 1 and f"{name} must be a whole number" in output
+
+
+def deadline_environment(keys: dict[str, str], seconds_from_now: int) -> dict[str, str]:
+    """A task submitted with --max-time 1h, of which all but `seconds_from_now` is gone (negative: past
+    the deadline), as for an instance restarted late in its task's life."""
+    deadline = int(time.time()) + seconds_from_now
+    return {"DOCKER_SSH": keys["ed25519"], "QIMG_MAX_SECONDS": "3600", "QIMG_DEADLINE": str(deadline)}
+
+
+def test_a_late_start_stops_at_the_task_deadline(
+    docker_client, image: str, started: list[str], keys: dict[str, str]
+) -> None:
+    """Not QIMG_MAX_SECONDS (an hour) after this start: run_start would time out after 30 s."""
+    _, output = run_start(docker_client, image, started, environment=deadline_environment(keys, 4))
+    assert "Server listening" in output
+    (left,) = re.findall(r"hard deadline of (\d+) s reached", output)
+    assert 0 < int(left) <= 4
+
+
+def test_a_start_after_the_deadline_starts_no_sshd(
+    docker_client, image: str, started: list[str], keys: dict[str, str]
+) -> None:
+    code, output = run_start(docker_client, image, started, environment=deadline_environment(keys, -10))
+    assert code == 0 and "qimg-start: the task deadline passed" in output
+    assert "Server listening" not in output and "qimg-host-key" not in output
+
+
+def run_foreign_start(
+    client: docker.DockerClient, image: str, started: list[str], environment: dict[str, str]
+) -> tuple[int, str]:
+    """The DOCKER_CMD of images qimg did not build, as sent (with DOCKER_USER), on an image with sshd."""
+    start = foreign_start()
+    return run_start(client, image, started, command=start.command, user=start.user, environment=environment)
+
+
+def test_the_foreign_start_stops_at_the_task_deadline(
+    docker_client, image: str, started: list[str], keys: dict[str, str]
+) -> None:
+    _, output = run_foreign_start(docker_client, image, started, deadline_environment(keys, 4))
+    assert "qimg-host-key: ssh-ed25519 " in output and "Server listening" in output
+
+
+def test_the_foreign_start_after_the_deadline_starts_no_sshd(
+    docker_client, image: str, started: list[str], keys: dict[str, str]
+) -> None:
+    code, output = run_foreign_start(docker_client, image, started, deadline_environment(keys, -10))
+    assert code == 0 and "the task's deadline has passed" in output
+    assert "Server listening" not in output
 
 
 def test_must_run_as_root(docker_client, image: str, started: list[str], keys: dict[str, str]) -> None:  # [9]
