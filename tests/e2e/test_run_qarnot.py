@@ -15,7 +15,6 @@ import urllib.request
 import docker
 import pytest
 
-from qimg.launcher.containers import PURPOSE_LABEL
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
@@ -90,7 +89,7 @@ def test_constants_keep_running_ls_logs_ssh_stop(
 
     stopped = user.qimg("stop", "keep1")
     assert stopped.returncode == 0 and fake.tasks == {}
-    assert docker_client.containers.list(filters={"label": PURPOSE_LABEL}) == []
+    assert fake.containers() == []
 
 
 def test_three_instances(pushed_image: str, fake: FakeQarnot, user: User) -> None:
