@@ -2,8 +2,8 @@
 an absolute deadline, DOCKER_USER, nothing Qarnot would substitute), the local containers' environment
 and owner, and the launches refused before any task exists (one line, exit 2, no POST /tasks).
 
-The fake does not yet show secrets as [SECRET] nor refuse over-long constants: these tests look at
-what qimg sends (`fake.tasks[uuid].constants`), not at the fake's reaction.
+What is sent is read from the fake's true values (`fake.tasks[uuid].constants`); readers of the API
+see the secret ones as [SECRET].
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def test_a_foreign_image_on_qarnot_runs_as_root_with_nothing_to_substitute(
     docker_client: docker.DockerClient, root_image: str, open_registry: Registry, fake: FakeQarnot,
     user: User, tmp_path: Path,
 ) -> None:  # fmt: skip
-    image = foreign_image(docker_client, root_image, "qimgtest/contract-root:latest", tmp_path, "root")
+    """The fake substitutes ${NAME} in constants and honours DOCKER_USER, as Qarnot does."""
+    image = foreign_image(docker_client, root_image, "qimgtest/contract-nobody:latest", tmp_path, "nobody")
     target = push(user, image, open_registry.ref("contract/foreign:1"))
     launched = user.qimg("run", target, "--name", "foreign1", "--timeout", "120")
     assert launched.returncode == 0, launched.stderr
@@ -119,6 +120,7 @@ def test_a_foreign_image_on_qarnot_runs_as_root_with_nothing_to_substitute(
     assert task.constants["DOCKER_USER"] == "root"
     assert task.constants["DOCKER_CMD"].startswith("sh -c ")
     assert not [name for name, value in task.constants.items() if "${" in value]
+    assert user.qimg("ssh", "foreign1", "--", "id", "-un").stdout.strip() == "root"
     assert user.qimg("stop", "foreign1").returncode == 0
 
 
