@@ -7,7 +7,6 @@ port 22 published on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -70,7 +69,13 @@ def exec_root(client: docker.DockerClient, container_id: str, argv: list[str]) -
 
 
 def remove(client: docker.DockerClient, container_id: str) -> None:
-    from docker.errors import NotFound
+    """Remove the container; one already gone, or being removed by someone else, is what we wanted."""
+    from docker.errors import APIError, NotFound
 
-    with contextlib.suppress(NotFound):
+    try:
         client.containers.get(container_id).remove(force=True)
+    except NotFound:
+        return
+    except APIError as error:
+        if error.status_code != 409:  # 409: "removal of container ... is already in progress"
+            raise

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qimg.builder.labels import PREFIX
-from qimg.errors import BackendError, TaskNotFound
+from qimg.errors import BackendError, TaskNotFound, first_line
 from qimg.launcher import containers
 from qimg.launcher.backends.base import InstanceView, TaskRequest, TaskView
 from qimg.launcher.ssh import Endpoint
@@ -101,8 +101,15 @@ class LocalBackend:
         return "".join(parts)
 
     def stop(self, task_id: str) -> None:
-        for container in self._task_containers(task_id):
-            containers.remove(self.client, container.id or "")
+        from docker.errors import DockerException
+
+        try:
+            for container in self._task_containers(task_id):
+                containers.remove(self.client, container.id or "")
+        except DockerException as error:
+            raise BackendError(
+                f"the local engine could not remove task {task_id}: {first_line(error)}"
+            ) from None
 
     def tasks(self) -> list[TaskView]:
         return _task_views(self._containers())
