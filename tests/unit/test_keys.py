@@ -3,13 +3,14 @@ ssh-keygen (-y, -l, -e) and PuTTY's puttygen from Debian's putty-tools."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from qimg.errors import UsageError
-from qimg.launcher.keys.read import public_keys
+from qimg.launcher.keys.read import public_keys, read_login_key
 from tests.badkeys import corpus
 from tests.helpers import assert_one_line_error, run_qimg
 
@@ -196,3 +197,11 @@ def test_bad_keys_are_refused_in_one_line(case: str) -> None:
         public_keys(text, "--key pasted.pub")
     message = str(refused.value)
     assert fragment in message and "\n" not in message and message.startswith("--key pasted.pub")
+
+
+def test_a_fifo_as_key_is_refused_without_hanging(tmp_path: Path) -> None:
+    """[16] Reading a FIFO would block until someone writes to it: only a regular file is read."""
+    fifo = tmp_path / "key.pub"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="is not a regular file"):
+        read_login_key(fifo)
