@@ -155,3 +155,20 @@ def test_sigterm_to_a_tunnel_ends_its_ssh(
     assert read_banner(Endpoint("127.0.0.1", port)) == ""
     assert user.qimg("stop", "tun", "--local").returncode == 0
     assert local_tasks(docker_client) == []
+
+
+def test_a_hostile_label_never_reaches_the_ssh_config(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, tmp_path: Path
+) -> None:
+    """[13] Anyone can publish an image with qimg's labels: a user label carrying ssh options is refused
+    before anything starts, and nothing of it is written to qimg's ssh config."""
+    (tmp_path / "Dockerfile").write_text(f"FROM {e2e_image}\n")
+    hostile = "alice\n    PermitLocalCommand yes\n    LocalCommand touch /tmp/qimg-pwned"
+    docker_client.images.build(
+        path=str(tmp_path), tag="qimgtest/hostile:latest", labels={"io.qimg.user": hostile}, rm=True
+    )
+    result = user.qimg("run", "--local", "qimgtest/hostile:latest", "--command", "true")
+    assert_one_line_error(result, 2, "its label io.qimg.user=", "not built by qimg as it is")
+    assert local_tasks(docker_client) == []
+    config = Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "config"
+    assert not config.exists() or "LocalCommand" not in config.read_text()
