@@ -108,10 +108,13 @@ def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
     return backend.name, sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
 
 
-def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]]]:
+def stop(
+    name: str | None, local: bool, before: Callable[[Backend, str, str], None] | None = None
+) -> tuple[str, list[tuple[str, str]]]:
     """Abort and delete one task, or every qimg task of the backend (name None); drop their records.
     A task already gone counts as stopped; one that fails does not stop the others: all are tried,
-    then the failures are raised together. Returns the backend's name and each (name, id) stopped."""
+    then the failures are raised together. Returns the backend's name and each (name, id) stopped.
+    `before(backend, name, id)` runs before each task is deleted (its results are saved there)."""
     if name:
         found = resolve_for_stop(name, local)
         backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
@@ -121,6 +124,8 @@ def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]]]:
     stopped, failures = [], []
     for task_name, task_id in targets:
         try:
+            if before is not None:
+                before(backend, task_name, task_id)
             backend.stop(task_id)
         except QimgError as error:
             failures.append(f"{task_name} ({task_id}): {error}")
