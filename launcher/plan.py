@@ -22,6 +22,7 @@ from qimg.errors import UsageError
 from qimg.launcher import contract, records, tasks
 from qimg.launcher.backends import qarnot_config
 from qimg.launcher.backends.base import Backend, TaskRequest
+from qimg.launcher.data import DataPlan, check_options
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 
@@ -50,6 +51,9 @@ class LaunchOptions:
     max_time: str = "12h"
     keep: bool = False
     registry_auth: tuple[str, str] | None = None  # (username, password); unused with `local`
+    uploads: tuple[Path, ...] = ()  # directories for the task's working directory
+    results: Path | None = None  # where the task's results are downloaded
+    snapshot_every: str | None = None  # a duration: periodic snapshots of the results
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class LaunchPlan:
     tunnels: tuple[Tunnel, ...]
     command: str | None
     connect: bool
+    data: DataPlan | None = None  # buckets: inputs uploaded before, results downloaded at the end
 
 
 def parse_duration(text: str, option: str) -> int:
@@ -136,6 +141,10 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         raise UsageError("--profile is empty: the Qarnot profile, e.g. docker-network-ssh")
     if options.user is not None:
         check_login_user(options.user)
+    snapshot_seconds = (
+        parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
+    )
+    checked_data = check_options(options.uploads, options.results, snapshot_seconds, local=options.local)
     key = read_login_key(options.key)
     remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
@@ -152,13 +161,18 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
     # counted again from each start).
     deadline = int(time.time()) + max_seconds
+    launch_id = secrets.token_hex(8)
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start, max_seconds, deadline, auth), secrets.token_hex(8),
+        contract.task_constants(ref, key, start, max_seconds, deadline, auth), launch_id,
     )  # fmt: skip
+    data_plan = checked_data.planned(name, launch_id) if checked_data else None
+    if data_plan is not None:
+        request = data_plan.applied(request)
     return LaunchPlan(
-        backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect
-    )
+        backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,
+        data_plan,
+    )  # fmt: skip
 
 
 def image_login(

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from qimg.errors import Interrupted, QimgError
-from qimg.launcher import launch, reconnect, records, signals, sshconfig, tasks
+from qimg.launcher import data, launch, reconnect, records, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -38,7 +38,7 @@ class Reporter(Protocol):
     def ready(self, record: TaskRecord) -> None: ...
 
 
-def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
+def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | None = None) -> int:
     """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
 
     The record is written before the request that creates the task, and signals are held while the
@@ -55,6 +55,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
         task_id = ""
         with signals.as_errors():
             try:
+                if plan.data is not None:  # its buckets, before the task that reads them
+                    data.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
@@ -62,7 +64,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")
-                _end(plan, task_id, reporter)
+                _end(plan, task_id, reporter, transfers)
                 raise
         if not (plan.connect or plan.command is not None or plan.tunnels):
             stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
@@ -74,7 +76,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter) -> int:
             with signals.as_errors():
                 return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
         finally:
-            _end(plan, task_id, reporter)
+            _end(plan, task_id, reporter, transfers)
 
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
@@ -94,13 +96,16 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
     return record
 
 
-def _end(plan: LaunchPlan, task_id: str, reporter: Reporter) -> None:
+def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None = None) -> None:
     """The way out of a launch: stop its tasks and drop its record, unless the plan keeps them. A record
-    whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later."""
+    whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later. Results
+    come down before the task is deleted."""
     name = plan.request.name
     if plan.keep:
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
+    if plan.data is not None:
+        data.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)

@@ -111,12 +111,15 @@ def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
     return backend.name, sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
 
 
-def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]], list[str]]:
+def stop(
+    name: str | None, local: bool, before: Callable[[Backend, str, str], None] | None = None
+) -> tuple[str, list[tuple[str, str]], list[str]]:
     """Abort and delete one task, or every qimg task of the backend (name None); drop their records.
     A task already gone counts as stopped; one that fails does not stop the others: all are tried,
     then the failures are raised together. A record that cannot be dropped does not keep a task
-    running: the FileError comes after the stops. Returns the backend's name, each (name, id)
-    stopped, and the problems met on the way (broken records set aside)."""
+    running: the FileError comes after the stops. `before(backend, name, id)` runs before each task
+    is deleted (its results are saved there). Returns the backend's name, each (name, id) stopped,
+    and the problems met on the way (broken records set aside)."""
     problems: list[str] = []
     if name:
         found = resolve_for_stop(name, local)
@@ -128,6 +131,8 @@ def stop(name: str | None, local: bool) -> tuple[str, list[tuple[str, str]], lis
     stopped, failures = [], []
     for task_name, task_id in targets:
         try:
+            if before is not None:
+                before(backend, task_name, task_id)
             backend.stop(task_id)
         except QimgError as error:
             failures.append(f"{task_name} ({task_id}): {error}")

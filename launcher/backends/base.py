@@ -7,9 +7,11 @@ prefixed by the instance id), so that readiness, pinning, ssh and clean-up are w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from qimg.launcher.ssh import Endpoint
 
@@ -45,6 +47,7 @@ class TaskView:
     errors: tuple[str, ...] = ()
     created: datetime | None = None
     credits: float | None = None
+    result_bucket: str = ""  # where the task's results go ("" when it has none)
 
     @property
     def ended(self) -> bool:
@@ -74,6 +77,9 @@ class TaskRequest:
     instances: int
     constants: dict[str, str] = field(default_factory=dict)
     launch_id: str = ""  # tags every task this request creates (`launch_tag`)
+    resource_buckets: tuple[str, ...] = ()  # their files appear in the task's working directory
+    result_bucket: str = ""  # receives the working directory: snapshots, the end, a cancellation
+    snapshot_seconds: int = 0  # periodic snapshots into the result bucket (0: none)
 
 
 class Backend(Protocol):
@@ -102,4 +108,53 @@ class Backend(Protocol):
 
     def tasks(self) -> list[TaskView]:
         """Every task launched by qimg that still exists."""
+        ...
+
+
+@dataclass(frozen=True)
+class BucketView:
+    name: str
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObjectView:
+    """One object of a bucket, as the storage lists it: its key is untrusted (`launcher.buckets`)."""
+
+    key: str
+    size: int
+
+
+# Called from the transfer's threads with the bytes moved since the previous call.
+BytesMoved = Callable[[int], None]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Buckets and the results of running tasks: Qarnot's S3 storage (the local engine has none)."""
+
+    def buckets(self) -> list[BucketView]: ...
+
+    def create_bucket(self, name: str) -> None:
+        """A new, empty bucket; BackendError if one of that name exists already."""
+        ...
+
+    def delete_bucket(self, name: str) -> None:
+        """The bucket and every object in it; a bucket already gone is what was wanted."""
+        ...
+
+    def objects(self, bucket: str) -> list[ObjectView]: ...
+
+    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
+        """The file `source` as `key`; None puts an empty object (a directory marker, `key` ends in /)."""
+        ...
+
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None: ...
+
+    def snapshot(self, task_id: str, timeout: float) -> None:
+        """Upload the task's working directory to its result bucket now, and wait until that is done."""
+        ...
+
+    def abort(self, task_id: str) -> None:
+        """Stop the task's execution without deleting it: its results are uploaded, then it ends."""
         ...

@@ -11,6 +11,10 @@ not, and how it is met here:
 - a dropped connection reaches us as is: reads are retried here, a few times, quickly;
 - credits are read without retries and within a time budget, so a slow credits endpoint never makes
   `ls` wait for long.
+
+Buckets go through the SDK's connection too: its Bucket for creating, listing and deleting, and its
+preconfigured S3 client (with the SDK's multipart settings) for transfers, whose byte callbacks draw
+the progress bars.
 """
 
 from __future__ import annotations
@@ -20,10 +24,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
-from qimg.launcher.backends.base import TASK_TAG, InstanceView, TaskRequest, TaskView, launch_tag
+from qimg.launcher.backends.base import (
+    TASK_TAG,
+    BucketView,
+    BytesMoved,
+    InstanceView,
+    ObjectView,
+    TaskRequest,
+    TaskView,
+    launch_tag,
+)  # fmt: skip
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
 from qimg.launcher.ssh import Endpoint
 
@@ -33,6 +47,7 @@ READ_RETRIES = 4  # of a dropped connection, which the SDK does not retry
 REQUEST_TIMEOUT = 30.0  # seconds, for every request
 SDK_RETRIES, SDK_RETRY_WAIT = 3, 0.5  # 429 and 5xx: waits of 0.5, 1 and 2 s (the SDK's default: 31 s)
 CREDITS_TIMEOUT, CREDITS_BUDGET = 5.0, 8.0  # seconds: one credits request, all of them in `tasks()`
+SNAPSHOT_FIRST_PAUSE, SNAPSHOT_MAX_PAUSE = 0.2, 2.0  # seconds between looks at an instant snapshot
 
 
 class QarnotBackend:
@@ -106,6 +121,16 @@ class QarnotBackend:
         task = self.connection.create_task(request.name, request.profile, request.instances)
         for key, value in request.constants.items():
             task.constants[key] = value
+        if request.resource_buckets or request.result_bucket:
+            from qarnot.bucket import Bucket
+
+            # create=False: qimg made them (and uploaded the inputs) before this request.
+            task.resources = [
+                Bucket(self.connection, name, create=False) for name in request.resource_buckets
+            ]
+            if request.result_bucket:
+                task.results = Bucket(self.connection, request.result_bucket, create=False)
+                task.upload_results_on_cancellation = True  # an aborted task still hands its results over
         # Assigning tags turns the SDK's auto-refresh off; view() always refreshes explicitly.
         task.tags = [TASK_TAG, launch_tag(request.launch_id)]
         failure: QimgError | None = None
@@ -116,7 +141,12 @@ class QarnotBackend:
             QimgError
         ) as error:  # the task may exist all the same: the reply, or the GET after it, was lost
             failure = error
-        return self._reconcile(request, str(task.uuid or ""), failure)
+        task_id = self._reconcile(request, str(task.uuid or ""), failure)
+        if request.snapshot_seconds:
+            # Asked here rather than through the SDK's submit, which would send it once, unretried.
+            kept = self._task(task_id)
+            self._call("asking for periodic snapshots", lambda: kept.snapshot(request.snapshot_seconds))
+        return task_id
 
     def _reconcile(self, request: TaskRequest, submitted: str, failure: QimgError | None) -> str:
         """The one task of this launch to follow: the submitted one if its id came back, else the
@@ -171,6 +201,118 @@ class QarnotBackend:
             views.append(view)
         return views
 
+    def abort(self, task_id: str) -> None:
+        task = self._task(task_id)
+        self._call("aborting the task", task.abort)
+
+    def snapshot(self, task_id: str, timeout: float) -> None:
+        task = self._task(task_id)
+        snapshot_id = self._call("asking for a snapshot", task.instant)
+        if not snapshot_id:
+            raise BackendError("asking for a snapshot: Qarnot answered without a snapshot id")
+        deadline, pause = time.monotonic() + timeout, SNAPSHOT_FIRST_PAUSE
+        while True:
+            status = self._call("reading the snapshot", lambda: task.snapshot_status(snapshot_id))
+            # The SDK's Snapshot has no public accessor for its status (wait_snapshot polls every 10 s).
+            state = str(getattr(getattr(status, "_status", None), "status", ""))
+            if state == "Success":
+                return
+            if state == "Failure":
+                raise BackendError(f"Qarnot reports that snapshot {snapshot_id} of the task failed")
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    f"the snapshot was not done within {timeout:.0f} s (it is {state or 'pending'})"
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, SNAPSHOT_MAX_PAUSE)
+
+    # --- buckets ------------------------------------------------------------------------------------
+
+    def _storage(self, what: str, action: Callable[[], T]) -> T:
+        """One storage call with its failures turned into one-line errors."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        from qarnot.exceptions import MissingBucketException
+
+        if self.connection.s3client is None:
+            raise BackendError(
+                f"{what}: Qarnot at {self.settings.shown_url} has no bucket storage (its settings name none)"
+            )
+        try:
+            return action()
+        except (ClientError, BotoCoreError, MissingBucketException) as error:
+            raise BackendError(f"{what}: {first_line(error)}") from None
+
+    def buckets(self) -> list[BucketView]:
+        # A lambda: the client is None without storage, which _storage checks first.
+        listed = self._storage("listing buckets", lambda: self.connection.s3client.list_buckets())  # noqa: PLW0108
+        views = []
+        for item in listed.get("Buckets") or []:
+            created = item.get("CreationDate")
+            if isinstance(item.get("Name"), str):
+                views.append(BucketView(item["Name"], created if isinstance(created, datetime) else None))
+        return views
+
+    def create_bucket(self, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        def create() -> None:
+            try:
+                self.connection.retrieve_bucket(name)  # HEAD: S3's create answers 200 for one we own
+            except ClientError as error:
+                if str(error.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket", "NotFound"}:
+                    self.connection.create_bucket(name)
+                    return
+                raise
+            raise BackendError(f"bucket {name} exists already: run again (the name takes a new suffix)")
+
+        self._storage(f"creating bucket {name}", create)
+
+    def delete_bucket(self, name: str) -> None:
+        from qarnot.bucket import Bucket
+        from qarnot.exceptions import MissingBucketException
+
+        def delete() -> None:
+            with contextlib.suppress(MissingBucketException):
+                Bucket(self.connection, name, create=False).delete()
+
+        self._storage(f"deleting bucket {name}", delete)
+
+    def objects(self, bucket: str) -> list[ObjectView]:
+        from qarnot.bucket import Bucket
+
+        listed = self._storage(
+            f"listing bucket {bucket}", lambda: Bucket(self.connection, bucket, create=False).list_files()
+        )
+        return [
+            ObjectView(item.key, int(item.size))
+            for item in listed
+            if isinstance(item.key, str) and isinstance(item.size, int) and item.size >= 0
+        ]
+
+    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
+        from qarnot.bucket import s3_multipart_config
+
+        def send() -> None:
+            if source is None:
+                self.connection.s3client.put_object(Bucket=bucket, Key=key, Body=b"")
+                return
+            with source.open("rb") as handle:
+                self.connection.s3client.upload_fileobj(
+                    handle, bucket, key, Config=s3_multipart_config, Callback=moved
+                )
+
+        self._storage(f"uploading {key} to {bucket}", send)
+
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None:
+        from qarnot.bucket import s3_multipart_config
+
+        self._storage(
+            f"downloading {key} from {bucket}",
+            lambda: self.connection.s3client.download_fileobj(
+                bucket, key, target, Config=s3_multipart_config, Callback=moved
+            ),
+        )
+
     def _credits(self, task: Any) -> float | None:
         """Credits spent, when Qarnot reports them in time (listing does not fail without them)."""
         try:
@@ -206,6 +348,8 @@ def _unchecked_view(task: Any) -> TaskView:
         )
         instance_id = running.instance_id if running.instance_id is not None else index
         instances.append(InstanceView(int(instance_id), forward, int(running.execution_attempt_count or 0)))
+    # The SDK's public `results` creates the bucket when it is missing: the name it holds is read instead.
+    result_bucket = getattr(task, "_result_object_id", None)
     created = task.creation_date
     if isinstance(created, datetime) and created.tzinfo is None:
         created = created.replace(tzinfo=timezone.utc)
@@ -217,6 +361,7 @@ def _unchecked_view(task: Any) -> TaskView:
         instances=tuple(sorted(instances, key=lambda i: i.index)),
         errors=tuple(f"{e.code}: {e.message}" if e.code else str(e.message) for e in task.errors),
         created=created if isinstance(created, datetime) else None,
+        result_bucket=result_bucket if isinstance(result_bucket, str) else "",
     )
 
 

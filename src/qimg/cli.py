@@ -14,11 +14,12 @@ from typing import Annotated, NoReturn
 import typer
 
 from qimg import __version__
-from qimg.commands import images, keys, run, tasks, workspace
+from qimg.commands import data, images, keys, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import QimgError
 
-COMMAND_MODULES = (images, run, tasks, keys, workspace)  # each registers its commands on `app` when imported
+# Each registers its commands on `app` when imported.
+COMMAND_MODULES = (images, run, tasks, workspace, data, keys)
 
 
 def _version(value: bool) -> None:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import TaskID
+    from rich.progress import Progress, TaskID
     from rich.status import Status
 
     from qimg.builder.push import LayerProgress
     from qimg.launcher.backends.base import TaskView
     from qimg.launcher.check import CheckResult
+    from qimg.launcher.data import BucketInfo
     from qimg.launcher.records import TaskRecord
     from qimg.launcher.tunnels import Tunnel
 
@@ -63,6 +65,67 @@ def print_tasks(backend: str, tasks: list[TaskView], now: datetime) -> None:
     Console(highlight=False).print(table)
 
 
+def print_buckets(found: list[BucketInfo], now: datetime) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="qimg buckets on qarnot", title_justify="left")
+    for column in ("bucket", "task", "holds", "objects", "size", "age", "note"):
+        table.add_column(column)
+    for bucket in found:
+        age = int((now - bucket.created).total_seconds()) if bucket.created else None
+        table.add_row(
+            bucket.name, bucket.task, bucket.kind, str(bucket.objects), f"{bucket.size} B",
+            "-" if age is None else f"{age // 3600}h{age % 3600 // 60:02d}m",
+            "results not downloaded yet" if bucket.pending else "",
+        )  # fmt: skip
+    Console(highlight=False).print(table)
+
+
+class TransferBars:
+    """One bar per transfer (what, bytes done, bytes in all) on stderr, only on a terminal. A bar goes
+    when its transfer is complete, the display with the last one. Called from the transfers' threads."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.bars: dict[str, TaskID] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> TransferBars:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self.lock:
+            self._close()
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if not self.console.is_terminal:
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with self.lock:
+            if self.progress is None:
+                self.progress = Progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    console=self.console, transient=True,
+                )  # fmt: skip
+                self.progress.start()
+            if what not in self.bars:
+                self.bars[what] = self.progress.add_task(what, total=total)
+            self.progress.update(self.bars[what], completed=done, total=total)
+            if done >= total:
+                self.progress.remove_task(self.bars.pop(what))
+                if not self.bars:
+                    self._close()
+
+    def _close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        self.bars.clear()
+
+
 @contextlib.contextmanager
 def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
     """One rich progress bar per layer, on stderr."""
@@ -93,12 +156,14 @@ class RunReporter:
     def __init__(self, console: Console, on_ready: Callable[[TaskRecord], None]) -> None:
         self.console, self.on_ready = console, on_ready
         self.live: Status | None = None
+        self.bars = TransferBars(console)
 
     def __enter__(self) -> RunReporter:
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop_live()
+        self.bars.__exit__()
 
     def _stop_live(self) -> None:
         if self.live is not None:
@@ -112,6 +177,10 @@ class RunReporter:
             self.live = self.console.status(line)
             self.live.start()
         self.live.update(line)
+
+    def transfer(self, what: str, done: int, total: int) -> None:
+        self._stop_live()  # rich draws one live display at a time: the bars take the status line's place
+        self.bars(what, done, total)
 
     def note(self, line: str) -> None:
         self._stop_live()  # a note is printed once, above where the status line was

@@ -20,6 +20,7 @@ import pytest
 
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, serve_registry
+from tests.fakes.s3 import S3, serve_s3
 from tests.helpers import run_qimg
 
 IMAGE = "qimgtest/e2e-alice:latest"
@@ -85,6 +86,22 @@ def fake(docker_client: docker.DockerClient) -> Iterator[FakeQarnot]:
         live = [task.name for task in server.live()]  # tests stop what they keep
         leftover = [container.id for container in server.containers()]
     assert live == [] and leftover == [], f"left behind: tasks {live}, containers {leftover}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    with serve_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def storage(fake: FakeQarnot, s3_server: S3) -> Iterator[S3]:
+    """The fake API with bucket storage (a real S3 emulator); after the test, no bucket may be left."""
+    fake.attach_storage(s3_server.url)
+    yield s3_server
+    left = s3_server.bucket_names()
+    s3_server.reset()
+    assert left == [], f"buckets left behind: {left}"
 
 
 @pytest.fixture

@@ -16,6 +16,17 @@ credentials, then runs one container per instance with the constants as environm
 as command and DOCKER_USER as user; port 22 is published on 127.0.0.1 and reported as the
 instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
 instance to a new port, as a preempted instance does; `end_task` puts a task in an ending state.
+
+Storage, once `attach_storage` gives it a real S3 emulator: `GET /settings` names it, submission
+refuses buckets that do not exist (404, as the SDK expects), each instance gets a working directory
+of its own at DOCKER_WORKDIR (a host directory, fresh at every start, filled from the resource
+buckets), and the working directories go to the result bucket on an instant snapshot (`POST
+/tasks/{uuid}/snapshot`, status at `GET .../snapshot/{id}`), every `interval` of a periodic one, at the
+end (`end_task`), and on an abort when the task asked for `uploadResultsOnCancellation`. Uploads take
+`upload_seconds`, during which a snapshot is InProgress and an aborted task UploadingResults. Harsh
+readings of unknowns: a DELETE uploads nothing; a restarted instance starts from the resources again;
+an instant snapshot of a task that is not executing is refused (403); uploads add and replace objects
+and never delete any.
 """
 
 from __future__ import annotations
@@ -24,7 +35,11 @@ import calendar
 import contextlib
 import itertools
 import json
+import os
 import re
+import shutil
+import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -86,6 +102,7 @@ class Instance:
     attempts: int = 0
     # Output of containers gone (earlier attempts, an aborted task): Qarnot keeps it.
     earlier: dict[str, list[Entry]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
+    workdir: Path | None = None  # the host directory mounted at DOCKER_WORKDIR (with storage)
 
 
 @dataclass
@@ -107,6 +124,12 @@ class FakeTask:
     executing_since: float = 0.0
     hidden_reads: int = 0  # GET /tasks/{uuid} answers 404 this many more times (missing_after_create)
     deleted_at: float = 0.0
+    resource_buckets: list[str] = field(default_factory=list)
+    result_bucket: str = ""
+    upload_results_on_cancellation: bool = False
+    snapshot_interval: int = 0
+    snapshots: dict[str, str] = field(default_factory=dict)  # instant snapshot id -> status
+    results_uploads: int = 0  # how many times the working directories went to the result bucket
 
 
 class FakeQarnot:
@@ -131,6 +154,10 @@ class FakeQarnot:
         self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
         self.closing = threading.Event()  # releases hung replies
+        self.storage_url: str | None = None
+        self.s3: Any = None  # a boto3 client of the storage
+        self.workdirs_root: Path | None = None
+        self.upload_seconds = 0.5  # how long the platform takes to upload results
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True  # server_close() does not wait for handlers (hung ones)
         self.thread = threading.Thread(  # a short poll: shutdown() waits for one
@@ -153,6 +180,19 @@ class FakeQarnot:
         for container in self.containers():
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
+        if self.workdirs_root is not None:
+            shutil.rmtree(self.workdirs_root, ignore_errors=True)
+
+    def attach_storage(self, url: str) -> None:
+        """Serve buckets from the S3 emulator at `url` (before the SDK connects: it reads /settings once)."""
+        import boto3
+
+        self.storage_url = url
+        self.s3 = boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="fake",
+            aws_secret_access_key="fake",
+        )  # fmt: skip
+        self.workdirs_root = Path(tempfile.mkdtemp(prefix="fake-qarnot-workdirs-"))
 
     # --- what tests look at ------------------------------------------------------------------------
 
@@ -188,12 +228,14 @@ class FakeQarnot:
             self._start_instance(task, instance, avoid_port=old_port)
 
     def end_task(self, task_id: str, state: str) -> None:
-        """The task reaches an ending state: its containers stop (their output stays readable)."""
+        """The task reaches an ending state: its containers stop (their output stays readable), and
+        its working directories go to its result bucket."""
         if state not in ENDING_STATES:
             raise ValueError(f"{state} is not an ending state: {sorted(ENDING_STATES)}")
         with self.lock:
             task = self.tasks[task_id]
             self._remove_containers(task)
+            self.upload_results(task)
             task.state = state
 
     def find(self, task_id: str) -> FakeTask | None:
@@ -220,6 +262,8 @@ class FakeQarnot:
         task = FakeTask(
             str(uuid.uuid4()), str(body["name"]), str(body["profile"]), int(body["instanceCount"]),
             constants, [str(tag) for tag in body.get("tags") or []], datetime.now(timezone.utc),
+            resource_buckets=bucket_names(body), result_bucket=str(body.get("resultBucket") or ""),
+            upload_results_on_cancellation=bool(body.get("uploadResultsOnCancellation")),
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
@@ -231,9 +275,12 @@ class FakeQarnot:
         return task
 
     def delete(self, task: FakeTask) -> None:
-        """DELETE /tasks/{uuid}: the containers go at once, the task lingers in PendingDelete."""
+        """DELETE /tasks/{uuid}: the containers go at once (no results are uploaded), the task lingers
+        in PendingDelete."""
         with self.lock:
             self._remove_containers(task)
+            for instance in task.instances:
+                self._drop_workdir(instance)
             task.state = "PendingDelete"
             task.deleted_at = time.monotonic()
             del self.tasks[task.uuid]
@@ -298,11 +345,15 @@ class FakeQarnot:
         srv = re.sub(r"^https?://", "", task.constants.get("DOCKER_SRV", "")).rstrip("/")
         image = f"{srv}/{task.constants['DOCKER_REPO']}:{task.constants.get('DOCKER_TAG', 'latest')}"
         environment = self.environment(task, instance)
+        mounts = {}
+        if self.s3 is not None:
+            workdir = environment.get("DOCKER_WORKDIR") or "/job"
+            mounts = {str(self._fresh_workdir(task, instance)): {"bind": workdir, "mode": "rw"}}
         for _ in range(5):  # the engine may hand back the port just freed: a restart must move
             container = self.client.containers.run(
                 image, command=environment.get("DOCKER_CMD") or None, detach=True,
                 environment=environment, user=environment.get("DOCKER_USER") or None,
-                ports={"22/tcp": ("127.0.0.1", 0)}, labels={FAKE_LABEL: task.uuid},
+                ports={"22/tcp": ("127.0.0.1", 0)}, labels={FAKE_LABEL: task.uuid}, volumes=mounts,
             )  # fmt: skip
             self.started.add(container.id or "")
             container.reload()
@@ -313,6 +364,99 @@ class FakeQarnot:
             container.remove(force=True)
         instance.container_id, instance.port = container.id or "", port
         instance.attempts += 1
+
+    # --- storage: working directories, resource and result buckets --------------------------------------
+
+    def _fresh_workdir(self, task: FakeTask, instance: Instance) -> Path:
+        """A new working directory for the instance, holding its resource buckets' files. World-
+        writable: the container's user is not known here."""
+        assert self.workdirs_root is not None
+        self._drop_workdir(instance)
+        root = Path(tempfile.mkdtemp(prefix=f"{task.uuid[:8]}-{instance.index}-", dir=self.workdirs_root))
+        for bucket in task.resource_buckets:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for item in page.get("Contents", []):
+                    key = str(item["Key"])
+                    parts = key.removesuffix("/").split("/")
+                    if key.startswith("/") or any(part in {"", ".", ".."} for part in parts):
+                        continue  # the platform would not write outside the working directory either
+                    target = root.joinpath(*parts)
+                    if key.endswith("/"):
+                        target.mkdir(parents=True, exist_ok=True)
+                    else:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        self.s3.download_file(bucket, key, str(target))
+        for folder, _, _ in os.walk(root):
+            os.chmod(folder, 0o777)
+        instance.workdir = root
+        return root
+
+    def _drop_workdir(self, instance: Instance) -> None:
+        if instance.workdir is not None:
+            shutil.rmtree(instance.workdir, ignore_errors=True)
+            instance.workdir = None
+
+    def upload_results(self, task: FakeTask) -> None:
+        """Every instance's working directory into the result bucket: regular files, and empty
+        directories as "dir/" objects; symbolic links are not followed."""
+        if self.s3 is None or not task.result_bucket:
+            return
+        for instance in task.instances:
+            root = instance.workdir
+            if root is None:
+                continue
+            for folder, folders, files in os.walk(root):
+                relative = Path(folder).relative_to(root).as_posix()
+                prefix = "" if relative == "." else relative + "/"
+                if prefix and not folders and not files:
+                    self.s3.put_object(Bucket=task.result_bucket, Key=prefix, Body=b"")
+                for name in files:
+                    path = Path(folder) / name
+                    if stat.S_ISREG(path.lstat().st_mode):
+                        self.s3.upload_file(str(path), task.result_bucket, prefix + name)
+        with self.lock:
+            task.results_uploads += 1
+
+    def take_snapshot(self, task: FakeTask) -> str:
+        """An instant snapshot: InProgress for upload_seconds, then the upload, then Success."""
+        snapshot_id = str(uuid.uuid4())
+        task.snapshots[snapshot_id] = "InProgress"
+
+        def upload() -> None:
+            time.sleep(self.upload_seconds)
+            self.upload_results(task)
+            task.snapshots[snapshot_id] = "Success"
+
+        threading.Thread(target=upload, daemon=True).start()
+        return snapshot_id
+
+    def snapshot_periodically(self, task: FakeTask, interval: int) -> None:
+        task.snapshot_interval = interval
+
+        def loop() -> None:
+            while not self.closing.wait(interval) and task.state not in ENDING_STATES | {"PendingDelete"}:
+                if task.state == "FullyExecuting":
+                    self.upload_results(task)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def abort(self, task: FakeTask) -> None:
+        """The containers stop; with uploadResultsOnCancellation, the task is UploadingResults for
+        upload_seconds, uploads, and is Cancelled."""
+        self._remove_containers(task)
+        if not (task.upload_results_on_cancellation and task.result_bucket and self.s3 is not None):
+            task.state = "Cancelled"
+            return
+        task.state = "UploadingResults"
+
+        def upload() -> None:
+            time.sleep(self.upload_seconds)
+            self.upload_results(task)
+            with self.lock:
+                if task.state == "UploadingResults":
+                    task.state = "Cancelled"
+
+        threading.Thread(target=upload, daemon=True).start()
 
     def _fail(self, task: FakeTask, code: str, message: str) -> None:
         with self.lock:
@@ -409,7 +553,11 @@ class FakeQarnot:
             "poolUuid": None, "jobUuid": None, "instanceCount": task.instance_count, "state": task.state,
             "creationDate": _date(task.created), "errors": task.errors,
             "constants": [{"key": k, "value": v} for k, v in self.visible_constants(task).items()],
-            "tags": task.tags, "resourceBuckets": [], "resultBucket": None, "completedInstances": [],
+            "tags": task.tags, "resourceBuckets": [],
+            "advancedResourceBuckets": [{"bucketName": name} for name in task.resource_buckets],
+            "resultBucket": task.result_bucket or None,
+            "uploadResultsOnCancellation": task.upload_results_on_cancellation,
+            "snapshotInterval": task.snapshot_interval, "completedInstances": [],
             "hardwareConstraints": [], "status": status,
             "runningInstanceCount": task.instance_count if executing else 0,
             "runningCoreCount": 2 * task.instance_count if executing else 0,
@@ -480,6 +628,13 @@ def _date(moment: datetime) -> str:
 
 
 _TASK = re.compile(r"/tasks/([0-9a-f-]{36})(/(stdout|stderr|abort)(/(\d+))?)?")
+_SNAPSHOT = re.compile(r"/tasks/([0-9a-f-]{36})/snapshot(/([0-9a-z-]{1,64}))?")
+
+
+def bucket_names(body: dict[str, Any]) -> list[str]:
+    """The resource buckets of a task as the SDK sends them: advanced ones (objects), or plain names."""
+    advanced = [str(item.get("bucketName")) for item in body.get("advancedResourceBuckets") or []]
+    return advanced + [str(name) for name in body.get("resourceBuckets") or []]
 
 
 def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
@@ -530,7 +685,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, method: str, path: str, body: Any) -> None:
             if (method, path) == ("GET", "/settings"):
-                self._reply(200, {"storage": None})
+                self._reply(200, {"storage": fake.storage_url})
             elif (method, path) == ("GET", "/info"):
                 self._reply(
                     200, {"email": "fake@example.com", "maxInstances": 64, "taskCount": len(fake.tasks)}
@@ -543,6 +698,8 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 self._page(body or {})
             elif method == "GET" and path.startswith("/credits/v1/tasks/"):
                 self._credits(path.split("/")[4])
+            elif match := _SNAPSHOT.fullmatch(path):
+                self._snapshot(method, match.group(1), match.group(3), body)
             elif match := _TASK.fullmatch(path):
                 self._task(method, match.group(1), match.group(3), match.group(5))
             else:
@@ -559,6 +716,15 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             problem = constants_problem(body["constants"])
             if problem:
                 self._reply(400, {"message": problem})
+                return
+            wanted = bucket_names(body) + ([str(body["resultBucket"])] if body.get("resultBucket") else [])
+            if wanted and fake.s3 is None:
+                self._reply(400, {"message": "Bucket storage is not available"})
+                return
+            existing = {b["Name"] for b in fake.s3.list_buckets()["Buckets"]} if wanted else set()
+            missing = [name for name in wanted if name not in existing]
+            if missing:
+                self._reply(404, {"message": f"Bucket not found: {missing[0]}"})
                 return
             task = fake.submit(body)
             status = fake.take_gateway_error()
@@ -578,6 +744,38 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 "data": page, "token": str(start),
                 "nextToken": str(start + PAGE_SIZE) if more else None, "isTruncated": more,
             })  # fmt: skip
+
+        def _snapshot(self, method: str, task_id: str, which: str | None, body: Any) -> None:
+            task = fake.find(task_id)
+            if task is None:
+                self._reply(*_missing(task_id))
+            elif method == "GET" and which is not None and which in task.snapshots:
+                self._reply(200, {
+                    "id": which, "taskUuid": task.uuid, "status": task.snapshots[which],
+                    "triggerDate": _date(datetime.now(timezone.utc)), "snapshotConfig": None,
+                })  # fmt: skip
+            elif method != "POST" or which not in {None, "periodic"}:
+                self._reply(404, {"message": f"No such snapshot: {which}"})
+            elif (
+                task.state in ENDING_STATES
+                or task.state == "PendingDelete"
+                or (
+                    which is None and task.state != "FullyExecuting"  # periodic ones start with the task
+                )
+            ):
+                self._reply(403, {"message": f"Task is {task.state}: it cannot be snapshot"})
+            elif not task.result_bucket or (isinstance(body, dict) and body.get("bucket")):
+                # Harsh: a bucket other than the task's own is not supported by the fake.
+                self._reply(400, {"message": "The task has no result bucket to snapshot into"})
+            elif which == "periodic":
+                interval = body.get("interval") if isinstance(body, dict) else None
+                if not isinstance(interval, int) or interval <= 0:
+                    self._reply(400, {"message": f"Invalid snapshot interval: {interval}"})
+                    return
+                fake.snapshot_periodically(task, interval)
+                self._reply_empty()
+            else:
+                self._reply(200, {"id": fake.take_snapshot(task)})
 
         def _credits(self, task_id: str) -> None:
             task = fake.find(task_id)
@@ -605,8 +803,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                     if task.state in ENDING_STATES or task.state == "PendingDelete":
                         self._reply(403, {"message": f"Task is {task.state}: it cannot be aborted"})
                         return
-                    fake._remove_containers(task)
-                    task.state = "Cancelled"
+                    fake.abort(task)
                 self._reply_empty()
             elif action is None and method == "GET":
                 with fake.lock:

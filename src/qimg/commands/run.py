@@ -49,6 +49,19 @@ def run(
         str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
     ] = "12h",
     keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
+    upload: Annotated[
+        list[Path] | None,
+        typer.Option("--upload", help="Directory the task finds in /job/<its name> (repeatable)."),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            "--results", help="New or empty directory: the task's /job comes down there when it ends."
+        ),
+    ] = None,
+    snapshot_every: Annotated[
+        str | None, typer.Option("--snapshot-every", help="Upload /job to the results this often: 30m, 2h.")
+    ] = None,
     putty: PuttyOpt = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinOpt = False,
@@ -65,12 +78,13 @@ def run(
     options = LaunchOptions(
         image=image, local=local, key=key, user=user, instances=instances, name=name, profile=profile,
         tunnels=tuple(tunnel or ()), connect=connect, command=command, timeout=timeout, max_time=max_time,
-        keep=keep, registry_auth=registry_auth(username, password_stdin),
+        keep=keep, registry_auth=registry_auth(username, password_stdin), uploads=tuple(upload or ()),
+        results=results, snapshot_every=snapshot_every,
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
     out = sys.stderr if command is not None else sys.stdout
     tunnels = parse_tunnels(options.tunnels)
     ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
     with display.RunReporter(display.stderr(), ready) as reporter:
-        code = run_task(plan_launch(options), reporter)
+        code = run_task(plan_launch(options), reporter, reporter.transfer)
     raise typer.Exit(code)

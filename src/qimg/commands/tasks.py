@@ -68,30 +68,75 @@ def stop(
     name: Annotated[str | None, typer.Argument(help="Task name.")] = None,
     stop_all: Annotated[bool, typer.Option("--all", help="Stop every task qimg launched there.")] = False,
     local: LocalOpt = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the task's buckets (with --all: every qimg bucket).")
+    ] = False,
 ) -> None:
-    """Abort and delete a task (or all of them): nothing keeps running or billing."""
-    from qimg.launcher import tasks
+    """Abort and delete a task (or all of them): nothing keeps running or billing. Its results, if it
+    has a results bucket, are downloaded first."""
+    from qimg.errors import TaskNotFound
+    from qimg.launcher import data, tasks
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    backend, stopped, problems = tasks.stop(name, local)
+    if purge and local:
+        raise UsageError("--purge deletes Qarnot buckets: the local engine has none (drop --local)")
+    console = display.stderr()
+
+    def note(line: str) -> None:
+        display.say(console, line)
+
+    missing: TaskNotFound | None = None
+    with display.TransferBars(console) as bars:
+        try:
+            backend, stopped, problems = tasks.stop(name, local, data.results_first(note, bars))
+        except TaskNotFound as gone:
+            if not purge:
+                raise
+            backend, stopped, problems, missing = (
+                tasks.backend_name(local),
+                [],
+                [],
+                gone,
+            )  # buckets may be left
     warn(problems)
     for task_name, task_id in stopped:
         print(f"stopped {task_name} ({task_id})")
-    if not stopped:
+    if not stopped and missing is None:
         print(f"no qimg task on {backend}")
+    if purge:
+        deleted, kept = data.purge(name, note)
+        for bucket in deleted:
+            print(f"deleted bucket {bucket}")
+        if missing is not None and not (deleted or kept):
+            raise missing
 
 
 @app.command("ls")
-def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
-    """List the tasks launched by qimg: name, state, endpoints, age, credits."""
+def list_tasks(
+    local: LocalOpt = False,
+    as_json: JsonOpt = False,
+    show_buckets: Annotated[bool, typer.Option("--buckets", help="List qimg's buckets instead.")] = False,
+) -> None:
+    """List the tasks launched by qimg: name, state, endpoints, age, credits (or its buckets)."""
     from datetime import datetime, timezone
 
+    now = datetime.now(timezone.utc)
+    if show_buckets:
+        from qimg.launcher import data
+
+        found_buckets = data.list_buckets(local)
+        if as_json:
+            print(
+                json.dumps({"backend": "qarnot", "buckets": [bucket.as_dict() for bucket in found_buckets]})
+            )
+            return
+        display.print_buckets(found_buckets, now)
+        return
     from qimg.launcher import records, tasks
 
     warn(records.all_records()[1])
     backend, found = tasks.list_tasks(local)
-    now = datetime.now(timezone.utc)
     if as_json:
         print(json.dumps({"backend": backend, "tasks": [task.as_dict(now) for task in found]}))
         return

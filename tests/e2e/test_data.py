@@ -1,0 +1,294 @@
+"""Data through Qarnot's buckets: the real SDK against the fake API, whose storage is a real S3
+emulator (moto's server on 127.0.0.1), and whose tasks see their resource buckets in their working
+directory and upload it to their result bucket on a snapshot, at the end and on cancellation."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from qimg.launcher.data import WORKDIR
+from tests.e2e.conftest import User
+from tests.fakes.qarnot import FakeQarnot
+from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.s3 import S3
+from tests.helpers import assert_one_line_error
+
+pytestmark = pytest.mark.docker
+LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
+BINARY = bytes(range(256)) * 40 + os.urandom(9 * 1024 * 1024)  # past the SDK's 8 MB multipart threshold
+
+
+def run(user: User, image: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return user.qimg("run", image, *LOGIN, "--timeout", "120", *args, stdin=REGISTRY_PASSWORD + "\n")
+
+
+def make_tree(root: Path) -> Path:
+    """Text, binary, an empty file, nested and empty directories, names with spaces."""
+    (root / "nested" / "deeper" / "deepest").mkdir(parents=True)
+    (root / "empty dir").mkdir()
+    (root / "notes.txt").write_text("line one\nligne deux, été\n")
+    (root / "blob.bin").write_bytes(BINARY)
+    (root / "empty").write_bytes(b"")
+    (root / "a name with spaces.txt").write_text("spaces\n")
+    (root / "nested" / "deeper" / "deepest" / "leaf.txt").write_text("leaf\n")
+    (root / "nested" / "mid.dat").write_bytes(b"\x00\x01\xff" * 1000)
+    return root
+
+
+def assert_same_tree(expected: Path, actual: Path) -> None:
+    """Byte for byte: the same names, the same directories (empty ones too), the same contents."""
+
+    def listing(root: Path) -> list[str]:
+        return sorted(
+            str(path.relative_to(root)) + ("/" if path.is_dir() else "") for path in root.rglob("*")
+        )
+
+    assert listing(actual) == listing(expected)
+    for path in expected.rglob("*"):
+        if path.is_file():
+            assert filecmp.cmp(path, actual / path.relative_to(expected), shallow=False), path
+
+
+def test_upload_snapshot_fetch_stop_round_trip(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    source = make_tree(tmp_path / "inputs")
+    results = tmp_path / "results"
+    launched = run(user, pushed_image, "--name", "data1", "--upload", str(source), "--results", str(results))
+    assert launched.returncode == 0, launched.stderr
+    (task,) = fake.tasks.values()
+    assert task.constants["DOCKER_WORKDIR"] == WORKDIR == "/job"
+    inputs_bucket, results_bucket = task.resource_buckets[0], task.result_bucket
+    assert inputs_bucket.startswith("qimg-data1-in-") and results_bucket.startswith("qimg-data1-out-")
+    assert task.upload_results_on_cancellation
+    assert "uploaded 6 files" in launched.stderr
+    assert "\x1b[" not in launched.stderr  # progress bars only on a terminal
+
+    # The task sees the inputs in its working directory, and writes there.
+    seen = user.qimg("ssh", "data1", "--", f"cat '{WORKDIR}/inputs/a name with spaces.txt'; "
+                     f"echo made-in-task > {WORKDIR}/out.txt")  # fmt: skip
+    assert seen.returncode == 0 and seen.stdout == "spaces\n", seen.stderr
+
+    assert user.qimg("snapshot", "data1").returncode == 0
+    fetched = user.qimg("fetch", "data1", str(tmp_path / "fetched"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert_same_tree(source, tmp_path / "fetched" / "inputs")
+    assert (tmp_path / "fetched" / "out.txt").read_text() == "made-in-task\n"
+
+    # Written after the snapshot: the stop asks for the results again before deleting the task.
+    assert user.qimg("ssh", "data1", "--", f"echo later > {WORKDIR}/later.txt").returncode == 0
+    stopped = user.qimg("stop", "data1")
+    assert stopped.returncode == 0, stopped.stderr
+    assert fake.tasks == {}
+    assert_same_tree(source, results / "inputs")
+    assert (results / "later.txt").read_text() == "later\n"
+
+    listed = json.loads(user.qimg("ls", "--buckets", "--json").stdout)
+    assert {(b["name"], b["kind"], b["pending_download"]) for b in listed["buckets"]} == {
+        (inputs_bucket, "inputs", False), (results_bucket, "results", False),
+    }  # fmt: skip
+    purged = user.qimg("stop", "--purge", "data1")
+    assert purged.returncode == 0, purged.stderr
+    assert storage.bucket_names() == []
+
+
+def test_results_come_down_when_the_command_ends(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    results = tmp_path / "new" / "results"
+    command = f"cd {WORKDIR} && mkdir -p deep/er && printf 'x\\000y' > deep/er/bin && echo done > r.txt"
+    result = run(user, pushed_image, "--name", "cmd1", "--results", str(results), "--snapshot-every", "1h",
+                 "--command", command)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (results / "r.txt").read_text() == "done\n"
+    assert (results / "deep" / "er" / "bin").read_bytes() == b"x\x00y"
+    assert fake.tasks == {}
+    # Periodic snapshots were asked for; at the end: a snapshot, then the abort (which uploads the
+    # results too), then the delete (the fake uploads nothing then, and drops the working directory).
+    (task_id,) = {path.split("/")[2] for method, path in fake.requests if method == "DELETE"}
+    assert ("POST", f"/tasks/{task_id}/snapshot/periodic") in fake.requests
+    when = fake.requests.index
+    assert when(("POST", f"/tasks/{task_id}/snapshot")) < when(("POST", f"/tasks/{task_id}/abort"))
+    assert when(("POST", f"/tasks/{task_id}/abort")) < when(("DELETE", f"/tasks/{task_id}"))
+    (bucket,) = storage.bucket_names()
+    assert bucket.startswith("qimg-cmd1-out-") and "`qimg stop --purge cmd1`" in result.stderr
+    purged = user.qimg("stop", "--purge", "cmd1")
+    assert purged.returncode == 0 and f"deleted bucket {bucket}" in purged.stdout, purged.stderr
+    assert storage.bucket_names() == []
+
+
+def _workdirs(fake: FakeQarnot) -> list[Path]:
+    with fake.lock:
+        return [i.workdir for task in fake.tasks.values() for i in task.instances if i.workdir is not None]
+
+
+def test_sigterm_during_the_command_still_brings_the_results_down(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    command = f"echo before-the-signal > {WORKDIR}/partial.txt; sleep 600"
+    password = tmp_path / "password"
+    password.write_text(REGISTRY_PASSWORD + "\n")
+    with password.open() as stdin:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qimg", "run", pushed_image, *LOGIN, "--name", "term",
+             "--results", str(results), "--command", command],
+            env={**os.environ, **user.env}, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measure
+    while not any(
+        i.workdir and (i.workdir / "partial.txt").exists() for t in fake.tasks.values() for i in t.instances
+    ):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert (results / "partial.txt").read_text() == "before-the-signal\n"
+    assert fake.tasks == {} and "stopped and deleted" in stderr
+    assert user.qimg("stop", "--purge", "term").returncode == 0 and storage.bucket_names() == []
+
+
+def test_a_failed_download_keeps_the_bucket_until_it_is_fetched(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    assert run(user, pushed_image, "--name", "evil", "--results", str(results)).returncode == 0
+    (task,) = fake.tasks.values()
+    bucket = task.result_bucket
+    assert user.qimg("ssh", "evil", "--", f"echo fine > {WORKDIR}/fine.txt").returncode == 0
+    # Anyone with access to the bucket (the task itself, too) can write keys that lead elsewhere.
+    hostile = ["../escape.txt", "/tmp/qimg-absolute-key.txt", "fine/../../escape2.txt"]
+    for key in hostile:
+        storage.put(bucket, key, b"evil")
+
+    stopped = user.qimg("stop", "evil")
+    assert stopped.returncode == 0, stopped.stderr
+    assert fake.tasks == {}, "billing stops all the same"
+    assert "results of evil not downloaded: 3 of the 4 objects" in stopped.stderr
+    assert f"`qimg fetch {bucket} DIR` downloads them" in stopped.stderr
+    assert (results / "fine.txt").read_text() == "fine\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "results", "state"]
+    assert not Path("/tmp/qimg-absolute-key.txt").exists()
+
+    kept = user.qimg("stop", "--purge", "evil")
+    assert kept.returncode == 0 and "never downloaded" in kept.stderr, kept.stderr
+    assert storage.bucket_names() == [bucket]
+    (listed,) = json.loads(user.qimg("ls", "--buckets", "--json").stdout)["buckets"]
+    assert listed["name"] == bucket and listed["pending_download"] is True
+
+    for key in hostile:
+        storage.client.delete_object(Bucket=bucket, Key=key)
+    fetched = user.qimg("fetch", "evil")  # into the recorded --results directory, which it may update
+    assert fetched.returncode == 0 and str(results) in fetched.stdout, fetched.stderr
+    assert user.qimg("stop", "--purge", "evil").returncode == 0
+    assert storage.bucket_names() == []
+
+
+def test_ls_buckets_and_purge_touch_only_qimgs(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    others = ["someone-elses", "qimg-x-in-zzzzzzzz", "qimg-notes"]
+    for name in others:
+        storage.client.create_bucket(Bucket=name)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "f").write_text("f")
+    result = run(user, pushed_image, "--name", "p1", "--upload", str(tmp_path / "in"), "--command", "true")
+    assert result.returncode == 0, result.stderr
+    (mine,) = [name for name in storage.bucket_names() if name not in others]
+    listed = json.loads(user.qimg("ls", "--buckets", "--json").stdout)["buckets"]
+    assert [(b["name"], b["task"], b["kind"], b["objects"]) for b in listed] == [(mine, "p1", "inputs", 1)]
+    table = user.qimg("ls", "--buckets")
+    assert mine in table.stdout and "someone-elses" not in table.stdout
+
+    purged = user.qimg("stop", "--all", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.splitlines()[-1] == f"deleted bucket {mine}"  # (the deleted task may linger)
+    assert storage.bucket_names() == sorted(others)
+    for name in others:
+        storage.client.delete_bucket(Bucket=name)
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "f").write_text("f")
+    return path
+
+
+def _file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("precious\n")
+    return path
+
+
+def _with_link(path: Path) -> Path:
+    _dir(path / "sub")
+    (path / "sub" / "key").symlink_to("/etc/hostname")
+    return path
+
+
+BAD_RUNS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "missing upload dir": (lambda t: ["--upload", str(t / "nope")], "no such directory"),
+    "file as upload dir": (lambda t: ["--upload", str(_file(t / "file"))], "not a directory"),
+    "link inside upload": (lambda t: ["--upload", str(_with_link(t / "up"))], "a symbolic link"),
+    "two uploads, one name": (
+        lambda t: ["--upload", str(_dir(t / "a" / "data")), "--upload", str(_dir(t / "b" / "data"))],
+        "also named 'data'",
+    ),
+    "bad duration": (lambda t: ["--results", str(t / "r"), "--snapshot-every", "often"], "--snapshot-every"),
+    "zero duration": (lambda t: ["--results", str(t / "r"), "--snapshot-every", "0"], "--snapshot-every"),
+    "snapshots without results": (lambda t: ["--snapshot-every", "1h"], "give --results DIR too"),
+    "results into a non-empty dir": (lambda t: ["--results", str(_dir(t / "full"))], "not empty"),
+    "results into a file": (lambda t: ["--results", str(_file(t / "file"))], "not a directory"),
+    "local with data": (lambda t: ["--local", "--upload", str(_dir(t / "up"))], "local engine has none"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_data_options_create_nothing(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path, case: str
+) -> None:
+    make_args, fragment = BAD_RUNS[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run(user, pushed_image, *make_args(work))
+    assert_one_line_error(result, 2, fragment)
+    assert fake.count("POST", "/tasks") == 0 and storage.bucket_names() == []
+    files = [path for path in work.rglob("*") if path.is_file() and not path.is_symlink()]
+    assert all(path.read_text() in {"f", "precious\n"} for path in files)  # nothing written into them
+
+
+BAD_COMMANDS: dict[str, tuple[list[str], str]] = {
+    "fetch on local": (["fetch", "t1", "--local"], "local engine has none"),
+    "snapshot on local": (["snapshot", "t1", "--local"], "local engine has none"),
+    "ls --buckets on local": (["ls", "--buckets", "--local"], "local engine has none"),
+    "purge on local": (["stop", "--all", "--purge", "--local"], "local engine has none"),
+    "fetch an inputs bucket": (["fetch", "qimg-t1-in-0123abcd"], "holds a task's inputs"),
+    "fetch a bad name": (["fetch", "Bad Name"], "invalid --name"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_COMMANDS))
+def test_bad_data_commands(fake: FakeQarnot, storage: S3, user: User, case: str) -> None:
+    args, fragment = BAD_COMMANDS[case]
+    assert_one_line_error(user.qimg(*args), 2, fragment)
+    assert storage.bucket_names() == []
+
+
+def test_fetch_refuses_a_non_empty_directory_first(
+    fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    target = _dir(tmp_path / "full")
+    assert_one_line_error(user.qimg("fetch", "t1", str(target)), 2, "not empty")
+    assert fake.requests == [] and (target / "f").read_text() == "f"  # refused before connecting

@@ -1,0 +1,203 @@
+"""What qimg remembers of a task's data is read back as untrusted input; the progress bars show only
+on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from rich.console import Console
+
+from qimg.display import TransferBars
+from qimg.errors import TaskNotFound
+from qimg.launcher import data, tasks
+from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
+from qimg.launcher.data import DataRecord
+
+GOOD = {
+    "name": "t1", "inputs": "qimg-t1-in-0123abcd", "results": "qimg-t1-out-0123abcd",
+    "results_dir": "/home/me/results",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    return tmp_path / "qimg" / "data"
+
+
+def test_a_record_round_trips(state: Path) -> None:
+    record = DataRecord.from_dict(GOOD)
+    data.save(record)
+    assert data.load("t1") == record and json.loads((state / "t1.json").read_text()) == GOOD
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": "../t1"}, {"name": "T1"}, {"inputs": "qimg-t2-in-0123abcd"},
+        {"inputs": "qimg-t1-out-0123abcd"}, {"results": "someone-elses"}, {"results": None},
+        {"results_dir": "relative/dir"}, {"results_dir": "/tmp/new\nline"}, {"results_dir": 7},
+    ],
+    ids=repr,
+)  # fmt: skip
+def test_a_tampered_record_is_ignored(state: Path, change: dict[str, Any]) -> None:
+    state.mkdir(parents=True)
+    (state / "t1.json").write_text(json.dumps({**GOOD, **change}))
+    assert data.load("t1") is None  # its results then stay in their bucket, marked pending
+
+
+def test_a_record_under_another_name_is_ignored(state: Path) -> None:
+    state.mkdir(parents=True)
+    other = {"name": "t2", "inputs": "", "results": "qimg-t2-out-0123abcd", "results_dir": "/tmp/x"}
+    (state / "t1.json").write_text(json.dumps(other))
+    assert data.load("t1") is None
+
+
+def test_pending_marks_only_qimg_buckets(state: Path) -> None:
+    assert not data.is_pending("qimg-t1-out-0123abcd")
+    data._mark_pending("qimg-t1-out-0123abcd", True)
+    assert data.is_pending("qimg-t1-out-0123abcd") and (state / "pending" / "qimg-t1-out-0123abcd").exists()
+    data._mark_pending("qimg-t1-out-0123abcd", False)
+    assert not data.is_pending("qimg-t1-out-0123abcd")
+    assert not data.is_pending("../../escape")
+    with pytest.raises(ValueError, match="not a qimg bucket"):
+        data._mark_pending("../../escape", True)
+
+
+def test_transfer_bars_draw_on_a_terminal_only() -> None:
+    for terminal in (True, False):
+        out = io.StringIO()
+        with TransferBars(Console(file=out, force_terminal=terminal, width=100)) as bars:
+            bars("uploading to qimg-t1-in-0123abcd", 0, 2048)
+            bars("uploading to qimg-t1-in-0123abcd", 1024, 2048)
+            assert (bars.progress is not None) is terminal
+            bars("uploading to qimg-t1-in-0123abcd", 2048, 2048)
+            assert bars.progress is None and bars.bars == {}  # gone with its last transfer
+        assert ("qimg-t1-in-0123abcd" in out.getvalue()) is terminal
+
+
+class Memory:
+    """A Qarnot backend and its storage in memory, recording what qimg asks of it, in order."""
+
+    name = "qarnot"
+
+    def __init__(self) -> None:
+        self.stored: dict[str, dict[str, bytes]] = {}
+        self.views: dict[str, TaskView] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    # Storage
+    def buckets(self) -> list[BucketView]:
+        return [BucketView(name) for name in self.stored]
+
+    def create_bucket(self, name: str) -> None:
+        self.calls.append(("create", name))
+        self.stored[name] = {}
+
+    def delete_bucket(self, name: str) -> None:
+        self.calls.append(("delete", name))
+        self.stored.pop(name, None)
+
+    def objects(self, bucket: str) -> list[ObjectView]:
+        return [ObjectView(key, len(content)) for key, content in self.stored[bucket].items()]
+
+    def upload(self, bucket: str, key: str, source: Path | None, moved: Callable[[int], None]) -> None:
+        content = source.read_bytes() if source else b""
+        self.stored[bucket][key] = content
+        moved(len(content))
+
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: Callable[[int], None]) -> None:
+        self.calls.append(("download", key))
+        target.write(self.stored[bucket][key])
+        moved(len(self.stored[bucket][key]))
+
+    def snapshot(self, task_id: str, timeout: float) -> None:
+        self.calls.append(("snapshot", task_id))
+
+    def abort(self, task_id: str) -> None:
+        self.calls.append(("abort", task_id))
+        self.views[task_id] = replace(self.views[task_id], state="Cancelled")
+
+    # Backend
+    def view(self, task_id: str) -> TaskView:
+        if task_id not in self.views:
+            raise TaskNotFound(task_id)
+        return self.views[task_id]
+
+    def tasks(self) -> list[TaskView]:
+        return list(self.views.values())
+
+    def submit(self, request: TaskRequest) -> str:
+        raise AssertionError("not used")
+
+    def launched(self, launch_id: str) -> list[TaskView]:
+        return []
+
+    def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
+        return ""
+
+    def stop(self, task_id: str) -> None:
+        self.calls.append(("stop", task_id))
+        self.views.pop(task_id, None)
+
+
+def planned(tmp_path: Path, results: bool = True) -> data.DataPlan:
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "a.txt").write_text("a")
+    checked = data.check_options((source,), tmp_path / "out" if results else None, 0, local=False)
+    assert checked is not None
+    return checked.planned("t1", "0123abcd0123abcd")
+
+
+def test_a_launch_that_never_got_its_task_deletes_its_buckets(tmp_path: Path, state: Path) -> None:
+    memory, plan, notes = Memory(), planned(tmp_path), list[str]()
+    data.stage(memory, plan, "t1", notes.append, None)
+    assert memory.stored == {"qimg-t1-in-0123abcd": {"src/sub/a.txt": b"a"}, "qimg-t1-out-0123abcd": {}}
+    assert data.load("t1") == DataRecord(
+        "t1", "qimg-t1-in-0123abcd", "qimg-t1-out-0123abcd", tmp_path / "out"
+    )
+    data.end_of_launch(memory, plan, "t1", "", notes.append, None)
+    assert memory.stored == {} and data.load("t1") is None
+    assert notes == ["uploaded 1 files (1 B) to qimg-t1-in-0123abcd: the task sees them in /job/src"]
+
+
+def test_results_are_asked_for_and_downloaded_before_the_stop(tmp_path: Path) -> None:
+    memory, plan, notes = Memory(), planned(tmp_path), list[str]()
+    data.stage(memory, plan, "t1", notes.append, None)
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket=plan.results_bucket)
+    memory.stored[plan.results_bucket] = {"src/sub/a.txt": b"a", "made.txt": b"made", "../evil": b"x"}
+    data.end_of_launch(memory, plan, "t1", "id1", notes.append, None)
+    assert memory.calls[-4:] == [("snapshot", "id1"), ("abort", "id1"), ("download", "src/sub/a.txt"),
+                                 ("download", "made.txt")]  # fmt: skip
+    assert (tmp_path / "out" / "made.txt").read_text() == "made" and not (tmp_path / "evil").exists()
+    assert data.is_pending(plan.results_bucket)  # the unsafe key: not all of it came down
+    assert any(f"qimg fetch {plan.results_bucket} DIR" in line for line in notes)
+
+
+def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = Memory()
+    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    for name in ("qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb", "qimg-done-out-0000cccc", "other"):
+        memory.create_bucket(name)
+    memory.views["id1"] = TaskView("id1", "run", EXECUTING, 1)
+    data._mark_pending("qimg-pend-out-0000bbbb", True)
+    notes: list[str] = []
+    assert data.purge(None, notes.append) == (
+        ["qimg-done-out-0000cccc"],
+        ["qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb"],
+    )
+    assert sorted(memory.stored) == ["other", "qimg-pend-out-0000bbbb", "qimg-run-in-0000aaaa"]
+    assert notes == [
+        "kept qimg-run-in-0000aaaa: task run is running",
+        "kept qimg-pend-out-0000bbbb: its results were never downloaded: "
+        "`qimg fetch qimg-pend-out-0000bbbb DIR` first",
+    ]
