@@ -19,7 +19,7 @@ from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
 from qimg.launcher import contract, records, tasks
 from qimg.launcher.backends.base import Backend, TaskRequest
-from qimg.launcher.data import DataPlan, check_options
+from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 
@@ -116,6 +116,8 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
 
     client = client or engine.client()
     backend = tasks.open_backend(tasks.backend_name(options.local), client)
+    if checked_data is not None:
+        check_storage(backend)
     auth = options.registry_auth
     if auth is None and not options.local and not ref.on_hub:
         auth = engine.registry_credentials(ref.registry)
