@@ -122,6 +122,11 @@ def check_options(
     return CheckedData(tuple(walked.items()), target, snapshot_seconds)
 
 
+def check_storage(backend: Backend) -> None:
+    """Before anything is created: the backend has bucket storage, and it answers."""
+    storage_of(backend, "--upload/--results").buckets()
+
+
 # --- what this machine remembers ------------------------------------------------------------------
 
 

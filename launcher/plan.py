@@ -22,7 +22,7 @@ from qimg.errors import UsageError
 from qimg.launcher import contract, records, tasks
 from qimg.launcher.backends import qarnot_config
 from qimg.launcher.backends.base import Backend, TaskRequest
-from qimg.launcher.data import DataPlan, check_options
+from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 
@@ -155,6 +155,8 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
 
     client = client or engine.client()
     backend = tasks.open_backend(tasks.backend_name(options.local), client)
+    if checked_data is not None:
+        check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)
     user, start = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
     name = options.name or f"{user}-{secrets.token_hex(2)}"

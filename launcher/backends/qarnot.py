@@ -241,6 +241,8 @@ class QarnotBackend:
             return action()
         except (ClientError, BotoCoreError, MissingBucketException) as error:
             raise BackendError(f"{what}: {first_line(error)}") from None
+        except OSError as error:  # this machine's side of a transfer: a file gone, a full disk
+            raise QimgError(f"{what}: {error.strerror or error}") from None
 
     def buckets(self) -> list[BucketView]:
         # A lambda: the client is None without storage, which _storage checks first.

@@ -292,3 +292,11 @@ def test_fetch_refuses_a_non_empty_directory_first(
     target = _dir(tmp_path / "full")
     assert_one_line_error(user.qimg("fetch", "t1", str(target)), 2, "not empty")
     assert fake.requests == [] and (target / "f").read_text() == "f"  # refused before connecting
+
+
+def test_no_bucket_storage_is_said_before_anything_is_created(
+    pushed_image: str, fake: FakeQarnot, user: User, tmp_path: Path
+) -> None:
+    result = run(user, pushed_image, "--upload", str(_dir(tmp_path / "in")))  # the fake's storage is off
+    assert_one_line_error(result, 1, "has no bucket storage")
+    assert fake.count("POST", "/tasks") == 0

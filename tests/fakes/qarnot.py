@@ -129,7 +129,6 @@ class FakeTask:
     upload_results_on_cancellation: bool = False
     snapshot_interval: int = 0
     snapshots: dict[str, str] = field(default_factory=dict)  # instant snapshot id -> status
-    results_uploads: int = 0  # how many times the working directories went to the result bucket
 
 
 class FakeQarnot:
@@ -414,8 +413,6 @@ class FakeQarnot:
                     path = Path(folder) / name
                     if stat.S_ISREG(path.lstat().st_mode):
                         self.s3.upload_file(str(path), task.result_bucket, prefix + name)
-        with self.lock:
-            task.results_uploads += 1
 
     def take_snapshot(self, task: FakeTask) -> str:
         """An instant snapshot: InProgress for upload_seconds, then the upload, then Success."""

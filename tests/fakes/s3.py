@@ -30,14 +30,6 @@ class S3:
     def bucket_names(self) -> list[str]:
         return sorted(str(bucket["Name"]) for bucket in self.client.list_buckets().get("Buckets", []))
 
-    def objects(self, bucket: str) -> dict[str, bytes]:
-        """Every object of the bucket: key -> content."""
-        found = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                found[item["Key"]] = self.client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        return found
-
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=data)
 
