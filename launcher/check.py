@@ -7,7 +7,6 @@ is proven with the real OpenSSH client against the host key the container printe
 
 from __future__ import annotations
 
-import math
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from qimg.builder.spec import check_image_ref
 from qimg.errors import NotReady, UsageError
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
+from qimg.launcher.plan import check_timeout
 from qimg.launcher.ssh import Endpoint, free_local_port, pinned_argv, read_banner, wait_until_ready
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ def check(image: str | None, timeout: float) -> tuple[str, list[CheckResult]]:
     ref = check_image_ref(
         state.image_argument(image, state.LAST_BUILT, "qimg check IMAGE, or qimg build first"), "IMAGE"
     )
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError(f"invalid --timeout {timeout}: give a number of seconds above 0")
+    check_timeout(timeout)
     client = engine.client()
     return ref, check_image(client, image_info(client, ref), timeout)
 

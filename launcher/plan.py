@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from qimg import engine, state
 from qimg.builder import labels
-from qimg.builder.spec import USER_NAME, ImageRef
+from qimg.builder.spec import ImageRef, check_user
 from qimg.errors import UsageError
 from qimg.launcher import contract, records, tasks
 from qimg.launcher.backends import qarnot_config
@@ -94,12 +94,9 @@ def check_timeout(seconds: float) -> float:
     return seconds
 
 
-def check_login_user(user: str) -> None:
-    if not USER_NAME.fullmatch(user):
-        raise UsageError(
-            f"invalid --user {user!r}: give a user name (lower-case letters, digits, '_' or '-', e.g. "
-            "alice or root), or leave --user out to log in as the image's user"
-        )
+def check_login_user(user: str) -> str:
+    """--user of run: root, or a user name a qimg build could have made (not another system account)."""
+    return user if user == "root" else check_user(user)
 
 
 def check_registry_reachable(ref: ImageRef) -> None:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from qimg.errors import Interrupted, QimgError
-from qimg.launcher import data, launch, reconnect, records, signals, sshconfig, tasks
+from qimg.launcher import data, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -56,7 +56,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
         with signals.as_errors():
             try:
                 if plan.data is not None:  # its buckets, before the task that reads them
-                    data.stage(backend, plan.data, request.name, reporter.note, transfers)
+                    results.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
@@ -105,7 +105,7 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
     if plan.data is not None:
-        data.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+        results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from qimg.display import TransferBars
 from qimg.errors import TaskNotFound
-from qimg.launcher import data, tasks
+from qimg.launcher import data, results, tasks
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
 from qimg.launcher.data import DataRecord
 
@@ -61,13 +61,13 @@ def test_a_record_under_another_name_is_ignored(state: Path) -> None:
 
 def test_pending_marks_only_qimg_buckets(state: Path) -> None:
     assert not data.is_pending("qimg-t1-out-0123abcd")
-    data._mark_pending("qimg-t1-out-0123abcd", True)
+    data.mark_pending("qimg-t1-out-0123abcd", True)
     assert data.is_pending("qimg-t1-out-0123abcd") and (state / "pending" / "qimg-t1-out-0123abcd").exists()
-    data._mark_pending("qimg-t1-out-0123abcd", False)
+    data.mark_pending("qimg-t1-out-0123abcd", False)
     assert not data.is_pending("qimg-t1-out-0123abcd")
     assert not data.is_pending("../../escape")
     with pytest.raises(ValueError, match="not a qimg bucket"):
-        data._mark_pending("../../escape", True)
+        data.mark_pending("../../escape", True)
 
 
 def test_transfer_bars_draw_on_a_terminal_only() -> None:
@@ -158,22 +158,22 @@ def planned(tmp_path: Path, results: bool = True) -> data.DataPlan:
 
 def test_a_launch_that_never_got_its_task_deletes_its_buckets(tmp_path: Path, state: Path) -> None:
     memory, plan, notes = Memory(), planned(tmp_path), list[str]()
-    data.stage(memory, plan, "t1", notes.append, None)
+    results.stage(memory, plan, "t1", notes.append, None)
     assert memory.stored == {"qimg-t1-in-0123abcd": {"src/sub/a.txt": b"a"}, "qimg-t1-out-0123abcd": {}}
     assert data.load("t1") == DataRecord(
         "t1", "qimg-t1-in-0123abcd", "qimg-t1-out-0123abcd", tmp_path / "out"
     )
-    data.end_of_launch(memory, plan, "t1", "", notes.append, None)
+    results.end_of_launch(memory, plan, "t1", "", notes.append, None)
     assert memory.stored == {} and data.load("t1") is None
     assert notes == ["uploaded 1 files (1 B) to qimg-t1-in-0123abcd: the task sees them in /job/src"]
 
 
 def test_results_are_asked_for_and_downloaded_before_the_stop(tmp_path: Path) -> None:
     memory, plan, notes = Memory(), planned(tmp_path), list[str]()
-    data.stage(memory, plan, "t1", notes.append, None)
+    results.stage(memory, plan, "t1", notes.append, None)
     memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket=plan.results_bucket)
     memory.stored[plan.results_bucket] = {"src/sub/a.txt": b"a", "made.txt": b"made", "../evil": b"x"}
-    data.end_of_launch(memory, plan, "t1", "id1", notes.append, None)
+    results.end_of_launch(memory, plan, "t1", "id1", notes.append, None)
     assert memory.calls[-4:] == [("snapshot", "id1"), ("abort", "id1"), ("download", "src/sub/a.txt"),
                                  ("download", "made.txt")]  # fmt: skip
     assert (tmp_path / "out" / "made.txt").read_text() == "made" and not (tmp_path / "evil").exists()
@@ -189,7 +189,7 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
     for name in ("qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb", "qimg-done-out-0000cccc", "other"):
         memory.create_bucket(name)
     memory.views["id1"] = TaskView("id1", "run", EXECUTING, 1)
-    data._mark_pending("qimg-pend-out-0000bbbb", True)
+    data.mark_pending("qimg-pend-out-0000bbbb", True)
     notes: list[str] = []
     assert data.purge(None, notes.append) == (
         ["qimg-done-out-0000cccc"],

@@ -15,9 +15,9 @@ from qimg.commands.common import LocalOpt, NameArg, app
 @app.command()
 def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     """Upload a running task's working directory (/job) to its results bucket, now."""
-    from qimg.launcher import data
+    from qimg.launcher import results
 
-    bucket = data.snapshot(name, local)
+    bucket = results.snapshot(name, local)
     print(f"snapshot of {name} in bucket {bucket}: `qimg fetch {name} [DIR]` downloads it")
 
 
@@ -31,8 +31,8 @@ def fetch(
     local: LocalOpt = False,
 ) -> None:
     """Download a task's results bucket: what its last snapshot, its end or its cancellation uploaded."""
-    from qimg.launcher import data
+    from qimg.launcher import results
 
     with display.TransferBars(display.stderr()) as bars:
-        fetched = data.fetch(name, directory, local, bars)
+        fetched = results.fetch(name, directory, local, bars)
     print(f"fetched {fetched.files} files ({fetched.size} bytes) from {fetched.bucket} into {fetched.target}")

@@ -30,6 +30,8 @@ def run(
     ] = None,
     ssh: Annotated[bool, typer.Option("--ssh", help="Wait until sshd accepts a login (the default).")] = True,
     local: LocalOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     key: Annotated[
         Path | None, typer.Option("--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).")
     ] = None,
@@ -63,8 +65,6 @@ def run(
         str | None, typer.Option("--snapshot-every", help="Upload /job to the results this often: 30m, 2h.")
     ] = None,
     putty: PuttyOpt = False,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""

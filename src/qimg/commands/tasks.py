@@ -75,7 +75,7 @@ def stop(
     """Abort and delete a task (or all of them): nothing keeps running or billing. Its results, if it
     has a results bucket, are downloaded first."""
     from qimg.errors import TaskNotFound
-    from qimg.launcher import data, tasks
+    from qimg.launcher import data, results, tasks
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
@@ -89,7 +89,7 @@ def stop(
     missing: TaskNotFound | None = None
     with display.TransferBars(console) as bars:
         try:
-            backend, stopped, problems = tasks.stop(name, local, data.results_first(note, bars))
+            backend, stopped, problems = tasks.stop(name, local, results.results_first(note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise

@@ -1,0 +1,281 @@
+"""Moving a task's data: inputs staged before it starts, results asked for and downloaded before it is
+deleted (never lost: see `qimg.launcher.data`), snapshots on demand, and fetch."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from qimg.errors import BackendError, Interrupted, QimgError, TaskNotFound, UsageError
+from qimg.launcher import buckets, records, signals, tasks
+from qimg.launcher.backends.base import EXECUTING, Backend, Storage
+from qimg.launcher.buckets import RESULTS
+from qimg.launcher.data import (
+    WORKDIR,
+    DataPlan,
+    DataRecord,
+    Note,
+    Progress,
+    bucket_parts,
+    forget,
+    load,
+    mark_pending,
+    no_progress,
+    qimg_buckets,
+    save,
+    storage_of,
+)  # fmt: skip
+
+SNAPSHOT_TIMEOUT = 600.0  # seconds for Qarnot to upload the working directory
+RESULTS_WAIT = 600.0  # seconds for an aborted task to finish uploading its results
+RESULTS_POLL = 0.5
+FINAL_STATES = frozenset({"Cancelled", "Success", "Failure"})  # after UploadingResults: all is there
+
+
+class _Meter:
+    """Bytes moved by one transfer, added up from the transfer's threads, reported to `progress`."""
+
+    def __init__(self, progress: Progress | None, what: str, total: int) -> None:
+        self.progress, self.what, self.total = progress or no_progress, what, total
+        self.done = 0
+        self.lock = threading.Lock()
+        self.progress(what, 0, total)
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self.done = min(self.done + count, self.total)
+            self.progress(self.what, self.done, self.total)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.progress(self.what, self.total, self.total)
+
+
+def _size(count: int) -> str:
+    amount = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    raise AssertionError("unreachable")
+
+
+def download(store: Storage, bucket: str, target: Path, progress: Progress | None) -> tuple[int, int]:
+    """Every object of the bucket into `target` (created if need be), each key checked to stay inside
+    it; files of the same names are replaced, nothing else is touched. Returns (files, bytes); raises
+    BackendError, after trying every object, when any could not be written."""
+    listed = store.objects(bucket)
+    total = sum(item.size for item in listed)
+    target.mkdir(parents=True, exist_ok=True)
+    meter = _Meter(progress, f"downloading {bucket}", total)
+    problems = []
+    for item in listed:
+        key = item.key
+
+        def fill(handle: BinaryIO, key: str = key) -> None:
+            store.download(bucket, key, handle, meter.add)
+
+        try:
+            buckets.write_into(target, key, fill)
+        except (ValueError, OSError) as error:
+            problems.append(str(error))
+    meter.finish()
+    if problems:
+        raise BackendError(
+            f"{len(problems)} of the {len(listed)} objects of {bucket} were not written into {target}: "
+            f"{problems[0]}"
+        )
+    return sum(1 for item in listed if not item.key.endswith("/")), total
+
+
+# --- a launch -------------------------------------------------------------------------------------
+
+
+def stage(backend: Backend, plan: DataPlan, task: str, note: Note, progress: Progress | None) -> None:
+    """Before the task is submitted: its buckets created and its inputs uploaded. Whatever fails, the
+    caller's way out (`end_of_launch` without a task) deletes them."""
+    store = storage_of(backend, "--upload/--results")
+    save(DataRecord(task, plan.inputs_bucket, plan.results_bucket, plan.results_dir))
+    for name in plan.buckets:
+        store.create_bucket(name)
+    if not plan.uploads:
+        return
+    total = sum(upload.size for _, upload in plan.uploads)
+    meter = _Meter(progress, f"uploading to {plan.inputs_bucket}", total)
+    for _, upload in plan.uploads:
+        for source, key in upload.entries:
+            store.upload(plan.inputs_bucket, key, source, meter.add)
+    meter.finish()
+    files = sum(1 for _, upload in plan.uploads for source, _ in upload.entries if source is not None)
+    where = ", ".join(f"{WORKDIR}/{name}" for name, _ in plan.uploads)
+    note(f"uploaded {files} files ({_size(total)}) to {plan.inputs_bucket}: the task sees them in {where}")
+
+
+def end_of_launch(
+    backend: Backend, plan: DataPlan, task: str, task_id: str, note: Note, progress: Progress | None
+) -> None:
+    """Before the launch's tasks are stopped: the results first. Buckets that no task got (the launch
+    failed before its task existed) are deleted. Raises nothing: the stop that follows must happen."""
+    try:
+        store = storage_of(backend, "--upload/--results")
+        if not task_id:
+            _discard(store, plan, task, note)
+            return
+        if plan.results_bucket:
+            record = DataRecord(task, plan.inputs_bucket, plan.results_bucket, plan.results_dir)
+            collect(backend, store, task_id, record, note, progress)
+        note(f"buckets {' and '.join(plan.buckets)} kept: `qimg stop --purge {task}` deletes them")
+    except (QimgError, OSError) as error:
+        note(f"the data of {task}: {error}")
+
+
+def _discard(store: Storage, plan: DataPlan, task: str, note: Note) -> None:
+    with signals.ignored():
+        deleted = []
+        for name in plan.buckets:
+            try:
+                store.delete_bucket(name)
+                deleted.append(name)
+            except QimgError as error:
+                note(f"could not delete bucket {name}: {error} (`qimg stop --purge {task}` retries)")
+        if deleted == plan.buckets:
+            forget(task)
+
+
+def collect(
+    backend: Backend, store: Storage, task_id: str, record: DataRecord, note: Note, progress: Progress | None
+) -> bool:
+    """The results of a task about to be deleted: asked for, waited for, then downloaded into the
+    record's directory. True when they all came; otherwise the bucket is marked pending and the note
+    says how to fetch it. A signal ends the wait or the download (the caller still stops the task)."""
+    complete = False
+    try:
+        with signals.as_errors():
+            _ask_for_results(backend, store, task_id, note)
+            if record.results_dir is not None:
+                files, size = download(store, record.results, record.results_dir, progress)
+                note(f"results: {files} files ({_size(size)}) from {record.results} in {record.results_dir}")
+                complete = True
+    except (QimgError, OSError) as error:
+        what = "interrupted" if isinstance(error, Interrupted) else str(error)
+        note(f"results of {record.name} not downloaded: {what}")
+    with contextlib.suppress(OSError):  # a read-only state directory: the note below says it all the same
+        mark_pending(record.results, not complete)
+    if not complete:
+        note(f"they stay in bucket {record.results}: `qimg fetch {record.results} DIR` downloads them")
+    return complete
+
+
+def _ask_for_results(backend: Backend, store: Storage, task_id: str, note: Note) -> None:
+    """Make the results bucket hold the task's last working directory: a snapshot while it runs, then
+    its cancellation (which uploads them too), then wait until the upload is over."""
+    try:
+        view = backend.view(task_id)
+        if view.state == EXECUTING:
+            try:
+                store.snapshot(task_id, SNAPSHOT_TIMEOUT)
+            except BackendError as error:
+                note(f"snapshot before stopping failed ({error}): the cancellation uploads the results")
+        if not view.ended:
+            try:
+                store.abort(task_id)
+            except BackendError as error:  # it may have ended meanwhile: the wait below tells
+                note(f"aborting the task: {error}")
+        deadline = time.monotonic() + RESULTS_WAIT
+        while (view := backend.view(task_id)).state not in FINAL_STATES:
+            if time.monotonic() >= deadline:
+                raise BackendError(f"the task is still {view.state} after {RESULTS_WAIT:.0f} s")
+            time.sleep(RESULTS_POLL)
+    except TaskNotFound:
+        return  # deleted meanwhile: what its bucket holds is all there is
+
+
+def results_first(note: Note, progress: Progress | None) -> Callable[[Backend, str, str], None]:
+    """For `qimg stop`: before each task is deleted, its results, if it has a results bucket. A task
+    launched elsewhere has no known directory: its results are asked for and left pending."""
+
+    def before(backend: Backend, task: str, task_id: str) -> None:
+        if not isinstance(backend, Storage):
+            return
+        try:
+            view = backend.view(task_id)
+            bucket = view.result_bucket
+            # PendingDelete: deleted already (it is listed for a while); nothing can be asked of it.
+            if view.state == "PendingDelete" or buckets.parse_bucket(bucket) is None:
+                return
+            record = load(task)
+            if record is None or record.results != bucket:
+                record = DataRecord(task, results=bucket)
+            collect(backend, backend, task_id, record, note, progress)
+        except TaskNotFound:
+            return
+        except (QimgError, OSError) as error:  # the stop goes on: a task left running would bill
+            note(f"could not save the results of {task} first: {error}")
+
+    return before
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+
+def snapshot(task: str, local: bool) -> str:
+    """`qimg snapshot NAME`: the task's working directory uploaded to its results bucket, now."""
+    if local:
+        raise UsageError("snapshot uploads to a Qarnot bucket: the local engine has none (drop --local)")
+    found = tasks.resolve(task, local)
+    store = storage_of(found.backend, "snapshot")
+    view = found.backend.view(found.task_id)
+    if not view.result_bucket:
+        raise UsageError(f"task {task} has no results bucket: launch it with --results DIR to snapshot it")
+    if view.state != EXECUTING:
+        raise QimgError(f"task {task} is {view.state}: only a running task can be snapshot")
+    store.snapshot(found.task_id, SNAPSHOT_TIMEOUT)
+    return view.result_bucket
+
+
+@dataclass(frozen=True)
+class Fetched:
+    bucket: str
+    target: Path
+    files: int
+    size: int
+
+
+def fetch(name: str, target: Path | None, local: bool, progress: Progress | None) -> Fetched:
+    """`qimg fetch NAME [DIR]`: a results bucket (of task NAME, or the bucket NAME) downloaded into DIR,
+    by default the task's --results directory, else ./TASK-results."""
+    if local:
+        raise UsageError("fetch downloads a Qarnot bucket: the local engine has none (drop --local)")
+    parsed = buckets.parse_bucket(name)
+    if parsed is not None and parsed.kind != RESULTS:
+        raise UsageError(f"{name} holds a task's inputs: fetch takes a task name or a results bucket")
+    task = parsed.task if parsed else records.check_task_name(name)
+    record = load(task)
+    recorded = record.results_dir if record and (parsed is None or record.results == name) else None
+    chosen = (target or recorded or Path(f"{task}-results")).expanduser().absolute()
+    checked = buckets.check_target("DIR", chosen, reusable=chosen == recorded)
+    store = storage_of(tasks.open_backend("qarnot"), "fetch")
+    bucket = name if parsed else (record.results if record and record.results else _only_results(store, task))
+    files, size = download(store, bucket, checked, progress)
+    mark_pending(bucket, False)
+    if record is None:  # a bucket of a task launched elsewhere: later fetches go to the same place
+        save(DataRecord(task, results=bucket, results_dir=checked))
+    return Fetched(bucket, checked, files, size)
+
+
+def _only_results(store: Storage, task: str) -> str:
+    found: list[str] = [
+        view.name for view in qimg_buckets(store) if bucket_parts(view.name) == (task, RESULTS)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise TaskNotFound(f"no results bucket of a task named {task}: `qimg ls --buckets` lists them")
+    raise UsageError(
+        f"task {task} has several results buckets: name one: qimg fetch BUCKET ({', '.join(found)})"
+    )
