@@ -27,6 +27,7 @@ def task_constants(
     start_command: str,
     max_seconds: int,
     registry_auth: tuple[str, str] | None,
+    idle_seconds: int | None = None,
 ) -> dict[str, str]:
     constants = {}
     if not ref.on_hub:
@@ -38,6 +39,8 @@ def task_constants(
         "DOCKER_CMD": start_command,
         "QIMG_MAX_SECONDS": str(max_seconds),
     }
+    if idle_seconds:
+        constants["QIMG_IDLE_STOP"] = str(idle_seconds)
     if registry_auth:
         constants["DOCKER_REGISTRY_LOGIN"], constants["DOCKER_REGISTRY_PASSWORD"] = registry_auth
     return constants

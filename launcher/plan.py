@@ -44,6 +44,7 @@ class LaunchOptions:
     command: str | None = None
     timeout: float = 600.0
     max_time: str = "12h"
+    idle_stop: str | None = None  # stop after this long without an ssh session (inside the task)
     keep: bool = False
     registry_auth: tuple[str, str] | None = None  # (username, password)
 
@@ -95,6 +96,7 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     tunnels = parse_tunnels(options.tunnels)
     timeout = check_timeout(options.timeout)
     max_seconds = parse_duration(options.max_time, "--max-time")
+    idle_seconds = parse_duration(options.idle_stop, "--idle-stop") if options.idle_stop is not None else None
     if options.name is not None:
         records.check_task_name(options.name)
     if not options.profile.strip():
@@ -111,10 +113,16 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     if auth is None and not options.local and not ref.on_hub:
         auth = engine.registry_credentials(ref.registry)
     user, start_command = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
+    if idle_seconds and start_command == contract.foreign_start_command():
+        raise UsageError(
+            f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
+            f"build it with `qimg build --base {ref}`"
+        )
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start_command, max_seconds, auth), secrets.token_hex(8),
+        contract.task_constants(ref, key, start_command, max_seconds, auth, idle_seconds),
+        secrets.token_hex(8),
     )  # fmt: skip
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect

@@ -83,17 +83,24 @@ def stop(
 
 @app.command("ls")
 def list_tasks(local: LocalOpt = False, as_json: JsonOpt = False) -> None:
-    """List the tasks launched by qimg: name, state, endpoints, age, credits."""
+    """List the tasks launched by qimg: name, state, endpoints, age, credits, idle stop."""
     from datetime import datetime, timezone
 
     from qimg.launcher import tasks
 
-    backend, found = tasks.list_tasks(local)
+    listing = tasks.list_tasks(local)
     now = datetime.now(timezone.utc)
     if as_json:
-        print(json.dumps({"backend": backend, "tasks": [task.as_dict(now) for task in found]}))
+        rows = [
+            {
+                **task.as_dict(now),
+                "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
+            }
+            for task in listing.tasks
+        ]
+        print(json.dumps({"backend": listing.backend, "tasks": rows}))
         return
-    display.print_tasks(backend, found, now)
+    display.print_tasks(listing.backend, listing.tasks, now, listing.idle_stops)
 
 
 @app.command("ssh-config")
