@@ -25,7 +25,7 @@ _FAMILY_PACKAGES = {
     Distro.ALPINE: ("openssh-server", "shadow", "bash"),
 }
 # Scripts copied into the build context as they are (mode 0755); the Dockerfile installs them.
-_SCRIPTS = ("qimg-setup.sh", "qimg-start.sh")
+_SCRIPTS = ("qimg-setup.sh", "qimg-start.sh", "qimg-idle.sh")
 _SSHD_CONFIG = "sshd-qimg.conf"
 
 

@@ -144,6 +144,7 @@ if [ -n "$seconds_left" ]; then
         kill -TERM "$sshd_pid"
     ) &
 fi
+[ -z "${QIMG_IDLE_STOP:-}" ] || QIMG_SSHD_PID=$$ /usr/local/sbin/qimg-idle &
 
 printf 'qimg-start: sshd starting, login as %s\n' "$login_user"
 trap - EXIT

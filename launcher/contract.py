@@ -68,6 +68,7 @@ def task_constants(
     max_seconds: int,
     deadline: int,
     registry_auth: tuple[str, str] | None,
+    idle_seconds: int | None = None,
 ) -> dict[str, str]:
     """The constants of a task, checked. `deadline` (Unix seconds) holds for every attempt of an
     instance; `max_seconds` is what start scripts without deadline support fall back on."""
@@ -84,6 +85,8 @@ def task_constants(
     }
     if start.user:
         constants["DOCKER_USER"] = start.user
+    if idle_seconds:
+        constants["QIMG_IDLE_STOP"] = str(idle_seconds)
     if registry_auth:
         constants["DOCKER_REGISTRY_LOGIN"], constants[SECRET_PASSWORD] = registry_auth
     check_constants(constants)

@@ -3,28 +3,35 @@ submitted task accepts a real ssh login, pin the host keys it printed, follow in
 and stop a task on the way out of a failure.
 
 Readiness: the backend is polled (adaptively), and each instance whose forward of port 22 has no pin
-yet gets one login attempt per round: the `SSH-` banner, the host keys from its own output, then
-`ssh ... true` against exactly those keys.
+yet gets login attempts, each instance in its own thread and on its own clock: the `SSH-` banner,
+the host keys from its own output, then `ssh ... true` against exactly those keys.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from pathlib import Path
 
 from qimg.errors import LaunchFailed, QimgError
 from qimg.launcher import signals, sshconfig
 from qimg.launcher.backends.base import EXECUTING, Backend, InstanceView, TaskView
 from qimg.launcher.records import InstanceRecord, TaskRecord
-from qimg.launcher.ssh import host_keys_in, try_login
+from qimg.launcher.ssh import Endpoint, host_keys_in, try_login
 
-# Polling: fast at first, then backing off to a cap; fast again whenever the task makes progress,
-# and kept fast while it executes without all its forwards (they come within seconds).
-API_FIRST_PAUSE, API_GROWTH, API_MAX_PAUSE, API_FORWARD_PAUSE = 0.25, 1.6, 3.0, 0.5
-PROBE_FIRST_PAUSE, PROBE_MAX_PAUSE = 0.05, 1.0
+# Polling the backend: fast at first, backing off to a cap, fast again whenever the task makes
+# progress. Once it executes, at a steady pace: a forward is seen at most API_FORWARD_PAUSE after it
+# appears, and the login that follows (about 0.3 s) ends within a second of it; with every forward
+# there, the polls only watch for an instance that moves or a task that ends, and back off again.
+API_FIRST_PAUSE, API_GROWTH, API_MAX_PAUSE, API_FORWARD_PAUSE = 0.25, 1.6, 3.0, 0.65
+# A failed attempt (sshd not answering yet) is tried again soon, then less and less often.
+PROBE_FIRST_PAUSE, PROBE_GROWTH, PROBE_MAX_PAUSE = 0.02, 1.5, 1.0
+PARALLEL_LOGINS = 16  # login attempts at once: each is an ssh process
 
 StatusCallback = Callable[[TaskView, float], None]
 HostKeyReaders = dict[tuple[int, int], Callable[[], list[str]]]
@@ -37,74 +44,140 @@ def wait_ready(
     identity: Path,
     deadline: float,
     on_status: StatusCallback | None = None,
+    ssh_options: tuple[str, ...] = (),
 ) -> list[InstanceRecord]:
-    """Every instance pinned, in order; LaunchFailed when the task ends or the deadline passes."""
+    """Every instance pinned, in order; LaunchFailed when the task ends or the deadline passes.
+    `ssh_options` go to the logins that prove readiness (the session keeps them open to reuse)."""
     started = time.monotonic()
-    api_pause, probe_pause = API_FIRST_PAUSE, PROBE_FIRST_PAUSE
-    next_poll = 0.0
+    api_pause, next_poll = API_FIRST_PAUSE, 0.0
     pinned: dict[int, InstanceRecord] = {}
-    readers: HostKeyReaders = {}
-    last_error, last_state = "the task has not started yet", ""
     view: TaskView | None = None
-    with tempfile.TemporaryDirectory(prefix="qimg-wait-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="qimg-wait-") as tmp,
+        _Logins(backend, task_id, user, identity, Path(tmp), ssh_options) as logins,
+    ):
         while True:
             now = time.monotonic()
             if view is None or now >= next_poll:
-                view = backend.view(task_id)
-                if view.state != last_state or view.running != len(pinned):
-                    api_pause = API_FIRST_PAUSE  # progress: the forwards are near, look again soon
-                last_state = view.state
+                with logins.backend_lock:
+                    previous, view = view, backend.view(task_id)
+                if previous is None or (view.state, view.running) != (previous.state, previous.running):
+                    api_pause = API_FORWARD_PAUSE if view.state == EXECUTING else API_FIRST_PAUSE
+                    logins.hurry()  # progress: the instances that did not answer are tried again now
+                if view.state == EXECUTING and view.running < view.instance_count:
+                    api_pause = API_FORWARD_PAUSE
                 next_poll = now + api_pause
-                waiting_for_forwards = view.state == EXECUTING and view.running < view.instance_count
-                api_pause = min(
-                    api_pause * API_GROWTH, API_FORWARD_PAUSE if waiting_for_forwards else API_MAX_PAUSE
-                )
+                api_pause = min(api_pause * API_GROWTH, API_MAX_PAUSE)
                 if on_status:
                     on_status(view, now - started)
                 if view.ended:
-                    raise task_failure(backend, view, f"task {view.state.lower()} before ssh was ready")
+                    raise logins.failure(view, f"task {view.state.lower()} before ssh was ready")
             if view.state == EXECUTING:
-                errors = pin_moved(backend, view, user, identity, Path(tmp), pinned, readers)
-                last_error = errors[-1] if errors else last_error
+                logins.start(view, pinned)
+            logins.collect(pinned)
             if len(view.instances) == view.instance_count and not any(
                 _moved(instance, pinned.get(instance.index)) for instance in view.instances
             ):
                 return [pinned[index] for index in sorted(pinned)]
             if time.monotonic() >= deadline:
-                raise task_failure(
-                    backend, view, f"not ready within the deadline ({view.state}, "
-                    f"{len(pinned)}/{view.instance_count} instances ready): {last_error}",
+                raise logins.failure(
+                    view, f"not ready within the deadline ({view.state}, "
+                    f"{len(pinned)}/{view.instance_count} instances ready): {logins.last_error}",
                 )  # fmt: skip
-            time.sleep(max(0.0, min(probe_pause, next_poll - time.monotonic())))
-            probe_pause = min(probe_pause * 1.5, PROBE_MAX_PAUSE)
+            logins.wait(min(next_poll, deadline))
 
 
-def pin_moved(
-    backend: Backend, view: TaskView, user: str, identity: Path, workdir: Path,
-    pinned: dict[int, InstanceRecord], readers: HostKeyReaders,
-) -> list[str]:  # fmt: skip
-    """One login attempt at every running instance that has no pin at its current forward; `pinned`
-    gets the ones that worked. Returns what went wrong with the others."""
-    errors = []
-    for instance in view.instances:
-        forward = instance.forward
-        previous = pinned.get(instance.index)
-        if forward is None or not _moved(instance, previous):
-            continue
-        reader = readers.setdefault(
-            (instance.index, forward.port), host_key_reader(backend, view.id, instance.index)
-        )
-        known_hosts = workdir / f"known_hosts-{instance.index}"
-        keys, error = try_login(forward, user, identity, known_hosts, reader)
-        if keys:
-            pinned[instance.index] = InstanceRecord(instance.index, forward, keys, instance.attempt)
-        else:
+class _Logins:
+    """Login attempts at the instances that have no pin at their current forward, each instance in
+    its own thread and on its own clock: one that answers late neither waits for the others' logins
+    nor holds them up. The attempts read the task's output from their threads while the loop polls
+    the same task, whose backend object a poll updates: every backend call holds `backend_lock`."""
+
+    def __init__(
+        self, backend: Backend, task_id: str, user: str, identity: Path, workdir: Path,
+        ssh_options: tuple[str, ...],
+    ) -> None:  # fmt: skip
+        self.backend, self.task_id, self.user, self.identity = backend, task_id, user, identity
+        self.workdir, self.ssh_options = workdir, ssh_options
+        self.backend_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(PARALLEL_LOGINS, thread_name_prefix="qimg-login")
+        self.running: dict[int, tuple[InstanceView, Endpoint, Future[tuple[list[str], str]]]] = {}
+        self.readers: HostKeyReaders = {}
+        self.retry_at: dict[int, float] = {}  # after a failed attempt, the next waits until then
+        self.pauses: dict[int, float] = {}
+        self.last_error = "the task has not started yet"
+
+    def __enter__(self) -> _Logins:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        # On the way out of a failure, the task is stopped at once: attempts still running end by
+        # themselves (their servers go away), they are not waited for.
+        self.pool.shutdown(wait=kind is None, cancel_futures=True)
+
+    def start(self, view: TaskView, pinned: dict[int, InstanceRecord]) -> None:
+        """An attempt at every instance that needs one, has none running and no retry to wait for."""
+        now = time.monotonic()
+        for instance in view.instances:
+            index, forward = instance.index, instance.forward
+            if (
+                forward is None or not _moved(instance, pinned.get(index)) or index in self.running
+                or self.retry_at.get(index, 0.0) > now
+            ):  # fmt: skip
+                continue
+            reader = self.readers.setdefault(
+                (index, forward.port), host_key_reader(self.backend, self.task_id, index, self.backend_lock)
+            )
+            known_hosts = self.workdir / f"known_hosts-{index}"
+            attempt = self.pool.submit(
+                try_login, forward, self.user, self.identity, known_hosts, reader, self.ssh_options
+            )
+            self.running[index] = (instance, forward, attempt)
+
+    def collect(self, pinned: dict[int, InstanceRecord]) -> list[str]:
+        """The attempts that ended: `pinned` gets the ones that worked. Returns what went wrong with
+        the others."""
+        errors = []
+        for index, (instance, forward, attempt) in list(self.running.items()):
+            if not attempt.done():
+                continue
+            del self.running[index]
+            keys, error = attempt.result()
+            if keys:
+                pinned[index] = InstanceRecord(index, forward, keys, instance.attempt)
+                self.retry_at.pop(index, None)
+                self.pauses.pop(index, None)
+                continue
             # The output lags: the keys read may be those of a start that is over. Read it again.
-            readers.pop((instance.index, forward.port))
-            if previous is not None and reader() == previous.host_keys:
-                error = f"its output shows no new host key yet ({error})"
-            errors.append(f"instance {instance.index}: {error}")
-    return errors
+            self.readers.pop((index, forward.port), None)
+            pause = self.pauses.get(index, PROBE_FIRST_PAUSE)
+            self.retry_at[index] = time.monotonic() + pause
+            self.pauses[index] = min(pause * PROBE_GROWTH, PROBE_MAX_PAUSE)
+            errors.append(f"instance {index}: {error}")
+        self.last_error = errors[-1] if errors else self.last_error
+        return errors
+
+    def hurry(self) -> None:
+        """The task made progress: the instances that failed are tried again without waiting."""
+        self.retry_at.clear()
+        self.pauses.clear()
+
+    def wait(self, until: float) -> None:
+        """Until `until`, a retry is due or an attempt ends, whichever comes first."""
+        now = time.monotonic()
+        timeout = max(0.0, min([until, *(at for at in self.retry_at.values() if at > now)]) - now)
+        attempts = [attempt for _, _, attempt in self.running.values()]
+        if attempts:
+            concurrent.futures.wait(attempts, timeout, return_when=FIRST_COMPLETED)
+        else:
+            time.sleep(timeout)
+
+    def wait_all(self) -> None:
+        concurrent.futures.wait([attempt for _, _, attempt in self.running.values()])
+
+    def failure(self, view: TaskView, message: str) -> LaunchFailed:
+        with self.backend_lock:
+            return task_failure(self.backend, view, message)
 
 
 def _moved(instance: InstanceView, pinned: InstanceRecord | None) -> bool:
@@ -112,15 +185,19 @@ def _moved(instance: InstanceView, pinned: InstanceRecord | None) -> bool:
     return instance.forward is None or pinned is None or pinned.endpoint != instance.forward
 
 
-def host_key_reader(backend: Backend, task_id: str, index: int) -> Callable[[], list[str]]:
-    """The host keys the instance printed at its latest start: its output is read until they are
-    there, then never again. They may still be those of an earlier start (the output lags): then the
-    login fails unless the server kept its key (a restarted container), and the caller reads again."""
+def host_key_reader(
+    backend: Backend, task_id: str, index: int, lock: threading.Lock
+) -> Callable[[], list[str]]:
+    """The host keys the instance printed at its latest start: its output is read (holding `lock`)
+    until they are there, then never again. They may still be those of an earlier start (the output
+    lags): then the login fails unless the server kept its key (a restarted container), and the
+    caller reads again."""
     found: list[str] = []
 
     def read() -> list[str]:
         if not found:
-            found.extend(host_keys_in(backend.output(task_id, index)))
+            with lock:
+                found.extend(host_keys_in(backend.output(task_id, index)))
         return found
 
     return read
@@ -165,16 +242,22 @@ def refresh(backend: Backend, record: TaskRecord, wait: float = REFRESH_SECONDS)
     pinned = {instance.index: instance for instance in record.instances}
     before = dict(pinned)
     deadline = time.monotonic() + wait
-    with tempfile.TemporaryDirectory(prefix="qimg-refresh-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="qimg-refresh-") as tmp,
+        _Logins(backend, record.task_id, record.user, record.identity, Path(tmp), ()) as logins,
+    ):
         while True:
             view = backend.view(record.task_id)
             if view.ended:
                 raise LaunchFailed(f"task {record.name} is {view.state}: `qimg logs {record.name}` says why")
-            errors = pin_moved(backend, view, record.user, record.identity, Path(tmp), pinned, {})
+            logins.start(view, pinned)
+            logins.wait_all()
+            errors = logins.collect(pinned)
             if not errors:
                 break
             if time.monotonic() >= deadline:
                 raise LaunchFailed(f"{record.name} moved and is not ready: {errors[0]}")
+            logins.hurry()
             time.sleep(0.5)
     if pinned != before:
         sshconfig.close_masters(record, [old for index, old in before.items() if pinned[index] != old])

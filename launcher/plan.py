@@ -49,6 +49,7 @@ class LaunchOptions:
     command: str | None = None
     timeout: float = 600.0
     max_time: str = "12h"
+    idle_stop: str | None = None  # stop after this long without an ssh session (inside the task)
     keep: bool = False
     registry_auth: tuple[str, str] | None = None  # (username, password); unused with `local`
     uploads: tuple[Path, ...] = ()  # directories for the task's working directory
@@ -132,6 +133,7 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     tunnels = parse_tunnels(options.tunnels)
     timeout = check_timeout(options.timeout)
     max_seconds = parse_duration(options.max_time, "--max-time")
+    idle_seconds = parse_duration(options.idle_stop, "--idle-stop") if options.idle_stop is not None else None
     if options.name is not None:
         records.check_task_name(options.name)
     if not options.profile.strip():
@@ -156,6 +158,11 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)
     user, start = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
+    if idle_seconds and start.user:  # only images qimg did not build are started as another user
+        raise UsageError(
+            f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
+            f"build it with `qimg build --base {ref}`"
+        )
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
     # counted again from each start).
@@ -163,7 +170,7 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     launch_id = secrets.token_hex(8)
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start, max_seconds, deadline, auth), launch_id,
+        contract.task_constants(ref, key, start, max_seconds, deadline, auth, idle_seconds), launch_id,
     )  # fmt: skip
     data_plan = checked_data.planned(name, launch_id) if checked_data else None
     if data_plan is not None:

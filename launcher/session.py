@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import shlex
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from qimg.errors import Interrupted, QimgError
@@ -26,6 +28,16 @@ from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
+
+# The login that proves an instance ready stays open as an ssh connection master when a session
+# follows (a command, a shell): the session's ssh then runs over it, without a second handshake
+# (0.2 s or more). The master checked the host key against the pins; its clients need no check of
+# their own. Its socket lives in a private directory; every master is closed when the launch ends,
+# and one that qimg could not close (killed) ends itself once idle for this long.
+KEPT_LOGIN_IDLE = 30
+# A master's socket is DIR/%C (40 hex digits), and ssh binds it under a name 17 bytes longer first:
+# within the 104 bytes of a unix socket path (macOS; Linux allows 108), and nothing ssh would expand.
+_SOCKET_DIR = re.compile(r"[A-Za-z0-9/._-]{1,46}")
 
 
 class Reporter(Protocol):
@@ -49,7 +61,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
     pending = TaskRecord(
         request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
     )
-    with records.launching(request.name):
+    session_follows = plan.connect or plan.command is not None
+    with records.launching(request.name), _kept_logins(session_follows) as kept:
         for problem in tasks.claim_name(pending, backend):
             reporter.note(problem)
         task_id = ""
@@ -60,30 +73,79 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
-                record = _ready(plan, task_id, reporter)
+                record = _ready(plan, task_id, reporter, _master_options(kept))
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")
                 _end(plan, task_id, reporter, transfers)
                 raise
-        if not (plan.connect or plan.command is not None or plan.tunnels):
+        if not (session_follows or plan.tunnels):
             stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
-        if not (plan.connect or plan.command is not None):  # tunnels only: held until Ctrl-C; the task stays
+        if not session_follows:  # tunnels only: held until Ctrl-C; the task stays
             return run_over_ssh(record, None, plan.tunnels, note=reporter.note)
         try:
             with signals.as_errors():
-                return run_over_ssh(record, plan.command, plan.tunnels, interactive=plan.connect)
+                return run_over_ssh(
+                    record,
+                    plan.command,
+                    plan.tunnels,
+                    interactive=plan.connect,
+                    ssh_options=_client_options(kept),
+                )
         finally:
             _end(plan, task_id, reporter, transfers)
 
 
-def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskRecord:
+@contextlib.contextmanager
+def _kept_logins(wanted: bool) -> Iterator[Path | None]:
+    """The private directory of the kept logins' sockets (None: logins are not kept), and every
+    master in it closed on the way out, at once."""
+    if not wanted:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="qimg-") as tmp:
+        if not _SOCKET_DIR.fullmatch(tmp):  # a long or odd temporary directory: no master, as before
+            yield None
+            return
+        try:
+            yield Path(tmp)
+        finally:
+            _close_masters(Path(tmp))
+
+
+def _close_masters(directory: Path) -> None:
+    """`ssh -O exit` to every master whose socket is in the directory, at once."""
+    closing = [
+        subprocess.Popen(
+            ["ssh", "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "kept"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for socket in directory.iterdir()
+    ]
+    for process in closing:
+        process.wait()
+
+
+def _master_options(kept: Path | None) -> tuple[str, ...]:
+    if kept is None:
+        return ()
+    return ("-o", "ControlMaster=yes", *_client_options(kept), "-o", f"ControlPersist={KEPT_LOGIN_IDLE}")
+
+
+def _client_options(kept: Path | None) -> tuple[str, ...]:
+    """ssh over the kept login of the same endpoint and user; ssh connects by itself if there is none."""
+    return () if kept is None else ("-o", f"ControlPath={kept}/%C")
+
+
+def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:
     """Wait for every instance, record the pins, and show the caller how to log in."""
     instances = launch.wait_ready(
         plan.backend, task_id, plan.login.user, plan.login.key.identity,
-        time.monotonic() + plan.timeout, reporter.status,
+        time.monotonic() + plan.timeout, reporter.status, ssh_options,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(
@@ -129,21 +191,22 @@ def run_over_ssh(
     *,
     interactive: bool = False,
     note: Callable[[str], None] | None = None,
+    ssh_options: tuple[str, ...] = (),
 ) -> int:
     """An interactive session on the first instance, or the tunnels alone until Ctrl-C (connecting
     again when the link drops, with a `note` each time: `reconnect.hold`), or the command on every
-    instance at once (tunnels on the first). Returns the first non-zero exit code, else 0. Notes go to
-    stderr unless `note` says otherwise. ssh never outlives qimg: SIGTERM or SIGHUP ends it too (and
-    raises Interrupted)."""
+    instance at once (tunnels on the first), each ssh with `ssh_options`. Returns the first non-zero
+    exit code, else 0. Notes go to stderr unless `note` says otherwise. ssh never outlives qimg:
+    SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
-    forwards = [option for tunnel in tunnels for option in tunnel.ssh_option]
-    if forwards:
-        forwards += ["-o", "ExitOnForwardFailure=yes"]
+    first = [*ssh_options, *(option for tunnel in tunnels for option in tunnel.ssh_option)]  # the tunnels
+    if tunnels:
+        first += ["-o", "ExitOnForwardFailure=yes"]
     if interactive:  # Ctrl-C belongs to the remote shell
         with signals.as_errors(interrupt=False):
-            return _children([sshconfig.config_argv(hosts[0], options=tuple(forwards))], terminal=True)
+            return _children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
     if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running
-        argv = sshconfig.config_argv(hosts[0], options=(*_OWN_LINK, *forwards, "-N"))
+        argv = sshconfig.config_argv(hosts[0], options=(*_OWN_LINK, *first, "-N"))
         try:
             with signals.as_errors():
                 return reconnect.hold(
@@ -153,7 +216,7 @@ def run_over_ssh(
             if interruption.exit_code == 128 + signal.SIGINT:
                 return 0
             raise
-    options = [tuple(forwards)] + [()] * (len(hosts) - 1)  # the tunnels go through the first instance
+    options = [tuple(first)] + [ssh_options] * (len(hosts) - 1)
     return _children([
         sshconfig.config_argv(host, remote_command(command), options=host_options)
         for host, host_options in zip(hosts, options, strict=True)

@@ -122,10 +122,11 @@ def read_banner(endpoint: Endpoint, timeout: float = 2.0) -> str:
 
 
 def try_login(
-    endpoint: Endpoint, user: str, identity: Path, known_hosts: Path, host_keys: Callable[[], list[str]]
-) -> tuple[list[str], str]:
+    endpoint: Endpoint, user: str, identity: Path, known_hosts: Path, host_keys: Callable[[], list[str]],
+    options: tuple[str, ...] = (),
+) -> tuple[list[str], str]:  # fmt: skip
     """One readiness attempt: the `SSH-` banner, then the host keys the server printed, pinned, then a
-    real `ssh ... true`. Returns the pinned keys and "", or [] and what went wrong."""
+    real `ssh ... true` (with `options`). Returns the pinned keys and "", or [] and what went wrong."""
     banner = read_banner(endpoint)
     if not banner.startswith("SSH-"):
         return [], f"not an ssh server: {banner[:60]!r}" if banner else "nothing answers"
@@ -134,7 +135,7 @@ def try_login(
         return [], "sshd answers but printed no host key (not started by qimg-start?)"
     write_known_hosts(known_hosts, {endpoint.known_hosts_name: keys})
     result = subprocess.run(
-        pinned_argv(endpoint, user, identity, known_hosts, "true"),
+        pinned_argv(endpoint, user, identity, known_hosts, "true", options=options),
         capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     if result.returncode == 0:

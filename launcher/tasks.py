@@ -4,10 +4,12 @@ output, stop). The backends' libraries (docker, qarnot and boto3) are imported o
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from qimg.errors import BackendError, FileError, QimgError, TaskNotFound, UsageError
@@ -105,10 +107,79 @@ def _alive(record: TaskRecord, backend: Backend) -> bool:
         return False
 
 
-def list_tasks(local: bool) -> tuple[str, list[TaskView]]:
-    """The backend's name and its qimg tasks, oldest first."""
+# `ls` reads the running tasks' outputs at once (each is a request): reads of different tasks, over
+# the backend's HTTP session, whose connection pool is made for threads.
+OUTPUT_READS_AT_ONCE = 8
+# What the idle watcher of each instance (images/qimg-idle.sh) prints, in the task's output.
+_IDLE_LINE = re.compile(r"(?:(\d+)> )?qimg-idle: (?:stop-at (\d{1,10})\b|(in-use)\b|(no ssh session)\b)")
+
+
+@dataclass(frozen=True)
+class IdleStop:
+    """When a task launched with --idle-stop stops by itself, as its instances' watchers last said:
+    not while an ssh session is open on one of them, else at `stop_at` (the last instance's) unless
+    someone logs in before."""
+
+    session_open: bool
+    stop_at: datetime | None
+
+    def seconds_left(self, now: datetime) -> int | None:
+        return None if self.stop_at is None else max(0, int((self.stop_at - now).total_seconds()))
+
+    def as_dict(self, now: datetime) -> dict[str, object]:
+        return {
+            "session_open": self.session_open, "seconds_left": self.seconds_left(now),
+            "stop_at": self.stop_at.isoformat() if self.stop_at else None,
+        }  # fmt: skip
+
+
+def idle_stop_in(output: str) -> IdleStop | None:
+    """What the watchers' lines in a task's output (every instance, lines prefixed "N> ") say; None
+    when they say nothing: no --idle-stop, an image without the watcher, lines gone from the buffer."""
+    last: dict[int, tuple[bool, int]] = {}  # instance -> (a session is open, stop-at epoch)
+    for line in output.splitlines():
+        match = _IDLE_LINE.match(line)
+        if match is None:
+            continue
+        index = int(match.group(1) or 0)
+        if match.group(2):
+            last[index] = (False, int(match.group(2)))
+        elif match.group(3):
+            last[index] = (True, 0)
+        else:
+            last.pop(index, None)  # this instance stopped; a restart of it prints again
+    if not last:
+        return None
+    if any(session_open for session_open, _ in last.values()):
+        return IdleStop(True, None)
+    return IdleStop(False, datetime.fromtimestamp(max(at for _, at in last.values()), timezone.utc))
+
+
+@dataclass(frozen=True)
+class Listing:
+    backend: str
+    tasks: list[TaskView]  # oldest first
+    idle_stops: dict[str, IdleStop]  # by task id, for the running tasks whose output tells one
+
+
+def list_tasks(local: bool) -> Listing:
+    """The backend's qimg tasks, and the idle stops of the running ones: one output read per running
+    task, all at once, none for the others (they have nothing left to tell)."""
     backend = open_backend(backend_name(local))
-    return backend.name, sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
+    found = sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
+    running = [task.id for task in found if task.running and not task.ended]
+
+    def idle_stop(task_id: str) -> IdleStop | None:
+        try:
+            return idle_stop_in(backend.output(task_id))
+        except (QimgError, OSError):  # gone meanwhile, or no output came (OSError: the engine's and the
+            return None  # HTTP libraries' errors): the listing goes on without it
+
+    if not running:
+        return Listing(backend.name, found, {})
+    with ThreadPoolExecutor(min(len(running), OUTPUT_READS_AT_ONCE), thread_name_prefix="qimg-ls") as pool:
+        stops = dict(zip(running, pool.map(idle_stop, running), strict=True))
+    return Listing(backend.name, found, {task_id: stop for task_id, stop in stops.items() if stop})
 
 
 def stop(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from qimg.launcher.check import CheckResult
     from qimg.launcher.data import BucketInfo
     from qimg.launcher.records import TaskRecord
+    from qimg.launcher.tasks import IdleStop
     from qimg.launcher.tunnels import Tunnel
 
 
@@ -48,19 +49,20 @@ def print_checks(ref: str, results: list[CheckResult]) -> None:
     Console(highlight=False, width=max(100, Console().width)).print(table)
 
 
-def print_tasks(backend: str, tasks: list[TaskView], now: datetime) -> None:
+def print_tasks(backend: str, tasks: list[TaskView], now: datetime, idle_stops: dict[str, IdleStop]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"qimg tasks on {backend}", title_justify="left")
-    for column in ("name", "state", "endpoints", "age", "credits"):
+    for column in ("name", "state", "endpoints", "age", "credits", "idle stop"):
         table.add_column(column)
     for task in tasks:
         age = int((now - task.created).total_seconds()) if task.created else None
         table.add_row(
             task.name, task.state, " ".join(task.endpoints) or "-",
-            "-" if age is None else f"{age // 3600}h{age % 3600 // 60:02d}m",
+            "-" if age is None else _hours_minutes(age),
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
+            _idle_stop(idle_stops.get(task.id), now),
         )  # fmt: skip
     Console(highlight=False).print(table)
 
@@ -124,6 +126,15 @@ class TransferBars:
             self.progress.stop()
             self.progress = None
         self.bars.clear()
+
+
+def _hours_minutes(seconds: int) -> str:
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _idle_stop(idle: IdleStop | None, now: datetime) -> str:
+    left = idle.seconds_left(now) if idle else None
+    return "-" if idle is None else "session open" if left is None else f"in {_hours_minutes(left)}"
 
 
 @contextlib.contextmanager

@@ -228,7 +228,7 @@ def test_local_tasks_are_their_owners_only(
         TaskRequest("mine", "debian:bookworm-slim", "local", 1, {"DOCKER_CMD": "sleep 300"}, "l1")
     )
     try:
-        assert [(task.name, task.id) for task in tasks.list_tasks(local=True)[1]] == [("mine", mine)]
+        assert [(task.name, task.id) for task in tasks.list_tasks(local=True).tasks] == [("mine", mine)]
         with pytest.raises(TaskNotFound):
             backend.view(another_owners_task)
         assert tasks.stop(None, local=True)[1] == [("mine", mine)]

@@ -47,13 +47,14 @@ def test_option_values_cannot_inject(
         "COPY",
         "COPY",
         "COPY",
+        "COPY",
         "RUN",
         "EXPOSE",
         "CMD",
         "LABEL",
     ]
     assert steps[0] == f"FROM {spec.base}"
-    assert json.loads(steps[5].removeprefix("RUN "))[1] == spec.login_user
+    assert json.loads(steps[6].removeprefix("RUN "))[1] == spec.login_user
     sshd_lines = [line for line in render_sshd_config(spec).splitlines() if line and not line.startswith("#")]
     assert len(sshd_lines) == 22
     assert [line for line in sshd_lines if line.startswith("AllowUsers")] == [

@@ -44,19 +44,19 @@ def test_render_structure(distro: Distro, options: dict[str, object]) -> None:
     spec = spec_for(distro, options)
     steps = instructions(render_dockerfile(spec))
     keywords = [step.split()[0] for step in steps]
-    assert keywords == ["FROM", "RUN", "COPY", "COPY", "COPY", "RUN", "EXPOSE", "CMD", "LABEL"]
+    assert keywords == ["FROM", "RUN", "COPY", "COPY", "COPY", "COPY", "RUN", "EXPOSE", "CMD", "LABEL"]
     assert steps[0] == f"FROM {spec.base}"
     assert "openssh-server" in steps[1].split()
     assert "rm -f /etc/ssh/ssh_host_*" in steps[1], "package host keys must not stay in a layer"
     for package in spec.packages:
         assert package in steps[1].split()
     assert ("sudo" in steps[1].split()) == spec.sudo
-    setup = json.loads(steps[5].removeprefix("RUN "))
+    setup = json.loads(steps[6].removeprefix("RUN "))
     assert setup[:2] == ["/usr/local/sbin/qimg-setup", spec.login_user]
     if spec.user:
         assert setup[2:4] == [str(spec.uid), str(spec.gid)]
         assert ("sudo" in setup) == spec.sudo
-    assert steps[7] == 'CMD ["/usr/local/sbin/qimg-start"]'
+    assert steps[8] == 'CMD ["/usr/local/sbin/qimg-start"]'
     assert steps[-1].startswith("LABEL "), "labels come last, so that they never invalidate the cache"
 
 
@@ -107,9 +107,10 @@ def test_sshd_config(distro: Distro, options: dict[str, object]) -> None:
 def test_write_context_modes(tmp_path: Path) -> None:
     write_context(ImageSpec.create(user="alice"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "Dockerfile", "qimg-setup.sh", "qimg-start.sh", "sshd-qimg.conf",
+        "Dockerfile", "qimg-idle.sh", "qimg-setup.sh", "qimg-start.sh", "sshd-qimg.conf",
     ]  # fmt: skip
-    assert (tmp_path / "qimg-start.sh").stat().st_mode & 0o777 == 0o755
+    for script in ("qimg-start.sh", "qimg-idle.sh"):
+        assert (tmp_path / script).stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "sshd-qimg.conf").stat().st_mode & 0o777 == 0o644
 
 

@@ -50,6 +50,10 @@ def run(
     max_time: Annotated[
         str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
     ] = "12h",
+    idle_stop: Annotated[
+        str | None,
+        typer.Option("--idle-stop", help="Stop the task after this long without an ssh session: 30m, 2h."),
+    ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
     upload: Annotated[
         list[Path] | None,
@@ -78,8 +82,8 @@ def run(
     options = LaunchOptions(
         image=image, local=local, key=key, user=user, instances=instances, name=name, profile=profile,
         tunnels=tuple(tunnel or ()), connect=connect, command=command, timeout=timeout, max_time=max_time,
-        keep=keep, registry_auth=registry_auth(username, password_stdin), uploads=tuple(upload or ()),
-        results=results, snapshot_every=snapshot_every,
+        idle_stop=idle_stop, keep=keep, registry_auth=registry_auth(username, password_stdin),
+        uploads=tuple(upload or ()), results=results, snapshot_every=snapshot_every,
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
     out = sys.stderr if command is not None else sys.stdout

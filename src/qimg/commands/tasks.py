@@ -118,7 +118,7 @@ def list_tasks(
     as_json: JsonOpt = False,
     show_buckets: Annotated[bool, typer.Option("--buckets", help="List qimg's buckets instead.")] = False,
 ) -> None:
-    """List the tasks launched by qimg: name, state, endpoints, age, credits (or its buckets)."""
+    """List the tasks launched by qimg: name, state, endpoints, age, credits, idle stop (or its buckets)."""
     from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)
@@ -136,11 +136,18 @@ def list_tasks(
     from qimg.launcher import records, tasks
 
     warn(records.all_records()[1])
-    backend, found = tasks.list_tasks(local)
+    listing = tasks.list_tasks(local)
     if as_json:
-        print(json.dumps({"backend": backend, "tasks": [task.as_dict(now) for task in found]}))
+        rows = [
+            {
+                **task.as_dict(now),
+                "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
+            }
+            for task in listing.tasks
+        ]
+        print(json.dumps({"backend": listing.backend, "tasks": rows}))
         return
-    display.print_tasks(backend, found, now)
+    display.print_tasks(listing.backend, listing.tasks, now, listing.idle_stops)
 
 
 @app.command("ssh-config")
