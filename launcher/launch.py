@@ -37,8 +37,10 @@ def wait_ready(
     identity: Path,
     deadline: float,
     on_status: StatusCallback | None = None,
+    entries: tuple[int, ...] | None = None,
 ) -> list[InstanceRecord]:
-    """Every instance pinned, in order; LaunchFailed when the task ends or the deadline passes."""
+    """Every instance pinned, in order (only `entries` are waited for: a cluster's workers have no
+    forward); LaunchFailed when the task ends or the deadline passes."""
     started = time.monotonic()
     api_pause, probe_pause = API_FIRST_PAUSE, PROBE_FIRST_PAUSE
     next_poll = 0.0
@@ -67,7 +69,9 @@ def wait_ready(
                 errors = pin_moved(backend, view, user, identity, Path(tmp), pinned, readers)
                 last_error = errors[-1] if errors else last_error
             if len(view.instances) == view.instance_count and not any(
-                _moved(instance, pinned.get(instance.index)) for instance in view.instances
+                _moved(instance, pinned.get(instance.index))
+                for instance in view.instances
+                if entries is None or instance.index in entries
             ):
                 return [pinned[index] for index in sorted(pinned)]
             if time.monotonic() >= deadline:

@@ -7,9 +7,10 @@ Bad input ends here, as a UsageError: no task is ever created for it.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,11 @@ from qimg import engine, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
-from qimg.launcher import contract, records, tasks
+from qimg.launcher import account, contract, records, tasks, worker
 from qimg.launcher.backends.base import Backend, TaskRequest
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
+from qimg.launcher.worker import WorkerOptions
 
 if TYPE_CHECKING:
     import docker
@@ -46,6 +48,7 @@ class LaunchOptions:
     max_time: str = "12h"
     keep: bool = False
     registry_auth: tuple[str, str] | None = None  # (username, password)
+    worker: WorkerOptions = field(default_factory=WorkerOptions)  # environment, secrets, hardware, scheduling
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         records.check_task_name(options.name)
     if not options.profile.strip():
         raise UsageError("--profile is empty: the Qarnot profile, e.g. docker-network-ssh")
+    max_queue = options.worker.max_queue
+    work = worker.plan(
+        options.worker, local=options.local, environ=os.environ,
+        max_queue_seconds=parse_duration(max_queue, "--max-queue") if max_queue is not None else None,
+    )  # fmt: skip
     key = read_login_key(options.key)
     remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
@@ -116,6 +124,9 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         name, str(ref), options.profile, options.instances,
         contract.task_constants(ref, key, start_command, max_seconds, auth), secrets.token_hex(8),
     )  # fmt: skip
+    request = work.apply(request, qimg_image=start_command != contract.foreign_start_command())
+    if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
+        account.check_launch(backend, request)
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect
     )

@@ -14,11 +14,11 @@ from typing import Annotated, NoReturn
 import typer
 
 from qimg import __version__
-from qimg.commands import images, keys, run, tasks
+from qimg.commands import account, images, keys, run, tasks
 from qimg.commands.common import app
 from qimg.errors import QimgError
 
-COMMAND_MODULES = (images, run, tasks, keys)  # each registers its commands on `app` when imported
+COMMAND_MODULES = (images, run, tasks, keys, account)  # each registers its commands on `app` when imported
 
 
 def _version(value: bool) -> None:
