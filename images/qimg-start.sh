@@ -9,6 +9,8 @@
 #                        then, whatever the attempt (a restarted instance keeps the task's deadline)
 #   QIMG_MAX_SECONDS     hard limit counted from this start: the fallback without QIMG_DEADLINE, and
 #                        a bound on the wait if the deadline came from a clock that was ahead
+#   QIMG_SECRETS         names of secrets (`qimg run --secret NAME`), each passed by the platform as
+#                        QARNOT_SECRET__NAME or NAME: only the login user's login shells see them
 set -eu
 set -f # key lines are split into words below; never expand them as file names
 
@@ -117,6 +119,31 @@ for type in ${QIMG_HOST_KEY_TYPES:-ed25519}; do
     host_key_args="$host_key_args -h $key"
 done
 
+# Secrets go to a file of the login user's (0600), sourced by their login shells: never to /etc,
+# never to the environment dump below, and out of sshd's environment before it starts.
+secrets_file=.config/qimg/secrets
+if [ -n "${QIMG_SECRETS:-}" ]; then
+    : >"$work/secrets"
+    for name in $QIMG_SECRETS; do
+        case "$name" in
+        [!A-Z_]* | *[!A-Z0-9_]*) die "QIMG_SECRETS: '$name' is not an upper-case variable name" ;;
+        esac
+        if eval "[ -n \"\${QARNOT_SECRET__$name+set}\" ]"; then
+            eval "value=\${QARNOT_SECRET__$name}"
+        elif eval "[ -n \"\${$name+set}\" ]"; then
+            eval "value=\${$name}"
+        else
+            die "secret $name did not reach the container (neither QARNOT_SECRET__$name nor $name is set)"
+        fi
+        printf "export %s='%s'\n" "$name" "$(printf '%s' "$value" | sed "s/'/'\\\\''/g")" >>"$work/secrets"
+        unset "QARNOT_SECRET__$name" "$name" value
+    done
+    for dir in "$home/.config" "$home/.config/qimg"; do
+        [ -d "$dir" ] || install -d -o "$login_user" -g "$group" -m 0700 "$dir"
+    done
+    install -o "$login_user" -g "$group" -m 0600 "$work/secrets" "$home/$secrets_file"
+fi
+
 # sshd gives sessions a clean environment: hand the container's to login shells, minus keys,
 # credentials and the variables every session sets for itself.
 profile=/etc/profile.d/qimg-env.sh
@@ -127,11 +154,14 @@ profile=/etc/profile.d/qimg-env.sh
         DOCKER_SSH | DOCKER_REGISTRY_* | QARNOT_* | *PASSWORD* | *PASSWD* | *SECRET* | *TOKEN* | *CREDENTIAL* | *PRIVATE* | *_KEY | *_KEYS) continue ;;
         HOME | USER | LOGNAME | SHELL | PWD | OLDPWD | SHLVL | TERM | HOSTNAME | MAIL | PS1 | PS2 | PS4 | IFS | PPID | _) continue ;;
         esac
+        case " ${QIMG_SECRETS:-} " in *" $name "*) continue ;; esac
         eval "[ -n \"\${$name+set}\" ]" || continue
         value=""
         eval "value=\${$name}"
         printf "export %s='%s'\n" "$name" "$(printf '%s' "$value" | sed "s/'/'\\\\''/g")"
     done
+    # shellcheck disable=SC2016 # $HOME is the login shell's to expand: each user reads their own file
+    printf 'if [ -r "$HOME/%s" ]; then . "$HOME/%s"; fi\n' "$secrets_file" "$secrets_file"
 } >"$profile.new"
 chmod 0644 "$profile.new"
 mv -f "$profile.new" "$profile"

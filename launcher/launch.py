@@ -45,9 +45,11 @@ def wait_ready(
     deadline: float,
     on_status: StatusCallback | None = None,
     ssh_options: tuple[str, ...] = (),
+    entries: tuple[int, ...] | None = None,
 ) -> list[InstanceRecord]:
-    """Every instance pinned, in order; LaunchFailed when the task ends or the deadline passes.
-    `ssh_options` go to the logins that prove readiness (the session keeps them open to reuse)."""
+    """Every instance pinned, in order (only `entries` are waited for: a cluster's workers have no
+    forward); LaunchFailed when the task ends or the deadline passes. `ssh_options` go to the logins
+    that prove readiness (the session keeps them open to reuse)."""
     started = time.monotonic()
     api_pause, next_poll = API_FIRST_PAUSE, 0.0
     pinned: dict[int, InstanceRecord] = {}
@@ -76,7 +78,9 @@ def wait_ready(
                 logins.start(view, pinned)
             logins.collect(pinned)
             if len(view.instances) == view.instance_count and not any(
-                _moved(instance, pinned.get(instance.index)) for instance in view.instances
+                _moved(instance, pinned.get(instance.index))
+                for instance in view.instances
+                if entries is None or instance.index in entries
             ):
                 return [pinned[index] for index in sorted(pinned)]
             if time.monotonic() >= deadline:

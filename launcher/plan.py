@@ -7,10 +7,11 @@ Bad input ends here, as a UsageError: no task is ever created for it.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -19,12 +20,13 @@ from qimg import engine, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.errors import UsageError
-from qimg.launcher import contract, records, tasks
+from qimg.launcher import account, contract, records, tasks, worker
 from qimg.launcher.backends import qarnot_config
 from qimg.launcher.backends.base import Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
+from qimg.launcher.worker import WorkerOptions
 
 if TYPE_CHECKING:
     import docker
@@ -55,6 +57,7 @@ class LaunchOptions:
     uploads: tuple[Path, ...] = ()  # directories for the task's working directory
     results: Path | None = None  # where the task's results are downloaded
     snapshot_every: str | None = None  # a duration: periodic snapshots of the results
+    worker: WorkerOptions = field(default_factory=WorkerOptions)  # environment, secrets, hardware, scheduling
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,11 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
     checked_data = check_options(options.uploads, options.results, snapshot_seconds, local=options.local)
+    max_queue = options.worker.max_queue
+    work = worker.plan(
+        options.worker, local=options.local, environ=os.environ,
+        max_queue_seconds=parse_duration(max_queue, "--max-queue") if max_queue is not None else None,
+    )  # fmt: skip
     key = read_login_key(options.key)
     remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
@@ -175,6 +183,9 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     data_plan = checked_data.planned(name, launch_id) if checked_data else None
     if data_plan is not None:
         request = data_plan.applied(request)
+    request = work.apply(request, qimg_image=start.user is None)
+    if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
+        account.check_launch(backend, request)
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,
         data_plan,

@@ -145,7 +145,7 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
     """Wait for every instance, record the pins, and show the caller how to log in."""
     instances = launch.wait_ready(
         plan.backend, task_id, plan.login.user, plan.login.key.identity,
-        time.monotonic() + plan.timeout, reporter.status, ssh_options,
+        time.monotonic() + plan.timeout, reporter.status, ssh_options, plan.request.entries,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(

@@ -25,6 +25,19 @@ ENDED_STATES = frozenset({
 })  # fmt: skip
 
 
+def is_cluster_profile(profile: str) -> bool:
+    """Qarnot's cluster profiles (docker-cluster-network-ssh and the like) carry "cluster" in their
+    name: their first instance is the master, the only one forwarded."""
+    return "cluster" in profile.split("-")
+
+
+def instance_command(constants: dict[str, str], index: int, cluster: bool) -> str:
+    """What an instance runs: on a cluster profile, DOCKER_CMD_MASTER on the first instance and
+    DOCKER_CMD_WORKER on the others; otherwise DOCKER_CMD on every one ("": the image's own)."""
+    key = ("DOCKER_CMD_MASTER" if index == 0 else "DOCKER_CMD_WORKER") if cluster else "DOCKER_CMD"
+    return constants.get(key, "")
+
+
 def launch_tag(launch_id: str) -> str:
     """The tag of every task one launch created: resubmissions included, they are found by it."""
     return f"{TASK_TAG}-launch-{launch_id}"
@@ -48,6 +61,16 @@ class TaskView:
     created: datetime | None = None
     credits: float | None = None
     result_bucket: str = ""  # where the task's results go ("" when it has none)
+    profile: str = ""
+
+    @property
+    def cluster(self) -> bool:
+        return is_cluster_profile(self.profile)
+
+    @property
+    def entries(self) -> list[int]:
+        """The instances one logs into: a cluster's master only, else every instance."""
+        return [0] if self.cluster else [instance.index for instance in self.instances]
 
     @property
     def ended(self) -> bool:
@@ -66,7 +89,19 @@ class TaskView:
             "name": self.name, "id": self.id, "state": self.state, "endpoints": self.endpoints,
             "age_seconds": int((now - self.created).total_seconds()) if self.created else None,
             "credits": self.credits, "errors": list(self.errors),
+            "profile": self.profile, "entry_instances": self.entries,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What an instance's machine must have (Qarnot's hardware constraints); nothing: any machine."""
+
+    min_cores: int | None = None
+    min_ram_mb: int | None = None
+    gpu: bool = False
+    ssd: bool = False
+    keys: tuple[str, ...] = ()  # specific hardware, by the keys the account offers
 
 
 @dataclass(frozen=True)
@@ -80,6 +115,47 @@ class TaskRequest:
     resource_buckets: tuple[str, ...] = ()  # their files appear in the task's working directory
     result_bucket: str = ""  # receives the working directory: snapshots, the end, a cancellation
     snapshot_seconds: int = 0  # periodic snapshots into the result bucket (0: none)
+    hardware: Hardware = field(default_factory=Hardware)
+    scheduling: str = "Flex"  # Qarnot's names: Flex, OnDemand, Reserved
+    max_queue_seconds: int | None = None  # the task gives up when it waits longer in the queue
+    # The instances to log into, so to pin (None: all); a cluster's workers have no forward.
+    entries: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One scheduling plan's limits and use; None where Qarnot did not report a number."""
+
+    name: str  # flex, on-demand, or "reservation NAME"
+    max_instances: int | None
+    running_instances: int | None
+    max_cores: int | None
+    running_cores: int | None
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """The account's balance and quotas, as reported (None: not reported, or not in time)."""
+
+    balance: float | None  # euros
+    tasks: int | None
+    max_tasks: int | None
+    running_tasks: int | None
+    max_running_tasks: int | None
+    # Qarnot's maxInstances (per task or in all: unknown); either way no task may ask for more.
+    max_instances: int | None
+    quotas: tuple[Quota, ...] = ()
+
+    def quota(self, name: str) -> Quota | None:
+        return next((quota for quota in self.quotas if quota.name == name), None)
+
+
+@dataclass(frozen=True)
+class HardwareOffer:
+    """A hardware constraint the account may use: its kind (Qarnot's discriminator) and value."""
+
+    kind: str
+    value: str = ""  # the key of specific hardware, a core count, a CPU model ...
 
 
 class Backend(Protocol):

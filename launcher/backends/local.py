@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from qimg.builder.labels import PREFIX
 from qimg.errors import BackendError, TaskNotFound, first_line
 from qimg.launcher import containers
-from qimg.launcher.backends.base import InstanceView, TaskRequest, TaskView
+from qimg.launcher.backends.base import (
+    InstanceView,
+    TaskRequest,
+    TaskView,
+    instance_command,
+    is_cluster_profile,
+)
 from qimg.launcher.ssh import Endpoint
 
 if TYPE_CHECKING:
@@ -44,6 +50,11 @@ def owner() -> str:
         return str(uid)
 
 
+PROFILE_LABEL = f"{PREFIX}profile"
+# "no" on a container whose port 22 is not reported, as Qarnot forwards only a cluster's master.
+FORWARDED_LABEL = f"{PREFIX}forwarded"
+
+
 class LocalBackend:
     """Tasks on the local engine, one container per instance."""
 
@@ -57,14 +68,17 @@ class LocalBackend:
         from docker.errors import DockerException
 
         task_id = str(uuid.uuid4())
+        cluster = is_cluster_profile(request.profile)
         try:
             for index in range(request.instances):
+                forwarded = request.entries is None or index in request.entries
                 containers.start(
-                    self.client, request.image, request.constants["DOCKER_CMD"],
+                    self.client, request.image, instance_command(request.constants, index, cluster),
                     {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
                     labels={
                         TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
                         LAUNCH_LABEL: request.launch_id, OWNER_LABEL: self.owner,
+                        PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
                     },
                 )  # fmt: skip
         except DockerException as error:
@@ -135,7 +149,7 @@ def _task_view(task_id: str, group: list[Container]) -> TaskView:
         states.append(status["Status"])
         forward = None
         bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
-        if status["Running"] and bindings:
+        if status["Running"] and bindings and container.labels.get(FORWARDED_LABEL) != "no":
             forward = Endpoint(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
         instances.append(
             InstanceView(_instance_index(container), forward, int(attrs.get("RestartCount", 0)) + 1)
@@ -154,5 +168,5 @@ def _task_view(task_id: str, group: list[Container]) -> TaskView:
     created = datetime.fromisoformat(group[0].attrs["Created"][:19] + "+00:00")
     return TaskView(
         task_id, group[0].labels.get(NAME_LABEL, ""), state, len(group), tuple(instances),
-        tuple(errors), created,
+        tuple(errors), created, profile=group[0].labels.get(PROFILE_LABEL, ""),
     )  # fmt: skip

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
+from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
+    AccountView,
     BucketView,
     BytesMoved,
+    HardwareOffer,
     InstanceView,
     ObjectView,
     TaskRequest,
@@ -131,6 +134,7 @@ class QarnotBackend:
             if request.result_bucket:
                 task.results = Bucket(self.connection, request.result_bucket, create=False)
                 task.upload_results_on_cancellation = True  # an aborted task still hands its results over
+        qarnot_worker.apply(task, request)
         # Assigning tags turns the SDK's auto-refresh off; view() always refreshes explicitly.
         task.tags = [TASK_TAG, launch_tag(request.launch_id)]
         failure: QimgError | None = None
@@ -325,6 +329,26 @@ class QarnotBackend:
         value = getattr(result, "amount_in_euros", None)
         return float(value) if isinstance(value, int | float) else None
 
+    def profile_names(self) -> list[str]:
+        return self._call("listing profiles", lambda: qarnot_worker.profile_names(self.connection))
+
+    def hardware_offers(self) -> list[HardwareOffer]:
+        return self._call("listing hardware", lambda: qarnot_worker.hardware_offers(self.connection))
+
+    def account(self) -> AccountView:
+        """Task counts and computing quotas (GET /info); the balance is read apart, by balance()."""
+        return self._call("reading the account", lambda: qarnot_worker.account_view(self.connection))
+
+    def balance(self) -> float | None:
+        """The account's credits in euros, when Qarnot reports them in time (None otherwise)."""
+        try:
+            with self._once(CREDITS_TIMEOUT):
+                return self._call(
+                    "reading the balance", lambda: qarnot_worker.balance(self.connection), retry=False
+                )
+        except QimgError:
+            return None
+
 
 def _task_view(task: Any) -> TaskView:
     """The SDK's task, checked: the forward's host and port go into an ssh config."""
@@ -364,6 +388,7 @@ def _unchecked_view(task: Any) -> TaskView:
         errors=tuple(f"{e.code}: {e.message}" if e.code else str(e.message) for e in task.errors),
         created=created if isinstance(created, datetime) else None,
         result_bucket=result_bucket if isinstance(result_bucket, str) else "",
+        profile=str(task.profile or ""),
     )
 
 

@@ -58,8 +58,11 @@ def print_tasks(backend: str, tasks: list[TaskView], now: datetime, idle_stops: 
         table.add_column(column)
     for task in tasks:
         age = int((now - task.created).total_seconds()) if task.created else None
+        endpoints = " ".join(task.endpoints) or "-"
+        if task.cluster:  # only the master is forwarded
+            endpoints += f" (master of {task.instance_count})"
         table.add_row(
-            task.name, task.state, " ".join(task.endpoints) or "-",
+            task.name, task.state, endpoints,
             "-" if age is None else _hours_minutes(age),
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
             _idle_stop(idle_stops.get(task.id), now),

@@ -23,7 +23,9 @@ from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, ser
 from tests.fakes.s3 import S3, serve_s3
 from tests.helpers import run_qimg
 
-IMAGE = "qimgtest/e2e-alice:latest"
+# One tag per test session: sessions in other worktrees build the same image with their own
+# scripts on the same engine, and a shared tag could hand this session theirs.
+IMAGE = f"qimgtest/e2e-alice:session-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +41,15 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 
 @pytest.fixture(scope="session")
-def e2e_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+def e2e_image(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[str]:
     """alice's image, built by `qimg build`, with busybox for the tunnel test's HTTP server."""
     state = tmp_path_factory.mktemp("build-state")
     built = run_qimg(
         "build", "--user", "alice", "--package", "busybox", "--tag", IMAGE, env={"XDG_STATE_HOME": str(state)}
     )
     assert built.returncode == 0, built.stderr
-    return IMAGE
+    yield IMAGE
+    docker_client.images.remove(IMAGE)  # the tag only: the layers stay in the build cache
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,17 @@ behaviour is unknown, the fake takes the harsher reading and says so where it do
 A submitted task is pulled from DOCKER_SRV/DOCKER_REPO:DOCKER_TAG with the given registry
 credentials, then runs one container per instance with the constants as environment, DOCKER_CMD
 as command and DOCKER_USER as user; port 22 is published on 127.0.0.1 and reported as the
+instance's active forward. On a cluster profile (docker-cluster-network-ssh and the like) instance 0
+is the master: it runs DOCKER_CMD_MASTER and is the only one forwarded; the others run
+DOCKER_CMD_WORKER. Faults come from `FakeQarnot.faults`; `restart_instance` moves an instance to a
+new port, as a preempted instance does; `end_task` puts a task in an ending state.
+
+The account behind the token (`FakeQarnot.account`) serves GET /profiles, GET /hardware-constraints
+(offset pages), GET /info (task counts and computing quotas, running counts from the live tasks)
+and the account's credits; POST /tasks refuses a profile the account does not have and, with the
+SDK's own message, a task over the task quota. Every request's JSON body is kept in
+`FakeQarnot.bodies`, for tests to read what the SDK sent.
+
 instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
 instance to a new port, as a preempted instance does; `end_task` puts a task in an ending state.
 
@@ -49,6 +60,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import docker
 from docker.errors import DockerException
@@ -68,6 +80,23 @@ SECRET_SHOWN = "[SECRET]"
 ENDING_STATES = frozenset(
     {"UploadingResults", "DownloadingResults", "PendingCancel", "Cancelled", "Success", "Failure"}
 )
+# The hardware constraints the SDK knows (qarnot/hardware_constraint.py), and the field each carries.
+HARDWARE_FIELDS = {
+    "MinimumCoreHardwareConstraint": "coreCount", "MaximumCoreHardwareConstraint": "coreCount",
+    "MinimumRamCoreRatioHardwareConstraint": "minimumMemoryGBCoreRatio",
+    "MaximumRamCoreRatioHardwareConstraint": "maximumMemoryGBCoreRatio",
+    "MinimumRamHardwareConstraint": "minimumMemoryMB", "MaximumRamHardwareConstraint": "maximumMemoryMB",
+    "SpecificHardwareConstraint": "specificationKey", "CpuModelHardwareConstraint": "cpuModel",
+    "GpuHardwareConstraint": None, "NoGpuHardwareConstraint": None, "SSDHardwareConstraint": None,
+    "NoSSDHardwareConstraint": None,
+}  # fmt: skip
+SCHEDULING_TYPES = {"Flex": "flex", "OnDemand": "onDemand", "Reserved": "reserved"}  # -> its quota
+CORES_PER_INSTANCE = 2  # what an instance counts against the core quotas without MinimumCore
+
+
+def is_cluster(profile: str) -> bool:
+    return "cluster" in profile.split("-")
+
 
 Entry = tuple[float, str]  # (when the engine logged it, in seconds since the epoch; the text, with "\n")
 
@@ -92,6 +121,36 @@ class Faults:
     hang_seconds: float = 3600.0
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
+
+
+@dataclass
+class Account:
+    """The account behind the token. Quotas are limits; what runs is counted from the live tasks."""
+
+    profiles: list[str] = field(
+        default_factory=lambda: [
+            "docker-batch", "docker-network", "docker-network-ssh", "docker-cluster-network-ssh",
+            "docker-nvidia-network-ssh",
+        ]
+    )  # fmt: skip
+    hardware: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"discriminator": "SpecificHardwareConstraint", "specificationKey": "16c-128g-amd"},
+            {"discriminator": "SpecificHardwareConstraint", "specificationKey": "8c-32g-nvidia-a4000"},
+            {"discriminator": "GpuHardwareConstraint"},
+            {"discriminator": "SSDHardwareConstraint"},
+            {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
+        ]
+    )  # fmt: skip
+    balance: float = 42.5  # euros
+    max_tasks: int = 50
+    max_running_tasks: int = 20
+    max_instances: int = 64
+    # {"maxInstances", "maxCores"} per scheduling plan, and for each reservation its
+    # "reservationName" and "machineKey" too.
+    flex: dict[str, int] = field(default_factory=lambda: {"maxInstances": 64, "maxCores": 256})
+    on_demand: dict[str, int] = field(default_factory=lambda: {"maxInstances": 16, "maxCores": 64})
+    reserved: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -129,6 +188,15 @@ class FakeTask:
     upload_results_on_cancellation: bool = False
     snapshot_interval: int = 0
     snapshots: dict[str, str] = field(default_factory=dict)  # instant snapshot id -> status
+    hardware: list[dict[str, Any]] = field(default_factory=list)  # hardwareConstraints, as sent
+    scheduling: str | None = None  # schedulingType, as sent (None: the platform's default, Flex)
+    max_time_queue: int | None = None  # maxTimeQueueSeconds
+
+    @property
+    def cores_per_instance(self) -> int:
+        minimum = "MinimumCoreHardwareConstraint"
+        asked = [int(c["coreCount"]) for c in self.hardware if c["discriminator"] == minimum]
+        return max([CORES_PER_INSTANCE, *asked])
 
 
 class FakeQarnot:
@@ -150,6 +218,8 @@ class FakeQarnot:
         self.tasks: dict[str, FakeTask] = {}  # tasks that are not deleted
         self.deleted: dict[str, FakeTask] = {}  # deleted tasks still lingering in PendingDelete
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []  # (method, path, the JSON body) of every request
+        self.account = Account()
         self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
         self.closing = threading.Event()  # releases hung replies
@@ -197,6 +267,40 @@ class FakeQarnot:
 
     def count(self, method: str, path: str) -> int:
         return sum(1 for request in self.requests if request == (method, path))
+
+    def body(self, method: str, path: str) -> Any:
+        """The JSON body of the last such request (None if it had none)."""
+        return next(body for m, p, body in reversed(self.bodies) if (m, p) == (method, path))
+
+    def user_info(self) -> dict[str, Any]:
+        """GET /info, as the SDK's UserInfo and ComputingQuotas read it."""
+        with self.lock:
+            live = self.live()
+            running = {
+                plan: {"runningInstancesCount": 0, "runningCoresCount": 0} for plan in ("flex", "onDemand")
+            }
+            for task in live:
+                counts = running.get(SCHEDULING_TYPES.get(task.scheduling or "Flex", ""))
+                if counts is not None:
+                    counts["runningInstancesCount"] += task.instance_count
+                    counts["runningCoresCount"] += task.instance_count * task.cores_per_instance
+            account = self.account
+            return {
+                "email": "fake@example.com", "taskCount": len(self.tasks), "maxTask": account.max_tasks,
+                "runningTaskCount": len(live), "maxRunningTask": account.max_running_tasks,
+                "maxInstances": account.max_instances,
+                "computingQuotas": {
+                    "user": {
+                        "flex": {**account.flex, **running["flex"]},
+                        "onDemand": {**account.on_demand, **running["onDemand"]},
+                        "reserved": [
+                            {"runningInstancesCount": 0, "runningCoresCount": 0, **reservation}
+                            for reservation in account.reserved
+                        ],
+                    },
+                    "organization": None,
+                },
+            }  # fmt: skip
 
     def running(self) -> list[FakeTask]:
         """Tasks that still run a container (after a test, only the ones it kept)."""
@@ -263,6 +367,8 @@ class FakeQarnot:
             constants, [str(tag) for tag in body.get("tags") or []], datetime.now(timezone.utc),
             resource_buckets=bucket_names(body), result_bucket=str(body.get("resultBucket") or ""),
             upload_results_on_cancellation=bool(body.get("uploadResultsOnCancellation")),
+            hardware=list(body.get("hardwareConstraints") or []), scheduling=body.get("schedulingType"),
+            max_time_queue=body.get("maxTimeQueueSeconds"),
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
@@ -344,15 +450,21 @@ class FakeQarnot:
         srv = re.sub(r"^https?://", "", task.constants.get("DOCKER_SRV", "")).rstrip("/")
         image = f"{srv}/{task.constants['DOCKER_REPO']}:{task.constants.get('DOCKER_TAG', 'latest')}"
         environment = self.environment(task, instance)
+        cluster = is_cluster(task.profile)
+        role = "DOCKER_CMD"
+        if cluster:
+            role = "DOCKER_CMD_MASTER" if instance.index == 0 else "DOCKER_CMD_WORKER"
+        forwarded = not cluster or instance.index == 0  # only a cluster's master is forwarded
         mounts = {}
         if self.s3 is not None:
             workdir = environment.get("DOCKER_WORKDIR") or "/job"
             mounts = {str(self._fresh_workdir(task, instance)): {"bind": workdir, "mode": "rw"}}
         for _ in range(5):  # the engine may hand back the port just freed: a restart must move
             container = self.client.containers.run(
-                image, command=environment.get("DOCKER_CMD") or None, detach=True,
+                image, command=environment.get(role) or None, detach=True,
                 environment=environment, user=environment.get("DOCKER_USER") or None,
-                ports={"22/tcp": ("127.0.0.1", 0)}, labels={FAKE_LABEL: task.uuid}, volumes=mounts,
+                ports={"22/tcp": ("127.0.0.1", 0)} if forwarded else {}, labels={FAKE_LABEL: task.uuid},
+                volumes=mounts,
             )  # fmt: skip
             self.started.add(container.id or "")
             container.reload()
@@ -555,7 +667,9 @@ class FakeQarnot:
             "resultBucket": task.result_bucket or None,
             "uploadResultsOnCancellation": task.upload_results_on_cancellation,
             "snapshotInterval": task.snapshot_interval, "completedInstances": [],
-            "hardwareConstraints": [], "status": status,
+            "hardwareConstraints": task.hardware, "status": status,
+            **({"schedulingType": task.scheduling} if task.scheduling else {}),
+            **({"maxTimeQueueSeconds": task.max_time_queue} if task.max_time_queue is not None else {}),
             "runningInstanceCount": task.instance_count if executing else 0,
             "runningCoreCount": 2 * task.instance_count if executing else 0,
         }  # fmt: skip
@@ -609,6 +723,36 @@ def constants_problem(constants: list[Any]) -> str | None:
     return None
 
 
+def worker_problem(body: dict[str, Any], account: Account) -> str | None:
+    """Why the API refuses the task's profile, hardware constraints, scheduling type or time in
+    queue, or None. Harsh reading of an unknown: a profile the account does not list is refused."""
+    if body["profile"] not in account.profiles:
+        return f"Unknown profile: {str(body['profile'])[:60]}"
+    constraints = body.get("hardwareConstraints", [])
+    if not isinstance(constraints, list):
+        return "hardwareConstraints must be a list"
+    for constraint in constraints:
+        kind = constraint.get("discriminator") if isinstance(constraint, dict) else None
+        if kind not in HARDWARE_FIELDS:
+            return f"Unknown hardware constraint: {str(kind)[:60]}"
+        wanted = HARDWARE_FIELDS[kind]
+        if set(constraint) != {"discriminator"} | ({wanted} if wanted else set()):
+            return f"{kind}: unexpected fields {sorted(constraint)}"
+        value = constraint.get(wanted) if wanted else None
+        if wanted in {"coreCount", "minimumMemoryMB", "maximumMemoryMB"} and not (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
+            return f"{kind}: {wanted} must be a whole number above 0"
+        if wanted in {"specificationKey", "cpuModel"} and not (isinstance(value, str) and value):
+            return f"{kind}: {wanted} must be a non-empty string"
+    if body.get("schedulingType", "Flex") not in SCHEDULING_TYPES:
+        return f"Unknown scheduling type: {str(body.get('schedulingType'))[:60]}"
+    queue = body.get("maxTimeQueueSeconds")
+    if queue is not None and not (isinstance(queue, int) and not isinstance(queue, bool) and queue > 0):
+        return "maxTimeQueueSeconds must be a whole number above 0"
+    return None
+
+
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z ([^\n]*\n?)", re.MULTILINE)
 
 
@@ -653,7 +797,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            path = re.sub(r"/+", "/", self.path.split("?", 1)[0])
+            path, _, query = self.path.partition("?")
+            path = re.sub(r"/+", "/", path)
+            self.query = {key: values[-1] for key, values in parse_qs(query).items()}
             path = path[3:] if path.startswith("/v1/") else path
             with fake.lock:
                 fake.requests.append((method, path))
@@ -678,17 +824,21 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._reply(400, {"message": "Malformed JSON body"})
                 return
+            with fake.lock:
+                fake.bodies.append((method, path, body))
             self._route(method, path, body)
 
         def _route(self, method: str, path: str, body: Any) -> None:
             if (method, path) == ("GET", "/settings"):
                 self._reply(200, {"storage": fake.storage_url})
             elif (method, path) == ("GET", "/info"):
-                self._reply(
-                    200, {"email": "fake@example.com", "maxInstances": 64, "taskCount": len(fake.tasks)}
-                )
+                self._reply(200, fake.user_info())
             elif (method, path) == ("GET", "/profiles"):
-                self._reply(200, ["docker-batch", "docker-network", "docker-network-ssh"])
+                self._reply(200, fake.account.profiles)
+            elif (method, path) == ("GET", "/hardware-constraints"):
+                self._hardware()
+            elif (method, path) == ("GET", "/credits/v1/accounts/credits"):
+                self._account_credits()
             elif (method, path) == ("POST", "/tasks"):
                 self._submit(body)
             elif method == "POST" and path in {"/tasks/paginate", "/tasks/summaries/paginate"}:
@@ -710,7 +860,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body["constants"], list) or int(body["instanceCount"]) < 1:
                 self._reply(400, {"message": "constants must be a list and instanceCount at least 1"})
                 return
-            problem = constants_problem(body["constants"])
+            problem = constants_problem(body["constants"]) or worker_problem(body, fake.account)
             if problem:
                 self._reply(400, {"message": problem})
                 return
@@ -723,7 +873,12 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if missing:
                 self._reply(404, {"message": f"Bucket not found: {missing[0]}"})
                 return
-            task = fake.submit(body)
+            with fake.lock:
+                # The task quota, with the message the SDK turns into MaxTaskException.
+                if len(fake.tasks) >= fake.account.max_tasks:
+                    self._reply(403, {"message": "Maximum number of tasks reached"})
+                    return
+                task = fake.submit(body)
             status = fake.take_gateway_error()
             if status:
                 self._reply(status, {"message": "Gateway Timeout (injected, after the task was created)"})
@@ -773,6 +928,23 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 self._reply_empty()
             else:
                 self._reply(200, {"id": fake.take_snapshot(task)})
+
+        def _hardware(self) -> None:
+            """An offset page, as the SDK's hardware_constraints_page reads it."""
+            try:
+                limit, offset = int(self.query.get("limit", "50")), int(self.query.get("offset", "0"))
+            except ValueError:
+                self._reply(400, {"message": "limit and offset must be numbers"})
+                return
+            offered = fake.account.hardware
+            page = offered[offset : offset + max(limit, 0)]
+            self._reply(200, {"data": page, "total": len(offered), "limit": limit, "offset": offset})
+
+        def _account_credits(self) -> None:
+            if fake.faults.credits_unavailable:
+                self._reply(503, {"message": "Service Unavailable (injected)"})
+            else:
+                self._reply(200, {"credits": fake.account.balance})
 
         def _credits(self, task_id: str) -> None:
             task = fake.find(task_id)

@@ -70,11 +70,39 @@ def run(
     ] = None,
     putty: PuttyOpt = False,
     as_json: JsonOpt = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE for the task and its ssh sessions (repeatable)."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="NAME of a variable of qimg's environment: sent write-only, seen only by the login user "
+            "as $NAME (repeatable).",
+        ),
+    ] = None,
+    cores: Annotated[int | None, typer.Option("--cores", help="At least N cores per instance.")] = None,
+    ram: Annotated[float | None, typer.Option("--ram", help="At least GB of memory per instance.")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="A machine with a GPU.")] = False,
+    ssd: Annotated[bool, typer.Option("--ssd", help="A machine with an SSD.")] = False,
+    hardware: Annotated[
+        list[str] | None,
+        typer.Option("--hardware", help="Specific hardware by key (repeatable): `qimg hardware`."),
+    ] = None,
+    scheduling: Annotated[
+        str,
+        typer.Option("--scheduling", help="flex (may be preempted), on-demand or reserved."),
+    ] = "flex",
+    max_queue: Annotated[
+        str | None, typer.Option("--max-queue", help="Give up when queued longer: 600, 30m, 2h.")
+    ] = None,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
     from qimg.launcher.plan import LaunchOptions, plan_launch
     from qimg.launcher.session import run_task
     from qimg.launcher.tunnels import parse_tunnels
+    from qimg.launcher.worker import WorkerOptions, cluster_note
 
     del ssh  # the only mode: there is no launch without readiness
     if connect and as_json:
@@ -84,11 +112,18 @@ def run(
         tunnels=tuple(tunnel or ()), connect=connect, command=command, timeout=timeout, max_time=max_time,
         idle_stop=idle_stop, keep=keep, registry_auth=registry_auth(username, password_stdin),
         uploads=tuple(upload or ()), results=results, snapshot_every=snapshot_every,
+        worker=WorkerOptions(
+            env=tuple(env or ()), secrets=tuple(secret or ()), cores=cores, ram_gb=ram, gpu=gpu, ssd=ssd,
+            hardware=tuple(hardware or ()), scheduling=scheduling, max_queue=max_queue,
+        ),
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
     out = sys.stderr if command is not None else sys.stdout
     tunnels = parse_tunnels(options.tunnels)
     ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
     with display.RunReporter(display.stderr(), ready) as reporter:
-        code = run_task(plan_launch(options), reporter, reporter.transfer)
+        plan = plan_launch(options)
+        if note := cluster_note(plan.request):
+            reporter.note(note)
+        code = run_task(plan, reporter, reporter.transfer)
     raise typer.Exit(code)
