@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import shlex
 import signal
 import subprocess
@@ -19,25 +18,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from qimg.errors import Interrupted, QimgError
-from qimg.launcher import data, launch, reconnect, records, results, signals, sshconfig, tasks
+from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
-
-# The login that proves an instance ready stays open as an ssh connection master when a session
-# follows (a command, a shell): the session's ssh then runs over it, without a second handshake
-# (0.2 s or more). The master checked the host key against the pins; its clients need no check of
-# their own. Its socket lives in a private directory; every master is closed when the launch ends,
-# and one that qimg could not close (killed) ends itself once idle for this long.
-KEPT_LOGIN_IDLE = 30
-# A master's socket is DIR/%C (40 hex digits), and ssh binds it under a name 17 bytes longer first:
-# within the 104 bytes of a unix socket path (macOS; Linux allows 108), and nothing ssh would expand.
-_SOCKET_DIR = re.compile(r"[A-Za-z0-9/._-]{1,46}")
 
 
 class Reporter(Protocol):
@@ -62,7 +50,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
         request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
     )
     session_follows = plan.connect or plan.command is not None
-    with records.launching(request.name), _kept_logins(session_follows) as kept:
+    with records.launching(request.name), kept_logins.kept(session_follows) as kept:
         for problem in tasks.claim_name(pending, backend):
             reporter.note(problem)
         task_id = ""
@@ -73,7 +61,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
-                record = _ready(plan, task_id, reporter, _master_options(kept))
+                record = _ready(plan, task_id, reporter, kept_logins.master_options(kept))
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")
@@ -92,53 +80,10 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                     plan.command,
                     plan.tunnels,
                     interactive=plan.connect,
-                    ssh_options=_client_options(kept),
+                    ssh_options=kept_logins.client_options(kept),
                 )
         finally:
             _end(plan, task_id, reporter, transfers)
-
-
-@contextlib.contextmanager
-def _kept_logins(wanted: bool) -> Iterator[Path | None]:
-    """The private directory of the kept logins' sockets (None: logins are not kept), and every
-    master in it closed on the way out, at once."""
-    if not wanted:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="qimg-") as tmp:
-        if not _SOCKET_DIR.fullmatch(tmp):  # a long or odd temporary directory: no master, as before
-            yield None
-            return
-        try:
-            yield Path(tmp)
-        finally:
-            _close_masters(Path(tmp))
-
-
-def _close_masters(directory: Path) -> None:
-    """`ssh -O exit` to every master whose socket is in the directory, at once."""
-    closing = [
-        subprocess.Popen(
-            ["ssh", "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "kept"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for socket in directory.iterdir()
-    ]
-    for process in closing:
-        process.wait()
-
-
-def _master_options(kept: Path | None) -> tuple[str, ...]:
-    if kept is None:
-        return ()
-    return ("-o", "ControlMaster=yes", *_client_options(kept), "-o", f"ControlPersist={KEPT_LOGIN_IDLE}")
-
-
-def _client_options(kept: Path | None) -> tuple[str, ...]:
-    """ssh over the kept login of the same endpoint and user; ssh connects by itself if there is none."""
-    return () if kept is None else ("-o", f"ControlPath={kept}/%C")
 
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:

@@ -12,9 +12,7 @@ not, and how it is met here:
 - credits are read without retries and within a time budget, so a slow credits endpoint never makes
   `ls` wait for long.
 
-Buckets go through the SDK's connection too: its Bucket for creating, listing and deleting, and its
-preconfigured S3 client (with the SDK's multipart settings) for transfers, whose byte callbacks draw
-the progress bars.
+Buckets are in `qarnot_buckets`, and the task documents read into views in `qarnot_views`.
 """
 
 from __future__ import annotations
@@ -23,29 +21,24 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
 from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
     AccountView,
-    BucketView,
-    BytesMoved,
     HardwareOffer,
-    InstanceView,
-    ObjectView,
     TaskRequest,
     TaskView,
     launch_tag,
 )  # fmt: skip
+from qimg.launcher.backends.qarnot_buckets import QarnotBuckets
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
-from qimg.launcher.ssh import Endpoint
+from qimg.launcher.backends.qarnot_views import output_text, task_view
 
 T = TypeVar("T")
-SSH_PORT = 22
 READ_RETRIES = 4  # of a dropped connection, which the SDK does not retry
 REQUEST_TIMEOUT = 30.0  # seconds, for every request
 SDK_RETRIES, SDK_RETRY_WAIT = 3, 0.5  # 429 and 5xx: waits of 0.5, 1 and 2 s (the SDK's default: 31 s)
@@ -53,7 +46,7 @@ CREDITS_TIMEOUT, CREDITS_BUDGET = 5.0, 8.0  # seconds: one credits request, all 
 SNAPSHOT_FIRST_PAUSE, SNAPSHOT_MAX_PAUSE = 0.2, 2.0  # seconds between looks at an instant snapshot
 
 
-class QarnotBackend:
+class QarnotBackend(QarnotBuckets):
     name = "qarnot"
 
     def __init__(self, config: QarnotSettings | None = None) -> None:
@@ -175,12 +168,12 @@ class QarnotBackend:
     def view(self, task_id: str) -> TaskView:
         task = self._task(task_id)
         self._call("reading the task", lambda: task.update(True))
-        return _task_view(task)
+        return task_view(task)
 
     def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
         task = self._task(task_id)
         read = task.stderr if stderr else task.stdout
-        return _text(self._call("reading the task output", lambda: read(instance)))
+        return output_text(self._call("reading the task output", lambda: read(instance)))
 
     def stop(self, task_id: str) -> None:
         # delete() aborts a running task too; a task already gone is what we wanted.
@@ -199,7 +192,7 @@ class QarnotBackend:
         for task in found:
             task.auto_update = False
             self._tasks[task.uuid] = task
-            view = _task_view(task)
+            view = task_view(task)
             if with_credits and time.monotonic() < budget_ends:
                 view = replace(view, credits=self._credits(task))
             views.append(view)
@@ -230,95 +223,6 @@ class QarnotBackend:
             time.sleep(pause)
             pause = min(pause * 1.5, SNAPSHOT_MAX_PAUSE)
 
-    # --- buckets ------------------------------------------------------------------------------------
-
-    def _storage(self, what: str, action: Callable[[], T]) -> T:
-        """One storage call with its failures turned into one-line errors."""
-        from botocore.exceptions import BotoCoreError, ClientError
-        from qarnot.exceptions import MissingBucketException
-
-        if self.connection.s3client is None:
-            raise BackendError(
-                f"{what}: Qarnot at {self.settings.shown_url} has no bucket storage (its settings name none)"
-            )
-        try:
-            return action()
-        except (ClientError, BotoCoreError, MissingBucketException) as error:
-            raise BackendError(f"{what}: {first_line(error)}") from None
-        except OSError as error:  # this machine's side of a transfer: a file gone, a full disk
-            raise QimgError(f"{what}: {error.strerror or error}") from None
-
-    def buckets(self) -> list[BucketView]:
-        # A lambda: the client is None without storage, which _storage checks first.
-        listed = self._storage("listing buckets", lambda: self.connection.s3client.list_buckets())  # noqa: PLW0108
-        views = []
-        for item in listed.get("Buckets") or []:
-            created = item.get("CreationDate")
-            if isinstance(item.get("Name"), str):
-                views.append(BucketView(item["Name"], created if isinstance(created, datetime) else None))
-        return views
-
-    def create_bucket(self, name: str) -> None:
-        from botocore.exceptions import ClientError
-
-        def create() -> None:
-            try:
-                self.connection.retrieve_bucket(name)  # HEAD: S3's create answers 200 for one we own
-            except ClientError as error:
-                if str(error.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket", "NotFound"}:
-                    self.connection.create_bucket(name)
-                    return
-                raise
-            raise BackendError(f"bucket {name} exists already: run again (the name takes a new suffix)")
-
-        self._storage(f"creating bucket {name}", create)
-
-    def delete_bucket(self, name: str) -> None:
-        from qarnot.bucket import Bucket
-        from qarnot.exceptions import MissingBucketException
-
-        def delete() -> None:
-            with contextlib.suppress(MissingBucketException):
-                Bucket(self.connection, name, create=False).delete()
-
-        self._storage(f"deleting bucket {name}", delete)
-
-    def objects(self, bucket: str) -> list[ObjectView]:
-        from qarnot.bucket import Bucket
-
-        listed = self._storage(
-            f"listing bucket {bucket}", lambda: Bucket(self.connection, bucket, create=False).list_files()
-        )
-        return [
-            ObjectView(item.key, int(item.size))
-            for item in listed
-            if isinstance(item.key, str) and isinstance(item.size, int) and item.size >= 0
-        ]
-
-    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
-        from qarnot.bucket import s3_multipart_config
-
-        def send() -> None:
-            if source is None:
-                self.connection.s3client.put_object(Bucket=bucket, Key=key, Body=b"")
-                return
-            with source.open("rb") as handle:
-                self.connection.s3client.upload_fileobj(
-                    handle, bucket, key, Config=s3_multipart_config, Callback=moved
-                )
-
-        self._storage(f"uploading {key} to {bucket}", send)
-
-    def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None:
-        from qarnot.bucket import s3_multipart_config
-
-        self._storage(
-            f"downloading {key} from {bucket}",
-            lambda: self.connection.s3client.download_fileobj(
-                bucket, key, target, Config=s3_multipart_config, Callback=moved
-            ),
-        )
-
     def _credits(self, task: Any) -> float | None:
         """Credits spent, when Qarnot reports them in time (listing does not fail without them)."""
         try:
@@ -348,59 +252,3 @@ class QarnotBackend:
                 )
         except QimgError:
             return None
-
-
-def _task_view(task: Any) -> TaskView:
-    """The SDK's task, checked: the forward's host and port go into an ssh config."""
-    try:
-        return _unchecked_view(task)
-    except (TypeError, ValueError) as error:
-        raise BackendError(f"Qarnot sent a task qimg cannot read: {first_line(error)}") from None
-
-
-def _unchecked_view(task: Any) -> TaskView:
-    instances = []
-    status = task.status
-    info = status.running_instances_info if status is not None else None
-    for index, running in enumerate(info.per_running_instance_info if info is not None else []):
-        # Never index forwards blindly: a task can run for a while with none, and only port 22 is sshd.
-        forward = next(
-            (
-                Endpoint(str(f.forwarder_host), int(f.forwarder_port))
-                for f in running.active_forward
-                if f.application_port == SSH_PORT and f.forwarder_host and f.forwarder_port
-            ),
-            None,
-        )
-        instance_id = running.instance_id if running.instance_id is not None else index
-        instances.append(InstanceView(int(instance_id), forward, int(running.execution_attempt_count or 0)))
-    # The SDK's public `results` creates the bucket when it is missing: the name it holds is read instead.
-    result_bucket = getattr(task, "_result_object_id", None)
-    created = task.creation_date
-    if isinstance(created, datetime) and created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
-    return TaskView(
-        id=str(task.uuid),
-        name=str(task.name),
-        state=str(task.state),
-        instance_count=int(task.instancecount or 0),
-        instances=tuple(sorted(instances, key=lambda i: i.index)),
-        errors=tuple(f"{e.code}: {e.message}" if e.code else str(e.message) for e in task.errors),
-        created=created if isinstance(created, datetime) else None,
-        result_bucket=result_bucket if isinstance(result_bucket, str) else "",
-        profile=str(task.profile or ""),
-    )
-
-
-def _text(value: Any) -> str:
-    """The API may send raw text or a JSON-quoted string (unknown which): accept both."""
-    import json
-
-    text = str(value or "")
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return text
-        return decoded if isinstance(decoded, str) else text
-    return text

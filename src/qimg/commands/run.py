@@ -21,6 +21,11 @@ from qimg.commands.common import (
 )  # fmt: skip
 from qimg.errors import UsageError
 
+UploadOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--upload", help="Directory the task finds in /job/<its name> (repeatable)."),
+]
+
 
 @app.command()
 def run(
@@ -55,10 +60,7 @@ def run(
         typer.Option("--idle-stop", help="Stop the task after this long without an ssh session: 30m, 2h."),
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
-    upload: Annotated[
-        list[Path] | None,
-        typer.Option("--upload", help="Directory the task finds in /job/<its name> (repeatable)."),
-    ] = None,
+    upload: UploadOpt = None,
     results: Annotated[
         Path | None,
         typer.Option(

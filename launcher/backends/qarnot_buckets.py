@@ -1,0 +1,111 @@
+"""Buckets of the Qarnot backend, through the SDK's connection: its Bucket for creating, listing and
+deleting, and its preconfigured S3 client (with the SDK's multipart settings) for transfers, whose
+byte callbacks draw the progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from qimg.errors import BackendError, QimgError, first_line
+from qimg.launcher.backends.base import BucketView, BytesMoved, ObjectView
+from qimg.launcher.backends.qarnot_config import QarnotSettings
+
+T = TypeVar("T")
+
+
+class QarnotBuckets:
+    """The `Storage` part of the Qarnot backend (which sets `connection` and `settings`)."""
+
+    connection: Any  # qarnot.Connection
+    settings: QarnotSettings
+
+    def _storage(self, what: str, action: Callable[[], T]) -> T:
+        """One storage call with its failures turned into one-line errors."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        from qarnot.exceptions import MissingBucketException
+
+        if self.connection.s3client is None:
+            raise BackendError(
+                f"{what}: Qarnot at {self.settings.shown_url} has no bucket storage (its settings name none)"
+            )
+        try:
+            return action()
+        except (ClientError, BotoCoreError, MissingBucketException) as error:
+            raise BackendError(f"{what}: {first_line(error)}") from None
+        except OSError as error:  # this machine's side of a transfer: a file gone, a full disk
+            raise QimgError(f"{what}: {error.strerror or error}") from None
+
+    def buckets(self) -> list[BucketView]:
+        # A lambda: the client is None without storage, which _storage checks first.
+        listed = self._storage("listing buckets", lambda: self.connection.s3client.list_buckets())  # noqa: PLW0108
+        views = []
+        for item in listed.get("Buckets") or []:
+            created = item.get("CreationDate")
+            if isinstance(item.get("Name"), str):
+                views.append(BucketView(item["Name"], created if isinstance(created, datetime) else None))
+        return views
+
+    def create_bucket(self, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        def create() -> None:
+            try:
+                self.connection.retrieve_bucket(name)  # HEAD: S3's create answers 200 for one we own
+            except ClientError as error:
+                if str(error.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket", "NotFound"}:
+                    self.connection.create_bucket(name)
+                    return
+                raise
+            raise BackendError(f"bucket {name} exists already: run again (the name takes a new suffix)")
+
+        self._storage(f"creating bucket {name}", create)
+
+    def delete_bucket(self, name: str) -> None:
+        from qarnot.bucket import Bucket
+        from qarnot.exceptions import MissingBucketException
+
+        def delete() -> None:
+            with contextlib.suppress(MissingBucketException):
+                Bucket(self.connection, name, create=False).delete()
+
+        self._storage(f"deleting bucket {name}", delete)
+
+    def objects(self, bucket: str) -> list[ObjectView]:
+        from qarnot.bucket import Bucket
+
+        listed = self._storage(
+            f"listing bucket {bucket}", lambda: Bucket(self.connection, bucket, create=False).list_files()
+        )
+        return [
+            ObjectView(item.key, int(item.size))
+            for item in listed
+            if isinstance(item.key, str) and isinstance(item.size, int) and item.size >= 0
+        ]
+
+    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
+        from qarnot.bucket import s3_multipart_config
+
+        def send() -> None:
+            if source is None:
+                self.connection.s3client.put_object(Bucket=bucket, Key=key, Body=b"")
+                return
+            with source.open("rb") as handle:
+                self.connection.s3client.upload_fileobj(
+                    handle, bucket, key, Config=s3_multipart_config, Callback=moved
+                )
+
+        self._storage(f"uploading {key} to {bucket}", send)
+
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None:
+        from qarnot.bucket import s3_multipart_config
+
+        self._storage(
+            f"downloading {key} from {bucket}",
+            lambda: self.connection.s3client.download_fileobj(
+                bucket, key, target, Config=s3_multipart_config, Callback=moved
+            ),
+        )
