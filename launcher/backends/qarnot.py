@@ -149,6 +149,8 @@ class QarnotBackend(QarnotBuckets):
         """The one task of this launch to follow: the submitted one if its id came back, else the
         oldest the launch's tag finds. Every other task of the launch (a resubmission) is deleted; if
         one cannot be, this raises, and the caller stops the whole launch by its tag."""
+        if failure is None and submitted:
+            return submitted  # one POST, sent without retries and answered: exactly one task exists
         try:
             found = sorted(self.launched(request.launch_id), key=lambda view: view.created or datetime.max)
         except QimgError:
