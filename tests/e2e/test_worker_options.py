@@ -74,7 +74,9 @@ def test_without_options_the_body_asks_for_any_machine_on_flex(
     body = fake.body("POST", "/tasks")
     assert body["hardwareConstraints"] == [] and body["schedulingType"] == "Flex"
     assert "maxTimeQueueSeconds" not in body
-    assert not any(item["key"].startswith(("QARNOT_SECRET__", "QIMG_SECRETS")) for item in body["constants"])
+    secret_keys = {item["key"] for item in body["constants"] if item["key"].startswith("QARNOT_SECRET__")}
+    assert secret_keys == {"QARNOT_SECRET__DOCKER_REGISTRY_PASSWORD"}  # the registry's, no user secret
+    assert "QIMG_SECRETS" not in {item["key"] for item in body["constants"]}
 
 
 def test_environment_and_secret_in_ssh_sessions_and_nowhere_else(
