@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ class User:
         self, *args: str, stdin: str | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout)
+
+    def background(self, *args: str) -> subprocess.Popen[str]:
+        """`qimg ARGS` left running (a tunnel, a launch to interrupt), its stdout and stderr piped."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "qimg", *args], env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
 
 
 @pytest.fixture

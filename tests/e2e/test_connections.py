@@ -3,9 +3,7 @@ closed, keepalives on both ends, and a tunnel that survives dropped links until 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import docker
@@ -96,11 +94,7 @@ def test_a_tunnel_lasts_until_its_task_is_gone(
     pinned again from its own output): the tunnel comes back each time; `qimg stop` ends it in one line."""
     assert short_user.qimg("run", "--local", e2e_image, "--name", "tun").returncode == 0
     port = free_local_port()
-    tunnel = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "tunnel", "tun", f"{port}:22", "--local"],
-        env={**os.environ, **short_user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    tunnel = short_user.background("tunnel", "tun", f"{port}:22", "--local")
     assert tunnel.stderr is not None
     lines = Lines(tunnel.stderr)
     try:

@@ -139,11 +139,7 @@ def test_sigterm_to_a_tunnel_ends_its_ssh(
     """[17] `qimg tunnel` stopped by SIGTERM takes its ssh with it: nothing forwards the port any more."""
     assert user.qimg("run", "--local", e2e_image, "--name", "tun").returncode == 0
     port = free_local_port()
-    tunnel = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "tunnel", "tun", f"{port}:22", "--local"],
-        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    tunnel = user.background("tunnel", "tun", f"{port}:22", "--local")
     deadline = time.monotonic() + 60
     while not read_banner(Endpoint("127.0.0.1", port)).startswith("SSH-"):
         assert time.monotonic() < deadline and tunnel.poll() is None, tunnel.communicate()
