@@ -61,7 +61,10 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
-                record = _ready(plan, task_id, reporter, kept_logins.master_options(kept))
+                record = _ready(
+                    plan, task_id, reporter,
+                    kept_logins.readiness_options(kept, loopback=backend.name == "local"),
+                )  # fmt: skip
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")

@@ -174,6 +174,11 @@ class Backend(Protocol):
         """The task as it is now (raises TaskNotFound once it is gone)."""
         ...
 
+    def poll_not_before(self) -> float:
+        """The monotonic time before which another look at a task would spend more of the service's
+        requests than its budget allows (0.0: no budget)."""
+        ...
+
     def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
         """All of its stdout (or stderr), of one instance or of all, lines prefixed with "N> " for all."""
         ...

@@ -97,6 +97,9 @@ class LocalBackend:
     def launched(self, launch_id: str) -> list[TaskView]:
         return _task_views(self._containers(f"{LAUNCH_LABEL}={launch_id}"))
 
+    def poll_not_before(self) -> float:
+        return 0.0  # the local engine is not a shared service
+
     def view(self, task_id: str) -> TaskView:
         found = self._task_containers(task_id)
         if not found:

@@ -44,6 +44,11 @@ REQUEST_TIMEOUT = 30.0  # seconds, for every request
 SDK_RETRIES, SDK_RETRY_WAIT = 3, 0.5  # 429 and 5xx: waits of 0.5, 1 and 2 s (the SDK's default: 31 s)
 CREDITS_TIMEOUT, CREDITS_BUDGET = 5.0, 8.0  # seconds: one credits request, all of them in `tasks()`
 SNAPSHOT_FIRST_PAUSE, SNAPSHOT_MAX_PAUSE = 0.2, 2.0  # seconds between looks at an instant snapshot
+# Requests per second, on average since the backend was opened, that looking at a task may bring the
+# total to: the service is shared and answers 429 when pressed. A launch spends its first requests
+# at once (settings, checks, creation), so its first looks wait until the average allows them. Below
+# 2, leaving room for the output read that follows a forward.
+REQUEST_BUDGET = 1.8
 
 
 class QarnotBackend(QarnotBuckets):
@@ -55,6 +60,7 @@ class QarnotBackend(QarnotBuckets):
         from requests.exceptions import RequestException
 
         self.settings = config or settings()
+        self.opened_at = time.monotonic()
         try:
             self.connection = qarnot.Connection(
                 client_token=self.settings.token, cluster_url=self.settings.cluster_url,
@@ -71,6 +77,15 @@ class QarnotBackend(QarnotBuckets):
                 f"cannot reach Qarnot at {self.settings.shown_url}: {first_line(error)}"
             ) from None
         self._tasks: dict[str, Any] = {}
+        self._fresh: set[str] = set()  # tasks whose object was refreshed by the request that made it
+        self.requests_sent = 1  # GET /settings, sent by the constructor; the hook counts the rest
+        self.connection._http.hooks["response"].append(self._count_response)
+
+    def _count_response(self, response: object, *args: object, **kwargs: object) -> None:
+        self.requests_sent += 1
+
+    def poll_not_before(self) -> float:
+        return self.opened_at + (self.requests_sent + 1) / REQUEST_BUDGET
 
     @contextlib.contextmanager
     def _once(self, timeout: float = REQUEST_TIMEOUT) -> Iterator[None]:
@@ -139,6 +154,9 @@ class QarnotBackend(QarnotBuckets):
         ) as error:  # the task may exist all the same: the reply, or the GET after it, was lost
             failure = error
         task_id = self._reconcile(request, str(task.uuid or ""), failure)
+        if failure is None and task_id == str(task.uuid):  # the SDK read it back right after creating it
+            self._tasks[task_id] = task
+            self._fresh.add(task_id)
         if request.snapshot_seconds:
             # Asked here rather than through the SDK's submit, which would send it once, unretried.
             kept = self._task(task_id)
@@ -168,6 +186,9 @@ class QarnotBackend(QarnotBuckets):
         return self._listed([launch_tag(launch_id)], with_credits=False)
 
     def view(self, task_id: str) -> TaskView:
+        if task_id in self._fresh:
+            self._fresh.discard(task_id)
+            return task_view(self._tasks[task_id])
         task = self._task(task_id)
         self._call("reading the task", lambda: task.update(True))
         return task_view(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import urllib.request
 import docker
 import pytest
 
+from qimg.launcher.backends.qarnot import REQUEST_BUDGET
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
@@ -236,3 +238,21 @@ def _fetch(url: str) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_polls_keep_within_the_request_budget(pushed_image: str, fake: FakeQarnot, user: User) -> None:
+    """Qarnot is shared (and answers 429 when pressed): after the requests that check and create the
+    task, every look at it waits until the launch's average is back within the budget, and the task
+    the creation read back is the first look (it is not read again at once)."""
+    fake.faults = Faults(forward_delay=3)  # the task executes for 3 s before its forward appears
+    launched = run(user, pushed_image, "--command", "true")
+    assert launched.returncode == 0, launched.stderr
+    (task_id,) = [path.split("/")[2] for method, path in fake.requests if method == "DELETE"]
+    opened = fake.requests.index(("GET", "/settings"))
+    reads = [index for index, request in enumerate(fake.requests) if request == ("GET", f"/tasks/{task_id}")]
+    assert fake.requests[reads[0] - 1] == ("POST", "/tasks"), "the SDK reads the task back once"
+    assert len(reads) >= 3, "the task is looked at until its forward appears"
+    for earlier, index in itertools.pairwise(reads):
+        since_opened = fake.request_times[index] - fake.request_times[opened]
+        assert since_opened >= (index - opened) / REQUEST_BUDGET, f"look {index} came before its budget"
+        assert fake.request_times[index] - fake.request_times[earlier] >= 0.2, "two looks in a row"

@@ -218,6 +218,7 @@ class FakeQarnot:
         self.tasks: dict[str, FakeTask] = {}  # tasks that are not deleted
         self.deleted: dict[str, FakeTask] = {}  # deleted tasks still lingering in PendingDelete
         self.requests: list[tuple[str, str]] = []
+        self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, the JSON body) of every request
         self.account = Account()
         self.started: set[str] = set()  # ids of every container the fake started
@@ -803,6 +804,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             path = path[3:] if path.startswith("/v1/") else path
             with fake.lock:
                 fake.requests.append((method, path))
+                fake.request_times.append(time.monotonic())
             if fake.take_hang(method, path):
                 fake.closing.wait(fake.faults.hang_seconds)
                 self._drop()
