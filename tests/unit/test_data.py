@@ -125,6 +125,9 @@ class Memory:
         self.views[task_id] = replace(self.views[task_id], state="Cancelled")
 
     # Backend
+    def poll_not_before(self) -> float:
+        return 0.0
+
     def view(self, task_id: str) -> TaskView:
         if task_id not in self.views:
             raise TaskNotFound(task_id)
