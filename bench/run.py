@@ -30,6 +30,7 @@ import docker
 
 from qimg.builder.build import build_image
 from qimg.builder.spec import ImageSpec
+from qimg.engine_api import Engine
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
 from qimg.launcher.ssh import wait_until_ready
@@ -57,19 +58,19 @@ def median_seconds(action: Callable[[], object], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def start_to_login(client: docker.DockerClient, image: str, command: str, user: str, workdir: Path) -> float:
+def start_to_login(engine: Engine, image: str, command: str, user: str, workdir: Path) -> float:
     workdir.mkdir()
     key = throwaway_key(workdir, "bench")
 
     def once() -> None:
-        container = containers.start(client, image, command, {"DOCKER_SSH": key.docker_ssh}, purpose="bench")
+        container = containers.start(engine, image, command, {"DOCKER_SSH": key.docker_ssh}, purpose="bench")
         try:
             wait_until_ready(
                 container.endpoint, user, key.identity, workdir / "known_hosts",
-                lambda: containers.host_keys(client, container.id), time.monotonic() + 60,
+                lambda: containers.host_keys(engine, container.id), time.monotonic() + 60,
             )  # fmt: skip
         finally:
-            containers.remove(client, container.id)
+            containers.remove(engine, container.id)
 
     once()  # warm the page cache
     return median_seconds(once)
@@ -289,8 +290,9 @@ def main() -> None:
         qimg_image = build_image(client, ImageSpec.create(user="alice"), "qimg-bench/alice:latest").tag
         (workdir / "Dockerfile").write_text(EXAMPLE_DOCKERFILE)
         client.images.build(path=str(workdir), tag="qimg-bench/example:latest", rm=True)
-        ours = start_to_login(client, qimg_image, "/usr/local/sbin/qimg-start", "alice", workdir / "a")
-        theirs = start_to_login(client, "qimg-bench/example:latest", "", "root", workdir / "b")
+        engine = Engine.from_env()
+        ours = start_to_login(engine, qimg_image, "/usr/local/sbin/qimg-start", "alice", workdir / "a")
+        theirs = start_to_login(engine, "qimg-bench/example:latest", "", "root", workdir / "b")
         rows += [
             ("start to first ssh login, qimg image (median s)", f"{ours:.2f}"),
             ("start to first ssh login, Qarnot-example start (median s)", f"{theirs:.2f}"),

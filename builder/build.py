@@ -18,6 +18,7 @@ from qimg import engine, state
 from qimg.builder import distro
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageSpec, check_image_ref
+from qimg.engine_api import Engine
 from qimg.errors import BuildFailed
 
 if TYPE_CHECKING:
@@ -192,9 +193,10 @@ def build(
     """`qimg build`: the base image checked, its distro read when `distro_choice` is "auto", the image
     built (as `tag`, default qimg/USER:latest) and remembered for check, push and run --local."""
     image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
+    images = Engine.from_env()
+    images.require_image(spec.base, "--base")
+    spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
     client = engine.client()
-    engine.require_image(client, spec.base, "--base")
-    spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, client))
     built = build_image(
         client, spec, image_tag, no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output
     )

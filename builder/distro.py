@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
 
-from qimg import engine
 from qimg.builder.spec import Distro
+from qimg.engine_api import Engine
 from qimg.errors import UsageError
-
-if TYPE_CHECKING:
-    import docker
 
 _FAMILIES = {
     "debian": Distro.DEBIAN, "ubuntu": Distro.DEBIAN,
@@ -37,10 +33,10 @@ def family_of(os_release: dict[str, str]) -> Distro | None:
     return next((_FAMILIES[name] for name in names if name in _FAMILIES), None)
 
 
-def detect(client: docker.DockerClient, base: str) -> Distro:
-    if not engine.image_exists(client, base):
+def detect(engine: Engine, base: str) -> Distro:
+    if engine.image(base) is None:
         raise UsageError(f"cannot read the distro of {base}: it is not a local image; pass {_CHOICES}")
-    content = engine.read_image_file(client, base, "/etc/os-release")
+    content = engine.read_image_files(base, ["/etc/os-release"])["/etc/os-release"]
     if content is None:
         raise UsageError(f"{base} has no /etc/os-release: pass {_CHOICES}")
     os_release = parse_os_release(content.decode("utf-8", "replace"))
@@ -52,6 +48,6 @@ def detect(client: docker.DockerClient, base: str) -> Distro:
     return family
 
 
-def resolve(choice: str, base: str, client: docker.DockerClient | None = None) -> Distro:
+def resolve(choice: str, base: str, engine: Engine | None = None) -> Distro:
     """The distro family named by `--distro`, or with "auto" the one the base image says it is."""
-    return Distro(choice) if choice != "auto" else detect(client or engine.client(), base)
+    return Distro(choice) if choice != "auto" else detect(engine or Engine.from_env(), base)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qimg import engine, state
 from qimg.builder.spec import ImageRef, check_image_ref
+from qimg.engine_api import Engine
 from qimg.errors import PushFailed, UsageError, first_line
 
 if TYPE_CHECKING:
@@ -69,10 +70,10 @@ def push_image(
 ) -> Pushed:
     from docker.errors import APIError
 
-    image = engine.local_image(client, source)
+    image = Engine.from_env().local_image(source)
     auth_config = {"username": auth[0], "password": auth[1]} if auth else None
-    if str(target) not in image.tags:
-        image.tag(target.repository_ref, target.tag)
+    if str(target) not in (image.get("RepoTags") or []):
+        client.api.tag(source, target.repository_ref, target.tag)
     digest = ""
     try:
         stream = client.api.push(

@@ -13,19 +13,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qimg import engine, state
+from qimg import state
 from qimg.builder import labels
 from qimg.builder.spec import check_image_ref
+from qimg.engine_api import Engine
 from qimg.errors import NotReady, UsageError
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
 from qimg.launcher.plan import check_timeout
 from qimg.launcher.ssh import Endpoint, free_local_port, pinned_argv, read_banner, wait_until_ready
-
-if TYPE_CHECKING:
-    import docker
 
 # What `sshd -T` must say, whatever the base image's own sshd_config says.
 _EFFECTIVE = {
@@ -66,8 +64,8 @@ class CheckResult:
         return asdict(self)
 
 
-def image_info(client: docker.DockerClient, ref: str) -> ImageInfo:
-    image = labels.read(engine.local_image(client, ref).labels, ref)
+def image_info(engine: Engine, ref: str) -> ImageInfo:
+    image = labels.read((engine.local_image(ref).get("Config") or {}).get("Labels"), ref)
     if image is None:
         raise UsageError(
             f"{ref} was not built by qimg (no {labels.PREFIX}user label): build it with `qimg build`"
@@ -81,27 +79,27 @@ def check(image: str | None, timeout: float) -> tuple[str, list[CheckResult]]:
         state.image_argument(image, state.LAST_BUILT, "qimg check IMAGE, or qimg build first"), "IMAGE"
     )
     check_timeout(timeout)
-    client = engine.client()
-    return ref, check_image(client, image_info(client, ref), timeout)
+    engine = Engine.from_env()
+    return ref, check_image(engine, image_info(engine, ref), timeout)
 
 
-def check_image(client: docker.DockerClient, info: ImageInfo, timeout: float = 60.0) -> list[CheckResult]:
+def check_image(engine: Engine, info: ImageInfo, timeout: float = 60.0) -> list[CheckResult]:
     """Run every check against a fresh container of the image; the container is always removed."""
     with tempfile.TemporaryDirectory(prefix="qimg-check-") as tmp:
         workdir = Path(tmp)
         key = throwaway_key(workdir, "qimg-check")
         container = containers.start(
-            client, info.ref, info.start, {"DOCKER_SSH": key.docker_ssh},
+            engine, info.ref, info.start, {"DOCKER_SSH": key.docker_ssh},
             purpose="check", run_tmpfs=True, cap_drop=("AUDIT_WRITE",),
         )  # fmt: skip
         try:
-            return list(_checks(client, info, container, key.identity, workdir, timeout))
+            return list(_checks(engine, info, container, key.identity, workdir, timeout))
         finally:
-            containers.remove(client, container.id)
+            containers.remove(engine, container.id)
 
 
 def _checks(
-    client: docker.DockerClient,
+    engine: Engine,
     info: ImageInfo,
     container: containers.Container,
     identity: Path,
@@ -113,11 +111,11 @@ def _checks(
     started = time.monotonic()
     try:
         keys = wait_until_ready(
-            endpoint, info.user, identity, known_hosts, lambda: containers.host_keys(client, container.id),
+            endpoint, info.user, identity, known_hosts, lambda: containers.host_keys(engine, container.id),
             started + timeout,
         )  # fmt: skip
     except NotReady as error:
-        tail = " | ".join(containers.output(client, container.id).strip().splitlines()[-3:])
+        tail = " | ".join(containers.output(engine, container.id).strip().splitlines()[-3:])
         yield CheckResult(f"login as {info.user}", False, f"{error}; container said: {tail or 'nothing'}")
         return
     waited = time.monotonic() - started
@@ -136,9 +134,9 @@ def _checks(
     yield from _account_checks(info, facts)
     yield _password_refused(ssh(info.user, "true", options=_PASSWORD_ONLY))
     if info.user != "root" and not info.root_login:
-        yield _root_refused(client, container.id, info.user, ssh)
+        yield _root_refused(engine, container.id, info.user, ssh)
     yield _tunnel(endpoint, info.user, identity, known_hosts)
-    yield _effective_config(client, container.id, info)
+    yield _effective_config(engine, container.id, info)
 
 
 def _account_checks(info: ImageInfo, facts: list[str]) -> Iterator[CheckResult]:
@@ -175,14 +173,14 @@ def _password_refused(result: subprocess.CompletedProcess[str]) -> CheckResult:
 
 
 def _root_refused(
-    client: docker.DockerClient,
+    engine: Engine,
     container_id: str,
     user: str,
     ssh: Callable[[str, str], subprocess.CompletedProcess[str]],
 ) -> CheckResult:
     # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
     containers.exec_root(
-        client,
+        engine,
         container_id,
         ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"],
     )
@@ -216,8 +214,8 @@ def _tunnel(endpoint: Endpoint, user: str, identity: Path, known_hosts: Path) ->
     )
 
 
-def _effective_config(client: docker.DockerClient, container_id: str, info: ImageInfo) -> CheckResult:
-    code, out = containers.exec_root(client, container_id, ["/usr/sbin/sshd", "-T"])
+def _effective_config(engine: Engine, container_id: str, info: ImageInfo) -> CheckResult:
+    code, out = containers.exec_root(engine, container_id, ["/usr/sbin/sshd", "-T"])
     effective = dict([*line.split(" ", 1), ""][:2] for line in out.lower().splitlines())
     want = {**_EFFECTIVE, "permitrootlogin": "without-password" if info.root_login else "no"}
     wrong = [f"{key} {effective.get(key, '?')}" for key, value in want.items() if effective.get(key) != value]

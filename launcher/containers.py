@@ -8,13 +8,10 @@ port 22 published on 127.0.0.1 only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from qimg.builder.labels import PREFIX
+from qimg.engine_api import Engine, EngineError, NotFound, container_config
 from qimg.launcher.ssh import Endpoint, host_keys_in
-
-if TYPE_CHECKING:
-    import docker
 
 # Every container qimg starts carries it, with what it is for: run, check or bench.
 PURPOSE_LABEL = f"{PREFIX}launched-by"
@@ -27,7 +24,7 @@ class Container:
 
 
 def start(
-    client: docker.DockerClient,
+    engine: Engine,
     image: str,
     command: str,
     environment: dict[str, str],
@@ -37,45 +34,46 @@ def start(
     run_tmpfs: bool = False,
     cap_drop: tuple[str, ...] = (),
 ) -> Container:
-    container = client.containers.run(
-        image,
-        command=command,
-        environment=environment,
-        user=environment.get("DOCKER_USER", ""),  # as Qarnot does; empty: the image's USER
-        detach=True,
-        ports={"22/tcp": ("127.0.0.1", 0)},  # port 0: the engine picks a free one
-        labels={PURPOSE_LABEL: purpose, **(labels or {})},
-        tmpfs={"/run": "mode=755"} if run_tmpfs else {},
-        cap_drop=list(cap_drop),
-    )
-    container.reload()
-    binding = container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]
-    return Container(container.id or "", Endpoint(binding["HostIp"], int(binding["HostPort"])))
-
-
-def output(client: docker.DockerClient, container_id: str, *, stderr: bool = True) -> str:
-    logs = client.containers.get(container_id).logs(stdout=True, stderr=stderr, stream=False)
-    return logs.decode("utf-8", "replace")
-
-
-def host_keys(client: docker.DockerClient, container_id: str) -> list[str]:
-    """Host keys the start script printed on stdout (stderr is sshd's log, never trusted for keys)."""
-    return host_keys_in(output(client, container_id, stderr=False))
-
-
-def exec_root(client: docker.DockerClient, container_id: str, argv: list[str]) -> tuple[int, str]:
-    exit_code, out = client.containers.get(container_id).exec_run(argv, user="root")
-    return int(exit_code or 0), cast(bytes, out).decode("utf-8", "replace")
-
-
-def remove(client: docker.DockerClient, container_id: str) -> None:
-    """Remove the container; one already gone, or being removed by someone else, is what we wanted."""
-    from docker.errors import APIError, NotFound
-
+    config = container_config(
+        image, command, environment,
+        User=environment.get("DOCKER_USER", ""),  # as Qarnot does; empty: the image's USER
+        Labels={PURPOSE_LABEL: purpose, **(labels or {})},
+        ExposedPorts={"22/tcp": {}},
+        HostConfig={
+            "PortBindings": {"22/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},  # the engine picks a port
+            "Tmpfs": {"/run": "mode=755"} if run_tmpfs else {},
+            "CapDrop": list(cap_drop),
+        },
+    )  # fmt: skip
+    container_id = engine.create(config)
     try:
-        client.containers.get(container_id).remove(force=True)
+        engine.start(container_id)
+        binding = engine.inspect(container_id)["NetworkSettings"]["Ports"]["22/tcp"][0]
+    except BaseException:
+        remove(engine, container_id)  # a container that was never started is not left behind
+        raise
+    return Container(container_id, Endpoint(binding["HostIp"], int(binding["HostPort"])))
+
+
+def output(engine: Engine, container_id: str, *, stderr: bool = True) -> str:
+    return engine.logs(container_id, stdout=True, stderr=stderr)
+
+
+def host_keys(engine: Engine, container_id: str) -> list[str]:
+    """Host keys the start script printed on stdout (stderr is sshd's log, never trusted for keys)."""
+    return host_keys_in(output(engine, container_id, stderr=False))
+
+
+def exec_root(engine: Engine, container_id: str, argv: list[str]) -> tuple[int, str]:
+    return engine.exec_run(container_id, argv, user="root")
+
+
+def remove(engine: Engine, container_id: str) -> None:
+    """Remove the container; one already gone, or being removed by someone else, is what we wanted."""
+    try:
+        engine.remove(container_id)
     except NotFound:
         return
-    except APIError as error:
-        if error.status_code != 409:  # 409: "removal of container ... is already in progress"
+    except EngineError as error:
+        if error.status != 409:  # 409: "removal of container ... is already in progress"
             raise

@@ -13,12 +13,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit
 
 from qimg import engine, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
+from qimg.engine_api import Engine
 from qimg.errors import UsageError
 from qimg.launcher import account, contract, records, tasks, worker
 from qimg.launcher.backends import qarnot_config
@@ -27,10 +28,6 @@ from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 from qimg.launcher.worker import WorkerOptions
-
-if TYPE_CHECKING:
-    import docker
-    from docker.models.images import Image
 
 DEFAULT_PROFILE = "docker-network-ssh"
 
@@ -126,7 +123,7 @@ def registry_auth(ref: ImageRef, given: tuple[str, str] | None, local: bool) -> 
     return given or engine.registry_credentials(ref.registry)
 
 
-def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = None) -> LaunchPlan:
+def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchPlan:
     """Check everything, then find the image and its login; the engine is asked only after the
     user's own input passed."""
     if options.connect and options.command is not None:
@@ -160,12 +157,12 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
     if not options.local:
         check_registry_reachable(ref)
 
-    client = client or engine.client()
-    backend = tasks.open_backend(tasks.backend_name(options.local), client)
+    images = images or Engine.from_env()
+    backend = tasks.open_backend(tasks.backend_name(options.local), images)
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)
-    user, start = image_login(client, ref, options.user, on_registry=not options.local, auth=auth)
+    user, start = image_login(images, ref, options.user, on_registry=not options.local, auth=auth)
     if idle_seconds and start.user:  # only images qimg did not build are started as another user
         raise UsageError(
             f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
@@ -193,31 +190,22 @@ def plan_launch(options: LaunchOptions, client: docker.DockerClient | None = Non
 
 
 def image_login(
-    client: docker.DockerClient, ref: ImageRef, user: str | None, *, on_registry: bool,
-    auth: tuple[str, str] | None,
-) -> tuple[str, contract.Start]:  # fmt: skip
+    images: Engine, ref: ImageRef, user: str | None, *, on_registry: bool, auth: tuple[str, str] | None
+) -> tuple[str, contract.Start]:
     """Who logs in and how sshd starts, from the labels of a qimg image, checked to exist where the
     task will find it: the local engine, or the registry for Qarnot. An image qimg did not build is
     checked for an OpenSSH server when the local engine has it."""
-    from docker.errors import APIError, ImageNotFound
-
-    local: Image | None
+    local: dict[str, Any] | None
     if on_registry:
-        try:
-            local = client.images.get(str(ref))
-        except ImageNotFound:
-            local = None
-        credentials = {"username": auth[0], "password": auth[1]} if auth else None
-        try:
-            client.images.get_registry_data(str(ref), auth_config=credentials)
-        except APIError:
+        local = images.image(str(ref))
+        if not images.in_registry(str(ref), auth):
             raise UsageError(
                 f"{ref} is not in its registry (or the registry refused to say): push it with "
                 "`qimg push`, or check the name"
-            ) from None
+            )
     else:
-        local = engine.local_image(client, str(ref))
-    image = labels.read(local.labels if local else None, str(ref))
+        local = images.local_image(str(ref))
+    image = labels.read((local.get("Config") or {}).get("Labels") if local else None, str(ref))
     if image is not None:
         if user and user not in {image.user, "root"}:
             raise UsageError(f"--user {user}: {ref} was built for {image.user} (and root at most)")
@@ -228,13 +216,13 @@ def image_login(
             f"`qimg build --base {ref} --user {user}`"
         )
     if local is not None:
-        check_ssh_ready(client, ref)
+        check_ssh_ready(images, ref)
     return "root", contract.foreign_start()
 
 
-def check_ssh_ready(client: docker.DockerClient, ref: ImageRef) -> None:
+def check_ssh_ready(images: Engine, ref: ImageRef) -> None:
     """Refuse, before a (billed) start and pull, an image the foreign start script cannot run on."""
-    found = engine.read_image_files(client, str(ref), contract.FOREIGN_NEEDS)
+    found = images.read_image_files(str(ref), contract.FOREIGN_NEEDS)
     missing = [path for path, content in found.items() if content is None]
     if missing:
         raise UsageError(

@@ -18,20 +18,20 @@ from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
 
 if TYPE_CHECKING:
-    import docker
+    from qimg.engine_api import Engine
 
 
 def backend_name(local: bool) -> str:
     return "local" if local else "qarnot"
 
 
-def open_backend(name: str, client: docker.DockerClient | None = None) -> Backend:
-    """The backend called `name`: qarnot (needs a token) or local (the Docker engine, `client` if given)."""
+def open_backend(name: str, engine: Engine | None = None) -> Backend:
+    """The backend called `name`: qarnot (needs a token) or local (the Docker engine, `engine` if given)."""
     if name == "local":
-        from qimg import engine
+        from qimg.engine_api import Engine
         from qimg.launcher.backends.local import LocalBackend
 
-        return LocalBackend(client or engine.client())
+        return LocalBackend(engine or Engine.from_env())
     from qimg.launcher.backends.qarnot import QarnotBackend
 
     return QarnotBackend()

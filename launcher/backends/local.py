@@ -11,15 +11,17 @@ with who launched it, and this backend sees only its caller's own tasks (another
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import uuid
 from collections import defaultdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qimg.builder.labels import PREFIX
-from qimg.errors import BackendError, TaskNotFound, first_line
+from qimg.engine_api import Engine, EngineError, NotFound
+from qimg.errors import BackendError, TaskNotFound
 from qimg.launcher import containers
 from qimg.launcher.backends.base import (
     InstanceView,
@@ -30,9 +32,8 @@ from qimg.launcher.backends.base import (
 )
 from qimg.launcher.ssh import Endpoint
 
-if TYPE_CHECKING:
-    import docker
-    from docker.models.containers import Container
+# A container as the engine inspects it (its labels under Config).
+Container = dict[str, Any]
 
 TASK_LABEL = f"{PREFIX}task"
 NAME_LABEL = f"{PREFIX}task-name"
@@ -60,20 +61,18 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, client: docker.DockerClient) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.owner = owner()
 
     def submit(self, request: TaskRequest) -> str:
-        from docker.errors import DockerException
-
         task_id = str(uuid.uuid4())
         cluster = is_cluster_profile(request.profile)
         try:
             for index in range(request.instances):
                 forwarded = request.entries is None or index in request.entries
                 containers.start(
-                    self.client, request.image, instance_command(request.constants, index, cluster),
+                    self.engine, request.image, instance_command(request.constants, index, cluster),
                     {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
                     labels={
                         TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
@@ -81,7 +80,7 @@ class LocalBackend:
                         PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
                     },
                 )  # fmt: skip
-        except DockerException as error:
+        except EngineError as error:
             self.stop(task_id)
             raise BackendError(f"the local engine could not start {request.image}: {error}") from None
         return task_id
@@ -89,7 +88,13 @@ class LocalBackend:
     def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
         """The caller's own task containers that carry `label` (labels filter as AND)."""
         mine = f"{OWNER_LABEL}={self.owner}"
-        return self.client.containers.list(all=True, filters={"label": [label, mine]})
+        listed = self.engine.containers([label, mine])
+        # Inspected one by one: the listing has neither exit codes nor the published ports' addresses.
+        found = []
+        for summary in listed:
+            with contextlib.suppress(NotFound):  # removed in between
+                found.append(self.engine.inspect(summary["Id"]))
+        return found
 
     def _task_containers(self, task_id: str) -> list[Container]:
         return self._containers(f"{TASK_LABEL}={task_id}")
@@ -112,21 +117,17 @@ class LocalBackend:
             index = _instance_index(container)
             if instance is not None and index != instance:
                 continue
-            logs = container.logs(stdout=not stderr, stderr=stderr).decode("utf-8", "replace")
+            logs = self.engine.logs(container["Id"], stdout=not stderr, stderr=stderr)
             prefix = "" if instance is not None else f"{index}> "
             parts.extend(prefix + line + "\n" for line in logs.splitlines())
         return "".join(parts)
 
     def stop(self, task_id: str) -> None:
-        from docker.errors import DockerException
-
         try:
             for container in self._task_containers(task_id):
-                containers.remove(self.client, container.id or "")
-        except DockerException as error:
-            raise BackendError(
-                f"the local engine could not remove task {task_id}: {first_line(error)}"
-            ) from None
+                containers.remove(self.engine, container["Id"])
+        except EngineError as error:
+            raise BackendError(f"the local engine could not remove task {task_id}: {error}") from None
 
     def tasks(self) -> list[TaskView]:
         return _task_views(self._containers())
@@ -135,27 +136,30 @@ class LocalBackend:
 def _task_views(found: list[Container]) -> list[TaskView]:
     groups: dict[str, list[Container]] = defaultdict(list)
     for container in found:
-        groups[container.labels.get(TASK_LABEL, "")].append(container)
+        groups[_labels(container).get(TASK_LABEL, "")].append(container)
     return [_task_view(task_id, group) for task_id, group in groups.items() if task_id]
 
 
+def _labels(container: Container) -> dict[str, str]:
+    return container["Config"].get("Labels") or {}
+
+
 def _instance_index(container: Container) -> int:
-    return int(container.labels.get(INSTANCE_LABEL, "0"))
+    return int(_labels(container).get(INSTANCE_LABEL, "0"))
 
 
 def _task_view(task_id: str, group: list[Container]) -> TaskView:
     group = sorted(group, key=_instance_index)
     instances, errors, states, exit_codes = [], [], [], []
     for container in group:
-        attrs: dict[str, Any] = container.attrs
-        status = attrs["State"]
+        status = container["State"]
         states.append(status["Status"])
         forward = None
-        bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
-        if status["Running"] and bindings and container.labels.get(FORWARDED_LABEL) != "no":
+        bindings = (container["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
+        if status["Running"] and bindings and _labels(container).get(FORWARDED_LABEL) != "no":
             forward = Endpoint(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
         instances.append(
-            InstanceView(_instance_index(container), forward, int(attrs.get("RestartCount", 0)) + 1)
+            InstanceView(_instance_index(container), forward, int(container.get("RestartCount", 0)) + 1)
         )
         if status["Status"] in {"exited", "dead"}:
             exit_codes.append(int(status["ExitCode"]))
@@ -168,8 +172,9 @@ def _task_view(task_id: str, group: list[Container]) -> TaskView:
         state = "Submitted"
     else:
         state = "Failure" if any(exit_codes) else "Success"
-    created = datetime.fromisoformat(group[0].attrs["Created"][:19] + "+00:00")
+    first = _labels(group[0])
+    created = datetime.fromisoformat(group[0]["Created"][:19] + "+00:00")
     return TaskView(
-        task_id, group[0].labels.get(NAME_LABEL, ""), state, len(group), tuple(instances),
-        tuple(errors), created, profile=group[0].labels.get(PROFILE_LABEL, ""),
+        task_id, first.get(NAME_LABEL, ""), state, len(group), tuple(instances),
+        tuple(errors), created, profile=first.get(PROFILE_LABEL, ""),
     )  # fmt: skip

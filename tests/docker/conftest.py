@@ -20,6 +20,7 @@ import pytest
 
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageSpec
+from qimg.engine_api import Engine
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
 from qimg.launcher.keys.read import LoginKey
@@ -154,6 +155,7 @@ def login(
     docker_services: Any,
     docker_compose_project_name: str,
     docker_client: docker.DockerClient,
+    engine: Engine,
     identity: LoginKey,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[[str], Login]]:
@@ -172,7 +174,7 @@ def login(
             known_hosts = tmp_path_factory.mktemp(service) / "known_hosts"
             keys = wait_until_ready(
                 endpoint, user, identity.identity, known_hosts,
-                lambda: containers.host_keys(docker_client, container.id or ""), time.monotonic() + 60,
+                lambda: containers.host_keys(engine, container.id or ""), time.monotonic() + 60,
             )  # fmt: skip
             ready[service] = Login(
                 container.id or "", endpoint, user, identity.identity, known_hosts, tuple(keys)
@@ -183,6 +185,9 @@ def login(
 
 
 def exec_root(client: docker.DockerClient, container_id: str, command: str) -> str:
-    code, out = containers.exec_root(client, container_id, ["sh", "-c", command])
+    """The output of a shell command run as root in the container (through the SDK: an observer
+    independent of the launcher's own engine client)."""
+    code, out = client.containers.get(container_id).exec_run(["sh", "-c", command], user="root")
     assert code == 0, out
-    return out
+    assert isinstance(out, bytes)
+    return out.decode("utf-8", "replace")

@@ -9,6 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from qimg.engine_api import Engine
 from qimg.launcher import containers, sshconfig
 from qimg.launcher.ssh import Endpoint, free_local_port, host_keys_in, read_banner
 from tests.e2e.conftest import User
@@ -68,12 +69,12 @@ def test_a_command_run_leaves_no_ssh_behind(e2e_image: str, short_user: User) ->
 
 
 def test_keepalives_on_both_ends(
-    docker_client: docker.DockerClient, e2e_image: str, short_user: User
+    docker_client: docker.DockerClient, engine: Engine, e2e_image: str, short_user: User
 ) -> None:
     assert short_user.qimg("run", "--local", e2e_image, "--name", "alive").returncode == 0
     try:
         code, out = containers.exec_root(
-            docker_client, task_container(docker_client, "alive").id or "", ["sshd", "-T"]
+            engine, task_container(docker_client, "alive").id or "", ["sshd", "-T"]
         )
         assert code == 0, out
         settings = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -88,7 +89,7 @@ def test_keepalives_on_both_ends(
 
 
 def test_a_tunnel_lasts_until_its_task_is_gone(
-    docker_client: docker.DockerClient, e2e_image: str, short_user: User
+    docker_client: docker.DockerClient, engine: Engine, e2e_image: str, short_user: User
 ) -> None:
     """The link dropped (sshd's connections killed), then the container restarted (a new port, its key
     pinned again from its own output): the tunnel comes back each time; `qimg stop` ends it in one line."""
@@ -102,7 +103,7 @@ def test_a_tunnel_lasts_until_its_task_is_gone(
         wait_for_banner(port)
         container = task_container(docker_client, "tun")
 
-        code, out = containers.exec_root(docker_client, container.id or "", ["sh", "-c", KILL_CONNECTIONS])
+        code, out = containers.exec_root(engine, container.id or "", ["sh", "-c", KILL_CONNECTIONS])
         assert code == 0, out
         dropped = lines.wait_for("tunnel to tun up again")
         assert "tunnel to tun down (" in dropped[0] and "connecting again in 1 s" in dropped[0], dropped

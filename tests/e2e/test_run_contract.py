@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from qimg.engine_api import Engine
 from qimg.errors import TaskNotFound
 from qimg.launcher import tasks
 from qimg.launcher.backends import local
@@ -215,7 +216,7 @@ def another_owners_task(docker_client: docker.DockerClient) -> Iterator[str]:
 
 
 def test_local_tasks_are_their_owners_only(
-    docker_client: docker.DockerClient, another_owners_task: str, tmp_path: Path,
+    docker_client: docker.DockerClient, engine: Engine, another_owners_task: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """ls, stop --all and lookups by id see the caller's tasks only. In-process, with an owner of its
@@ -223,7 +224,7 @@ def test_local_tasks_are_their_owners_only(
     me = f"{os.getuid()}(contract-{uuid.uuid4().hex[:8]})"
     monkeypatch.setattr(local, "owner", lambda: me)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    backend = LocalBackend(docker_client)
+    backend = LocalBackend(engine)
     mine = backend.submit(
         TaskRequest("mine", "debian:bookworm-slim", "local", 1, {"DOCKER_CMD": "sleep 300"}, "l1")
     )

@@ -32,6 +32,17 @@ def test_run_local_command(docker_client: docker.DockerClient, e2e_image: str, u
     assert local_tasks(docker_client) == []
 
 
+def test_a_local_run_never_imports_the_docker_sdk(e2e_image: str, user: User) -> None:
+    """The launcher speaks the engine's API itself: the SDK (requests, urllib3, its models) would cost
+    every local run 70 ms of imports. `-X importtime` names every module the run imports."""
+    profiled = User(user.home, {**user.env, "PYTHONPROFILEIMPORTTIME": "1"})
+    result = profiled.qimg("run", "--local", e2e_image, "--command", "true", "--max-time", "5m")
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "qimg.engine_api" in imported
+    assert not {name for name in imported if name.split(".")[0] in {"docker", "requests", "urllib3"}}
+
+
 def test_command_exit_code_is_qimgs(docker_client: docker.DockerClient, e2e_image: str, user: User) -> None:
     result = user.qimg("run", "--local", e2e_image, "--command", "exit 7")
     assert result.returncode == 7

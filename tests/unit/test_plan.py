@@ -7,13 +7,13 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from qimg import engine
 from qimg.builder import labels
 from qimg.builder.spec import ImageSpec
 from qimg.errors import UsageError
@@ -21,7 +21,7 @@ from qimg.launcher import contract, tasks
 from qimg.launcher.plan import LaunchOptions, LaunchPlan, check_timeout, parse_duration, plan_launch
 
 if TYPE_CHECKING:
-    import docker
+    from qimg.engine_api import Engine
 
 
 def test_durations() -> None:
@@ -43,17 +43,25 @@ def test_timeouts_that_never_or_always_pass_are_refused(seconds: float) -> None:
 
 
 class StubImages:
-    """The engine's images: one image (its labels) known locally and in its registry."""
+    """The engine's images: one image (its labels) known locally and in its registry; the files its
+    containers would read."""
 
-    def __init__(self, labels: dict[str, str]) -> None:
+    def __init__(self, labels: dict[str, str], files: dict[str, bytes | None] | None = None) -> None:
         self.labels = labels
-        self.registry_auth: list[dict[str, str] | None] = []
+        self.files = files or {}
+        self.registry_auth: list[tuple[str, str] | None] = []
 
-    def get(self, ref: str) -> SimpleNamespace:
-        return SimpleNamespace(labels=self.labels)
+    def image(self, ref: str) -> dict[str, Any]:
+        return {"Config": {"Labels": self.labels}}
 
-    def get_registry_data(self, ref: str, auth_config: dict[str, str] | None = None) -> None:
-        self.registry_auth.append(auth_config)
+    local_image = image
+
+    def in_registry(self, ref: str, auth: tuple[str, str] | None = None) -> bool:
+        self.registry_auth.append(auth)
+        return True
+
+    def read_image_files(self, ref: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+        return {path: self.files[path] for path in paths}
 
 
 class NoEngine:
@@ -80,13 +88,12 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("QARNOT_CONFIG_FILE", raising=False)
-    monkeypatch.setattr(tasks, "open_backend", lambda name, client=None: SimpleNamespace(name=name))
+    monkeypatch.setattr(tasks, "open_backend", lambda name, engine=None: SimpleNamespace(name=name))
     return home
 
 
 def plan(images: StubImages | NoEngine, **options: Any) -> LaunchPlan:
-    client = SimpleNamespace(images=images) if isinstance(images, StubImages) else images
-    return plan_launch(LaunchOptions(**options), client=cast("docker.DockerClient", client))
+    return plan_launch(LaunchOptions(**options), images=cast("Engine", images))
 
 
 def test_docker_hub_credentials_come_from_the_docker_config(machine: Path) -> None:
@@ -98,7 +105,7 @@ def test_docker_hub_credentials_come_from_the_docker_config(machine: Path) -> No
     )
     images = StubImages(ALICE_LABELS)
     constants = plan(images, image="alice/private:1").request.constants
-    assert images.registry_auth == [{"username": "hubuser", "password": "hub-password"}]
+    assert images.registry_auth == [("hubuser", "hub-password")]
     assert "DOCKER_SRV" not in constants  # Docker Hub is Qarnot's default
     assert constants["DOCKER_REGISTRY_LOGIN"] == "hubuser"
     assert constants["QARNOT_SECRET__DOCKER_REGISTRY_PASSWORD"] == "hub-password"
@@ -144,17 +151,14 @@ def test_an_invalid_login_user_is_refused(machine: Path, user: str) -> None:
         plan(NoEngine(), image="registry.example.com/team/alice:1", user=user)
 
 
-def test_foreign_images_run_as_root_and_must_have_sshd(
-    machine: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_foreign_images_run_as_root_and_must_have_sshd(machine: Path) -> None:
     found: dict[str, bytes | None] = {path: b"\x7fELF" for path in contract.FOREIGN_NEEDS}
-    monkeypatch.setattr(engine, "read_image_files", lambda client, ref, paths: {p: found[p] for p in paths})
-    constants = plan(StubImages({}), image="debian:bookworm-slim", local=True).request.constants
+    constants = plan(StubImages({}, found), image="debian:bookworm-slim", local=True).request.constants
     assert constants["DOCKER_USER"] == "root"
     assert constants["DOCKER_CMD"] == contract.foreign_start().command
     found["/usr/sbin/sshd"] = None
     with pytest.raises(UsageError, match=r"has no OpenSSH server .*: make an ssh-ready image") as refused:
-        plan(StubImages({}), image="debian:bookworm-slim", local=True)
+        plan(StubImages({}, found), image="debian:bookworm-slim", local=True)
     assert "qimg build --base library/debian:bookworm-slim" in str(refused.value)
 
 
