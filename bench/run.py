@@ -58,6 +58,16 @@ def median_seconds(action: Callable[[], object], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
+def paired_medians(first: Callable[[], object], second: Callable[[], object]) -> tuple[float, float]:
+    """The median times of two actions run in turns, so that a change in the machine's load (other jobs
+    on a 2-core machine) weighs on both sides of a ratio alike."""
+    firsts, seconds = [], []
+    for _ in range(RUNS):
+        firsts.append(median_seconds(first, 1))
+        seconds.append(median_seconds(second, 1))
+    return statistics.median(firsts), statistics.median(seconds)
+
+
 def start_to_login(engine: Engine, image: str, command: str, user: str, workdir: Path) -> float:
     workdir.mkdir()
     key = throwaway_key(workdir, "bench")
@@ -131,9 +141,7 @@ def run_local_vs_raw(image: str, key: Path, env: dict[str, str], instances: int)
         finally:
             subprocess.run(["docker", "rm", "-f", *started], capture_output=True, check=True)
 
-    ours = median_seconds(lambda: subprocess.run(qimg_run, env=env, capture_output=True, check=True), 3)
-    theirs = median_seconds(raw, 3)
-    return ours, theirs
+    return paired_medians(lambda: subprocess.run(qimg_run, env=env, capture_output=True, check=True), raw)
 
 
 def launch_against_fake(
