@@ -55,9 +55,15 @@ def close_masters(directory: Path) -> None:
 # OpenSSH's default exchange (sntrup761x25519, post-quantum) costs a login 70 ms more than the
 # classic curve25519. What is worth recording today to decrypt later is a session: a readiness login
 # that carries none (not kept), or that carries one over the loopback (the local engine), prefers the
-# classic exchange; a kept login to a remote host keeps the default. `^` only puts curve25519 first:
-# a server without it still agrees on another (OpenSSH 8.7 and later read `^`).
-CLASSIC_EXCHANGE = ("-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org")
+# classic exchange; a kept login to a remote host keeps the default. The list is OpenSSH's classic
+# default, curve25519 first, in names every client since 7.4 knows (an unknown name, or `^`, would
+# make an older client refuse the option, and the login with it).
+CLASSIC_EXCHANGE = (
+    "-o",
+    "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,"
+    "ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,"
+    "diffie-hellman-group18-sha512,diffie-hellman-group14-sha256",
+)
 
 
 def readiness_options(kept: Path | None, *, loopback: bool) -> tuple[str, ...]:
