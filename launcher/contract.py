@@ -14,6 +14,7 @@ from importlib.resources import files
 
 from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
+from qimg.launcher.backends.base import IDLE_STOP_CONSTANT
 from qimg.launcher.keys.read import LoginKey
 
 # For an image qimg did not build: what qimg-start does, for root, as a fixed script. Data only ever
@@ -86,7 +87,7 @@ def task_constants(
     if start.user:
         constants["DOCKER_USER"] = start.user
     if idle_seconds:
-        constants["QIMG_IDLE_STOP"] = str(idle_seconds)
+        constants[IDLE_STOP_CONSTANT] = str(idle_seconds)
     if registry_auth:
         constants["DOCKER_REGISTRY_LOGIN"], constants[SECRET_PASSWORD] = registry_auth
     check_constants(constants)

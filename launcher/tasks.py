@@ -163,11 +163,11 @@ class Listing:
 
 
 def list_tasks(local: bool) -> Listing:
-    """The backend's qimg tasks, and the idle stops of the running ones: one output read per running
-    task, all at once, none for the others (they have nothing left to tell)."""
+    """The backend's qimg tasks, and the idle stops of the running ones launched with --idle-stop: one
+    output read for each, all at once, none for the others (they have nothing to tell)."""
     backend = open_backend(backend_name(local))
     found = sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
-    running = [task.id for task in found if task.running and not task.ended]
+    running = [task.id for task in found if task.running and not task.ended and task.watches_idle]
 
     def idle_stop(task_id: str) -> IdleStop | None:
         try:

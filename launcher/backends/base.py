@@ -25,6 +25,10 @@ ENDED_STATES = frozenset({
 })  # fmt: skip
 
 
+# The constant of a task launched with --idle-stop: its instances' watchers print when it stops.
+IDLE_STOP_CONSTANT = "QIMG_IDLE_STOP"
+
+
 def is_cluster_profile(profile: str) -> bool:
     """Qarnot's cluster profiles (docker-cluster-network-ssh and the like) carry "cluster" in their
     name: their first instance is the master, the only one forwarded."""
@@ -62,6 +66,7 @@ class TaskView:
     credits: float | None = None
     result_bucket: str = ""  # where the task's results go ("" when it has none)
     profile: str = ""
+    watches_idle: bool = False  # launched with --idle-stop: its output says when it stops itself
 
     @property
     def cluster(self) -> bool:

@@ -24,6 +24,7 @@ from qimg.engine_api import Engine, EngineError, NotFound
 from qimg.errors import BackendError, TaskNotFound
 from qimg.launcher import containers
 from qimg.launcher.backends.base import (
+    IDLE_STOP_CONSTANT,
     InstanceView,
     TaskRequest,
     TaskView,
@@ -177,4 +178,7 @@ def _task_view(task_id: str, group: list[Container]) -> TaskView:
     return TaskView(
         task_id, first.get(NAME_LABEL, ""), state, len(group), tuple(instances),
         tuple(errors), created, profile=first.get(PROFILE_LABEL, ""),
+        watches_idle=any(
+            entry.startswith(f"{IDLE_STOP_CONSTANT}=") for entry in group[0]["Config"].get("Env") or []
+        ),
     )  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from qimg.errors import BackendError, first_line
-from qimg.launcher.backends.base import InstanceView, TaskView
+from qimg.launcher.backends.base import IDLE_STOP_CONSTANT, InstanceView, TaskView
 from qimg.launcher.ssh import Endpoint
 
 SSH_PORT = 22
@@ -52,6 +52,7 @@ def unchecked_view(task: Any) -> TaskView:
         created=created if isinstance(created, datetime) else None,
         result_bucket=result_bucket if isinstance(result_bucket, str) else "",
         profile=str(task.profile or ""),
+        watches_idle=isinstance(task.constants, dict) and IDLE_STOP_CONSTANT in task.constants,
     )
 
 

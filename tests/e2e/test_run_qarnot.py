@@ -70,11 +70,14 @@ def test_constants_keep_running_ls_logs_ssh_stop(
     assert REGISTRY_PASSWORD not in launched.stdout + launched.stderr
     assert "qimg stop keep1" in launched.stderr
 
+    before_ls = len(fake.requests)
     listed = user.qimg("ls", "--json")
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)["tasks"]
     assert row["name"] == "keep1" and row["state"] == "FullyExecuting"
     assert row["endpoints"] == [f"127.0.0.1:{instance['port']}"] and row["credits"] is not None
+    # Launched without --idle-stop, the task has no watcher to hear from: ls reads no output of it.
+    assert not [path for _, path in fake.requests[before_ls:] if "/stdout" in path]
 
     logs = user.qimg("logs", "keep1")
     assert f"qimg-host-key: {instance['host_key']}" in logs.stdout
