@@ -8,6 +8,7 @@ port 22 published on 127.0.0.1 only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from qimg.builder.labels import PREFIX
 from qimg.engine_api import Engine, EngineError, NotFound, container_config
@@ -48,11 +49,19 @@ def start(
     container_id = engine.create(config)
     try:
         engine.start(container_id)
-        binding = engine.inspect(container_id)["NetworkSettings"]["Ports"]["22/tcp"][0]
+        return Container(container_id, published_ssh(engine.inspect(container_id)))
     except BaseException:
-        remove(engine, container_id)  # a container that was never started is not left behind
+        remove(engine, container_id)  # a container that did not start as asked is not left behind
         raise
-    return Container(container_id, Endpoint(binding["HostIp"], int(binding["HostPort"])))
+
+
+def published_ssh(inspected: dict[str, Any]) -> Endpoint:
+    """Where the engine published the container's port 22 (EngineError: it did not say)."""
+    try:
+        binding = inspected["NetworkSettings"]["Ports"]["22/tcp"][0]
+        return Endpoint(str(binding["HostIp"]), int(binding["HostPort"]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise EngineError(0, "the engine did not say where it published the container's port 22") from None
 
 
 def output(engine: Engine, container_id: str, *, stderr: bool = True) -> str:

@@ -150,6 +150,15 @@ def _instance_index(container: Container) -> int:
 
 
 def _task_view(task_id: str, group: list[Container]) -> TaskView:
+    try:
+        return _unchecked_view(task_id, group)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise BackendError(
+            f"the local engine described task {task_id} in a way qimg cannot read: {error!r}"
+        ) from None
+
+
+def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
     group = sorted(group, key=_instance_index)
     instances, errors, states, exit_codes = [], [], [], []
     for container in group:

@@ -93,7 +93,7 @@ class Engine:
             connection.request(method, url, payload, {**sent, **(headers or {})})
             reply = connection.getresponse()
             data = reply.read()
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:  # refused, reset, a reply cut short
             raise DockerUnavailable(
                 f"the Docker engine does not answer at {self.host} ({first_line(error)}): start it, or run "
                 "`make env` as root"
@@ -108,7 +108,10 @@ class Engine:
     def call(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
         """A call whose reply is JSON (None for an empty one)."""
         data = self.request(method, path, query, body)
-        return json.loads(data) if data.strip() else None
+        try:
+            return json.loads(data) if data.strip() else None
+        except ValueError:
+            raise EngineError(0, f"{method} {path} was answered with something that is not JSON") from None
 
     def ping(self) -> None:
         self.request("GET", "/_ping")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import socketserver
 import struct
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from qimg.engine_api import Engine, container_config, demultiplexed
-from qimg.errors import DockerUnavailable, UsageError
+from qimg.engine_api import Engine, EngineError, container_config, demultiplexed
+from qimg.errors import BackendError, DockerUnavailable, UsageError
+from qimg.launcher.backends.local import TASK_LABEL, LocalBackend
+from qimg.launcher.containers import published_ssh
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -51,3 +58,61 @@ def test_an_engine_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DockerUnavailable, match=r"does not answer at unix://.*: start it") as error:
         Engine(f"unix://{tmp_path}/docker.sock").ping()
     assert "\n" not in str(error.value)
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
+    """An engine on a unix socket that answers each path with the raw reply given for it (status line
+    and all): what a broken or hostile engine could send."""
+    replies: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.wfile.write(replies.get(self.path.split("?")[0], b"HTTP/1.1 404 Not Found\r\n\r\n"))
+            self.wfile.flush()
+
+        def address_string(self) -> str:  # a unix socket has no client address
+            return "engine-test"
+
+    path = tmp_path / "engine.sock"
+    server = _UnixHTTPServer(str(path), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Engine(f"unix://{path}"), replies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_odd_replies_from_the_engine_are_one_line(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    engine, replies = odd_engine
+    replies["/containers/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!"
+    with pytest.raises(EngineError, match="not JSON"):
+        engine.containers(["a=b"])
+    replies["/containers/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[{"  # cut short
+    with pytest.raises(DockerUnavailable, match="does not answer"):
+        engine.containers(["a=b"])
+    replies["/containers/json"] = b'HTTP/1.1 500 Oops\r\nContent-Length: 25\r\n\r\n{"message": "disk full"}\n'
+    with pytest.raises(EngineError, match="the Docker engine: disk full") as error:
+        engine.containers(["a=b"])
+    assert error.value.status == 500
+
+
+def test_a_container_described_oddly_is_one_line(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    """A container whose inspection lacks what a view needs: one line naming the task, no traceback."""
+    engine, replies = odd_engine
+    listed = json.dumps([{"Id": "c1"}]).encode()
+    replies["/containers/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listed), listed)
+    described = json.dumps({"Id": "c1", "Config": {"Labels": {TASK_LABEL: "t1"}}}).encode()
+    replies["/containers/c1/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(described), described
+    )  # fmt: skip
+    with pytest.raises(BackendError, match="the local engine described task t1 in a way qimg cannot read"):
+        LocalBackend(engine).view("t1")
+    with pytest.raises(EngineError, match="did not say where it published"):
+        published_ssh({"NetworkSettings": {"Ports": {"22/tcp": None}}})
