@@ -18,7 +18,7 @@ from typing import Any
 from qimg import state
 from qimg.builder import labels
 from qimg.builder.spec import check_image_ref
-from qimg.engine_api import Engine
+from qimg.engine_api import Engine, labels_of
 from qimg.errors import NotReady, UsageError
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
@@ -65,7 +65,7 @@ class CheckResult:
 
 
 def image_info(engine: Engine, ref: str) -> ImageInfo:
-    image = labels.read((engine.local_image(ref).get("Config") or {}).get("Labels"), ref)
+    image = labels.read(labels_of(engine.local_image(ref)), ref)
     if image is None:
         raise UsageError(
             f"{ref} was not built by qimg (no {labels.PREFIX}user label): build it with `qimg build`"
@@ -115,7 +115,7 @@ def _checks(
             started + timeout,
         )  # fmt: skip
     except NotReady as error:
-        tail = " | ".join(containers.output(engine, container.id).strip().splitlines()[-3:])
+        tail = " | ".join(engine.logs(container.id, stderr=True).strip().splitlines()[-3:])
         yield CheckResult(f"login as {info.user}", False, f"{error}; container said: {tail or 'nothing'}")
         return
     waited = time.monotonic() - started
@@ -179,10 +179,10 @@ def _root_refused(
     ssh: Callable[[str, str], subprocess.CompletedProcess[str]],
 ) -> CheckResult:
     # Give root the same key first: the refusal must come from sshd's policy, not from a missing key.
-    containers.exec_root(
-        engine,
+    engine.exec_run(
         container_id,
         ["sh", "-c", f"mkdir -p /root/.ssh && cp ~{user}/.ssh/authorized_keys /root/.ssh/"],
+        user="root",
     )
     result = ssh("root", "true")
     return CheckResult(
@@ -215,7 +215,7 @@ def _tunnel(endpoint: Endpoint, user: str, identity: Path, known_hosts: Path) ->
 
 
 def _effective_config(engine: Engine, container_id: str, info: ImageInfo) -> CheckResult:
-    code, out = containers.exec_root(engine, container_id, ["/usr/sbin/sshd", "-T"])
+    code, out = engine.exec_run(container_id, ["/usr/sbin/sshd", "-T"], user="root")
     effective = dict([*line.split(" ", 1), ""][:2] for line in out.lower().splitlines())
     want = {**_EFFECTIVE, "permitrootlogin": "without-password" if info.root_login else "no"}
     wrong = [f"{key} {effective.get(key, '?')}" for key, value in want.items() if effective.get(key) != value]

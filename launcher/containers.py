@@ -64,17 +64,9 @@ def published_ssh(inspected: dict[str, Any]) -> Endpoint:
         raise EngineError(0, "the engine did not say where it published the container's port 22") from None
 
 
-def output(engine: Engine, container_id: str, *, stderr: bool = True) -> str:
-    return engine.logs(container_id, stdout=True, stderr=stderr)
-
-
 def host_keys(engine: Engine, container_id: str) -> list[str]:
     """Host keys the start script printed on stdout (stderr is sshd's log, never trusted for keys)."""
-    return host_keys_in(output(engine, container_id, stderr=False))
-
-
-def exec_root(engine: Engine, container_id: str, argv: list[str]) -> tuple[int, str]:
-    return engine.exec_run(container_id, argv, user="root")
+    return host_keys_in(engine.logs(container_id))
 
 
 def remove(engine: Engine, container_id: str) -> None:

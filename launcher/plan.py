@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from qimg import engine, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
-from qimg.engine_api import Engine
+from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
 from qimg.launcher import account, contract, records, tasks, worker
 from qimg.launcher.backends import qarnot_config
@@ -205,7 +205,7 @@ def image_login(
             )
     else:
         local = images.local_image(str(ref))
-    image = labels.read((local.get("Config") or {}).get("Labels") if local else None, str(ref))
+    image = labels.read(labels_of(local), str(ref))
     if image is not None:
         if user and user not in {image.user, "root"}:
             raise UsageError(f"--user {user}: {ref} was built for {image.user} (and root at most)")

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import uuid
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from qimg.builder.labels import PREFIX
-from qimg.engine_api import Engine, EngineError, NotFound
+from qimg.engine_api import Engine, EngineError, NotFound, labels_of
 from qimg.errors import BackendError, TaskNotFound
 from qimg.launcher import containers
 from qimg.launcher.backends.base import (
@@ -36,6 +37,7 @@ from qimg.launcher.ssh import Endpoint
 # A container as the engine inspects it (its labels under Config).
 Container = dict[str, Any]
 
+_INSTANCE = re.compile(r"[0-9]{1,2}")  # instance numbers, as submit labels them (at most 64 instances)
 TASK_LABEL = f"{PREFIX}task"
 NAME_LABEL = f"{PREFIX}task-name"
 INSTANCE_LABEL = f"{PREFIX}instance"
@@ -89,13 +91,18 @@ class LocalBackend:
     def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
         """The caller's own task containers that carry `label` (labels filter as AND)."""
         mine = f"{OWNER_LABEL}={self.owner}"
-        listed = self.engine.containers([label, mine])
         # Inspected one by one: the listing has neither exit codes nor the published ports' addresses.
         found = []
-        for summary in listed:
+        for container_id in self.engine.containers([label, mine]):
             with contextlib.suppress(NotFound):  # removed in between
-                found.append(self.engine.inspect(summary["Id"]))
-        return found
+                found.append(self.engine.inspect(container_id))
+        # Anyone who reaches the engine can label a container: one whose instance number is not one
+        # qimg writes is not a task qimg made.
+        return [
+            container
+            for container in found
+            if _INSTANCE.fullmatch(labels_of(container).get(INSTANCE_LABEL, ""))
+        ]
 
     def _task_containers(self, task_id: str) -> list[Container]:
         return self._containers(f"{TASK_LABEL}={task_id}")
@@ -137,16 +144,12 @@ class LocalBackend:
 def _task_views(found: list[Container]) -> list[TaskView]:
     groups: dict[str, list[Container]] = defaultdict(list)
     for container in found:
-        groups[_labels(container).get(TASK_LABEL, "")].append(container)
+        groups[labels_of(container).get(TASK_LABEL, "")].append(container)
     return [_task_view(task_id, group) for task_id, group in groups.items() if task_id]
 
 
-def _labels(container: Container) -> dict[str, str]:
-    return container["Config"].get("Labels") or {}
-
-
 def _instance_index(container: Container) -> int:
-    return int(_labels(container).get(INSTANCE_LABEL, "0"))
+    return int(labels_of(container)[INSTANCE_LABEL])  # checked when listed
 
 
 def _task_view(task_id: str, group: list[Container]) -> TaskView:
@@ -166,7 +169,7 @@ def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
         states.append(status["Status"])
         forward = None
         bindings = (container["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
-        if status["Running"] and bindings and _labels(container).get(FORWARDED_LABEL) != "no":
+        if status["Running"] and bindings and labels_of(container).get(FORWARDED_LABEL) != "no":
             forward = Endpoint(bindings[0]["HostIp"], int(bindings[0]["HostPort"]))
         instances.append(
             InstanceView(_instance_index(container), forward, int(container.get("RestartCount", 0)) + 1)
@@ -182,7 +185,7 @@ def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
         state = "Submitted"
     else:
         state = "Failure" if any(exit_codes) else "Success"
-    first = _labels(group[0])
+    first = labels_of(group[0])
     created = datetime.fromisoformat(group[0]["Created"][:19] + "+00:00")
     return TaskView(
         task_id, first.get(NAME_LABEL, ""), state, len(group), tuple(instances),

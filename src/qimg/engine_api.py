@@ -16,6 +16,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import shlex
 import socket
 import struct
@@ -28,6 +29,7 @@ from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
+_ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream (1 out, 2 err), size
 
 
@@ -182,50 +184,51 @@ class Engine:
     # Containers
 
     def create(self, config: dict[str, Any]) -> str:
-        created: dict[str, Any] = self.call("POST", "/containers/create", body=config)
-        return str(created["Id"])
+        return engine_id(_field(self.call("POST", "/containers/create", body=config), "Id"))
 
     def start(self, container_id: str) -> None:
-        self.request("POST", f"/containers/{container_id}/start")
+        self.request("POST", f"/containers/{engine_id(container_id)}/start")
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.call("GET", f"/containers/{container_id}/json")
+        found: dict[str, Any] = self.call("GET", f"/containers/{engine_id(container_id)}/json")
         return found
 
-    def containers(self, labels: list[str]) -> list[dict[str, Any]]:
-        """Every container (running or not) that carries all of `labels` ("KEY=VALUE"), as listed."""
-        found: list[dict[str, Any]] = self.call(
-            "GET", "/containers/json", {"all": "1", "filters": json.dumps({"label": labels})}
-        )
-        return found
+    def containers(self, labels: list[str]) -> list[str]:
+        """The ids of every container (running or not) that carries all of `labels` ("KEY=VALUE")."""
+        found = self.call("GET", "/containers/json", {"all": "1", "filters": json.dumps({"label": labels})})
+        if not isinstance(found, list):
+            raise EngineError(0, "the engine's list of containers is not a list")
+        return [engine_id(_field(summary, "Id")) for summary in found]
 
     def logs(self, container_id: str, *, stdout: bool = True, stderr: bool = False) -> str:
         data = self.request(
-            "GET", f"/containers/{container_id}/logs", {"stdout": int(stdout), "stderr": int(stderr)}
+            "GET",
+            f"/containers/{engine_id(container_id)}/logs",
+            {"stdout": int(stdout), "stderr": int(stderr)},
         )
         return demultiplexed(data).decode("utf-8", "replace")
 
     def archive(self, container_id: str, path: str) -> bytes | None:
         """A tar of the path in the container (None: no such path)."""
         try:
-            return self.request("GET", f"/containers/{container_id}/archive", {"path": path})
+            return self.request("GET", f"/containers/{engine_id(container_id)}/archive", {"path": path})
         except NotFound:
             return None
 
     def exec_run(self, container_id: str, argv: list[str], user: str = "") -> tuple[int, str]:
         """Run a command in a running container: its exit code and its output (stdout and stderr)."""
         created = self.call(
-            "POST", f"/containers/{container_id}/exec",
+            "POST", f"/containers/{engine_id(container_id)}/exec",
             body={"Cmd": argv, "User": user, "AttachStdout": True, "AttachStderr": True},
         )  # fmt: skip
-        exec_id = str(created["Id"])
+        exec_id = engine_id(_field(created, "Id"))
         started = self.request("POST", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": False})
         out = demultiplexed(started)
-        code = self.call("GET", f"/exec/{exec_id}/json").get("ExitCode")
-        return int(code or 0), out.decode("utf-8", "replace")
+        code = _field(self.call("GET", f"/exec/{exec_id}/json"), "ExitCode")
+        return code if isinstance(code, int) else -1, out.decode("utf-8", "replace")  # -1: not told
 
     def remove(self, container_id: str) -> None:
-        self.request("DELETE", f"/containers/{container_id}", {"force": "1"})
+        self.request("DELETE", f"/containers/{engine_id(container_id)}", {"force": "1"})
 
 
 def container_config(image: str, command: str, environment: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -235,6 +238,27 @@ def container_config(image: str, command: str, environment: dict[str, str], **fi
     if command:
         config["Cmd"] = shlex.split(command)
     return {**config, **fields}
+
+
+def engine_id(value: object) -> str:
+    """An id the engine gave (a container's, an exec's), checked before it goes into a path."""
+    if not isinstance(value, str) or not _ENGINE_ID.fullmatch(value):
+        raise EngineError(0, f"the engine gave an id that is not one: {str(value)[:40]!r}")
+    return value
+
+
+def labels_of(inspected: Any) -> dict[str, str]:
+    """The labels of an inspected image or container (its Config.Labels), the text ones only: an
+    image's labels are anyone's to write."""
+    found = _field(_field(inspected, "Config"), "Labels")
+    if not isinstance(found, dict):
+        return {}
+    return {key: value for key, value in found.items() if isinstance(key, str) and isinstance(value, str)}
+
+
+def _field(document: Any, name: str) -> Any:
+    """A field of a JSON object the engine sent, None when it is not an object or lacks the field."""
+    return document.get(name) if isinstance(document, dict) else None
 
 
 def demultiplexed(data: bytes) -> bytes:

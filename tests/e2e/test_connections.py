@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from qimg.engine_api import Engine
-from qimg.launcher import containers, sshconfig
+from qimg.launcher import sshconfig
 from qimg.launcher.ssh import Endpoint, free_local_port, host_keys_in, read_banner
 from tests.e2e.conftest import User
 from tests.e2e.processes import Lines, no_ssh_left, ssh_processes, task_container, wait_for_banner
@@ -73,8 +73,8 @@ def test_keepalives_on_both_ends(
 ) -> None:
     assert short_user.qimg("run", "--local", e2e_image, "--name", "alive").returncode == 0
     try:
-        code, out = containers.exec_root(
-            engine, task_container(docker_client, "alive").id or "", ["sshd", "-T"]
+        code, out = engine.exec_run(
+            task_container(docker_client, "alive").id or "", ["sshd", "-T"], user="root"
         )
         assert code == 0, out
         settings = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -103,7 +103,7 @@ def test_a_tunnel_lasts_until_its_task_is_gone(
         wait_for_banner(port)
         container = task_container(docker_client, "tun")
 
-        code, out = containers.exec_root(engine, container.id or "", ["sh", "-c", KILL_CONNECTIONS])
+        code, out = engine.exec_run(container.id or "", ["sh", "-c", KILL_CONNECTIONS], user="root")
         assert code == 0, out
         dropped = lines.wait_for("tunnel to tun up again")
         assert "tunnel to tun down (" in dropped[0] and "connecting again in 1 s" in dropped[0], dropped

@@ -18,9 +18,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.engine_api import Engine
+from qimg.engine_api import Engine, EngineError
 from qimg.errors import TaskNotFound
-from qimg.launcher import tasks
+from qimg.launcher import containers, tasks
 from qimg.launcher.backends import local
 from qimg.launcher.backends.base import TaskRequest
 from qimg.launcher.backends.local import INSTANCE_LABEL, NAME_LABEL, OWNER_LABEL, TASK_LABEL, LocalBackend
@@ -237,3 +237,41 @@ def test_local_tasks_are_their_owners_only(
         assert len(theirs) == 1, "another user's task is left alone"
     finally:
         backend.stop(mine)
+
+
+def test_a_forged_task_container_of_ones_own_is_not_a_task(
+    docker_client: docker.DockerClient, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who reaches the engine can label a container as the caller's task, with an instance
+    number no qimg writes: ls and lookups pass over it, without a traceback."""
+    me = f"{os.getuid()}(contract-{uuid.uuid4().hex[:8]})"
+    monkeypatch.setattr(local, "owner", lambda: me)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    forged_id = str(uuid.uuid4())
+    labels = {
+        PURPOSE_LABEL: "run", TASK_LABEL: forged_id, NAME_LABEL: "forged", INSTANCE_LABEL: "../../x",
+        OWNER_LABEL: me,
+    }  # fmt: skip
+    forged = docker_client.containers.run(
+        "debian:bookworm-slim", ["sleep", "300"], detach=True, labels=labels
+    )
+    try:
+        assert tasks.list_tasks(local=True).tasks == []
+        with pytest.raises(TaskNotFound):
+            LocalBackend(engine).view(forged_id)
+    finally:
+        forged.remove(force=True)
+
+
+def test_a_container_that_cannot_start_is_not_left_behind(
+    docker_client: docker.DockerClient, engine: Engine
+) -> None:
+    """Created, then refused at start (no such program): the container goes, as it would on Ctrl-C
+    between the two calls (the same handler)."""
+    marker = {TASK_LABEL: str(uuid.uuid4())}
+    with pytest.raises(EngineError):
+        containers.start(
+            engine, "debian:bookworm-slim", "/no/such/program", {}, purpose="test", labels=marker
+        )
+    label = f"{TASK_LABEL}={marker[TASK_LABEL]}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from qimg.engine_api import Engine, EngineError, container_config, demultiplexed
+from qimg.engine_api import Engine, EngineError, container_config, demultiplexed, labels_of
 from qimg.errors import BackendError, DockerUnavailable, UsageError
-from qimg.launcher.backends.local import TASK_LABEL, LocalBackend
+from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
 
 
@@ -58,6 +58,11 @@ def test_an_engine_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DockerUnavailable, match=r"does not answer at unix://.*: start it") as error:
         Engine(f"unix://{tmp_path}/docker.sock").ping()
     assert "\n" not in str(error.value)
+
+
+def json_reply(document: object) -> bytes:
+    body = json.dumps(document).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
 
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -106,13 +111,40 @@ def test_odd_replies_from_the_engine_are_one_line(odd_engine: tuple[Engine, dict
 def test_a_container_described_oddly_is_one_line(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
     """A container whose inspection lacks what a view needs: one line naming the task, no traceback."""
     engine, replies = odd_engine
-    listed = json.dumps([{"Id": "c1"}]).encode()
-    replies["/containers/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listed), listed)
-    described = json.dumps({"Id": "c1", "Config": {"Labels": {TASK_LABEL: "t1"}}}).encode()
-    replies["/containers/c1/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(described), described
-    )  # fmt: skip
+    replies["/containers/json"] = json_reply([{"Id": "c1c1c1c1c1c1"}])
+    replies["/containers/c1c1c1c1c1c1/json"] = json_reply(
+        {"Id": "c1c1c1c1c1c1", "Config": {"Labels": {TASK_LABEL: "t1", INSTANCE_LABEL: "0"}}}
+    )
     with pytest.raises(BackendError, match="the local engine described task t1 in a way qimg cannot read"):
         LocalBackend(engine).view("t1")
     with pytest.raises(EngineError, match="did not say where it published"):
         published_ssh({"NetworkSettings": {"Ports": {"22/tcp": None}}})
+
+
+def test_ids_from_the_engine_never_reach_a_path_unchecked(
+    odd_engine: tuple[Engine, dict[str, bytes]],
+) -> None:
+    engine, replies = odd_engine
+    replies["/containers/json"] = json_reply([{"Id": "../../images/debian/json"}])
+    with pytest.raises(EngineError, match="an id that is not one"):
+        engine.containers(["a=b"])
+    replies["/containers/json"] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with pytest.raises(EngineError, match="not a list"):
+        engine.containers(["a=b"])
+    # Refused before any request: the same call to an engine that is not there says the id, not the engine.
+    with pytest.raises(EngineError, match="an id that is not one"):
+        Engine("unix:///nonexistent/docker.sock").inspect("../secrets")
+
+
+def test_labels_are_read_as_text_only() -> None:
+    assert labels_of({"Config": {"Labels": {"a": "1", "b": 2, "c": None}}}) == {"a": "1"}
+    odd: object
+    for odd in (
+        None,
+        [],
+        "x",
+        {"Config": None},
+        {"Config": {"Labels": ["a=1"]}},
+        {"Config": {"Labels": "a"}},
+    ):
+        assert labels_of(odd) == {}
