@@ -1,31 +1,187 @@
-"""Helpers shared by the test suites: running the real `qimg` command."""
+"""Helpers shared by the test suites: running the real `qimg` command, as a user installs it.
+
+`qimg` here is the console script of the wheel built from this tree, installed in a virtual
+environment of its own, and run from a working directory outside the repository: what a user types
+after `pip install`, not the editable tree the test process imports. The wheel is built once per
+content of the tree (cached under .pytest_cache), so a second run starts at once.
+"""
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import functools
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGE = (
+    REPO / "src" / "qimg"
+)  # its subpackages builder, launcher, images are links to the top-level folders
+# What setuptools reads besides the package: the metadata and the long description.
+PROJECT_FILES = ("pyproject.toml", "README.md")
+# Made by tools, never part of a distribution.
+GENERATED = (
+    ".venv",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.pyc",
+    ".*_cache",
+    ".hypothesis",
+)
+INSTALLED = REPO / ".pytest_cache" / "qimg-wheel"
+
+
+def package_files() -> Iterator[Path]:
+    """Every file of the package as the tree holds it (links followed), relative to src/qimg."""
+    for folder, dirs, files in os.walk(PACKAGE, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if not name.endswith(".pyc"):
+                yield (Path(folder) / name).relative_to(PACKAGE)
+
+
+def package_modules() -> list[str]:
+    """The dotted name of every module of the tree, from its files: a new module is in this list."""
+    modules = []
+    for path in package_files():
+        if path.suffix == ".py":
+            parts = ("qimg", *path.with_suffix("").parts)
+            modules.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return modules
+
+
+def package_data_files() -> list[Path]:
+    """The files of the package that are not modules: templates, scripts, py.typed."""
+    return [path for path in package_files() if path.suffix != ".py"]
+
+
+def copy_tree(target: Path) -> Path:
+    """The project as a fresh clone holds it (links kept as links), without what tools generate:
+    builds read it, never the repository, whose leftovers (build/, *.egg-info) would leak into them."""
+    shutil.copytree(REPO, target, symlinks=True, ignore=shutil.ignore_patterns(*GENERATED))
+    return target
+
+
+def tree_digest() -> str:
+    """A hash of what a build of the tree reads: the package's files and the project files."""
+    digest = hashlib.sha256(sys.version.encode())
+    for relative in [*map(Path, PROJECT_FILES), *(Path("src/qimg") / p for p in package_files())]:
+        digest.update(str(relative).encode() + b"\0" + (REPO / relative).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def make_venv(path: Path) -> Path:
+    """A fresh virtual environment; its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    return path / "bin" / "python"
+
+
+def pip_install(python: Path, *requirements: str) -> None:
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+        check=True, cwd=python.parent, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@functools.cache
+def qimg_executable() -> str:
+    """The `qimg` console script of the wheel of this tree, built and installed once per content."""
+    INSTALLED.mkdir(parents=True, exist_ok=True)
+    venv = INSTALLED / "venv"
+    python, script, marker = venv / "bin" / "python", venv / "bin" / "qimg", venv / "qimg-tree"
+    digest = tree_digest()
+    with (INSTALLED / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session of this worktree may be installing
+        if script.exists() and marker.exists() and marker.read_text() == digest:
+            return str(script)
+        marker.unlink(missing_ok=True)
+        if not python.exists():
+            make_venv(venv)
+        with tempfile.TemporaryDirectory(prefix="qimg-wheel-") as scratch:
+            tree = copy_tree(Path(scratch) / "tree")
+            # The build backend of the development environment, without an isolated one to fetch: the
+            # release build (python -m build, isolated) is what tests/packaging checks.
+            subprocess.run(
+                [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
+                 "--outdir", str(Path(scratch) / "dist"), str(tree)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            (wheel,) = (Path(scratch) / "dist").glob("qimg-*.whl")
+            uninstall = [str(python), "-m", "pip", "uninstall", "-y", "qimg"]
+            subprocess.run(uninstall, check=True, capture_output=True)
+            pip_install(python, str(wheel))  # and its dependencies, from the pip cache after the first time
+        marker.write_text(digest)
+    return str(script)
+
+
+def qimg_argv(*args: str) -> list[str]:
+    """The command line of `qimg ARGS`, the installed console script."""
+    return [qimg_executable(), *args]
+
+
+def outside_repository() -> Path:
+    """A fresh empty working directory outside the repository (and so outside its source tree)."""
+    return Path(tempfile.mkdtemp(prefix="qimg-cwd-"))
+
+
+@functools.cache
+def _session_directory() -> Path:
+    """One directory outside the repository for the processes left running, removed at exit."""
+    where = outside_repository()
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+    return where
 
 
 def run_qimg(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 600, stdin: str | None = None
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+    stdin: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`qimg ARGS` as a user runs it, in a child process, with the installed package."""
-    return subprocess.run(
-        [sys.executable, "-m", "qimg", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
+    """`qimg ARGS` as a user runs it, in a child process, with the installed package, from `cwd`
+    (by default a fresh directory outside the repository, removed afterwards)."""
+    where = cwd or outside_repository()
+    try:
+        return subprocess.run(
+            qimg_argv(*args),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+            cwd=where,
+        )
+    finally:
+        if cwd is None:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def start_qimg(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+) -> subprocess.Popen[str]:
+    """`qimg ARGS` left running, its stdout and stderr piped (text), from `cwd` (by default a
+    directory outside the repository)."""
+    return subprocess.Popen(
+        qimg_argv(*args), env={**os.environ, **(env or {})}, cwd=cwd or _session_directory(), stdin=stdin,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], exit_code: int, *fragments: str) -> None:

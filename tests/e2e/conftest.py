@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import docker
 import pytest
@@ -22,7 +22,7 @@ import pytest
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, serve_registry
 from tests.fakes.s3 import S3, serve_s3
-from tests.helpers import run_qimg
+from tests.helpers import run_qimg, start_qimg
 
 # One tag per test session: sessions in other worktrees build the same image with their own
 # scripts on the same engine, and a shared tag could hand this session theirs.
@@ -67,7 +67,9 @@ def pushed_image(e2e_image: str, auth_registry: Registry, tmp_path_factory: pyte
 
 @dataclass(frozen=True)
 class User:
-    """A user's machine: HOME with a key pair, qimg's state, and the Qarnot settings."""
+    """A user's machine: HOME with a key pair, qimg's state, and the Qarnot settings. Their `qimg` is
+    the installed console script, run from their working directory (`workdir`, outside the repository)
+    unless a test names another."""
 
     home: Path
     env: dict[str, str]
@@ -76,17 +78,23 @@ class User:
     def public_key(self) -> Path:
         return self.home / ".ssh" / "id_ed25519.pub"
 
-    def qimg(
-        self, *args: str, stdin: str | None = None, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout)
+    @property
+    def workdir(self) -> Path:
+        """The user's working directory: beside HOME, empty until a test or qimg writes there."""
+        where = self.home.parent / "work"
+        where.mkdir(exist_ok=True)
+        return where
 
-    def background(self, *args: str) -> subprocess.Popen[str]:
+    def qimg(
+        self, *args: str, stdin: str | None = None, timeout: float = 300, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout, cwd=cwd or self.workdir)
+
+    def background(
+        self, *args: str, stdin: int | IO[Any] | None = subprocess.DEVNULL, cwd: Path | None = None
+    ) -> subprocess.Popen[str]:
         """`qimg ARGS` left running (a tunnel, a launch to interrupt), its stdout and stderr piped."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "qimg", *args], env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        return start_qimg(*args, env=self.env, stdin=stdin, cwd=cwd or self.workdir)
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ launched, and two launches of one name launch one task."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,10 +40,7 @@ def state(user: User) -> Path:
 
 
 def start(user: User, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "qimg", *args], env={**os.environ, **user.env}, text=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return user.background(*args)
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -4,14 +4,14 @@ through the pinned ssh config, and the exit codes of copies that fail."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import User
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, qimg_argv
 
 pytestmark = pytest.mark.docker
 
@@ -36,9 +36,7 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
-def test_a_tree_up_and_down_byte_for_byte(
-    e2e_image: str, short_user: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_tree_up_and_down_byte_for_byte(e2e_image: str, short_user: User, tmp_path: Path) -> None:
     tree, down = tmp_path / "tree", tmp_path / "down"
     tree.mkdir()
     make_tree(tree)
@@ -65,8 +63,7 @@ def test_a_tree_up_and_down_byte_for_byte(
 
         colon = tmp_path / "with:colon.txt"  # a local name scp would read as a host without ./
         colon.write_text("colon\n")
-        monkeypatch.chdir(tmp_path)  # qimg's own working directory
-        assert short_user.qimg("cp", "./with:colon.txt", "cpt:").returncode == 0
+        assert short_user.qimg("cp", "./with:colon.txt", "cpt:", cwd=tmp_path).returncode == 0
         assert short_user.qimg("ssh", "cpt", "--", "cat", "with:colon.txt").stdout == "colon\n"
     finally:
         assert short_user.qimg("stop", "cpt", "--local").returncode == 0
@@ -79,10 +76,11 @@ def test_progress_on_a_terminal_and_one_instance_chosen(
     big.write_bytes(os.urandom(8 * 1024 * 1024))
     assert short_user.qimg("run", "--local", e2e_image, "--name", "two", "--instances", "2").returncode == 0
     try:
-        command = f"{sys.executable} -m qimg cp {big} two:big.bin --instance 1"
+        command = shlex.join(qimg_argv("cp", str(big), "two:big.bin", "--instance", "1"))
         on_terminal = subprocess.run(
             ["script", "-qec", command, "/dev/null"], capture_output=True, text=True,
             env={**os.environ, **short_user.env}, stdin=subprocess.DEVNULL, timeout=120, check=False,
+            cwd=short_user.workdir,
         )  # fmt: skip
         assert on_terminal.returncode == 0, on_terminal.stdout
         assert "big.bin" in on_terminal.stdout and "100%" in on_terminal.stdout  # scp's meter

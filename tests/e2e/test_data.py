@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,11 +139,9 @@ def test_sigterm_during_the_command_still_brings_the_results_down(
     password = tmp_path / "password"
     password.write_text(REGISTRY_PASSWORD + "\n")
     with password.open() as stdin:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qimg", "run", pushed_image, *LOGIN, "--name", "term",
-             "--results", str(results), "--command", command],
-            env={**os.environ, **user.env}, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
+        process = user.background(
+            "run", pushed_image, *LOGIN, "--name", "term", "--results", str(results), "--command", command,
+            stdin=stdin,
         )  # fmt: skip
     deadline = time.monotonic() + 120  # a guard against a hang, not a measure
     while not any(

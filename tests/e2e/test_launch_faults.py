@@ -4,10 +4,8 @@ checks that no task is left that is not over, and no container."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -33,10 +31,7 @@ def run(
 
 def start_run(user: User, image: str) -> subprocess.Popen[str]:
     """`qimg run IMAGE` in the background, the registry password on its stdin."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "run", image, *LOGIN], env={**os.environ, **user.env},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = user.background("run", image, *LOGIN, stdin=subprocess.PIPE)
     assert process.stdin is not None
     process.stdin.write(REGISTRY_PASSWORD + "\n")
     process.stdin.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 from qimg.launcher.backends.local import TASK_LABEL
 from qimg.launcher.ssh import Endpoint, free_local_port, read_banner
 from tests.e2e.conftest import User
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, qimg_argv
 
 pytestmark = pytest.mark.docker
 
@@ -96,10 +96,11 @@ def test_connect_opens_a_terminal_session_then_stops(
     docker_client: docker.DockerClient, e2e_image: str, user: User
 ) -> None:
     """--connect on a real pseudo-terminal (util-linux `script`), typing into the remote shell."""
-    command = f"{sys.executable} -m qimg run --local {e2e_image} --connect"
+    command = shlex.join(qimg_argv("run", "--local", e2e_image, "--connect"))
     session = subprocess.run(
         ["script", "-qec", command, "/dev/null"], input="echo remote-$((6*7)) as $(id -un)\nexit\n",
         capture_output=True, text=True, env={**os.environ, **user.env}, timeout=120, check=False,
+        cwd=user.workdir,
     )  # fmt: skip
     assert session.returncode == 0, session.stdout + session.stderr
     assert "remote-42 as alice" in session.stdout
@@ -111,10 +112,7 @@ def test_logs_follow_until_the_task_stops(
     docker_client: docker.DockerClient, e2e_image: str, user: User
 ) -> None:
     assert user.qimg("run", "--local", e2e_image, "--name", "follow").returncode == 0
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "logs", "follow", "-f"], env={**os.environ, **user.env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    follower = user.background("logs", "follow", "-f")
     time.sleep(2)
     assert user.qimg("ssh", "follow", "--", "true").returncode == 0
     time.sleep(2)
@@ -129,11 +127,7 @@ def test_logs_follow_until_the_task_stops(
 def test_a_signal_during_the_command_still_stops_the_task(
     docker_client: docker.DockerClient, e2e_image: str, user: User, signum: int
 ) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "run", "--local", e2e_image, "--command", "sleep 300"],
-        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = user.background("run", "--local", e2e_image, "--command", "sleep 300")
     assert process.stderr is not None
     assert process.stderr.readline().startswith("ready: task ")  # the command runs from here on
     time.sleep(1)

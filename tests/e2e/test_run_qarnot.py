@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -115,11 +113,7 @@ def test_tunnel_to_an_http_server_and_a_restart_on_a_new_port(
         == 0
     )
     local_port = free_local_port()
-    tunnel = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "tunnel", "web", f"{local_port}:8000"],
-        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    tunnel = user.background("tunnel", "web", f"{local_port}:8000")
     try:
         assert _fetch(f"http://127.0.0.1:{local_port}/") == "hello-from-the-task\n"
         busy = user.qimg("tunnel", "web", f"{local_port}:8000")
@@ -213,11 +207,7 @@ def test_signals_during_the_wait_abort_and_delete(
     token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
     (user.home / ".docker").mkdir()
     (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {registry: {"auth": token}}}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qimg", "run", pushed_image],
-        env={**os.environ, **user.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = user.background("run", pushed_image)
     deadline = time.monotonic() + 60
     while not any(t.state == "FullyExecuting" for t in fake.tasks.values()):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()
