@@ -30,8 +30,12 @@ typecheck: install
 	$(BIN)/mypy -p qimg
 	$(BIN)/mypy --explicit-package-bases tests bench
 
+# The Docker and end-to-end suites run `qimg` as installed from the wheel of the tree, from outside the
+# repository (tests/helpers.py; tests/packaging checks the wheel, the sdist and pipx), and the README runs
+# twice: its sh blocks (tests/e2e/test_readme.py) and `make demo` on the checkout.
 test: env lint typecheck
 	$(BIN)/pytest
+	$(MAKE) demo
 
 # The main job on the local engine: build alice's image, check it, run it, run `id` over ssh with the
 # pinned host key, and stop it (--command stops the task when the command ends). The demo's key pair

@@ -110,6 +110,7 @@ REWRITTEN: dict[str, tuple[str, str]] = {
 NOT_RUN: dict[str, str] = {
     "make demo": "`make test` runs it on the checkout (the Makefile's test target)",
     "make test": "the suite this test is part of",
+    "pipx install .": "tests/packaging/test_distributions.py runs it, and pip install of the wheel and sdist",
     "qimg build --base nvidia/cuda:12.4.1-runtime-ubuntu22.04 --user alice --package jupyter-notebook"
     " --tag registry.example.com/team/jupyter:gpu": (
         "pulls a multi-GB CUDA base image; the same build runs above on debian:bookworm-slim"
