@@ -13,11 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_qimg(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 600, stdin: str | None = None
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+    stdin: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`qimg ARGS` as a user runs it, in a child process, with the installed package."""
+    """`qimg ARGS` as a user runs it, in a child process, with the installed package (in `cwd`)."""
     return subprocess.run(
         [sys.executable, "-m", "qimg", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -77,9 +77,9 @@ class User:
         return self.home / ".ssh" / "id_ed25519.pub"
 
     def qimg(
-        self, *args: str, stdin: str | None = None, timeout: float = 300
+        self, *args: str, stdin: str | None = None, timeout: float = 300, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout)
+        return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout, cwd=cwd)
 
     def background(self, *args: str) -> subprocess.Popen[str]:
         """`qimg ARGS` left running (a tunnel, a launch to interrupt), its stdout and stderr piped."""
