@@ -5,18 +5,24 @@ qimg stores (task records, data records) means the same from any directory."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from qimg.launcher.backends.local import TASK_LABEL
+from qimg.launcher.backends.local import NAME_LABEL, TASK_LABEL
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.fakes.s3 import S3
+from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
 
@@ -160,3 +166,94 @@ def test_keygen_from_a_relative_ppk_and_render_to_a_tilde(user: User, dirs: tupl
     assert rendered.returncode == 0 and "FROM " in (there / "Dockerfile").read_text()
     assert user.qimg("render", "--user", "bob", "--output=~/D", cwd=here).returncode == 0
     assert (user.home / "D").is_file() and not (here / "~").exists()
+
+
+# F6: paths that mean something to OpenSSH's config language or its expansions. Each used to be accepted,
+# and then every login failed until --timeout while the task ran (and billed).
+ODD = ["o'brien", 'say"hi', "k%d", "k%%", "k #c", "back\\slash", "a b"]
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A folder under /tmp: pytest's are too deep for the sockets of ssh masters (ControlPath)."""
+    base = Path(tempfile.mkdtemp(prefix="q", dir="/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def home_at(user: User, home: Path) -> User:
+    """`user` with HOME at `home` (a new key pair in its ~/.ssh) and qimg's state in ~/.local/state."""
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh" / "id_ed25519")]
+    subprocess.run(keygen, check=True)
+    return User(home, {**user.env, "HOME": str(home), "XDG_STATE_HOME": ""})
+
+
+@pytest.mark.parametrize("odd", ODD)
+def test_a_home_with_characters_ssh_reads_works(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, short_dir: Path, odd: str
+) -> None:
+    """The default key, the record, the ssh config (IdentityFile, UserKnownHostsFile, ControlPath) and the
+    Include line all live under HOME: the launch, `qimg ssh` (leaving a master), and plain ssh through the
+    user's own config all log in."""
+    odd_user = home_at(user, short_dir / odd)
+    ran = odd_user.qimg("run", "--local", e2e_image, "--name", "odd", "--keep", "--timeout", "60",
+                        "--command", "id -un")  # fmt: skip
+    assert ran.returncode == 0 and ran.stdout == "alice\n", ran.stderr
+    who = odd_user.qimg("ssh", "odd", "--local", "--", "id", "-un")
+    assert who.returncode == 0 and who.stdout == "alice\n", who.stderr
+    sockets = odd_user.home / ".local" / "state" / "qimg" / "ssh" / "cm"
+    assert len(list(sockets.iterdir())) == 1  # the master qimg ssh left, where the ControlPath said
+    assert odd_user.qimg("ssh-config", "--install").returncode == 0
+    plain = subprocess.run(
+        ["ssh", "-F", str(odd_user.home / ".ssh" / "config"), "qimg-odd", "id", "-un"],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(odd_user.home)},
+    )  # fmt: skip
+    assert plain.returncode == 0 and plain.stdout == "alice\n", plain.stderr
+    assert odd_user.qimg("stop", "odd", "--local").returncode == 0
+    assert list(sockets.iterdir()) == []  # the master closed through the same ControlPath
+
+
+REFUSED_AT = ["HOME", "XDG_STATE_HOME", "TMPDIR", "--key"]
+
+
+def odd_launch(user: User, where: str, odd: Path) -> tuple[User, tuple[str, ...]]:
+    """`user` whose HOME, state, temporary folder or key is in the folder `odd`, and the run's options."""
+    if where == "HOME":
+        return home_at(user, odd), ()
+    if where == "--key":
+        shutil.copy(user.home / ".ssh" / "id_ed25519", odd / "id")
+        shutil.copy(user.public_key, odd / "id.pub")
+        return user, ("--key", str(odd / "id.pub"))
+    return User(user.home, {**user.env, where: str(odd)}), ()
+
+
+@pytest.mark.parametrize("where", REFUSED_AT)
+def test_a_path_ssh_cannot_be_given_is_refused_before_a_local_task(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, tmp_path: Path, where: str
+) -> None:
+    odd = tmp_path / "k${HOME}x"
+    odd.mkdir()
+    odd_user, options = odd_launch(user, where, odd)
+    name = f"refused-{secrets.token_hex(3)}"
+    ran = odd_user.qimg(
+        "run", "--local", e2e_image, *options, "--name", name, "--timeout", "20", "--command", "true"
+    )
+    assert_one_line_error(ran, 2, str(odd), "'${'")
+    assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}={name}"}) == []
+    state = odd_user.home / ".local" / "state" if where == "HOME" else Path(odd_user.env["XDG_STATE_HOME"])
+    assert not (state / "qimg" / "tasks" / f"{name}.json").exists()
+
+
+@pytest.mark.parametrize("where", REFUSED_AT)
+def test_a_path_ssh_cannot_be_given_is_refused_before_a_qarnot_task(
+    pushed_image: str, fake: FakeQarnot, user: User, tmp_path: Path, where: str
+) -> None:
+    odd = tmp_path / "k${HOME}x"
+    odd.mkdir()
+    odd_user, options = odd_launch(user, where, odd)
+    ran = odd_user.qimg("run", pushed_image, *options, "--username", REGISTRY_USER, "--password-stdin",
+                        "--timeout", "20", "--command", "true", stdin=REGISTRY_PASSWORD + "\n")  # fmt: skip
+    assert_one_line_error(ran, 2, str(odd), "'${'")
+    assert fake.tasks == {} and not [request for request in fake.requests if request[0] == "POST"]
