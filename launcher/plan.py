@@ -21,7 +21,7 @@ from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
-from qimg.launcher import account, contract, records, tasks, worker
+from qimg.launcher import account, contract, records, sshconfig, tasks, worker
 from qimg.launcher.backends import qarnot_config
 from qimg.launcher.backends.base import Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
@@ -150,6 +150,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         max_queue_seconds=parse_duration(max_queue, "--max-queue") if max_queue is not None else None,
     )  # fmt: skip
     key = read_login_key(options.key)
+    sshconfig.check_login_paths(key.identity)
     remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
     if ref.digest:

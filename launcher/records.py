@@ -21,13 +21,13 @@ from typing import Any
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
 from qimg.files import atomic_write, locked
-from qimg.launcher.ssh import Endpoint, is_host_key
+from qimg.launcher.ssh import Endpoint, is_host_key, path_problem
 from qimg.state import state_dir
 
 BACKENDS = ("qarnot", "local")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_PATH = re.compile(r"/[^\x00-\x1f\x7f\"]{1,4095}")
+_PATH = re.compile(r"/.{1,4095}", re.S)  # absolute; what ssh can be given is `path_problem`'s to say
 
 
 class BrokenRecord(QimgError):
@@ -88,7 +88,9 @@ class TaskRecord:
         user = data.get("user")
         _expect(user == "root" or (isinstance(user, str) and USER_NAME.fullmatch(user) is not None), "user")
         ppk = data.get("ppk")
-        _expect(ppk is None or (isinstance(ppk, str) and _PATH.fullmatch(ppk) is not None), "ppk")
+        _expect(ppk is None or _is_key_path(ppk), "ppk")
+        identity = data.get("identity")
+        _expect(_is_key_path(identity), "identity")
         instances = data.get("instances")
         _expect(isinstance(instances, list) and len(instances) <= 1024, "instances")
         launch_id = data.get("launch_id", "")
@@ -96,7 +98,7 @@ class TaskRecord:
         task_id = data.get("task_id")
         _expect(_is_id(task_id) or (task_id == "" and launch_id != ""), "task_id")  # "": being created
         return cls(
-            name, str(backend), str(task_id), str(user), Path(_matching(data, "identity", _PATH)),
+            name, str(backend), str(task_id), str(user), Path(str(identity)),
             Path(ppk) if ppk else None, [_instance(item) for item in instances], str(launch_id),
         )  # fmt: skip
 
@@ -115,6 +117,11 @@ def _instance(item: Any) -> InstanceRecord:
 
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) and _TASK_ID.fullmatch(value) is not None
+
+
+def _is_key_path(value: Any) -> bool:
+    """An absolute path that ssh can be given (it goes into the config's IdentityFile)."""
+    return isinstance(value, str) and _PATH.fullmatch(value) is not None and path_problem(value) is None
 
 
 def _matching(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qimg.errors import NotReady
+from qimg.errors import NotReady, UsageError
 
 HOST_KEY_MARKER = "qimg-host-key: "
 # A host name or an IP address, and nothing ssh would read as an option or a second word.
@@ -78,6 +78,46 @@ def write_known_hosts(path: Path, entries: dict[str, list[str]]) -> None:
     os.chmod(path, 0o600)
 
 
+# OpenSSH reads a config line, and a `-o` option alike, as words (misc.c, argv_split): outside quotes a
+# space or a tab ends a word and a `#` that starts one ends the line; quotes open and close; inside double
+# quotes, \" and \\ stand for " and \. The paths of IdentityFile, UserKnownHostsFile and ControlPath are
+# then expanded: %-tokens (%% is a literal %) and ${VAR}, for which there is no escape.
+_NEEDS_QUOTES = re.compile(r"[ \t\"'\\#]")
+_LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine inside quotes
+_NOT_UTF8 = re.compile(r"[\udc80-\udcff]")  # bytes os.fsdecode could not decode
+
+
+def path_problem(path: str, *, expanded: bool = True) -> str | None:
+    """What in `path` cannot be written for OpenSSH in a config line, or in a path it expands (`expanded`:
+    IdentityFile, UserKnownHostsFile, ControlPath); None when every character can be."""
+    if control := _LINE_BREAKING.search(path):
+        return f"the control character {control.group()!r}, which ends a config line"
+    if _NOT_UTF8.search(path):
+        return "bytes that are not UTF-8"
+    if expanded and "${" in path:
+        return "'${', which ssh reads as an environment variable and has no escape for"
+    return None
+
+
+def config_word(text: str) -> str:
+    """`text` as one word of ssh's config language: as it is, or in double quotes (with \\ and \\")
+    when it holds a space, a tab, a quote, a backslash or a #."""
+    if _NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_path(path: Path | str, what: str, fix: str = "move it") -> str:
+    """`path` for a keyword that expands it (a literal % is %%), as one word of the config language.
+    UsageError, naming `what` (the file's role), the character and the `fix`, for a path ssh cannot be
+    given."""
+    text = str(path)
+    problem = path_problem(text)
+    if problem is not None:
+        raise UsageError(f"{what} {text!r}: ssh cannot be given this path: it holds {problem}; {fix}")
+    return config_word(text.replace("%", "%%"))
+
+
 def pinned_argv(
     endpoint: Endpoint,
     user: str,
@@ -91,10 +131,10 @@ def pinned_argv(
         "ssh", "-F", "/dev/null",
         "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", f"UserKnownHostsFile={config_path(known_hosts, 'the known_hosts file')}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "IdentitiesOnly=yes",
-        "-o", f"IdentityFile={identity}",
+        "-o", f"IdentityFile={config_path(identity, 'the key')}",
         "-o", "ConnectTimeout=10",
         "-o", "LogLevel=ERROR",
         *options,

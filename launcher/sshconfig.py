@@ -21,12 +21,15 @@ import os
 import re
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 
-from qimg.errors import FileError
+from qimg.errors import FileError, UsageError
 from qimg.files import atomic_write, locked
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
+from qimg.launcher.ssh import config_path as ssh_path
+from qimg.launcher.ssh import config_word, path_problem
 from qimg.state import state_dir
 
 
@@ -53,20 +56,29 @@ def control_dir() -> Path:
 # ssh binds a master's socket as "PATH.<16 random characters>", then renames it to PATH; sun_path holds
 # 104 bytes on macOS and the BSDs (108 on Linux), the terminating NUL included.
 _SOCKET_PATH_MAX = 104 - len(".0123456789abcdef") - 1
-_PLAIN_PATH = re.compile(r"[^\x00-\x1f\x7f\"]+")  # nothing that could end a config line or its quotes
+_GLOB = re.compile(r"[\\*?\[]")  # what glob(3) reads in an Include path, each escaped by a backslash
 
 
 def control_path(record: TaskRecord, instance: InstanceRecord) -> Path | None:
     """The socket of the instance's ssh master, or None (no connection reuse) when qimg's state
-    directory is too deep for a Unix socket path, or its name unfit for a config line.
+    directory is too deep for a Unix socket path, or its name one ssh cannot be given.
 
     Named after everything the entry's login depends on: a new task on a port another one used, a
     moved instance or a new pin never reuse a master authenticated under other settings."""
     login = [record.task_id, instance.index, instance.endpoint.host, instance.endpoint.port,
              record.user, str(record.identity), instance.host_keys]  # fmt: skip
     path = control_dir() / hashlib.sha256(json.dumps(login).encode()).hexdigest()[:16]
-    fits = len(os.fsencode(path)) <= _SOCKET_PATH_MAX and _PLAIN_PATH.fullmatch(str(path)) is not None
+    fits = len(os.fsencode(path)) <= _SOCKET_PATH_MAX and path_problem(str(path)) is None
     return path if fits else None
+
+
+def check_login_paths(identity: Path) -> None:
+    """Before a launch: every path its logins give ssh can be written for it (UsageError otherwise),
+    so that no task is created whose every login would fail until the timeout."""
+    ssh_path(identity, "the key", "move the key pair to a folder without it, and pass --key")
+    fix = "set {} to a folder without it"
+    ssh_path(known_hosts_path(), "qimg's known_hosts file", fix.format("XDG_STATE_HOME"))
+    ssh_path(tempfile.gettempdir(), "the temporary folder", fix.format("TMPDIR"))
 
 
 def close_masters(record: TaskRecord, instances: list[InstanceRecord] | None = None) -> None:
@@ -79,7 +91,7 @@ def close_masters(record: TaskRecord, instances: list[InstanceRecord] | None = N
         # -O exit asks the master over its socket, locally: it answers even when the link is dead.
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             subprocess.run(
-                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={_config_path(path)}", "-O", "exit",
+                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={ssh_path(path, 'the socket')}", "-O", "exit",
                  alias(record.name, instance.index)],
                 stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False,
             )  # fmt: skip
@@ -122,7 +134,8 @@ def _write(found: list[TaskRecord]) -> None:
             host = alias(record.name, instance.index)
             socket = control_path(record, instance)
             reuse = (
-                f"    ControlMaster auto\n    ControlPath {_config_path(socket)}\n    ControlPersist 60s\n"
+                f"    ControlMaster auto\n    ControlPath {ssh_path(socket, 'the socket')}\n"
+                "    ControlPersist 60s\n"
                 if socket
                 else "    ControlMaster no\n    ControlPath none\n"
             )
@@ -131,9 +144,9 @@ def _write(found: list[TaskRecord]) -> None:
                 f"    HostName {instance.endpoint.host}\n"
                 f"    Port {instance.endpoint.port}\n"
                 f"    User {record.user}\n"
-                f"    IdentityFile {_quoted(str(record.identity))}\n"
+                f"    IdentityFile {ssh_path(record.identity, 'the key')}\n"
                 "    IdentitiesOnly yes\n"
-                f"    UserKnownHostsFile {_quoted(str(known_hosts))}\n"
+                f"    UserKnownHostsFile {ssh_path(known_hosts, 'the known_hosts file')}\n"
                 "    GlobalKnownHostsFile /dev/null\n"
                 "    StrictHostKeyChecking yes\n"
                 f"    HostKeyAlias {host}\n"
@@ -178,7 +191,13 @@ def printable(argv: list[str]) -> str:
 
 
 def include_line() -> str:
-    return f"Include {_quoted(str(config_path()))}\n"
+    """`Include` of qimg's config, for the user's: ssh globs the path (it expands no %-token or ${VAR}
+    there), so its glob characters are escaped, and the result is one word of the config language."""
+    path = str(config_path())
+    if problem := path_problem(path, expanded=False):
+        raise UsageError(f"qimg's ssh config {path!r}: ssh cannot be given this path: it holds {problem}")
+    escaped = _GLOB.sub(r"\\\g<0>", path)  # a backslash before each
+    return f"Include {config_word(escaped)}\n"
 
 
 def has_include(user_config: Path) -> bool:
@@ -206,12 +225,3 @@ def install_include(user_config: Path) -> bool:
     # At the top: an Include after a `Host` line would only apply inside that block.
     atomic_write(user_config, b"# Added by `qimg ssh-config --install`\n%s\n%s" % (line, current))
     return True
-
-
-def _quoted(path: str) -> str:
-    return f'"{path}"' if " " in path else path
-
-
-def _config_path(path: Path) -> str:
-    """A path for ControlPath, where ssh expands %-tokens: a literal % is written %%."""
-    return _quoted(str(path).replace("%", "%%"))

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from qimg.errors import UsageError
+from qimg.files import user_path
 from qimg.launcher import records, session, sshconfig, tasks
 from qimg.launcher.records import TaskRecord
 
@@ -19,22 +20,21 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Operand:
-    """One side of a copy: a path on this machine (task None), or on a task."""
+    """One side of a copy: an absolute path on this machine (task None), or a path on a task."""
 
     task: str | None
     path: str
 
     def for_scp(self, host: str) -> str:
-        if self.task is not None:
-            return f"{host}:{self.path}"
-        # scp reads "x:y" (a colon before any slash) as remote: such a local name is made explicit.
-        head = self.path.split("/", 1)[0]
-        return f"./{self.path}" if ":" in head else self.path
+        # A local path is absolute: scp, which reads "x:y" (a colon before any slash) as remote, never
+        # takes one for a host, nor for an option.
+        return self.path if self.task is None else f"{host}:{self.path}"
 
 
 def parse_operand(text: str) -> Operand:
-    """NAME:PATH when NAME is a task name, else a local path (write ./x:y for a local name with a colon).
-    An empty remote PATH is the login user's home, as for scp."""
+    """NAME:PATH when NAME is a task name, else a local path (write ./x:y for a local name with a colon),
+    made absolute (`~` too: scp reads it as a name). An empty remote PATH is the login user's home, as
+    for scp."""
     if _CONTROL.search(text):
         raise UsageError(f"cp: {text[:60]!r} holds control characters: not a path")
     name, colon, path = text.partition(":")
@@ -43,9 +43,10 @@ def parse_operand(text: str) -> Operand:
             return Operand(records.check_task_name(name), path)
     except UsageError:
         pass  # not a task name: a local path with a colon, such as /data/a:b
-    if not text:
-        raise UsageError("cp: an empty path: give a file or directory")
-    return Operand(None, text)
+    try:
+        return Operand(None, user_path(text))
+    except ValueError as error:
+        raise UsageError(f"cp: {error}") from None
 
 
 def plan_copy(source: str, target: str) -> tuple[Operand, Operand, str]:

@@ -55,3 +55,21 @@ def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
             yield False
             return
         yield True
+
+
+def user_path(text: str) -> str:
+    """A path as a user typed it, made absolute once where it enters qimg: `~` expanded (`--key=~/k`
+    reaches qimg unexpanded, as does a quoted one), a relative path joined to the working directory.
+    Nothing else changes: symbolic links are not resolved (a link may be what a later check refuses),
+    `..` is kept (after a link it is not the link's parent), and so is a trailing `/` or `/.`.
+    ValueError (with its message) for what is no path."""
+    if not text:
+        raise ValueError("an empty path: give a file or directory")
+    path = os.path.expanduser(text)
+    if os.path.isabs(path):
+        return path
+    try:
+        return os.path.join(os.getcwd(), path)
+    except OSError as error:  # deleted under the shell that stands in it
+        gone = error.strerror
+        raise ValueError(f"{text} is relative, and the working directory is gone ({gone})") from None

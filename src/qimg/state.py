@@ -17,8 +17,10 @@ _REMEMBERED = re.compile(r"[!-~]{1,512}")
 
 
 def state_dir() -> Path:
-    root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(root) / "qimg"
+    """$XDG_STATE_HOME/qimg, else ~/.local/state/qimg. A relative XDG_STATE_HOME is invalid and ignored,
+    as the XDG Base Directory spec says: its files would be found only from one working directory."""
+    root = os.environ.get("XDG_STATE_HOME", "")
+    return (Path(root) if os.path.isabs(root) else Path.home() / ".local" / "state") / "qimg"
 
 
 # For each memory: what its image went through, the command that writes it, the commands that read it.

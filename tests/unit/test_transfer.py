@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,20 @@ from qimg.launcher.transfer import Operand
         ("sim:/data/x", Operand("sim", "/data/x")),
         ("sim:", Operand("sim", "")),  # the login user's home, as for scp
         ("sim:a b/$(c)", Operand("sim", "a b/$(c)")),  # data: no remote shell reads it
-        ("./sim:x", Operand(None, "./sim:x")),
         ("/abs/a:b", Operand(None, "/abs/a:b")),
-        ("Sim:x", Operand(None, "Sim:x")),  # not a task name
-        ("results.csv", Operand(None, "results.csv")),
-        ("-weird", Operand(None, "-weird")),
+        # local paths as typed, made absolute against the working directory (/work/a), nothing else changed
+        ("./sim:x", Operand(None, "/work/a/./sim:x")),
+        ("Sim:x", Operand(None, "/work/a/Sim:x")),  # not a task name
+        ("results.csv", Operand(None, "/work/a/results.csv")),
+        ("-weird", Operand(None, "/work/a/-weird")),
+        ("../b/out/", Operand(None, "/work/a/../b/out/")),  # `..` and the trailing slash kept for scp
+        ("~/data", Operand(None, "/home/u/data")),  # quoted, or after `=`: no shell expanded it
+        ("~", Operand(None, "/home/u")),
     ],
 )
-def test_operands(text: str, operand: Operand) -> None:
+def test_operands(text: str, operand: Operand, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/u")
+    monkeypatch.setattr(os, "getcwd", lambda: "/work/a")
     assert transfer.parse_operand(text) == operand
 
 
@@ -46,16 +53,22 @@ def test_bad_copies_are_refused(source: str, target: str, fragment: str) -> None
 
 def test_scp_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     src, dst, name = transfer.plan_copy("Sim:x", "sim:/in")
     assert name == "sim"
     argv = transfer.scp_argv(src, dst, "qimg-sim-1")
     # the SFTP protocol (no remote shell), recursive, then no option after "--"; a local name with a colon
-    # before any slash is made explicit, or scp would read it as a host
+    # before any slash is absolute, so scp cannot read it as a host
     assert argv == [
-        "scp", "-F", str(tmp_path / "qimg" / "ssh" / "config"), "-s", "-r", "--", "./Sim:x", "qimg-sim-1:/in",
+        "scp", "-F", str(tmp_path / "qimg" / "ssh" / "config"), "-s", "-r", "--", f"{tmp_path}/Sim:x",
+        "qimg-sim-1:/in",
     ]  # fmt: skip
     down_src, down_dst, _ = transfer.plan_copy("sim:out", "-weird")
-    assert transfer.scp_argv(down_src, down_dst, "qimg-sim")[-3:] == ["--", "qimg-sim:out", "-weird"]
+    assert transfer.scp_argv(down_src, down_dst, "qimg-sim")[-3:] == [
+        "--",
+        "qimg-sim:out",
+        f"{tmp_path}/-weird",
+    ]
 
 
 def test_instances_are_checked() -> None:

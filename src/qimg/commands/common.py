@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from qimg.errors import UsageError
+from qimg.files import user_path
 
 app = typer.Typer(
     help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
@@ -60,6 +62,16 @@ PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
 ]
 NameArg = Annotated[str, typer.Argument(help="Task name.")]
+
+
+def typed_path(text: str) -> Path:
+    """The `parser` of every option and argument naming a local file or folder: relative and `~` paths
+    made absolute once, here, so that what qimg stores (records, state) means the same from any
+    directory."""
+    try:
+        return Path(user_path(text))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def warn(problems: list[str]) -> None:

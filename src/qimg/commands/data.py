@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import LocalOpt, NameArg, app
+from qimg.commands.common import LocalOpt, NameArg, app, typed_path
 
 
 @app.command()
@@ -26,7 +26,9 @@ def fetch(
     name: Annotated[str, typer.Argument(help="Task name, or a results bucket (`qimg ls --buckets`).")],
     directory: Annotated[
         Path | None,
-        typer.Argument(help="Where to (default: the task's --results directory, else ./NAME-results)."),
+        typer.Argument(
+            help="Where to (default: the task's --results directory, else ./NAME-results).", parser=typed_path
+        ),
     ] = None,
     local: LocalOpt = False,
 ) -> None:

@@ -27,6 +27,7 @@ from qimg.commands.common import (
     UserOpt,
     app,
     registry_auth,
+    typed_path,
 )  # fmt: skip
 from qimg.errors import BuildFailed, FileError, UsageError
 from qimg.files import atomic_write
@@ -37,7 +38,9 @@ def render(
     base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
     root_login: RootLoginOpt = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here, not stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here, not stdout.", parser=typed_path)
+    ] = None,
 ) -> None:  # fmt: skip
     """Print the Dockerfile of an ssh-ready image."""
     from qimg.builder import distro as distros

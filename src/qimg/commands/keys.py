@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import JsonOpt, app, stdin_line
+from qimg.commands.common import JsonOpt, app, stdin_line, typed_path
 from qimg.errors import UsageError
 
 
@@ -27,7 +27,11 @@ def keygen(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Private key path (default ~/.ssh/id_TYPE); .pub and .ppk beside it."),
+        typer.Option(
+            "--out",
+            help="Private key path (default ~/.ssh/id_TYPE); .pub and .ppk beside it.",
+            parser=typed_path,
+        ),
     ] = None,
     comment: Annotated[str | None, typer.Option("--comment", help="Key comment (default user@host).")] = None,
     passphrase_stdin: Annotated[
@@ -36,7 +40,8 @@ def keygen(
     ppk: Annotated[bool, typer.Option("--ppk", help="Also write a PuTTY key (format 3).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
     from_ppk: Annotated[
-        Path | None, typer.Option("--from", help="Convert this PuTTY .ppk to OpenSSH files instead.")
+        Path | None,
+        typer.Option("--from", help="Convert this PuTTY .ppk to OpenSSH files instead.", parser=typed_path),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -18,12 +18,15 @@ from qimg.commands.common import (
     UsernameOpt,
     app,
     registry_auth,
+    typed_path,
 )  # fmt: skip
 from qimg.errors import UsageError
 
 UploadOpt = Annotated[
     list[Path] | None,
-    typer.Option("--upload", help="Directory the task finds in /job/<its name> (repeatable)."),
+    typer.Option(
+        "--upload", help="Directory the task finds in /job/<its name> (repeatable).", parser=typed_path
+    ),
 ]
 
 
@@ -38,7 +41,10 @@ def run(
     username: UsernameOpt = None,
     password_stdin: PasswordStdinOpt = False,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).")
+        Path | None,
+        typer.Option(
+            "--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).", parser=typed_path
+        ),
     ] = None,
     user: Annotated[str | None, typer.Option("--user", help="Login user (default: the image's).")] = None,
     instances: Annotated[int, typer.Option("--instances", help="Number of instances.", min=1, max=64)] = 1,
@@ -64,7 +70,9 @@ def run(
     results: Annotated[
         Path | None,
         typer.Option(
-            "--results", help="New or empty directory: the task's /job comes down there when it ends."
+            "--results",
+            help="New or empty directory: the task's /job comes down there when it ends.",
+            parser=typed_path,
         ),
     ] = None,
     snapshot_every: Annotated[
