@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 
 import docker
 import pytest
 
+from qimg.launcher.doctor import ProbeOutput, parse_output, probe_command
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import Registry
@@ -25,7 +26,7 @@ RAM_OFFERS = (32000.0, 128000.0)  # MB, as Qarnot lists them
 
 
 @pytest.fixture(scope="session")
-def probe_image(open_registry: Registry, docker_client: docker.DockerClient) -> Iterator[str]:
+def probe_image(open_registry: Registry, docker_client: docker.DockerClient) -> str:
     """A small image with sh, stat, grep and dd in the open registry (the tests reach no Docker Hub)."""
     repository, tag = open_registry.ref("library/doctor-probe"), f"session-{os.getpid()}"
     docker_client.images.get("debian:bookworm-slim").tag(repository, tag)
@@ -102,13 +103,15 @@ def test_the_other_readings_are_reported_too_in_its_table(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = {
-        "/job (DOCKER_WORKDIR) when a task starts": "owned by uid 0 (root), mode 777; the command ran as uid 0",
+        "/job (DOCKER_WORKDIR) when a task starts": "owned by uid 0 (root), mode 777; the command ran as "
+        "uid 0",
         "a QARNOT_SECRET__ constant in the container": f"{SECRET} is in the environment as {SECRET} and "
         "QIMG_DOCTOR_PROBE",
         "a RAM value no offer has": "129000 MB accepted: still Submitted after 15 s (it waits in the queue)",
-        "states after an abort with results": "UploadingResults, then Cancelled; the results reached the bucket",
-        "DELETE during UploadingResults": "accepted; then PendingDelete, then gone; the results did not reach "
-        "the bucket",
+        "states after an abort with results": "UploadingResults, then Cancelled; the results reached the "
+        "bucket",
+        "DELETE during UploadingResults": "accepted; then PendingDelete, then gone; the results did not "
+        "reach the bucket",
         "a new task in its tag's listing": "listed at the first look",
     }
     shown = [line.strip("│ ") for line in result.stdout.splitlines()]
@@ -116,3 +119,70 @@ def test_the_other_readings_are_reported_too_in_its_table(
         assert any(line.startswith(check) and line.endswith(answer) for line in shown), (check, result.stdout)
     assert "3 tasks created and deleted; credits spent: " in result.stdout
     assert account.tasks == {}
+
+
+def test_without_a_terminal_it_needs_yes_and_asks_nothing(
+    fake: FakeQarnot, user: User, probe_image: str
+) -> None:
+    assert_one_line_error(doctor(user, probe_image), 2, "creates billed tasks", "--yes")
+    assert fake.requests == []
+
+
+def test_the_cost_is_shown_and_no_creates_nothing(account: FakeQarnot, user: User, probe_image: str) -> None:
+    code, shown = run_qimg_on_terminal("doctor", "--image", probe_image, env=user.env, answer="n")
+    assert code == 1, shown
+    assert "qimg doctor creates 3 tasks" in shown and "129000 MB of RAM" in shown
+    assert "balance: 42.50 EUR" in shown and "Create them? [y/N]" in shown
+    assert "qimg: error: not confirmed: no task was created" in shown
+    assert account.count("POST", "/tasks") == 0 and account.tasks == {}  # and no bucket: `storage` checks
+
+
+def _wait_for(fake: FakeQarnot, state: str) -> None:
+    deadline = time.monotonic() + 120
+    while not any(task.state == state for task in list(fake.tasks.values())):
+        assert time.monotonic() < deadline, f"no task reached {state}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("moment", ["FullyExecuting", "UploadingResults", "Submitted"])
+def test_ctrl_c_at_any_point_leaves_no_task(
+    account: FakeQarnot, user: User, probe_image: str, moment: str
+) -> None:
+    if moment == "Submitted":  # the RAM probe, waiting in the queue
+        account.unoffered_ram = "queue"
+    process = user.background("doctor", "--image", probe_image, "--timeout", "120", "--yes")
+    try:
+        if moment == "Submitted":
+            deadline = time.monotonic() + 120
+            while not any(task.held for task in list(account.tasks.values())):
+                assert time.monotonic() < deadline and process.poll() is None, "the RAM probe never came"
+                time.sleep(0.05)
+        else:
+            _wait_for(account, moment)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted by SIGINT" in stderr and "deleted" in stderr
+    assert account.tasks == {}  # every task it created is deleted (and its bucket: `storage` checks)
+
+
+def test_the_probe_reads_the_same_under_busybox(e2e_image: str, docker_client: docker.DockerClient) -> None:
+    """The default image is busybox: the probe's script, with busybox's applets only, prints what the
+    parser reads (alice's image has busybox, and a /job is made root's, 0755)."""
+    nonce = secrets.token_hex(16)
+    setup = 'mkdir -m 755 /job /bb && busybox --install -s /bb && PATH=/bb exec sh -c "$PROBE"'
+    container = docker_client.containers.run(
+        e2e_image, ["busybox", "sh", "-c", setup], user="root", detach=True,
+        environment={"PROBE": probe_command(nonce), SECRET: nonce}, labels={"io.qimg.test": "doctor"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (found := parse_output(container.logs(stdout=True, stderr=False).decode())) is None:
+            assert time.monotonic() < deadline, container.logs().decode()
+            time.sleep(0.2)
+    finally:
+        container.remove(force=True)
+    assert found == ProbeOutput(0, (0, "755", "root"), (SECRET,))
