@@ -100,7 +100,7 @@ class DoctorPlan:
         balance = "unknown" if self.balance is None else f"{self.balance:.2f} EUR"
         return [
             f"qimg doctor creates 3 tasks on Qarnot at {self.backend.settings.shown_url} (profile "
-            f"{self.profile}, image {self.image}, 1 instance each, Flex scheduling, no hardware asked for):",
+            f"{self.profile}, image {self.image}, 1 instance each, Flex scheduling):",
             f"  1. prints who owns {WORKDIR} and where a secret constant lands, writes {PADDING_MB} MB to "
             f"{WORKDIR}, is aborted and uploads them to a bucket",
             "  2. the same, deleted while it uploads",
@@ -244,9 +244,11 @@ def plan_doctor(image: str | None, profile: str | None, timeout: float) -> Docto
     """The image, the profile and the RAM value of the probes, and the account's room for them."""
     from qimg.launcher.plan import check_registry_reachable, check_timeout
 
-    ref = ImageRef.parse(image or DEFAULT_IMAGE, "--image")
-    check_registry_reachable(ref)
     check_timeout(timeout)
+    ref = ImageRef.parse(image or DEFAULT_IMAGE, "--image")
+    if ref.digest:
+        raise UsageError(f"--image {ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: give REPOSITORY:TAG")
+    check_registry_reachable(ref)
     backend = open_backend()
     chosen = _profile(profile, backend.profile_names())
     ram_offers = tuple(
@@ -413,9 +415,9 @@ class _Run:
                     return found
                 reads_after_end += view.ended
                 if reads_after_end > OUTPUT_READS_AFTER_END:
-                    errors = "; ".join(_shown(error) for error in view.errors[:2])
+                    errors = "".join(f": {_shown(error)}" for error in view.errors[:1])
                     raise QimgError(
-                        f"task {task.name} is {state} without having printed what it found {errors}"
+                        f"task {task.name} is {state} without having printed what it found{errors}"
                     )
             if time.monotonic() >= deadline:
                 raise QimgError(
@@ -567,6 +569,9 @@ def _ram_probe(run: _Run) -> None:
             raise
         except BackendError as error:
             message = _shown(first_line(error), 200)
+            # The SDK's own sign of a refused constraint (a 402 without it: credits); else not an answer.
+            if "hardware constraint" not in message:
+                raise
             run.report.findings["unoffered_ram"] = Finding(
                 "unoffered_ram", f"{asked} MB refused: {message}",
                 details={**details, "outcome": "refused", "message": message},

@@ -186,3 +186,19 @@ def test_the_probe_reads_the_same_under_busybox(e2e_image: str, docker_client: d
     finally:
         container.remove(force=True)
     assert found == ProbeOutput(0, (0, "755", "root"), (SECRET,))
+
+
+def test_a_probe_that_fails_leaves_its_checks_unknown_and_nothing_behind(
+    account: FakeQarnot, user: User, open_registry: Registry
+) -> None:
+    account.unoffered_ram = "refuse"
+    result = doctor(user, open_registry.ref("library/no-such-image:1"), "--yes", "--json")
+    assert result.returncode == 1, result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    for check in ("workdir", "secret", "abort_with_results"):
+        assert checks[check]["known"] is False
+        assert checks[check]["answer"].startswith("unknown: task doctor-results-"), checks[check]
+        assert "is Failure without having printed what it found: PullFailed" in checks[check]["answer"]
+    assert checks["delete_while_uploading"]["known"] is False
+    assert checks["unoffered_ram"]["outcome"] == "refused"  # the probe that needs no image still answers
+    assert account.tasks == {}
