@@ -13,10 +13,14 @@ import fcntl
 import functools
 import hashlib
 import os
+import pty
+import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -201,3 +205,41 @@ def tool(name: str) -> str:
     found = str(beside) if beside.exists() else shutil.which(name)
     assert found, f"{name} is missing: `make install` installs the dev dependencies"
     return found
+
+
+def run_qimg_on_terminal(
+    *args: str, env: Mapping[str, str], answer: str, timeout: float = 120
+) -> tuple[int, str]:
+    """`qimg ARGS` with a terminal (a pty) as its stdin, stdout and stderr, as a user at a prompt runs
+    it: `answer` is typed once qimg asks ("[y/N]"). Returns the exit code and all it showed, without
+    terminal escapes and with plain newlines."""
+    master, terminal = pty.openpty()
+    process = subprocess.Popen(
+        qimg_argv(*args), stdin=terminal, stdout=terminal, stderr=terminal,
+        env={**os.environ, **env}, start_new_session=True, cwd=_session_directory(),
+    )  # fmt: skip
+    os.close(terminal)
+    shown, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: qimg exited and the terminal is closed
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+                if not answered and b"[y/N]" in shown:
+                    os.write(master, answer.encode() + b"\r")
+                    answered = True
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", shown.decode("utf-8", "replace"))
+    return code, text.replace("\r\n", "\n")

@@ -246,6 +246,10 @@ class QarnotBackend(QarnotBuckets):
             time.sleep(pause)
             pause = min(pause * 1.5, SNAPSHOT_MAX_PAUSE)
 
+    def credits(self, task_id: str) -> float | None:
+        """Credits the task has spent so far, in euros, when Qarnot reports them in time."""
+        return self._credits(self._task(task_id))
+
     def _credits(self, task: Any) -> float | None:
         """Credits spent, when Qarnot reports them in time (listing does not fail without them)."""
         try:

@@ -15,12 +15,12 @@ from typing import Annotated, NoReturn
 import typer
 
 from qimg import __version__
-from qimg.commands import account, data, images, keys, run, tasks, workspace
+from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import QimgError
 
 # Each registers its commands on `app` when imported.
-COMMAND_MODULES = (images, run, tasks, workspace, data, account, keys)
+COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from qimg.launcher.backends.base import TaskView
     from qimg.launcher.check import CheckResult
     from qimg.launcher.data import BucketInfo
+    from qimg.launcher.doctor import DoctorReport
     from qimg.launcher.records import TaskRecord
     from qimg.launcher.tasks import IdleStop
     from qimg.launcher.tunnels import Tunnel
@@ -85,6 +87,31 @@ def print_buckets(found: list[BucketInfo], now: datetime) -> None:
             "results not downloaded yet" if bucket.pending else "",
         )  # fmt: skip
     Console(highlight=False).print(table)
+
+
+def print_doctor(report: DoctorReport, as_json: bool) -> None:
+    """What `qimg doctor` found: one row per check, then the tasks it made and what they cost."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from qimg.launcher.doctor import CHECKS
+
+    if as_json:
+        print(json.dumps(report.as_dict()), flush=True)
+    else:
+        table = Table(
+            title=f"qimg doctor: profile {report.profile}, image {report.image}", title_justify="left"
+        )
+        for column in ("check", "found"):
+            table.add_column(column, overflow="fold")
+        for finding in report.rows:
+            table.add_row(CHECKS[finding.check], finding.answer if finding.known else f"? {finding.answer}")
+        console = Console(highlight=False, width=max(100, Console().width))
+        console.print(table)
+        spent = "not reported" if report.credits is None else f"{report.credits:.4f} EUR"
+        say(console, f"{len(report.tasks)} tasks created and deleted; credits spent: {spent}")
+    for line in report.left:
+        print(f"qimg: warning: {line}", file=sys.stderr)
 
 
 class TransferBars:

@@ -191,6 +191,7 @@ class FakeTask:
     hardware: list[dict[str, Any]] = field(default_factory=list)  # hardwareConstraints, as sent
     scheduling: str | None = None  # schedulingType, as sent (None: the platform's default, Flex)
     max_time_queue: int | None = None  # maxTimeQueueSeconds
+    held: bool = False  # waits in the queue for good (FakeQarnot.unoffered_ram == "queue")
 
     @property
     def cores_per_instance(self) -> int:
@@ -228,6 +229,13 @@ class FakeQarnot:
         self.s3: Any = None  # a boto3 client of the storage
         self.workdirs_root: Path | None = None
         self.upload_seconds = 0.5  # how long the platform takes to upload results
+        # Readings of what only a real account settles (`qimg doctor` reports them: tests/e2e/test_doctor.py).
+        self.secret_bare_name = True  # a QARNOT_SECRET__X constant also reaches the container as X
+        self.workdir_mode = 0o777  # of DOCKER_WORKDIR when an instance starts
+        # A MinimumRam value the account does not offer exactly: "refuse" (402), "queue" (the task stays
+        # Submitted), or None: run it as any other.
+        self.unoffered_ram: str | None = None
+        self.listing_lag_seconds = 0.0  # a new task appears in tag listings only this long after creation
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True  # server_close() does not wait for handlers (hung ones)
         self.thread = threading.Thread(  # a short poll: shutdown() waits for one
@@ -361,7 +369,7 @@ class FakeQarnot:
 
     # --- task life ---------------------------------------------------------------------------------
 
-    def submit(self, body: dict[str, Any]) -> FakeTask:
+    def submit(self, body: dict[str, Any], *, held: bool = False) -> FakeTask:
         constants = {str(c["key"]): str(c["value"]) for c in body["constants"]}  # values may be numbers
         task = FakeTask(
             str(uuid.uuid4()), str(body["name"]), str(body["profile"]), int(body["instanceCount"]),
@@ -369,7 +377,7 @@ class FakeQarnot:
             resource_buckets=bucket_names(body), result_bucket=str(body.get("resultBucket") or ""),
             upload_results_on_cancellation=bool(body.get("uploadResultsOnCancellation")),
             hardware=list(body.get("hardwareConstraints") or []), scheduling=body.get("schedulingType"),
-            max_time_queue=body.get("maxTimeQueueSeconds"),
+            max_time_queue=body.get("maxTimeQueueSeconds"), held=held,
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
@@ -395,7 +403,7 @@ class FakeQarnot:
     def _run(self, task: FakeTask) -> None:
         time.sleep(0.2)
         with self.lock:
-            if task.state != "Submitted":
+            if task.state != "Submitted" or task.held:
                 return
             task.state = "FullyDispatched"
         if self.faults.failure:
@@ -439,7 +447,7 @@ class FakeQarnot:
         secrets = {
             key.removeprefix(SECRET_PREFIX): value
             for key, value in task.constants.items()
-            if key.startswith(SECRET_PREFIX) and key != SECRET_PREFIX
+            if key.startswith(SECRET_PREFIX) and key != SECRET_PREFIX and self.secret_bare_name
         }
         platform = {"INSTANCE_ID": str(instance.index)}  # the profile sets it, over any constant
         # INSTANCE_COUNT is documented as substituted only, so it is not in the environment.
@@ -500,6 +508,7 @@ class FakeQarnot:
                         self.s3.download_file(bucket, key, str(target))
         for folder, _, _ in os.walk(root):
             os.chmod(folder, 0o777)
+        os.chmod(root, self.workdir_mode)
         instance.workdir = root
         return root
 
@@ -754,6 +763,21 @@ def worker_problem(body: dict[str, Any], account: Account) -> str | None:
     return None
 
 
+def unoffered_ram(body: dict[str, Any], account: Account) -> str | None:
+    """The task's MinimumRam constraint when it is not one of the account's offered values, or None."""
+    offered = {
+        float(offer["minimumMemoryMB"])
+        for offer in account.hardware
+        if offer.get("discriminator") == "MinimumRamHardwareConstraint"
+    }
+    for constraint in body.get("hardwareConstraints") or []:
+        if constraint.get("discriminator") == "MinimumRamHardwareConstraint":
+            asked = constraint.get("minimumMemoryMB")
+            if float(asked) not in offered:
+                return f"MinimumRamHardwareConstraint {asked} MB"
+    return None
+
+
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z ([^\n]*\n?)", re.MULTILINE)
 
 
@@ -869,6 +893,10 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if problem:
                 self._reply(400, {"message": problem})
                 return
+            unoffered = unoffered_ram(body, fake.account) if fake.unoffered_ram else None
+            if unoffered and fake.unoffered_ram == "refuse":  # the SDK reads "hardware constraint" in a 402
+                self._reply(402, {"message": f"No offer matches the hardware constraints: {unoffered}"})
+                return
             wanted = bucket_names(body) + ([str(body["resultBucket"])] if body.get("resultBucket") else [])
             if wanted and fake.s3 is None:
                 self._reply(400, {"message": "Bucket storage is not available"})
@@ -883,7 +911,7 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 if len(fake.tasks) >= fake.account.max_tasks:
                     self._reply(403, {"message": "Maximum number of tasks reached"})
                     return
-                task = fake.submit(body)
+                task = fake.submit(body, held=unoffered is not None)
             status = fake.take_gateway_error()
             if status:
                 self._reply(status, {"message": "Gateway Timeout (injected, after the task was created)"})
@@ -892,8 +920,13 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
 
         def _page(self, body: dict[str, Any]) -> None:
             wanted = (body.get("filter") or {}).get("value")
+            now = datetime.now(timezone.utc)
             with fake.lock:
-                matching = [t for t in fake.listed() if wanted is None or wanted in t.tags]
+                matching = [
+                    t for t in fake.listed()
+                    if wanted is None
+                    or (wanted in t.tags and (now - t.created).total_seconds() >= fake.listing_lag_seconds)
+                ]  # fmt: skip
                 start = int(body.get("token") or 0)
                 page = [fake.document(task) for task in matching[start : start + PAGE_SIZE]]
             more = start + PAGE_SIZE < len(matching)
