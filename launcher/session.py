@@ -94,6 +94,7 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
     instances = launch.wait_ready(
         plan.backend, task_id, plan.login.user, plan.login.key.identity,
         time.monotonic() + plan.timeout, reporter.status, ssh_options, plan.request.entries,
+        plan.request.instances,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(
