@@ -22,7 +22,7 @@ from typing import Any
 
 from qimg.builder.labels import PREFIX
 from qimg.engine_api import Engine, EngineError, NotFound, labels_of
-from qimg.errors import BackendError, TaskNotFound
+from qimg.errors import BackendError, LaunchFailed, TaskNotFound
 from qimg.launcher import containers
 from qimg.launcher.backends.base import (
     IDLE_STOP_CONSTANT,
@@ -87,6 +87,12 @@ class LocalBackend:
                         PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
                     },
                 )  # fmt: skip
+        except containers.ContainerExited as exited:
+            self.stop(task_id)
+            raise LaunchFailed(
+                f"instance {index} exited with code {exited.code} as it started",
+                tuple(f"output: {line}" for line in exited.tail),
+            ) from None
         except EngineError as error:
             self.stop(task_id)
             raise BackendError(f"the local engine could not start {request.image}: {error}") from None
