@@ -30,7 +30,7 @@ def test_f4_a_launch_that_loses_an_instance_fails(
     run = user.background(
         "run", "--local", e2e_image, "--name", "lost4", "--instances", "4", "--command", "true"
     )
-    first = {"label": [f"{NAME_LABEL}=lost4", f"{INSTANCE_LABEL}=0"]}
+    first: dict[str, str | list[str] | bool] = {"label": [f"{NAME_LABEL}=lost4", f"{INSTANCE_LABEL}=0"]}
     deadline = time.monotonic() + 60
     while not (found := docker_client.containers.list(all=True, filters=first)):
         assert time.monotonic() < deadline and run.poll() is None, run.communicate()
@@ -62,3 +62,48 @@ def test_f15_a_container_that_exits_at_once_says_so(
     assert "no licence server found" in result.stderr and "starting the service" in result.stderr
     assert "published" not in result.stderr and "Traceback" not in result.stderr
     assert local_tasks(docker_client, "exits3") == []
+
+
+def _image_with_start_prefix(
+    docker_client: docker.DockerClient, base: str, folder: Path, name: str, prefix: str
+) -> str:
+    """`base` whose start command first runs the shell lines `prefix`, then the real qimg-start."""
+    (folder / "start").write_text(f'#!/bin/sh\n{prefix}\nexec {START_COMMAND}.real "$@"\n')
+    (folder / "Dockerfile").write_text(
+        f"FROM {base}\nUSER root\nRUN mv {START_COMMAND} {START_COMMAND}.real\n"
+        f"COPY start {START_COMMAND}\nRUN chmod 755 {START_COMMAND}\n"
+    )
+    tag = f"qimgtest/{name}:{os.getpid()}"
+    docker_client.images.build(path=str(folder), tag=tag, rm=True)
+    return tag
+
+
+def test_f7_a_container_that_prints_much_costs_a_bounded_read_and_pin(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, tmp_path: Path
+) -> None:
+    """[F7] 150 MB of output, then 20 000 well-formed bogus host keys, before sshd starts: qimg reads
+    the end of the output only (its peak memory stays far below the output's size) and pins one key."""
+    spew = (
+        "head -c 150000000 /dev/zero | tr '\\0' x | fold -w 999\n"
+        "seq 20000 | sed 's/.*/qimg-host-key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI&/'"
+    )
+    tag = _image_with_start_prefix(docker_client, e2e_image, tmp_path, "spew", spew)
+    try:
+        run = user.background("run", "--local", tag, "--name", "spew", "--command", "sleep 4")
+        assert run.stderr is not None
+        first = run.stderr.readline()
+        assert first.startswith("ready: task "), first + run.communicate()[1]
+        peak_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{run.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+        known_hosts = Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "known_hosts"
+        pinned = known_hosts.read_text().splitlines()
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        docker_client.images.remove(tag)
+    assert run.returncode == 0, stderr
+    assert peak_kb < 150_000, f"peak memory {peak_kb} kB for 150 MB of output"
+    assert len(pinned) == 1 and " ssh-ed25519 " in pinned[0], pinned[:3]
+    assert local_tasks(docker_client, "spew") == []
