@@ -107,3 +107,32 @@ def test_f7_a_container_that_prints_much_costs_a_bounded_read_and_pin(
     assert peak_kb < 150_000, f"peak memory {peak_kb} kB for 150 MB of output"
     assert len(pinned) == 1 and " ssh-ed25519 " in pinned[0], pinned[:3]
     assert local_tasks(docker_client, "spew") == []
+
+
+SECRET_VALUE = "s3cr3t-F10-value"
+
+
+def test_f10_no_process_of_the_task_keeps_a_secret_in_its_environment(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    """[F10] With a deadline watcher and an idle watcher running (both live as long as the task), the
+    value of a `--secret` is in no process's environment: every /proc/*/environ is read as root, by a
+    process started with an empty environment (a `docker exec` gets the container's)."""
+    secretive = User(user.home, {**user.env, "S1": SECRET_VALUE})
+    launched = secretive.qimg(
+        "run", "--local", e2e_image, "--name", "secret", "--secret", "S1",
+        "--max-time", "10m", "--idle-stop", "5m",
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr
+    try:
+        (container,) = docker_client.containers.list(filters={"label": f"{NAME_LABEL}=secret"})
+        every_environ = 'for f in /proc/[0-9]*/environ; do echo "== $f"; tr "\\0" "\\n" <"$f"; done'
+        code, output = container.exec_run(["env", "-i", "sh", "-c", every_environ], user="root")
+        environments = output.decode("utf-8", "replace")
+        processes = container.exec_run(["ps", "-eo", "pid,user,args"]).output.decode()
+    finally:
+        assert user.qimg("stop", "secret", "--local").returncode == 0
+    assert code == 0 and environments.count("== ") >= 4, (environments, processes)
+    assert "QIMG_DEADLINE" in environments or "QIMG_MAX_SECONDS" in environments  # the watchers' own
+    assert SECRET_VALUE not in environments and "QARNOT_SECRET__S1" not in environments, processes
+    assert local_tasks(docker_client, "secret") == []
