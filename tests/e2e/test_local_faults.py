@@ -128,8 +128,10 @@ def test_f10_no_process_of_the_task_keeps_a_secret_in_its_environment(
         (container,) = docker_client.containers.list(filters={"label": f"{NAME_LABEL}=secret"})
         every_environ = 'for f in /proc/[0-9]*/environ; do echo "== $f"; tr "\\0" "\\n" <"$f"; done'
         code, output = container.exec_run(["env", "-i", "sh", "-c", every_environ], user="root")
+        assert isinstance(output, bytes)
         environments = output.decode("utf-8", "replace")
-        processes = container.exec_run(["ps", "-eo", "pid,user,args"]).output.decode()
+        _, listed = container.exec_run(["ps", "-eo", "pid,user,args"])
+        processes = listed.decode() if isinstance(listed, bytes) else ""
     finally:
         assert user.qimg("stop", "secret", "--local").returncode == 0
     assert code == 0 and environments.count("== ") >= 4, (environments, processes)
