@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -12,7 +13,9 @@ import pytest
 
 from qimg.builder.labels import START_COMMAND
 from qimg.launcher.backends.local import INSTANCE_LABEL, NAME_LABEL, TASK_LABEL
+from qimg.launcher.ssh import Endpoint, free_local_port, read_banner
 from tests.e2e.conftest import User
+from tests.e2e.processes import no_ssh_left, ssh_processes, wait_for_banner
 
 pytestmark = pytest.mark.docker
 
@@ -138,3 +141,50 @@ def test_f10_no_process_of_the_task_keeps_a_secret_in_its_environment(
     assert "QIMG_DEADLINE" in environments or "QIMG_MAX_SECONDS" in environments  # the watchers' own
     assert SECRET_VALUE not in environments and "QARNOT_SECRET__S1" not in environments, processes
     assert local_tasks(docker_client, "secret") == []
+
+
+def test_f18_kill_9_of_a_tunnel_takes_its_ssh_along(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    """[F18] `qimg tunnel` killed with SIGKILL (no clean-up runs): its ssh gets SIGTERM from the kernel
+    and the local port stops answering, instead of an orphan forwarding it."""
+    assert user.qimg("run", "--local", e2e_image, "--name", "tun9").returncode == 0
+    try:
+        port = free_local_port()
+        tunnel = user.background("tunnel", "tun9", f"{port}:22", "--local")
+        wait_for_banner(port)
+        tunnel.kill()
+        tunnel.wait(timeout=30)
+        _gone(lambda: read_banner(Endpoint("127.0.0.1", port)) == "", f"127.0.0.1:{port} still forwarded")
+        no_ssh_left(user.env["XDG_STATE_HOME"])
+    finally:
+        assert user.qimg("stop", "tun9", "--local").returncode == 0
+    assert local_tasks(docker_client, "tun9") == []
+
+
+def test_kill_9_during_the_command_takes_its_ssh_session_along(
+    docker_client: docker.DockerClient, e2e_image: str, user: User
+) -> None:
+    """`run --command` killed with SIGKILL: the ssh running the command ends with it (the task and its
+    record stay, as after any kill -9: `stop` clears them)."""
+    run = user.background("run", "--local", e2e_image, "--name", "cmd9", "--command", "sleep 300")
+    try:
+        assert run.stderr is not None
+        assert run.stderr.readline().startswith("ready: task ")
+        marker = user.env["XDG_STATE_HOME"]
+        _gone(
+            lambda: any("sleep 300" in line for line in ssh_processes(marker)), "the command's ssh never ran"
+        )
+        run.kill()
+        run.wait(timeout=30)  # not communicate(): an orphaned ssh would hold the pipes open
+        _gone(lambda: not any("sleep 300" in line for line in ssh_processes(marker)), "ssh session left")
+    finally:
+        assert user.qimg("stop", "cmd9", "--local").returncode == 0
+    assert local_tasks(docker_client, "cmd9") == []
+
+
+def _gone(condition: Callable[[], bool], message: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
