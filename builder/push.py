@@ -7,6 +7,7 @@ confirmed by asking the registry for the manifest.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,8 +73,27 @@ def push_image(
 
     image = Engine.from_env().local_image(source)
     auth_config = {"username": auth[0], "password": auth[1]} if auth else None
-    if str(target) not in (image.get("RepoTags") or []):
+    tags = image.get("RepoTags") or []
+    retagged = str(target) not in tags
+    if retagged:
         client.api.tag(source, target.repository_ref, target.tag)
+    try:
+        return _pushed(client, target, auth_config, on_progress)
+    except BaseException:
+        # A push that failed or was interrupted leaves no tag of its own behind. The image is never
+        # removed with it: with no other tag (named by its id), the retag stays.
+        if retagged and tags:
+            with contextlib.suppress(APIError):
+                client.api.remove_image(str(target), noprune=True)
+        raise
+
+
+def _pushed(
+    client: docker.DockerClient, target: ImageRef, auth_config: dict[str, str] | None,
+    on_progress: Callable[[LayerProgress], None] | None,
+) -> Pushed:  # fmt: skip
+    from docker.errors import APIError
+
     digest = ""
     try:
         stream = client.api.push(

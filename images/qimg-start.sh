@@ -167,12 +167,11 @@ chmod 0644 "$profile.new"
 mv -f "$profile.new" "$profile"
 
 if [ -n "$seconds_left" ]; then
-    sshd_pid=$$ # exec below keeps the pid: this is sshd's
-    (
-        sleep "$seconds_left"
-        printf 'qimg-start: hard deadline of %s s reached: stopping sshd\n' "$seconds_left" >&2
-        kill -TERM "$sshd_pid"
-    ) &
+    # A shell of its own, not a subshell: a fork keeps in /proc/PID/environ the environment this
+    # script was started with (the secrets' values, unset above only in this shell), an exec does not.
+    # shellcheck disable=SC2016 # expanded by the watcher: $1 the seconds left, $2 sshd's pid
+    watch_deadline='sleep "$1"; printf "qimg-start: hard deadline of %s s reached: stopping sshd\n" "$1" >&2; kill -TERM "$2"'
+    sh -c "$watch_deadline" qimg-deadline "$seconds_left" $$ & # exec below keeps the pid: $$ is sshd's
 fi
 [ -z "${QIMG_IDLE_STOP:-}" ] || QIMG_SSHD_PID=$$ /usr/local/sbin/qimg-idle &
 

@@ -18,6 +18,17 @@ from qimg.launcher.ssh import Endpoint, host_keys_in
 PURPOSE_LABEL = f"{PREFIX}launched-by"
 
 
+OUTPUT_TAIL_LINES = 8  # of a container that exited as it started: what it said last
+
+
+class ContainerExited(EngineError):
+    """The container ended as soon as it started: its exit code and its last lines of output."""
+
+    def __init__(self, code: int, tail: tuple[str, ...]) -> None:
+        super().__init__(0, f"the container exited with code {code} as it started")
+        self.code, self.tail = code, tail
+
+
 @dataclass(frozen=True)
 class Container:
     id: str
@@ -49,7 +60,11 @@ def start(
     container_id = engine.create(config)
     try:
         engine.start(container_id)
-        return Container(container_id, published_ssh(engine.inspect(container_id)))
+        inspected = engine.inspect(container_id)
+        try:
+            return Container(container_id, published_ssh(inspected))
+        except EngineError:  # an exited container has no published port: say that it exited
+            raise _exited(engine, container_id, inspected) from None
     except BaseException:
         remove(engine, container_id)  # a container that did not start as asked is not left behind
         raise
@@ -62,6 +77,16 @@ def published_ssh(inspected: dict[str, Any]) -> Endpoint:
         return Endpoint(str(binding["HostIp"]), int(binding["HostPort"]))
     except (KeyError, IndexError, TypeError, ValueError):
         raise EngineError(0, "the engine did not say where it published the container's port 22") from None
+
+
+def _exited(engine: Engine, container_id: str, inspected: dict[str, Any]) -> EngineError:
+    """ContainerExited when the container is over, else the engine's silence about its port."""
+    state = inspected.get("State")
+    code = state.get("ExitCode") if isinstance(state, dict) else None
+    if not (isinstance(state, dict) and state.get("Status") in {"exited", "dead"} and isinstance(code, int)):
+        return EngineError(0, "the engine did not say where it published the container's port 22")
+    output = engine.logs(container_id, stdout=True, stderr=True)
+    return ContainerExited(code, tuple(output.strip().splitlines()[-OUTPUT_TAIL_LINES:]))
 
 
 def host_keys(engine: Engine, container_id: str) -> list[str]:

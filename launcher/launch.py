@@ -48,10 +48,13 @@ def wait_ready(
     on_status: StatusCallback | None = None,
     ssh_options: tuple[str, ...] = (),
     entries: tuple[int, ...] | None = None,
+    expected_instances: int | None = None,
 ) -> list[InstanceRecord]:
     """Every instance pinned, in order (only `entries` are waited for: a cluster's workers have no
     forward); LaunchFailed when the task ends or the deadline passes. `ssh_options` go to the logins
-    that prove readiness (the session keeps them open to reuse)."""
+    that prove readiness (the session keeps them open to reuse). `expected_instances`, the request's:
+    a task the backend describes with another count lost instances (or is not the one launched), and
+    is never ready on what is left."""
     started = time.monotonic()
     api_pause, next_poll = API_FIRST_PAUSE, 0.0
     pinned: dict[int, InstanceRecord] = {}
@@ -76,6 +79,11 @@ def wait_ready(
                     on_status(view, now - started)
                 if view.ended:
                     raise logins.failure(view, f"task {view.state.lower()} before ssh was ready")
+                if expected_instances is not None and view.instance_count != expected_instances:
+                    raise logins.failure(
+                        view,
+                        f"the task has {view.instance_count} instances, {expected_instances} were launched",
+                    )
             if view.state == EXECUTING:
                 logins.start(view, pinned)
             logins.collect(pinned)

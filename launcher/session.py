@@ -94,6 +94,7 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
     instances = launch.wait_ready(
         plan.backend, task_id, plan.login.user, plan.login.key.identity,
         time.monotonic() + plan.timeout, reporter.status, ssh_options, plan.request.entries,
+        plan.request.instances,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(
@@ -219,7 +220,9 @@ def _running(commands: list[list[str]], **popen: Any) -> Iterator[list[subproces
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for argv in commands:
-            processes.append(subprocess.Popen(argv, **popen))
+            # The hook only calls prctl and getppid: no lock another thread could hold at the fork.
+            tie = signals.dies_with_qimg()
+            processes.append(subprocess.Popen(argv, preexec_fn=tie, **popen))  # noqa: PLW1509
         yield processes
     finally:
         for process in processes:

@@ -8,7 +8,10 @@ the way out runs. Handlers, unlike SIG_IGN, are not inherited by child processes
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 
@@ -58,3 +61,33 @@ def deferred() -> Iterator[None]:
 def ignored() -> contextlib.AbstractContextManager[None]:
     """While a task is being stopped: a second Ctrl-C must not leave it running."""
     return _installed(dict.fromkeys(ALL, signal.SIG_IGN))
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only when a child is started: `qimg --help` stays fast
+
+    found: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return found
+
+
+def dies_with_qimg() -> Callable[[], None] | None:
+    """The `preexec_fn` of a child that must not outlive qimg (ssh holding a tunnel or a session, scp):
+    on Linux it gets SIGTERM when qimg ends, even by `kill -9` that leaves no clean-up to run. The
+    signal follows the thread that started the child: start it from one that waits for it. None
+    elsewhere (no such call: the clean-up on the way out is all there is)."""
+    prctl, parent = _prctl(), os.getpid()
+    if prctl is None:
+        return None
+
+    def tie() -> None:  # in the child, between fork and exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # qimg ended before the call: no signal would come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie

@@ -49,7 +49,8 @@ def host_keys_in(output: str) -> list[str]:
     """The "TYPE BASE64" host keys the latest start of a qimg start script printed, in order.
 
     The script prints its keys on consecutive lines; an instance that restarted printed a new group
-    later in the same output, and only that last group is the server's key now.
+    later in the same output, and only that last group is the server's key now. At most one key of
+    each type is returned (the last of the group).
     """
     groups: list[list[str]] = []
     previous_was_key = False
@@ -62,7 +63,10 @@ def host_keys_in(output: str) -> list[str]:
             if is_host_key(key):
                 groups[-1].append(key)
         previous_was_key = is_key
-    return list(dict.fromkeys(groups[-1])) if groups else []
+    # sshd offers one key of each type: the last printed of each is kept, so that a container that
+    # prints thousands of keys pins at most one per type (a known_hosts file every login reads).
+    latest = {key.split(" ", 1)[0]: key for key in (groups[-1] if groups else [])}
+    return list(latest.values())
 
 
 def is_host_key(text: str) -> bool:

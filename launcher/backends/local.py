@@ -22,7 +22,7 @@ from typing import Any
 
 from qimg.builder.labels import PREFIX
 from qimg.engine_api import Engine, EngineError, NotFound, labels_of
-from qimg.errors import BackendError, TaskNotFound
+from qimg.errors import BackendError, LaunchFailed, TaskNotFound
 from qimg.launcher import containers
 from qimg.launcher.backends.base import (
     IDLE_STOP_CONSTANT,
@@ -43,6 +43,9 @@ NAME_LABEL = f"{PREFIX}task-name"
 INSTANCE_LABEL = f"{PREFIX}instance"
 LAUNCH_LABEL = f"{PREFIX}launch"
 OWNER_LABEL = f"{PREFIX}owner"
+# How many instances the request asked for: a task that lost one (its container removed by someone,
+# `qimg stop --all` racing the launch) is not the smaller task that is left.
+INSTANCES_LABEL = f"{PREFIX}instances"
 
 
 def owner() -> str:
@@ -80,9 +83,16 @@ class LocalBackend:
                     labels={
                         TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
                         LAUNCH_LABEL: request.launch_id, OWNER_LABEL: self.owner,
+                        INSTANCES_LABEL: str(request.instances),
                         PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
                     },
                 )  # fmt: skip
+        except containers.ContainerExited as exited:
+            self.stop(task_id)
+            raise LaunchFailed(
+                f"instance {index} exited with code {exited.code} as it started",
+                tuple(f"output: {line}" for line in exited.tail),
+            ) from None
         except EngineError as error:
             self.stop(task_id)
             raise BackendError(f"the local engine could not start {request.image}: {error}") from None
@@ -152,6 +162,15 @@ def _instance_index(container: Container) -> int:
     return int(labels_of(container)[INSTANCE_LABEL])  # checked when listed
 
 
+def _instance_count(group: list[Container]) -> int:
+    """The instances the task was launched with, as its containers' label says (written at submit);
+    never fewer than the containers found (a container labelled by someone else is passed over)."""
+    counts = {labels_of(container).get(INSTANCES_LABEL, "") for container in group}
+    (label,) = counts if len(counts) == 1 else ("",)
+    found = max(_instance_index(container) for container in group) + 1
+    return max(int(label), found) if _INSTANCE.fullmatch(label) else max(found, len(group))
+
+
 def _task_view(task_id: str, group: list[Container]) -> TaskView:
     try:
         return _unchecked_view(task_id, group)
@@ -177,7 +196,13 @@ def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
         if status["Status"] in {"exited", "dead"}:
             exit_codes.append(int(status["ExitCode"]))
             errors.append(f"instance {_instance_index(container)} exited with code {status['ExitCode']}")
-    if all(state == "running" for state in states):
+    count = _instance_count(group)
+    present = {_instance_index(container) for container in group}
+    lost = [index for index in range(count) if index not in present]
+    errors.extend(f"instance {index} is gone: its container was removed" for index in lost)
+    if lost:
+        state = "Failure"
+    elif all(state == "running" for state in states):
         state = "FullyExecuting"
     elif "running" in states:
         state = "PartiallyExecuting"
@@ -188,7 +213,7 @@ def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
     first = labels_of(group[0])
     created = datetime.fromisoformat(group[0]["Created"][:19] + "+00:00")
     return TaskView(
-        task_id, first.get(NAME_LABEL, ""), state, len(group), tuple(instances),
+        task_id, first.get(NAME_LABEL, ""), state, count, tuple(instances),
         tuple(errors), created, profile=first.get(PROFILE_LABEL, ""),
         watches_idle=any(
             entry.startswith(f"{IDLE_STOP_CONSTANT}=") for entry in group[0]["Config"].get("Env") or []

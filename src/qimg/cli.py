@@ -17,7 +17,7 @@ import typer
 from qimg import __version__
 from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
 from qimg.commands.common import app
-from qimg.errors import QimgError
+from qimg.errors import Interrupted, QimgError
 
 # Each registers its commands on `app` when imported.
 COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
@@ -50,6 +50,9 @@ def main() -> NoReturn:
     except typer.Abort:
         print("qimg: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as interruption:  # what the user did, not an error of qimg's
+        print(f"qimg: {interruption}", file=sys.stderr)
+        sys.exit(interruption.exit_code)
     except QimgError as error:
         print(f"qimg: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -21,7 +21,7 @@ import shlex
 import socket
 import struct
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -31,6 +31,11 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
 _ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream (1 out, 2 err), size
+# What `logs` keeps of a container's output: its end, as Qarnot keeps a bounded buffer. The engine
+# sends the last LOG_LINES lines (it reads its log file from the end); of those, the last LOG_BYTES
+# are kept as they stream (a container that printed gigabytes on one line costs no more memory).
+LOG_LINES, LOG_BYTES = 20_000, 4 << 20
+_READ_CHUNK = 1 << 16
 
 
 class EngineError(QimgError):
@@ -81,8 +86,10 @@ class Engine:
     def request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
         headers: dict[str, str] | None = None,
+        read: Callable[[http.client.HTTPResponse], bytes] | None = None,
     ) -> bytes:  # fmt: skip
-        """The reply's body; EngineError (NotFound for 404) when the engine refuses."""
+        """The reply's body (as `read` reads it from the reply, when given); EngineError (NotFound for
+        404) when the engine refuses."""
         url = quote(path, safe="/:@") + (f"?{urlencode(query)}" if query else "")
         payload = json.dumps(body).encode() if body is not None else None
         sent = {"Content-Type": "application/json"} if payload is not None else {}
@@ -94,7 +101,7 @@ class Engine:
         try:
             connection.request(method, url, payload, {**sent, **(headers or {})})
             reply = connection.getresponse()
-            data = reply.read()
+            data = read(reply) if read is not None and reply.status < 400 else reply.read()
         except (OSError, http.client.HTTPException) as error:  # refused, reset, a reply cut short
             raise DockerUnavailable(
                 f"the Docker engine does not answer at {self.host} ({first_line(error)}): start it, or run "
@@ -201,12 +208,15 @@ class Engine:
         return [engine_id(_field(summary, "Id")) for summary in found]
 
     def logs(self, container_id: str, *, stdout: bool = True, stderr: bool = False) -> str:
+        """The end of the container's output: at most LOG_LINES lines and LOG_BYTES bytes, from the
+        start of a line."""
         data = self.request(
             "GET",
             f"/containers/{engine_id(container_id)}/logs",
-            {"stdout": int(stdout), "stderr": int(stderr)},
+            {"stdout": int(stdout), "stderr": int(stderr), "tail": LOG_LINES},
+            read=lambda reply: demultiplexed_tail(reply, LOG_BYTES),
         )
-        return demultiplexed(data).decode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
 
     def archive(self, container_id: str, path: str) -> bytes | None:
         """A tar of the path in the container (None: no such path)."""
@@ -271,6 +281,37 @@ def demultiplexed(data: bytes) -> bytes:
         out += data[offset : offset + size]
         offset += size
     return bytes(out)
+
+
+def demultiplexed_tail(stream: io.BufferedIOBase | http.client.HTTPResponse, limit: int) -> bytes:
+    """The last `limit` bytes of a multiplexed stream's payload, from the start of a line (the whole
+    payload when it is shorter), read in chunks: about three times `limit` is held at most."""
+    kept, pending = bytearray(), bytearray()  # the payload so far; what is not a whole frame yet
+    while chunk := stream.read(_READ_CHUNK):
+        pending += chunk
+        offset = 0
+        while offset + _FRAME.size <= len(pending):
+            _stream, size = _FRAME.unpack_from(pending, offset)
+            end = offset + _FRAME.size + size
+            if end > len(pending):
+                break  # the rest of this frame is in the next chunks
+            kept += pending[offset + _FRAME.size : end]
+            offset = end
+        del pending[:offset]
+        if len(pending) > 2 * limit + _FRAME.size:  # inside one frame larger than what is kept
+            _stream, size = _FRAME.unpack_from(pending, 0)
+            cut = len(pending) - _FRAME.size - limit
+            del pending[_FRAME.size : _FRAME.size + cut]
+            _FRAME.pack_into(pending, 0, 1, size - cut)
+            kept.clear()  # all of it comes before this frame's end
+        if len(kept) > 2 * limit:
+            del kept[: len(kept) - limit]
+    kept += pending[_FRAME.size :]  # a last frame cut short: what came of it
+    if len(kept) > limit:
+        del kept[: len(kept) - limit]
+        line_end = kept.find(b"\n")
+        del kept[: line_end + 1]  # a line cut at its start is left out (-1 + 1: none ends here)
+    return bytes(kept)
 
 
 def _message(data: bytes) -> str:

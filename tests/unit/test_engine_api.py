@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socketserver
 import struct
@@ -12,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from qimg.engine_api import Engine, EngineError, container_config, demultiplexed, labels_of
+from qimg.engine_api import (
+    Engine,
+    EngineError,
+    container_config,
+    demultiplexed,
+    demultiplexed_tail,
+    labels_of,
+)
 from qimg.errors import BackendError, DockerUnavailable, UsageError
 from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
@@ -27,6 +35,30 @@ def test_a_multiplexed_stream_is_read_frame_by_frame() -> None:
     assert demultiplexed(data) == b"qimg-host-key: ssh-ed25519 AAAA\n\x00\x01 binary\n"
     # A frame cut short (the engine went away mid-reply) yields what arrived, never garbage headers.
     assert demultiplexed(frame(1, b"whole\n") + frame(1, b"cut short")[:12]) == b"whole\n" + b"cut "
+
+
+class _Chunks(io.BytesIO):
+    """A reply body that hands out at most a few bytes per read, as a socket may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(min(7, size if size is not None and size >= 0 else 7))
+
+
+def test_the_tail_of_a_stream_is_its_last_bytes_from_a_line_start() -> None:
+    """[F7] What `logs` keeps: the end of the payload, from a whole line, whatever the frames' cuts."""
+    lines = [f"line {n} {'x' * (n % 37)}\n".encode() for n in range(400)]
+    data = b"".join(frame(1 + n % 2, line) for n, line in enumerate(lines))
+    whole = demultiplexed(data)
+    assert demultiplexed_tail(io.BytesIO(data), 1 << 20) == whole
+    tail = demultiplexed_tail(_Chunks(data), 1000)
+    assert whole.endswith(tail) and 900 < len(tail) <= 1000 and whole[-len(tail) - 1 :][:1] == b"\n"
+    # One frame far larger than what is kept (a line of megabytes): only its end is held.
+    huge = frame(1, b"a" * (3 << 20) + b"\nlast line\n")
+    assert demultiplexed_tail(io.BytesIO(huge), 1 << 10) == b"last line\n"
+    assert (
+        demultiplexed_tail(io.BytesIO(frame(1, b"whole\n") + frame(1, b"cut short")[:12]), 100)
+        == b"whole\ncut "
+    )
 
 
 def test_the_command_is_split_as_a_shell_would_and_empty_means_the_images() -> None:

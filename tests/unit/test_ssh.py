@@ -51,3 +51,10 @@ def test_after_a_restart_only_the_latest_host_keys_count() -> None:
     )
     assert host_keys_in(output) == ["ssh-ed25519 NEWKEY", "ssh-rsa NEWRSA"]
     assert host_keys_in("no keys here\n") == []
+
+
+def test_thousands_of_printed_host_keys_pin_one_per_type() -> None:
+    """[F7] A container printing 20 000 well-formed keys: at most one of each type is pinned, the last."""
+    bogus = "".join(f"qimg-host-key: ssh-ed25519 AAAA{n:05d}\n" for n in range(20_000))
+    output = bogus + "qimg-host-key: ssh-ed25519 REALKEY\nqimg-host-key: ssh-rsa REALRSA\nsshd starting\n"
+    assert host_keys_in(output) == ["ssh-ed25519 REALKEY", "ssh-rsa REALRSA"]
