@@ -76,6 +76,7 @@ class LaunchPlan:
     command: str | None
     connect: bool
     data: DataPlan | None = None  # buckets: inputs uploaded before, results downloaded at the end
+    notes: tuple[str, ...] = ()  # what the user should know before the launch (a busy organisation quota)
 
 
 def parse_duration(text: str, option: str) -> int:
@@ -181,11 +182,12 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     if data_plan is not None:
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
+    notes: list[str] = []
     if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
-        account.check_launch(backend, request)
+        notes = account.check_launch(backend, request)
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,
-        data_plan,
+        data_plan, tuple(notes),
     )  # fmt: skip
 
 

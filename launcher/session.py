@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
@@ -91,9 +90,11 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:
     """Wait for every instance, record the pins, and show the caller how to log in."""
+    # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
+    # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
     instances = launch.wait_ready(
-        plan.backend, task_id, plan.login.user, plan.login.key.identity,
-        time.monotonic() + plan.timeout, reporter.status, ssh_options, plan.request.entries,
+        plan.backend, task_id, plan.login.user, plan.login.key.identity, plan.timeout, reporter.status,
+        ssh_options, plan.request.entries, queue_timeout=plan.request.max_queue_seconds,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(

@@ -20,9 +20,11 @@ DOCKER_CMD_WORKER. Faults come from `FakeQarnot.faults`; `restart_instance` move
 new port, as a preempted instance does; `end_task` puts a task in an ending state.
 
 The account behind the token (`FakeQarnot.account`) serves GET /profiles, GET /hardware-constraints
-(offset pages), GET /info (task counts and computing quotas, running counts from the live tasks)
-and the account's credits; POST /tasks refuses a profile the account does not have and, with the
-SDK's own message, a task over the task quota. Every request's JSON body is kept in
+(offset pages: discrete values, RAM in decimal MB as floats), GET /info (task counts and computing
+quotas, the user's and the organisation's, running counts from the live tasks) and the account's
+credits; POST /tasks refuses a profile the account does not have, a Reserved task that names none of
+its reservations, a hardware constraint no offer satisfies (402, "hardware constraint" in the
+message) and, with the SDK's own message, a task over the task quota. Every request's JSON body is kept in
 `FakeQarnot.bodies`, for tests to read what the SDK sent.
 
 instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
@@ -92,6 +94,7 @@ HARDWARE_FIELDS = {
 }  # fmt: skip
 SCHEDULING_TYPES = {"Flex": "flex", "OnDemand": "onDemand", "Reserved": "reserved"}  # -> its quota
 CORES_PER_INSTANCE = 2  # what an instance counts against the core quotas without MinimumCore
+RUNNING_COUNTS = ("runningInstancesCount", "runningCoresCount")
 
 
 def is_cluster(profile: str) -> bool:
@@ -121,6 +124,7 @@ class Faults:
     hang_seconds: float = 3600.0
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
+    queue_seconds: float = 0.0  # added to the time each new task stays Submitted (queued)
 
 
 @dataclass
@@ -133,13 +137,20 @@ class Account:
             "docker-nvidia-network-ssh",
         ]
     )  # fmt: skip
+    # As Qarnot's hardware page lists an account's offers: discrete values, RAM in decimal MB as
+    # floats. A submitted constraint no offer satisfies is refused (402, `hardware_problem`).
     hardware: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {"discriminator": "SpecificHardwareConstraint", "specificationKey": "16c-128g-amd"},
             {"discriminator": "SpecificHardwareConstraint", "specificationKey": "8c-32g-nvidia-a4000"},
             {"discriminator": "GpuHardwareConstraint"},
             {"discriminator": "SSDHardwareConstraint"},
+            {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 8},
             {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
+            {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 32},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 32000.0},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 64000.0},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 128000.0},
         ]
     )  # fmt: skip
     balance: float = 42.5  # euros
@@ -151,6 +162,15 @@ class Account:
     flex: dict[str, int] = field(default_factory=lambda: {"maxInstances": 64, "maxCores": 256})
     on_demand: dict[str, int] = field(default_factory=lambda: {"maxInstances": 16, "maxCores": 64})
     reserved: list[dict[str, Any]] = field(default_factory=list)
+    # computingQuotas.organization: limits as above (and "reservationName" for each reservation),
+    # and what the organisation's other users run ("runningInstancesCount", "runningCoresCount");
+    # this user's live tasks are added to those. None: not reported.
+    organization: dict[str, Any] | None = field(
+        default_factory=lambda: {
+            "name": "fake-org", "flex": {"maxInstances": 128, "maxCores": 512},
+            "onDemand": {"maxInstances": 32, "maxCores": 128}, "reserved": [],
+        }
+    )  # fmt: skip
 
 
 @dataclass
@@ -299,7 +319,7 @@ class FakeQarnot:
                             for reservation in account.reserved
                         ],
                     },
-                    "organization": None,
+                    "organization": organization_quotas(account.organization, running),
                 },
             }  # fmt: skip
 
@@ -393,7 +413,7 @@ class FakeQarnot:
             self.deleted[task.uuid] = task
 
     def _run(self, task: FakeTask) -> None:
-        time.sleep(0.2)
+        self.closing.wait(0.2 + self.faults.queue_seconds)  # Submitted: in the queue
         with self.lock:
             if task.state != "Submitted":
                 return
@@ -724,6 +744,44 @@ def constants_problem(constants: list[Any]) -> str | None:
     return None
 
 
+def organization_quotas(organization: dict[str, Any] | None, mine: dict[str, dict[str, int]]) -> Any:
+    """The organisation's part of computingQuotas: its other users' use plus this user's `mine`."""
+    if organization is None:
+        return None
+
+    def plan(quota: dict[str, Any], own: dict[str, int]) -> dict[str, Any]:
+        return {
+            **quota, **{count: quota.get(count, 0) + own.get(count, 0) for count in RUNNING_COUNTS}
+        }  # fmt: skip
+
+    return {
+        "name": organization.get("name"),
+        "flex": plan(organization["flex"], mine["flex"]),
+        "onDemand": plan(organization["onDemand"], mine["onDemand"]),
+        "reserved": [plan(reservation, {}) for reservation in organization.get("reserved", [])],
+    }
+
+
+def hardware_problem(body: dict[str, Any], account: Account) -> str | None:
+    """Why no offer of the account satisfies a submitted hardware constraint (Qarnot answers 402 with
+    "hardware constraint" in the message, qarnot/task.py). Harsh reading of an unknown: offers are
+    discrete, and a value that is not one of them is refused rather than rounded to one."""
+    for constraint in body.get("hardwareConstraints", []):
+        kind = constraint["discriminator"]
+        wanted = HARDWARE_FIELDS[kind]
+        offered = [offer for offer in account.hardware if offer["discriminator"] == kind]
+        if wanted is None and offered:
+            continue
+        if wanted in {"coreCount", "minimumMemoryMB", "maximumMemoryMB"}:
+            if any(float(offer[wanted]) == float(constraint[wanted]) for offer in offered):
+                continue
+        elif wanted is not None and any(offer.get(wanted) == constraint.get(wanted) for offer in offered):
+            continue
+        value = "" if wanted is None else f" {constraint[wanted]}"
+        return f"No machine of the account satisfies the hardware constraint {kind}{value}"
+    return None
+
+
 def worker_problem(body: dict[str, Any], account: Account) -> str | None:
     """Why the API refuses the task's profile, hardware constraints, scheduling type or time in
     queue, or None. Harsh reading of an unknown: a profile the account does not list is refused."""
@@ -740,14 +798,24 @@ def worker_problem(body: dict[str, Any], account: Account) -> str | None:
         if set(constraint) != {"discriminator"} | ({wanted} if wanted else set()):
             return f"{kind}: unexpected fields {sorted(constraint)}"
         value = constraint.get(wanted) if wanted else None
-        if wanted in {"coreCount", "minimumMemoryMB", "maximumMemoryMB"} and not (
+        if wanted == "coreCount" and not (
             isinstance(value, int) and not isinstance(value, bool) and value > 0
         ):
             return f"{kind}: {wanted} must be a whole number above 0"
+        if wanted in {"minimumMemoryMB", "maximumMemoryMB"} and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+        ):  # MB, a number (Qarnot's offers are floats: 32000.0)
+            return f"{kind}: {wanted} must be a number above 0"
         if wanted in {"specificationKey", "cpuModel"} and not (isinstance(value, str) and value):
             return f"{kind}: {wanted} must be a non-empty string"
     if body.get("schedulingType", "Flex") not in SCHEDULING_TYPES:
         return f"Unknown scheduling type: {str(body.get('schedulingType'))[:60]}"
+    # Harsh reading of an unknown: Reserved needs a reservation of the account, by name.
+    target = body.get("targetedReservationName")
+    if body.get("schedulingType") == "Reserved" and target not in {
+        r["reservationName"] for r in account.reserved
+    }:
+        return f"Unknown reservation: {str(target)[:60]}"
     queue = body.get("maxTimeQueueSeconds")
     if queue is not None and not (isinstance(queue, int) and not isinstance(queue, bool) and queue > 0):
         return "maxTimeQueueSeconds must be a whole number above 0"
@@ -868,6 +936,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             problem = constants_problem(body["constants"]) or worker_problem(body, fake.account)
             if problem:
                 self._reply(400, {"message": problem})
+                return
+            if problem := hardware_problem(body, fake.account):
+                self._reply(402, {"message": problem})
                 return
             wanted = bucket_names(body) + ([str(body["resultBucket"])] if body.get("resultBucket") else [])
             if wanted and fake.s3 is None:
