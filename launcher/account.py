@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from qimg.errors import BackendError, UsageError
 from qimg.launcher import tasks
 from qimg.launcher.backends.base import (
+    MB_PER_GB,
     ORGANISATION_PREFIX,
     RESERVATION_PREFIX,
     AccountView,
@@ -22,7 +23,6 @@ from qimg.launcher.backends.base import (
     TaskRequest,
     is_cluster_profile,
 )
-from qimg.launcher.worker import MB_PER_GB
 
 SPECIFIC, GPU, SSD = "SpecificHardwareConstraint", "GpuHardwareConstraint", "SSDHardwareConstraint"
 CORES, RAM = "MinimumCoreHardwareConstraint", "MinimumRamHardwareConstraint"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from qimg.errors import UsageError
-from qimg.launcher.backends.base import Hardware, TaskRequest, is_cluster_profile
+from qimg.launcher.backends.base import MB_PER_GB, Hardware, TaskRequest, is_cluster_profile
 from qimg.launcher.contract import check_constants
 
 # `--scheduling` names, and Qarnot's.
@@ -31,7 +31,6 @@ VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]*")
 HARDWARE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/-]{0,199}")
 MAX_CORES = 1024  # qimg's own bounds, far above any machine: they catch typos, not policy
 MAX_RAM_GB = 16384
-MB_PER_GB = 1000  # --ram is in decimal GB, Qarnot's RAM in decimal MB
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 # What qimg-start's environment dump (images/qimg-start.sh) keeps out of login shells: qimg's and
 # the platform's variables and those every session sets for itself, then names that look like

@@ -101,12 +101,15 @@ class TaskView:
         }  # fmt: skip
 
 
+MB_PER_GB = 1000  # --ram is in decimal GB, Qarnot's RAM in decimal MB
+
+
 @dataclass(frozen=True)
 class Hardware:
     """What an instance's machine must have (Qarnot's hardware constraints); nothing: any machine."""
 
     min_cores: int | None = None
-    min_ram_mb: int | None = None
+    min_ram_mb: int | None = None  # decimal MB, as Qarnot's offers (32000.0): MB_PER_GB per GB of --ram
     gpu: bool = False
     ssd: bool = False
     keys: tuple[str, ...] = ()  # specific hardware, by the keys the account offers
