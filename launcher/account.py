@@ -1,6 +1,7 @@
 """The Qarnot account behind the token: its profiles, the hardware it may ask for, its balance and
-quotas; and the checks a launch passes against them before anything is created (an unknown
-profile or hardware key, a launch the quotas cannot hold: one line, exit 2, no task).
+quotas; and the checks a launch passes against them before anything is created (an unknown profile,
+one without ssh, --gpu on one without a GPU, hardware the account does not offer, an unknown
+reservation, a launch the user's or the organisation's quotas cannot hold: one line, exit 2, no task).
 """
 
 from __future__ import annotations
