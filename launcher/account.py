@@ -90,13 +90,13 @@ def option_for(offer: HardwareOffer) -> str | None:
     return f"{option} {offer.value}" if offer.value else option
 
 
-def check_launch(backend: AccountBackend, request: TaskRequest) -> list[str]:
+def check_launch(backend: AccountBackend, request: TaskRequest, *, batch: bool = False) -> list[str]:
     """The profile, the hardware and the quotas, checked before the request is sent (and before any
     upload). Returns what the user should know (an organisation quota that may hold the task in the
-    queue)."""
+    queue). A `batch` task (its command is the task: no login) needs no ssh profile."""
     names = backend.profile_names()
     check_known("--profile", request.profile, names, "qimg profiles")
-    check_profile(request, names)
+    check_profile(request, names, batch=batch)
     hardware = request.hardware
     if hardware != Hardware():
         check_hardware(hardware, backend.hardware_offers())
@@ -126,17 +126,18 @@ def is_gpu_profile(name: str) -> bool:
     return any(word in name.lower() for word in GPU_WORDS)
 
 
-def check_profile(request: TaskRequest, names: list[str]) -> None:
-    """A profile qimg can log into, with a GPU if --gpu asks for one."""
+def check_profile(request: TaskRequest, names: list[str], *, batch: bool = False) -> None:
+    """A profile qimg can log into (unless `batch`), with a GPU if --gpu asks for one."""
     profile = request.profile
-    if not is_ssh_profile(profile):
+    if not batch and not is_ssh_profile(profile):
         usable = [name for name in names if is_ssh_profile(name)]
         raise UsageError(
             f"--profile {profile}: it does not forward port 22 (only profiles with ssh in their name do), so "
-            f"qimg could not log in: {_choose('--profile', usable, 'the account lists no ssh profile')}"
+            f"qimg could not log in (with --command, the command runs as the task instead): "
+            f"{_choose('--profile', usable, 'the account lists no ssh profile')}"
         )
     if request.hardware.gpu and not is_gpu_profile(profile):
-        usable = [name for name in names if is_gpu_profile(name) and is_ssh_profile(name)]
+        usable = [name for name in names if is_gpu_profile(name) and (batch or is_ssh_profile(name))]
         raise UsageError(
             f"--gpu: profile {profile} gives its containers no GPU (a GPU profile has "
             f"{' or '.join(GPU_WORDS)} in its name): "

@@ -108,6 +108,30 @@ def wait_ready(
             logins.wait(min(next_poll, deadline))
 
 
+# Over, but a batch task's outcome (Success, Failure, Cancelled) is not known yet in these.
+SETTLING_STATES = frozenset({"UploadingResults", "DownloadingResults", "PendingCancel"})
+
+
+def wait_end(
+    backend: Backend, task_id: str, queue_timeout: float, on_status: StatusCallback | None = None
+) -> TaskView:
+    """The view of a batch task (its command is the task) once it is over. Its queue is bounded as
+    wait_ready bounds it; its run by its own deadline (--max-time, enforced inside the task)."""
+    started = time.monotonic()
+    pause = API_FIRST_PAUSE
+    while True:
+        now = time.monotonic()
+        view = backend.view(task_id)
+        if on_status:
+            on_status(view, now - started)
+        if view.ended and view.state not in SETTLING_STATES:
+            return view
+        if view.state in QUEUED_STATES and now - started >= queue_timeout:
+            raise task_failure(backend, view, f"still queued after {queue_timeout:g} s ({view.state})")
+        time.sleep(max(pause, backend.poll_not_before() - time.monotonic()))
+        pause = min(pause * API_GROWTH, API_MAX_PAUSE)
+
+
 class _Logins:
     """Login attempts at the instances that have no pin at their current forward, each instance in
     its own thread and on its own clock: one that answers late neither waits for the others' logins

@@ -182,3 +182,46 @@ def test_without_max_queue_the_queue_is_bounded_by_timeout(
     assert result.returncode == 1
     assert "still queued after 2 s (Submitted)" in result.stderr and "stopped and deleted" in result.stderr
     assert fake.live() == []
+
+
+def test_a_profile_without_ssh_runs_the_command_as_the_task(
+    pushed_image: str, fake: FakeQarnot, user: User
+) -> None:
+    """Batch: the command is the task's own (through the start script, as the login user, with the
+    environment an ssh session has); qimg waits for its end, prints its output, exits 0 on Success."""
+    result = run(
+        user, pushed_image, "--profile", "docker-batch", "--env", "GREETING=world",
+        "--command", 'echo "hello $GREETING"; id -un; echo warning >&2',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello world\nalice\n"  # the start script's own lines left out
+    assert "warning\n" in result.stderr and "stopped and deleted" in result.stderr
+    body = fake.body("POST", "/tasks")
+    constants = {item["key"]: item["value"] for item in body["constants"]}
+    assert body["profile"] == "docker-batch"
+    assert constants["QIMG_COMMAND"] == 'echo "hello $GREETING"; id -un; echo warning >&2'
+    assert fake.live() == [] and fake.tasks == {}
+
+
+def test_a_batch_command_that_fails_fails_the_run(pushed_image: str, fake: FakeQarnot, user: User) -> None:
+    result = run(user, pushed_image, "--profile", "docker-batch", "--command", "echo partial; exit 3")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "partial\n"
+    assert "ended Failure" in result.stderr and "stopped and deleted" in result.stderr
+    assert fake.tasks == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--tunnel", "8888"], "--tunnel needs an ssh login, and --profile docker-batch has no ssh"),
+        (["--idle-stop", "1h"], "--idle-stop needs an ssh login"),
+        (["--command", "echo ${HOME}"], "QIMG_COMMAND contains '${', which Qarnot replaces"),
+    ],
+)
+def test_what_needs_a_login_is_refused_in_batch(
+    pushed_image: str, fake: FakeQarnot, user: User, args: list[str], fragment: str
+) -> None:
+    result = run(user, pushed_image, "--profile", "docker-batch", "--command", "true", *args)
+    assert_one_line_error(result, 2, fragment)
+    assert fake.count("POST", "/tasks") == 0

@@ -16,7 +16,9 @@ credentials, then runs one container per instance with the constants as environm
 as command and DOCKER_USER as user; port 22 is published on 127.0.0.1 and reported as the
 instance's active forward. On a cluster profile (docker-cluster-network-ssh and the like) instance 0
 is the master: it runs DOCKER_CMD_MASTER and is the only one forwarded; the others run
-DOCKER_CMD_WORKER. Faults come from `FakeQarnot.faults`; `restart_instance` moves an instance to a
+DOCKER_CMD_WORKER. Only profiles with ssh in their name forward port 22; a task of another profile
+(a batch task: its command is the task) ends Success or Failure when all its containers exited.
+Faults come from `FakeQarnot.faults`; `restart_instance` moves an instance to a
 new port, as a preempted instance does; `end_task` puts a task in an ending state.
 
 The account behind the token (`FakeQarnot.account`) serves GET /profiles, GET /hardware-constraints
@@ -475,7 +477,8 @@ class FakeQarnot:
         role = "DOCKER_CMD"
         if cluster:
             role = "DOCKER_CMD_MASTER" if instance.index == 0 else "DOCKER_CMD_WORKER"
-        forwarded = not cluster or instance.index == 0  # only a cluster's master is forwarded
+        # Only profiles with ssh in their name forward port 22, and of a cluster only its master.
+        forwarded = "ssh" in task.profile.split("-") and (not cluster or instance.index == 0)
         mounts = {}
         if self.s3 is not None:
             workdir = environment.get("DOCKER_WORKDIR") or "/job"
@@ -655,7 +658,21 @@ class FakeQarnot:
 
     # --- the task document the SDK parses ----------------------------------------------------------
 
+    def settle_batch(self, task: FakeTask) -> None:
+        """A task without ssh (its command is the task) ends when every instance's command has:
+        Success if each exited 0, else Failure."""
+        if task.state != "FullyExecuting" or "ssh" in task.profile.split("-"):
+            return
+        codes = []
+        for instance in task.instances:
+            with contextlib.suppress(DockerException):
+                state = self.client.containers.get(instance.container_id).attrs["State"]
+                codes.append(state["ExitCode"] if state["Status"] == "exited" else None)
+        if len(codes) == len(task.instances) and None not in codes:
+            self.end_task(task.uuid, "Success" if not any(codes) else "Failure")
+
     def document(self, task: FakeTask) -> dict[str, Any]:
+        self.settle_batch(task)
         executing = task.state == "FullyExecuting"
         forwards_shown = executing and time.monotonic() >= task.forwards_from
         status = None
