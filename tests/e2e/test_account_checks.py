@@ -225,3 +225,24 @@ def test_what_needs_a_login_is_refused_in_batch(
     result = run(user, pushed_image, "--profile", "docker-batch", "--command", "true", *args)
     assert_one_line_error(result, 2, fragment)
     assert fake.count("POST", "/tasks") == 0
+
+
+def test_a_batch_run_takes_inputs_and_brings_its_results_down(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "data.txt").write_text("42\n")
+    out = tmp_path / "out"
+    result = run(
+        user, pushed_image, "--name", "batch1", "--profile", "docker-batch", "--user", "root",
+        "--upload", str(inputs), "--results", str(out),
+        "--command", "cat /job/inputs/data.txt; wc -c </job/inputs/data.txt >/job/size",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "42\n"
+    assert (out / "size").read_text() == "3\n"
+    assert fake.tasks == {}
+    purged = user.qimg("stop", "--purge", "batch1")  # buckets are kept after a launch, as after any
+    assert purged.returncode == 0, purged.stderr
+    assert storage.bucket_names() == []
