@@ -11,6 +11,7 @@
 #                        a bound on the wait if the deadline came from a clock that was ahead
 #   QIMG_SECRETS         names of secrets (`qimg run --secret NAME`), each passed by the platform as
 #                        QARNOT_SECRET__NAME or NAME: only the login user's login shells see them
+#   QIMG_COMMAND         a batch task's command: run as the login user, in a login shell, instead of sshd
 set -eu
 set -f # key lines are split into words below; never expand them as file names
 
@@ -175,6 +176,15 @@ if [ -n "$seconds_left" ]; then
 fi
 [ -z "${QIMG_IDLE_STOP:-}" ] || QIMG_SSHD_PID=$$ /usr/local/sbin/qimg-idle &
 
+if [ -n "${QIMG_COMMAND:-}" ]; then
+    # A batch task (`qimg run --command` on a profile without ssh): the command is the task. It runs
+    # in a login shell of the login user, so with the environment and secrets an ssh session has, and
+    # its exit code ends the task (Success or Failure). The deadline above stops it as it would sshd.
+    printf 'qimg-start: running the command as %s\n' "$login_user"
+    trap - EXIT
+    rm -rf "$work"
+    exec su -l "$login_user" -c "$QIMG_COMMAND"
+fi
 printf 'qimg-start: sshd starting, login as %s\n' "$login_user"
 trap - EXIT
 rm -rf "$work"

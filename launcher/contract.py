@@ -30,6 +30,8 @@ _KEY = re.compile(r"[A-Za-z0-9_.-]+")
 SUBSTITUTED = "${"
 # Write-only: reading the task back (SDK, console) shows [SECRET], as Qarnot's own samples send it.
 SECRET_PASSWORD = "QARNOT_SECRET__DOCKER_REGISTRY_PASSWORD"
+# A batch task's command (`run --command` on a profile without ssh), run by qimg-start instead of sshd.
+BATCH_COMMAND = "QIMG_COMMAND"
 # How to fix a constant Qarnot would refuse or rewrite, for the ones whose value the user chooses;
 # the others come from a checked image reference, checked labels or qimg's own script.
 _TOO_LONG_FIX = {
@@ -37,11 +39,13 @@ _TOO_LONG_FIX = {
     "is about 100 characters",
     "DOCKER_REGISTRY_LOGIN": "use a shorter registry user name",
     SECRET_PASSWORD: "use a shorter registry password or access token",
+    BATCH_COMMAND: "put the command in a script of the image (or --upload it) and run that",
 }
 _SUBSTITUTED_FIX = {
     "DOCKER_SSH": "remove it from the key's comment (--key)",
     "DOCKER_REGISTRY_LOGIN": "use a registry user name without it",
     SECRET_PASSWORD: "use a registry password or access token without it",
+    BATCH_COMMAND: "write $NAME instead of ${NAME}, or put the command in a script",
 }
 
 
@@ -70,9 +74,11 @@ def task_constants(
     deadline: int,
     registry_auth: tuple[str, str] | None,
     idle_seconds: int | None = None,
+    batch_command: str | None = None,
 ) -> dict[str, str]:
     """The constants of a task, checked. `deadline` (Unix seconds) holds for every attempt of an
-    instance; `max_seconds` is what start scripts without deadline support fall back on."""
+    instance; `max_seconds` is what start scripts without deadline support fall back on. A batch
+    task's command (a profile without ssh) is run by qimg-start instead of sshd."""
     constants = {}
     if not ref.on_hub:
         constants["DOCKER_SRV"] = ref.server_url
@@ -88,6 +94,8 @@ def task_constants(
         constants["DOCKER_USER"] = start.user
     if idle_seconds:
         constants[IDLE_STOP_CONSTANT] = str(idle_seconds)
+    if batch_command is not None:
+        constants[BATCH_COMMAND] = batch_command
     if registry_auth:
         constants["DOCKER_REGISTRY_LOGIN"], constants[SECRET_PASSWORD] = registry_auth
     check_constants(constants)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from qimg.errors import LaunchFailed, QimgError
 from qimg.launcher import signals, sshconfig
-from qimg.launcher.backends.base import EXECUTING, Backend, InstanceView, TaskView
+from qimg.launcher.backends.base import EXECUTING, QUEUED_STATES, Backend, InstanceView, TaskView
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.ssh import Endpoint, host_keys_in, try_login
 
@@ -44,18 +44,23 @@ def wait_ready(
     task_id: str,
     user: str,
     identity: Path,
-    deadline: float,
+    timeout: float,
     on_status: StatusCallback | None = None,
     ssh_options: tuple[str, ...] = (),
     entries: tuple[int, ...] | None = None,
+    queue_timeout: float | None = None,
     expected_instances: int | None = None,
 ) -> list[InstanceRecord]:
     """Every instance pinned, in order (only `entries` are waited for: a cluster's workers have no
-    forward); LaunchFailed when the task ends or the deadline passes. `ssh_options` go to the logins
+    forward); LaunchFailed when the task ends or a bound passes. Two clocks: the task may stay queued
+    `queue_timeout` seconds (default `timeout`), and once it left the queue it has `timeout` seconds
+    to be ready; a long queue never eats the time given to the start. `ssh_options` go to the logins
     that prove readiness (the session keeps them open to reuse). `expected_instances`, the request's:
     a task the backend describes with another count lost instances (or is not the one launched), and
     is never ready on what is left."""
     started = time.monotonic()
+    queued_until = started + (timeout if queue_timeout is None else queue_timeout)
+    deadline: float | None = None  # set when the task leaves the queue
     api_pause, next_poll = API_FIRST_PAUSE, 0.0
     pinned: dict[int, InstanceRecord] = {}
     view: TaskView | None = None
@@ -68,6 +73,7 @@ def wait_ready(
             if view is None or now >= next_poll:
                 with logins.backend_lock:
                     previous, view = view, backend.view(task_id)
+                polled_at = now
                 if previous is None or (view.state, view.running) != (previous.state, previous.running):
                     api_pause = API_FORWARD_PAUSE if view.state == EXECUTING else API_FIRST_PAUSE
                     logins.hurry()  # progress: the instances that did not answer are tried again now
@@ -75,6 +81,8 @@ def wait_ready(
                     api_pause = API_FORWARD_PAUSE
                 next_poll = max(now + api_pause, backend.poll_not_before())
                 api_pause = min(api_pause * API_GROWTH, API_MAX_PAUSE)
+                if deadline is None and view.state not in QUEUED_STATES:
+                    deadline = now + timeout
                 if on_status:
                     on_status(view, now - started)
                 if view.ended:
@@ -93,12 +101,43 @@ def wait_ready(
                 if entries is None or instance.index in entries
             ):
                 return [pinned[index] for index in sorted(pinned)]
+            if deadline is None:  # queued: only a read made after the bound says it still is
+                if polled_at >= queued_until:
+                    raise logins.failure(
+                        view, f"still queued after {queued_until - started:g} s ({view.state})"
+                    )
+                logins.wait(next_poll)
+                continue
             if time.monotonic() >= deadline:
                 raise logins.failure(
-                    view, f"not ready within the deadline ({view.state}, "
+                    view, f"not ready within {timeout:g} s of leaving the queue ({view.state}, "
                     f"{len(pinned)}/{view.instance_count} instances ready): {logins.last_error}",
                 )  # fmt: skip
             logins.wait(min(next_poll, deadline))
+
+
+# Over, but a batch task's outcome (Success, Failure, Cancelled) is not known yet in these.
+SETTLING_STATES = frozenset({"UploadingResults", "DownloadingResults", "PendingCancel"})
+
+
+def wait_end(
+    backend: Backend, task_id: str, queue_timeout: float, on_status: StatusCallback | None = None
+) -> TaskView:
+    """The view of a batch task (its command is the task) once it is over. Its queue is bounded as
+    wait_ready bounds it; its run by its own deadline (--max-time, enforced inside the task)."""
+    started = time.monotonic()
+    pause = API_FIRST_PAUSE
+    while True:
+        now = time.monotonic()
+        view = backend.view(task_id)
+        if on_status:
+            on_status(view, now - started)
+        if view.ended and view.state not in SETTLING_STATES:
+            return view
+        if view.state in QUEUED_STATES and now - started >= queue_timeout:
+            raise task_failure(backend, view, f"still queued after {queue_timeout:g} s ({view.state})")
+        time.sleep(max(pause, backend.poll_not_before() - time.monotonic()))
+        pause = min(pause * API_GROWTH, API_MAX_PAUSE)
 
 
 class _Logins:

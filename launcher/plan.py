@@ -76,6 +76,8 @@ class LaunchPlan:
     command: str | None
     connect: bool
     data: DataPlan | None = None  # buckets: inputs uploaded before, results downloaded at the end
+    notes: tuple[str, ...] = ()  # what the user should know before the launch (a busy organisation quota)
+    batch: bool = False  # --command is the task's own command (a profile without ssh): no login
 
 
 def parse_duration(text: str, option: str) -> int:
@@ -140,6 +142,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         raise UsageError("--profile is empty: the Qarnot profile, e.g. docker-network-ssh")
     if options.user is not None:
         check_login_user(options.user)
+    batch = is_batch(options)
     snapshot_seconds = (
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
@@ -164,6 +167,11 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)
     user, start = image_login(images, ref, options.user, on_registry=not options.local, auth=auth)
+    if batch and start.user:
+        raise UsageError(
+            f"--profile {options.profile} has no ssh, so --command runs through the start script of images "
+            f"qimg built, and {ref} is not one: build one on it with `qimg build --base {ref}`"
+        )
     if idle_seconds and start.user:  # only images qimg did not build are started as another user
         raise UsageError(
             f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
@@ -176,18 +184,39 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     launch_id = secrets.token_hex(8)
     request = TaskRequest(
         name, str(ref), options.profile, options.instances,
-        contract.task_constants(ref, key, start, max_seconds, deadline, auth, idle_seconds), launch_id,
+        contract.task_constants(
+            ref, key, start, max_seconds, deadline, auth, idle_seconds, options.command if batch else None
+        ),
+        launch_id,
     )  # fmt: skip
     data_plan = checked_data.planned(name, launch_id) if checked_data else None
     if data_plan is not None:
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
+    notes: list[str] = []
     if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
-        account.check_launch(backend, request)
+        notes = account.check_launch(backend, request, batch=batch)
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,
-        data_plan,
+        data_plan, tuple(notes), batch,
     )  # fmt: skip
+
+
+def is_batch(options: LaunchOptions) -> bool:
+    """--command on a Qarnot profile without ssh: the command is the task's own, run without a login
+    (qimg waits for the task to end and prints its output). What needs a login is refused."""
+    if options.local or options.command is None or account.is_ssh_profile(options.profile):
+        return False
+    for option, given in (
+        ("--tunnel", bool(options.tunnels)),
+        ("--idle-stop", options.idle_stop is not None),
+    ):
+        if given:
+            raise UsageError(
+                f"{option} needs an ssh login, and --profile {options.profile} has no ssh: use an ssh "
+                "profile (`qimg profiles`)"
+            )
+    return True
 
 
 def image_login(

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
@@ -61,6 +60,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 with signals.deferred():
                     task_id = backend.submit(request)
                     records.store(replace(pending, task_id=task_id))
+                if plan.batch:
+                    return _run_batch(plan, task_id, reporter, transfers)
                 record = _ready(
                     plan, task_id, reporter,
                     kept_logins.readiness_options(kept, loopback=backend.name == "local"),
@@ -89,12 +90,36 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             _end(plan, task_id, reporter, transfers)
 
 
+def _run_batch(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None) -> int:
+    """A batch task (its command is the task): wait for its end, print each instance's output (qimg's
+    own lines left out), then end the launch as after a command. 0 on Success, else 1."""
+    queue_timeout = plan.request.max_queue_seconds or plan.timeout
+    view = launch.wait_end(plan.backend, task_id, queue_timeout, reporter.status)
+    for index in range(view.instance_count):
+        for stderr, stream in ((False, sys.stdout), (True, sys.stderr)):
+            stream.write(batch_output(plan.backend.output(task_id, index, stderr=stderr)))
+    sys.stdout.flush()
+    _end(plan, task_id, reporter, transfers)
+    if view.state == "Success":
+        return 0
+    reporter.note(f"task {plan.request.name} ended {view.state}" + "".join(f"; {e}" for e in view.errors))
+    return 1
+
+
+def batch_output(text: str) -> str:
+    """A batch task's output without the start script's own lines (host keys, what it starts)."""
+    lines = text.splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith(("qimg-host-key: ", "qimg-start: ")))
+
+
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:
     """Wait for every instance, record the pins, and show the caller how to log in."""
+    # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
+    # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
     instances = launch.wait_ready(
-        plan.backend, task_id, plan.login.user, plan.login.key.identity,
-        time.monotonic() + plan.timeout, reporter.status, ssh_options, plan.request.entries,
-        plan.request.instances,
+        plan.backend, task_id, plan.login.user, plan.login.key.identity, plan.timeout, reporter.status,
+        ssh_options, plan.request.entries, queue_timeout=plan.request.max_queue_seconds,
+        expected_instances=plan.request.instances,
     )  # fmt: skip
     key = plan.login.key
     record = TaskRecord(

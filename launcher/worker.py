@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from qimg.errors import UsageError
-from qimg.launcher.backends.base import Hardware, TaskRequest, is_cluster_profile
+from qimg.launcher.backends.base import MB_PER_GB, Hardware, TaskRequest, is_cluster_profile
 from qimg.launcher.contract import check_constants
 
 # `--scheduling` names, and Qarnot's.
@@ -31,6 +31,7 @@ VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]*")
 HARDWARE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/-]{0,199}")
 MAX_CORES = 1024  # qimg's own bounds, far above any machine: they catch typos, not policy
 MAX_RAM_GB = 16384
+RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 # What qimg-start's environment dump (images/qimg-start.sh) keeps out of login shells: qimg's and
 # the platform's variables and those every session sets for itself, then names that look like
 # secrets. A variable of the first kind would override what qimg or Qarnot sets (PATH and LD_*
@@ -61,6 +62,7 @@ class WorkerOptions:
     ssd: bool = False
     hardware: tuple[str, ...] = ()  # specific hardware keys
     scheduling: str = "flex"
+    reservation: str | None = None  # with scheduling "reserved": the reservation's name
     max_queue: str | None = None  # a duration, parsed by the plan
 
 
@@ -72,6 +74,7 @@ class WorkerPlan:
     hardware: Hardware = field(default_factory=Hardware)
     scheduling: str = "Flex"
     max_queue_seconds: int | None = None
+    reservation: str | None = None
 
     def apply(self, request: TaskRequest, *, qimg_image: bool) -> TaskRequest:
         """The request with the worker's pieces; its constants checked against Qarnot's limits."""
@@ -88,7 +91,8 @@ class WorkerPlan:
         check_constants(constants)
         return replace(
             request, constants=constants, hardware=self.hardware, scheduling=self.scheduling,
-            max_queue_seconds=self.max_queue_seconds, entries=(0,) if cluster else None,
+            max_queue_seconds=self.max_queue_seconds, reservation=self.reservation,
+            entries=(0,) if cluster else None,
         )  # fmt: skip
 
 
@@ -100,7 +104,7 @@ def plan(
         check_local(options, max_queue_seconds)
     return WorkerPlan(
         environment_constants(options.env, options.secrets, environ), hardware(options),
-        scheduling(options.scheduling), max_queue_seconds,
+        scheduling(options.scheduling), max_queue_seconds, reservation(options),
     )  # fmt: skip
 
 
@@ -109,7 +113,8 @@ def check_local(options: WorkerOptions, max_queue_seconds: int | None) -> None:
     asked = [
         ("--cores", options.cores is not None), ("--ram", options.ram_gb is not None),
         ("--gpu", options.gpu), ("--ssd", options.ssd), ("--hardware", bool(options.hardware)),
-        ("--scheduling", options.scheduling != "flex"), ("--max-queue", max_queue_seconds is not None),
+        ("--scheduling", options.scheduling != "flex"), ("--reservation", options.reservation is not None),
+        ("--max-queue", max_queue_seconds is not None),
     ]  # fmt: skip
     for option, given in asked:
         if given:
@@ -172,7 +177,9 @@ def check_variable(option: str, name: str, seen: set[str]) -> None:
 
 
 def hardware(options: WorkerOptions) -> Hardware:
-    """--cores, --ram (GB, sent in MB), --gpu, --ssd, --hardware as Qarnot's hardware constraints."""
+    """--cores, --ram (decimal GB, sent in decimal MB as Qarnot's offers list them: 32 is 32000), --gpu,
+    --ssd, --hardware as Qarnot's hardware constraints. Whether the account offers them is checked
+    against its offers (`account.check_hardware`)."""
     cores = options.cores
     if cores is not None and not 1 <= cores <= MAX_CORES:
         raise UsageError(f"invalid --cores {cores}: from 1 to {MAX_CORES}")
@@ -184,8 +191,9 @@ def hardware(options: WorkerOptions) -> Hardware:
             raise UsageError(f"invalid --hardware {key!r}: a key as `qimg hardware` lists them")
     return Hardware(
         min_cores=cores,
-        # GB as GiB, rounded up: the machine has at least what was asked for.
-        min_ram_mb=math.ceil(ram * 1024) if ram is not None else None,
+        # Decimal, as Qarnot's offers (32000.0 MB is "32 GB"); rounded up to a whole MB, after the
+        # float noise of the product (0.1 * 1000 is 100.00000000000001) is rounded away.
+        min_ram_mb=math.ceil(round(ram * MB_PER_GB, 6)) if ram is not None else None,
         gpu=options.gpu,
         ssd=options.ssd,
         keys=tuple(dict.fromkeys(options.hardware)),
@@ -198,6 +206,24 @@ def scheduling(name: str) -> str:
             f"invalid --scheduling {name!r}: flex (the default; may be preempted), on-demand or reserved"
         )
     return SCHEDULING[name]
+
+
+def reservation(options: WorkerOptions) -> str | None:
+    """The reservation a Reserved task targets (Qarnot's targetedReservationName): required with
+    reserved scheduling, meaningless without it."""
+    name = options.reservation
+    if options.scheduling != "reserved":
+        if name is not None:
+            raise UsageError(f"--reservation {name!r}: only with --scheduling reserved")
+        return None
+    if name is None:
+        raise UsageError(
+            "--scheduling reserved needs --reservation NAME: the reservation the task runs on "
+            "(`qimg account` lists the account's)"
+        )
+    if not RESERVATION_NAME.fullmatch(name):
+        raise UsageError(f"invalid --reservation {name!r}: a reservation's name as `qimg account` lists it")
+    return name
 
 
 def cluster_note(request: TaskRequest) -> str | None:

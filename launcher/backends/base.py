@@ -17,6 +17,9 @@ from qimg.launcher.ssh import Endpoint
 
 TASK_TAG = "qimg"
 EXECUTING = "FullyExecuting"
+# A task in these states waits for machines (Qarnot's queue; --max-queue bounds it): not all its
+# instances are placed yet.
+QUEUED_STATES = frozenset({"Submitted", "PartiallyDispatched"})
 # A task in one of these states will never run sshd again: execution is over (results are being
 # uploaded or downloaded), it is being cancelled or deleted, or it ended.
 ENDED_STATES = frozenset({
@@ -98,12 +101,15 @@ class TaskView:
         }  # fmt: skip
 
 
+MB_PER_GB = 1000  # --ram is in decimal GB, Qarnot's RAM in decimal MB
+
+
 @dataclass(frozen=True)
 class Hardware:
     """What an instance's machine must have (Qarnot's hardware constraints); nothing: any machine."""
 
     min_cores: int | None = None
-    min_ram_mb: int | None = None
+    min_ram_mb: int | None = None  # decimal MB, as Qarnot's offers (32000.0): MB_PER_GB per GB of --ram
     gpu: bool = False
     ssd: bool = False
     keys: tuple[str, ...] = ()  # specific hardware, by the keys the account offers
@@ -123,15 +129,20 @@ class TaskRequest:
     hardware: Hardware = field(default_factory=Hardware)
     scheduling: str = "Flex"  # Qarnot's names: Flex, OnDemand, Reserved
     max_queue_seconds: int | None = None  # the task gives up when it waits longer in the queue
+    reservation: str | None = None  # Reserved scheduling: the reservation's name
     # The instances to log into, so to pin (None: all); a cluster's workers have no forward.
     entries: tuple[int, ...] | None = None
+
+
+# Quota names: "flex", "on-demand", "reservation NAME"; the organisation's start "organisation ".
+RESERVATION_PREFIX, ORGANISATION_PREFIX = "reservation ", "organisation "
 
 
 @dataclass(frozen=True)
 class Quota:
     """One scheduling plan's limits and use; None where Qarnot did not report a number."""
 
-    name: str  # flex, on-demand, or "reservation NAME"
+    name: str  # flex, on-demand, or "reservation NAME"; the organisation's prefixed "organisation "
     max_instances: int | None
     running_instances: int | None
     max_cores: int | None

@@ -15,7 +15,14 @@ import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from qimg.launcher.backends.base import AccountView, HardwareOffer, Quota, TaskRequest
+from qimg.launcher.backends.base import (
+    ORGANISATION_PREFIX,
+    RESERVATION_PREFIX,
+    AccountView,
+    HardwareOffer,
+    Quota,
+    TaskRequest,
+)
 
 PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 KIND = re.compile(r"[A-Za-z]{1,80}")
@@ -61,6 +68,8 @@ def apply(task: Any, request: TaskRequest) -> None:
         "Reserved": scheduling_type.ReservedScheduling,
     }  # fmt: skip
     task.scheduling_type = kinds[request.scheduling]()
+    if request.reservation is not None:
+        task.targeted_reservation_name = request.reservation
     if request.max_queue_seconds is not None:
         task.max_time_queue_seconds = request.max_queue_seconds
 
@@ -109,16 +118,10 @@ def _offer(item: Any) -> HardwareOffer | None:
 def account_view(connection: Any) -> AccountView:
     """The SDK's UserInfo (GET /info), its numbers checked; the balance is read apart (`balance`)."""
     info = connection.user_info
-    user = getattr(getattr(info, "computing_quotas", None), "user", None)
-    quotas = [
-        _quota(name, getattr(user, attribute, None))
-        for name, attribute in (("flex", "flex"), ("on-demand", "on_demand"))
-    ]
-    reserved = getattr(user, "reserved", None)
-    for reservation in reserved if isinstance(reserved, list) else []:
-        name = getattr(reservation, "reservation_name", None)
-        if isinstance(name, str) and PROFILE.fullmatch(name):
-            quotas.append(_quota(f"reservation {name}", reservation))
+    computing = getattr(info, "computing_quotas", None)
+    quotas = _quotas(getattr(computing, "user", None), "")
+    # The organisation's: what the user's colleagues run counts there too.
+    quotas += _quotas(getattr(computing, "organization", None), ORGANISATION_PREFIX)
     return AccountView(
         balance=None,
         tasks=_count(info.task_count), max_tasks=_count(info.max_task),
@@ -126,6 +129,21 @@ def account_view(connection: Any) -> AccountView:
         max_instances=_count(info.max_instances),
         quotas=tuple(quota for quota in quotas if quota is not None),
     )  # fmt: skip
+
+
+def _quotas(owner: Any, prefix: str) -> list[Quota | None]:
+    """The flex, on-demand and reservation quotas of the user's or the organisation's part of
+    computingQuotas (None: not reported)."""
+    quotas = [
+        _quota(prefix + name, getattr(owner, attribute, None))
+        for name, attribute in (("flex", "flex"), ("on-demand", "on_demand"))
+    ]
+    reserved = getattr(owner, "reserved", None)
+    for reservation in reserved if isinstance(reserved, list) else []:
+        name = getattr(reservation, "reservation_name", None)
+        if isinstance(name, str) and PROFILE.fullmatch(name):
+            quotas.append(_quota(f"{prefix}{RESERVATION_PREFIX}{name}", reservation))
+    return quotas
 
 
 def _quota(name: str, quota: Any) -> Quota | None:

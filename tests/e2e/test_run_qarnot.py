@@ -193,7 +193,10 @@ def test_deadline_aborts_and_deletes(pushed_image: str, fake: FakeQarnot, user: 
     fake.faults = Faults(forward_delay=600)
     result = user.qimg("run", pushed_image, *LOGIN, "--timeout", "3", stdin=REGISTRY_PASSWORD + "\n")
     assert result.returncode == 1
-    assert "not ready within the deadline" in result.stderr and "stopped and deleted" in result.stderr
+    assert (
+        "not ready within 3 s of leaving the queue" in result.stderr
+        and "stopped and deleted" in result.stderr
+    )
     assert fake.tasks == {}
 
 

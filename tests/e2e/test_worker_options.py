@@ -47,14 +47,15 @@ def kept(user: User) -> Iterator[list[str]]:
 def test_the_body_of_each_option_as_the_sdk_sends_it(pushed_image: str, fake: FakeQarnot, user: User) -> None:
     result = run(
         user, pushed_image, "--command", "true", "--env", "GREETING=hello world", "--secret", "API_TOKEN",
-        "--cores", "4", "--ram", "1.5", "--gpu", "--ssd", "--hardware", "16c-128g-amd",
-        "--scheduling", "on-demand", "--max-queue", "10m", env={"API_TOKEN": SECRET},
+        "--cores", "16", "--ram", "32", "--gpu", "--ssd", "--hardware", "16c-128g-amd",
+        "--scheduling", "on-demand", "--max-queue", "10m", "--profile", "docker-nvidia-network-ssh",
+        env={"API_TOKEN": SECRET},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     body = fake.body("POST", "/tasks")
     assert body["hardwareConstraints"] == [
-        {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 4},
-        {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 1536},
+        {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
+        {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 32000},  # decimal, as offered
         {"discriminator": "GpuHardwareConstraint"},
         {"discriminator": "SSDHardwareConstraint"},
         {"discriminator": "SpecificHardwareConstraint", "specificationKey": "16c-128g-amd"},
@@ -176,10 +177,12 @@ def test_an_unknown_profile_is_refused_with_the_closest_names(
         (lambda a: a.on_demand.update(maxInstances=0), ["--scheduling", "on-demand"],
          ["on-demand quota cannot hold 1 more instances: 0 of 0 in use"]),
         (lambda a: setattr(a, "max_tasks", 0), [], ["holds 0 of its 0 tasks"]),
-        (lambda a: None, ["--scheduling", "reserved"], ["the account has no reservation"]),
+        (lambda a: None, ["--scheduling", "reserved", "--reservation", "r1"],
+         ["the account has no reservation"]),
         (lambda a: a.reserved.append({"reservationName": "r1", "machineKey": "k", "maxInstances": 1,
                                       "maxCores": 8}),
-         ["--scheduling", "reserved", "--instances", "2"], ["reservation r1 quota cannot hold 2 more"]),
+         ["--scheduling", "reserved", "--reservation", "r1", "--instances", "2"],
+         ["reservation r1 quota cannot hold 2 more"]),
     ],
     ids=["flex-instances", "flex-cores", "on-demand", "tasks", "no-reservation", "reservation-full"],
 )  # fmt: skip
@@ -228,8 +231,9 @@ def test_bad_values_send_nothing(pushed_image: str, fake: FakeQarnot, user: User
 
 def test_profiles_hardware_and_account(fake: FakeQarnot, user: User) -> None:
     profiles = json.loads(user.qimg("profiles", "--json").stdout)["profiles"]
-    assert {"name": CLUSTER, "ssh": True, "cluster": True} in profiles
-    assert {"name": "docker-batch", "ssh": False, "cluster": False} in profiles
+    assert {"name": CLUSTER, "ssh": True, "cluster": True, "gpu": False} in profiles
+    assert {"name": "docker-batch", "ssh": False, "cluster": False, "gpu": False} in profiles
+    assert {"name": "docker-nvidia-network-ssh", "ssh": True, "cluster": False, "gpu": True} in profiles
     assert re.search(r"\n  docker-network-ssh +ssh\n", user.qimg("profiles").stdout)
 
     hardware = json.loads(user.qimg("hardware", "--json").stdout)["hardware"]

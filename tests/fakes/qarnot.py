@@ -16,13 +16,17 @@ credentials, then runs one container per instance with the constants as environm
 as command and DOCKER_USER as user; port 22 is published on 127.0.0.1 and reported as the
 instance's active forward. On a cluster profile (docker-cluster-network-ssh and the like) instance 0
 is the master: it runs DOCKER_CMD_MASTER and is the only one forwarded; the others run
-DOCKER_CMD_WORKER. Faults come from `FakeQarnot.faults`; `restart_instance` moves an instance to a
+DOCKER_CMD_WORKER. Only profiles with ssh in their name forward port 22; a task of another profile
+(a batch task: its command is the task) ends Success or Failure when all its containers exited.
+Faults come from `FakeQarnot.faults`; `restart_instance` moves an instance to a
 new port, as a preempted instance does; `end_task` puts a task in an ending state.
 
 The account behind the token (`FakeQarnot.account`) serves GET /profiles, GET /hardware-constraints
-(offset pages), GET /info (task counts and computing quotas, running counts from the live tasks)
-and the account's credits; POST /tasks refuses a profile the account does not have and, with the
-SDK's own message, a task over the task quota. Every request's JSON body is kept in
+(offset pages: discrete values, RAM in decimal MB as floats), GET /info (task counts and computing
+quotas, the user's and the organisation's, running counts from the live tasks) and the account's
+credits; POST /tasks refuses a profile the account does not have, a Reserved task that names none of
+its reservations, a hardware constraint no offer satisfies (402, "hardware constraint" in the
+message) and, with the SDK's own message, a task over the task quota. Every request's JSON body is kept in
 `FakeQarnot.bodies`, for tests to read what the SDK sent.
 
 instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
@@ -92,6 +96,7 @@ HARDWARE_FIELDS = {
 }  # fmt: skip
 SCHEDULING_TYPES = {"Flex": "flex", "OnDemand": "onDemand", "Reserved": "reserved"}  # -> its quota
 CORES_PER_INSTANCE = 2  # what an instance counts against the core quotas without MinimumCore
+RUNNING_COUNTS = ("runningInstancesCount", "runningCoresCount")
 
 
 def is_cluster(profile: str) -> bool:
@@ -121,6 +126,7 @@ class Faults:
     hang_seconds: float = 3600.0
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
+    queue_seconds: float = 0.0  # added to the time each new task stays Submitted (queued)
 
 
 @dataclass
@@ -133,13 +139,20 @@ class Account:
             "docker-nvidia-network-ssh",
         ]
     )  # fmt: skip
+    # As Qarnot's hardware page lists an account's offers: discrete values, RAM in decimal MB as
+    # floats. A submitted constraint no offer satisfies is refused (402, `hardware_problem`).
     hardware: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {"discriminator": "SpecificHardwareConstraint", "specificationKey": "16c-128g-amd"},
             {"discriminator": "SpecificHardwareConstraint", "specificationKey": "8c-32g-nvidia-a4000"},
             {"discriminator": "GpuHardwareConstraint"},
             {"discriminator": "SSDHardwareConstraint"},
+            {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 8},
             {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
+            {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 32},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 32000.0},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 64000.0},
+            {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 128000.0},
         ]
     )  # fmt: skip
     balance: float = 42.5  # euros
@@ -151,6 +164,15 @@ class Account:
     flex: dict[str, int] = field(default_factory=lambda: {"maxInstances": 64, "maxCores": 256})
     on_demand: dict[str, int] = field(default_factory=lambda: {"maxInstances": 16, "maxCores": 64})
     reserved: list[dict[str, Any]] = field(default_factory=list)
+    # computingQuotas.organization: limits as above (and "reservationName" for each reservation),
+    # and what the organisation's other users run ("runningInstancesCount", "runningCoresCount");
+    # this user's live tasks are added to those. None: not reported.
+    organization: dict[str, Any] | None = field(
+        default_factory=lambda: {
+            "name": "fake-org", "flex": {"maxInstances": 128, "maxCores": 512},
+            "onDemand": {"maxInstances": 32, "maxCores": 128}, "reserved": [],
+        }
+    )  # fmt: skip
 
 
 @dataclass
@@ -232,9 +254,9 @@ class FakeQarnot:
         # Readings of what only a real account settles (`qimg doctor` reports them: tests/e2e/test_doctor.py).
         self.secret_bare_name = True  # a QARNOT_SECRET__X constant also reaches the container as X
         self.workdir_mode = 0o777  # of DOCKER_WORKDIR when an instance starts
-        # A MinimumRam value the account does not offer exactly: "refuse" (402), "queue" (the task stays
-        # Submitted), or None: run it as any other.
-        self.unoffered_ram: str | None = None
+        # A hardware value the account does not offer exactly: "refuse" (402 with "hardware constraint",
+        # the harsher reading) or "queue" (the task stays Submitted for good).
+        self.unoffered_ram = "refuse"
         self.listing_lag_seconds = 0.0  # a new task appears in tag listings only this long after creation
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True  # server_close() does not wait for handlers (hung ones)
@@ -307,7 +329,7 @@ class FakeQarnot:
                             for reservation in account.reserved
                         ],
                     },
-                    "organization": None,
+                    "organization": organization_quotas(account.organization, running),
                 },
             }  # fmt: skip
 
@@ -401,7 +423,7 @@ class FakeQarnot:
             self.deleted[task.uuid] = task
 
     def _run(self, task: FakeTask) -> None:
-        time.sleep(0.2)
+        self.closing.wait(0.2 + self.faults.queue_seconds)  # Submitted: in the queue
         with self.lock:
             if task.state != "Submitted" or task.held:
                 return
@@ -463,7 +485,8 @@ class FakeQarnot:
         role = "DOCKER_CMD"
         if cluster:
             role = "DOCKER_CMD_MASTER" if instance.index == 0 else "DOCKER_CMD_WORKER"
-        forwarded = not cluster or instance.index == 0  # only a cluster's master is forwarded
+        # Only profiles with ssh in their name forward port 22, and of a cluster only its master.
+        forwarded = "ssh" in task.profile.split("-") and (not cluster or instance.index == 0)
         mounts = {}
         if self.s3 is not None:
             workdir = environment.get("DOCKER_WORKDIR") or "/job"
@@ -644,7 +667,21 @@ class FakeQarnot:
 
     # --- the task document the SDK parses ----------------------------------------------------------
 
+    def settle_batch(self, task: FakeTask) -> None:
+        """A task without ssh (its command is the task) ends when every instance's command has:
+        Success if each exited 0, else Failure."""
+        if task.state != "FullyExecuting" or "ssh" in task.profile.split("-"):
+            return
+        codes = []
+        for instance in task.instances:
+            with contextlib.suppress(DockerException):
+                state = self.client.containers.get(instance.container_id).attrs["State"]
+                codes.append(state["ExitCode"] if state["Status"] == "exited" else None)
+        if len(codes) == len(task.instances) and None not in codes:
+            self.end_task(task.uuid, "Success" if not any(codes) else "Failure")
+
     def document(self, task: FakeTask) -> dict[str, Any]:
+        self.settle_batch(task)
         executing = task.state == "FullyExecuting"
         forwards_shown = executing and time.monotonic() >= task.forwards_from
         status = None
@@ -733,6 +770,44 @@ def constants_problem(constants: list[Any]) -> str | None:
     return None
 
 
+def organization_quotas(organization: dict[str, Any] | None, mine: dict[str, dict[str, int]]) -> Any:
+    """The organisation's part of computingQuotas: its other users' use plus this user's `mine`."""
+    if organization is None:
+        return None
+
+    def plan(quota: dict[str, Any], own: dict[str, int]) -> dict[str, Any]:
+        return {
+            **quota, **{count: quota.get(count, 0) + own.get(count, 0) for count in RUNNING_COUNTS}
+        }  # fmt: skip
+
+    return {
+        "name": organization.get("name"),
+        "flex": plan(organization["flex"], mine["flex"]),
+        "onDemand": plan(organization["onDemand"], mine["onDemand"]),
+        "reserved": [plan(reservation, {}) for reservation in organization.get("reserved", [])],
+    }
+
+
+def hardware_problem(body: dict[str, Any], account: Account) -> str | None:
+    """Why no offer of the account satisfies a submitted hardware constraint (Qarnot answers 402 with
+    "hardware constraint" in the message, qarnot/task.py). Harsh reading of an unknown: offers are
+    discrete, and a value that is not one of them is refused rather than rounded to one."""
+    for constraint in body.get("hardwareConstraints", []):
+        kind = constraint["discriminator"]
+        wanted = HARDWARE_FIELDS[kind]
+        offered = [offer for offer in account.hardware if offer["discriminator"] == kind]
+        if wanted is None and offered:
+            continue
+        if wanted in {"coreCount", "minimumMemoryMB", "maximumMemoryMB"}:
+            if any(float(offer[wanted]) == float(constraint[wanted]) for offer in offered):
+                continue
+        elif wanted is not None and any(offer.get(wanted) == constraint.get(wanted) for offer in offered):
+            continue
+        value = "" if wanted is None else f" {constraint[wanted]}"
+        return f"No machine of the account satisfies the hardware constraint {kind}{value}"
+    return None
+
+
 def worker_problem(body: dict[str, Any], account: Account) -> str | None:
     """Why the API refuses the task's profile, hardware constraints, scheduling type or time in
     queue, or None. Harsh reading of an unknown: a profile the account does not list is refused."""
@@ -749,32 +824,27 @@ def worker_problem(body: dict[str, Any], account: Account) -> str | None:
         if set(constraint) != {"discriminator"} | ({wanted} if wanted else set()):
             return f"{kind}: unexpected fields {sorted(constraint)}"
         value = constraint.get(wanted) if wanted else None
-        if wanted in {"coreCount", "minimumMemoryMB", "maximumMemoryMB"} and not (
+        if wanted == "coreCount" and not (
             isinstance(value, int) and not isinstance(value, bool) and value > 0
         ):
             return f"{kind}: {wanted} must be a whole number above 0"
+        if wanted in {"minimumMemoryMB", "maximumMemoryMB"} and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+        ):  # MB, a number (Qarnot's offers are floats: 32000.0)
+            return f"{kind}: {wanted} must be a number above 0"
         if wanted in {"specificationKey", "cpuModel"} and not (isinstance(value, str) and value):
             return f"{kind}: {wanted} must be a non-empty string"
     if body.get("schedulingType", "Flex") not in SCHEDULING_TYPES:
         return f"Unknown scheduling type: {str(body.get('schedulingType'))[:60]}"
+    # Harsh reading of an unknown: Reserved needs a reservation of the account, by name.
+    target = body.get("targetedReservationName")
+    if body.get("schedulingType") == "Reserved" and target not in {
+        r["reservationName"] for r in account.reserved
+    }:
+        return f"Unknown reservation: {str(target)[:60]}"
     queue = body.get("maxTimeQueueSeconds")
     if queue is not None and not (isinstance(queue, int) and not isinstance(queue, bool) and queue > 0):
         return "maxTimeQueueSeconds must be a whole number above 0"
-    return None
-
-
-def unoffered_ram(body: dict[str, Any], account: Account) -> str | None:
-    """The task's MinimumRam constraint when it is not one of the account's offered values, or None."""
-    offered = {
-        float(offer["minimumMemoryMB"])
-        for offer in account.hardware
-        if offer.get("discriminator") == "MinimumRamHardwareConstraint"
-    }
-    for constraint in body.get("hardwareConstraints") or []:
-        if constraint.get("discriminator") == "MinimumRamHardwareConstraint":
-            asked = constraint.get("minimumMemoryMB")
-            if float(asked) not in offered:
-                return f"MinimumRamHardwareConstraint {asked} MB"
     return None
 
 
@@ -893,9 +963,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if problem:
                 self._reply(400, {"message": problem})
                 return
-            unoffered = unoffered_ram(body, fake.account) if fake.unoffered_ram else None
+            unoffered = hardware_problem(body, fake.account)
             if unoffered and fake.unoffered_ram == "refuse":  # the SDK reads "hardware constraint" in a 402
-                self._reply(402, {"message": f"No offer matches the hardware constraints: {unoffered}"})
+                self._reply(402, {"message": unoffered})
                 return
             wanted = bucket_names(body) + ([str(body["resultBucket"])] if body.get("resultBucket") else [])
             if wanted and fake.s3 is None:

@@ -13,7 +13,7 @@ from qimg.launcher import account
 from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import AccountView, Hardware, HardwareOffer, Quota, TaskRequest
 
-PROFILES = ["docker-batch", "docker-network-ssh", "docker-cluster-network-ssh"]
+PROFILES = ["docker-batch", "docker-network-ssh", "docker-cluster-network-ssh", "docker-nvidia-network-ssh"]
 
 
 class Account:
@@ -42,10 +42,18 @@ def view(*quotas: Quota, **numbers: int | None) -> AccountView:
 
 
 def ask(
-    instances: int = 1, cores: int | None = None, scheduling: str = "Flex", keys: tuple[str, ...] = ()
+    instances: int = 1,
+    cores: int | None = None,
+    scheduling: str = "Flex",
+    keys: tuple[str, ...] = (),
+    reservation: str | None = None,
+    profile: str = "docker-network-ssh",
+    **hardware: Any,
 ) -> TaskRequest:
-    hardware = Hardware(min_cores=cores, keys=keys)
-    return TaskRequest("t", "i", "docker-network-ssh", instances, hardware=hardware, scheduling=scheduling)
+    return TaskRequest(
+        "t", "i", profile, instances, hardware=Hardware(min_cores=cores, keys=keys, **hardware),
+        scheduling=scheduling, reservation=reservation,
+    )  # fmt: skip
 
 
 def test_the_account_backend_is_recognised() -> None:
@@ -74,7 +82,8 @@ def test_hardware_keys_are_checked_against_the_specific_ones_offered() -> None:
 
 FLEX_CORES = Quota("flex", None, None, 16, 10)
 ON_DEMAND_FULL = Quota("on-demand", 1, 1, 8, 0)
-RESERVED = (Quota("reservation a", 1, 0, 4, 0), Quota("reservation b", 4, 4, 8, 0))
+RESERVED = (Quota("reservation gpu-week", 1, 0, 4, 0), Quota("reservation b", 4, 4, 8, 0))
+ORGANISATION_BUSY = Quota("organisation flex", 10, 9, 100, 50)
 REFUSED = {
     "per-task": (view(max_instances=4), ask(5), "--instances 5: the account allows at most 4 per task"),
     "tasks": (view(tasks=10), ask(), "holds 10 of its 10 tasks (finished ones count until deleted"),
@@ -86,11 +95,26 @@ REFUSED = {
     "flex-cores": (view(FLEX_CORES), ask(2, cores=4), "cannot hold 8 more cores: 10 of 16 in use, 6 free"),
     "one-core-each": (view(Quota("flex", None, None, 16, 15)), ask(2), "cannot hold 2 more cores"),
     "on-demand": (view(ON_DEMAND_FULL), ask(scheduling="OnDemand"), "on-demand quota cannot hold 1 more"),
-    "no-reservation": (view(), ask(scheduling="Reserved"), "--scheduling reserved: the account has no"),
-    "no-reservation-with-room": (
-        view(*RESERVED), ask(2, scheduling="Reserved"),
-        "no reservation can hold this launch: reservation a quota cannot hold 2 more instances: 0 of 1 in "
-        "use, 1 free; reservation b quota cannot hold 2 more instances: 4 of 4 in use, 0 free",
+    "no-reservation": (
+        view(), ask(scheduling="Reserved", reservation="b"), "--scheduling reserved: the account has no"
+    ),
+    "unknown-reservation": (
+        view(*RESERVED), ask(scheduling="Reserved", reservation="gpu-wek"),
+        "--reservation gpu-wek: not one of the account's: did you mean gpu-week?",
+    ),
+    "reservation-full": (
+        view(*RESERVED), ask(2, scheduling="Reserved", reservation="b"),
+        "reservation b quota cannot hold 2 more instances: 4 of 4 in use, 0 free",
+    ),
+    "organisation-whole": (
+        view(Quota("flex", 64, 0, 256, 0), Quota("organisation flex", 4, 0, None, None)), ask(5),
+        "the organisation flex quota allows 4 instances in all, and this launch asks for 5: it could never "
+        "start",
+    ),
+    "organisation-reservation-whole": (
+        view(*RESERVED, Quota("organisation reservation gpu-week", None, None, 2, 0)),
+        ask(scheduling="Reserved", reservation="gpu-week", cores=4),
+        "the organisation reservation gpu-week quota allows 2 cores in all",
     ),
 }  # fmt: skip
 
@@ -108,16 +132,81 @@ FITTING = {
     "fits": (view(Quota("flex", 8, 6, 16, 10)), ask(2, cores=3)),  # exactly full afterwards
     "unreported": (UNREPORTED, ask(64)),
     "other-plan": (view(ON_DEMAND_FULL), ask(5)),  # a full on-demand quota leaves flex alone
-    "one-reservation-fits": (
-        view(RESERVED[0], Quota("reservation b", 4, 2, 8, 0)), ask(2, scheduling="Reserved")
+    "its-reservation-fits": (  # the other one is full
+        view(Quota("reservation gpu-week", 1, 1, 4, 0), Quota("reservation b", 4, 2, 8, 0)),
+        ask(2, scheduling="Reserved", reservation="b"),
     ),
+    "organisation-fits": (view(Quota("organisation flex", 10, 8, 100, 50)), ask(2)),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(FITTING))
 def test_a_launch_that_fits_or_whose_numbers_are_unreported_passes(case: str) -> None:
     account_view, request_ = FITTING[case]
-    account.check_quotas(request_, account_view)
+    assert account.check_quotas(request_, account_view) == []
+
+
+def test_a_busy_organisation_quota_is_said_not_refused() -> None:
+    """The service queues a launch its organisation's quota cannot hold now (colleagues' tasks end):
+    the user is told, the launch goes on."""
+    notes = account.check_quotas(ask(2), view(Quota("flex", 64, 0, 256, 0), ORGANISATION_BUSY))
+    assert notes == [
+        "the organisation flex quota cannot hold 2 more instances: 9 of 10 in use, 1 free: the task may "
+        "queue until other tasks of the organisation end"
+    ]
+
+
+OFFERS = [
+    HardwareOffer("MinimumCoreHardwareConstraint", "8"), HardwareOffer("MinimumCoreHardwareConstraint", "16"),
+    HardwareOffer("MinimumCoreHardwareConstraint", "32"),
+    HardwareOffer("MinimumRamHardwareConstraint", "32000.0"),
+    HardwareOffer("MinimumRamHardwareConstraint", "128000.0"), HardwareOffer("SSDHardwareConstraint"),
+]  # fmt: skip
+HARDWARE_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "cores between": ({"cores": 10}, r"--cores 10: not a value the account offers \(Qarnot's are discrete, "
+                      r"`qimg hardware` lists them\): nearest --cores 8 or --cores 16$"),
+    "cores above": ({"cores": 64}, "--cores 64: not a value the account offers .*: nearest --cores 32$"),
+    "ram binary": ({"min_ram_mb": 32768}, "--ram 32.768: .*nearest --ram 32 or --ram 128$"),
+    "ram above": ({"min_ram_mb": 131072}, "--ram 131.072: .*nearest --ram 128$"),
+    "ram below": ({"min_ram_mb": 16000}, "--ram 16: .*nearest --ram 32$"),
+    "gpu": (
+        {"gpu": True, "profile": "docker-nvidia-network-ssh"}, "--gpu: the account offers no such machine"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(HARDWARE_REFUSED))
+def test_hardware_not_offered_is_refused_with_the_nearest_offers(case: str) -> None:
+    options, message = HARDWARE_REFUSED[case]
+    with pytest.raises(UsageError, match=message):
+        account.check_launch(Account(view(), OFFERS), ask(**options))
+
+
+def test_hardware_offered_passes_and_no_offers_refuse() -> None:
+    backend = Account(view(), OFFERS)
+    offered: list[dict[str, Any]] = [{"cores": 16}, {"min_ram_mb": 32000}, {"min_ram_mb": 128e3, "ssd": True}]
+    for options in offered:
+        assert account.check_launch(backend, ask(**options)) == []
+    with pytest.raises(UsageError, match="--cores 8: the account offers no such constraint"):
+        account.check_launch(Account(view(), []), ask(cores=8))
+
+
+def test_profiles_without_ssh_or_without_a_gpu_are_refused_naming_those_that_fit() -> None:
+    backend = Account(view(), [HardwareOffer("GpuHardwareConstraint")])
+    with pytest.raises(UsageError, match=(
+        r"--profile docker-batch: it does not forward port 22 .* use --profile docker-network-ssh or "
+        r"--profile docker-cluster-network-ssh or --profile docker-nvidia-network-ssh$"
+    )):  # fmt: skip
+        account.check_launch(backend, ask(profile="docker-batch"))
+    with pytest.raises(UsageError, match=(
+        r"--gpu: profile docker-network-ssh gives its containers no GPU .*: "
+        r"use --profile docker-nvidia-network-ssh$"
+    )):  # fmt: skip
+        account.check_launch(backend, ask(gpu=True))
+    assert account.check_launch(backend, ask(gpu=True, profile="docker-nvidia-network-ssh")) == []
+    assert [profile.name for profile in account.profiles(backend) if profile.gpu] == [
+        "docker-nvidia-network-ssh"
+    ]
 
 
 def test_profile_list_replies() -> None:
@@ -163,6 +252,9 @@ def test_user_info_numbers_are_checked() -> None:
             "onDemand": {"maxInstances": "x"},
             "reserved": [{"reservationName": "r1", "maxInstances": 2, "runningInstancesCount": 0},
                          {"reservationName": "bad\nname", "maxInstances": 2}],
+        }, "organization": {
+            "name": "org", "flex": {"maxInstances": 100, "runningInstancesCount": 30, "maxCores": "many"},
+            "onDemand": None, "reserved": [{"reservationName": "r1", "maxCores": 16, "runningCoresCount": 4}],
         }},
     })  # fmt: skip
     seen = qarnot_worker.account_view(SimpleNamespace(user_info=info))
@@ -170,6 +262,8 @@ def test_user_info_numbers_are_checked() -> None:
     assert seen.quotas == (
         Quota("flex", 10, 2, 40, None), Quota("on-demand", None, None, None, None),
         Quota("reservation r1", 2, 0, None, None),
+        Quota("organisation flex", 100, 30, None, None),
+        Quota("organisation reservation r1", None, None, 16, 4),
     )  # fmt: skip
 
 
@@ -198,6 +292,8 @@ def test_the_balance_is_a_finite_number_or_unknown(credits: Any, balance: float 
 
 def test_options_for_offered_hardware() -> None:
     assert account.option_for(HardwareOffer("SpecificHardwareConstraint", "k")) == "--hardware k"
-    assert account.option_for(HardwareOffer("MinimumRamHardwareConstraint", "2048")) == "--ram 2"
+    assert account.option_for(HardwareOffer("MinimumRamHardwareConstraint", "32000.0")) == "--ram 32"
+    assert account.option_for(HardwareOffer("MinimumRamHardwareConstraint", "1500")) == "--ram 1.5"
+    assert account.option_for(HardwareOffer("MinimumCoreHardwareConstraint", "16.0")) == "--cores 16"
     assert account.option_for(HardwareOffer("GpuHardwareConstraint")) == "--gpu"
     assert account.option_for(HardwareOffer("CpuModelHardwareConstraint", "EPYC")) is None

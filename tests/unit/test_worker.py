@@ -39,9 +39,11 @@ def test_hardware_and_scheduling() -> None:
     work = planned(
         cores=4, ram_gb=1.5, gpu=True, ssd=True, hardware=("k1", "k2", "k1"), scheduling="on-demand"
     )
-    assert work.hardware == Hardware(4, 1536, True, True, ("k1", "k2"))
+    assert work.hardware == Hardware(4, 1500, True, True, ("k1", "k2"))  # decimal: Qarnot's MB
     assert work.scheduling == "OnDemand"
-    assert planned(ram_gb=0.001).hardware.min_ram_mb == 2  # rounded up: at least what was asked
+    assert planned(ram_gb=32).hardware.min_ram_mb == 32000  # as Qarnot's offers: 32000.0
+    assert planned(ram_gb=0.1).hardware.min_ram_mb == 100  # not 101: float noise is not rounded up
+    assert planned(ram_gb=0.0001).hardware.min_ram_mb == 1  # rounded up: at least what was asked
     assert planned().hardware == Hardware() and planned().scheduling == "Flex"
 
 
@@ -78,6 +80,13 @@ def test_hardware_and_scheduling() -> None:
         ({"hardware": ("has space",)}, "invalid --hardware 'has space'"),
         ({"hardware": ("",)}, "invalid --hardware ''"),
         ({"scheduling": "OnDemand"}, "invalid --scheduling 'OnDemand'"),
+        ({"scheduling": "reserved"}, "--scheduling reserved needs --reservation NAME"),
+        ({"reservation": "r1"}, "--reservation 'r1': only with --scheduling reserved"),
+        (
+            {"reservation": "r1", "scheduling": "on-demand"},
+            "--reservation 'r1': only with --scheduling reserved",
+        ),
+        ({"reservation": "a b", "scheduling": "reserved"}, "invalid --reservation 'a b'"),
     ],
 )
 def test_bad_values_are_refused_in_one_line_without_the_secret(options: dict[str, Any], message: str) -> None:
@@ -93,7 +102,7 @@ def test_bad_values_are_refused_in_one_line_without_the_secret(options: dict[str
         ({"cores": 2}, "--cores"), ({"ram_gb": 2.0}, "--ram"), ({"gpu": True}, "--gpu"),
         ({"ssd": True}, "--ssd"),
         ({"hardware": ("k",)}, "--hardware"), ({"scheduling": "on-demand"}, "--scheduling"),
-        ({"max_queue": 60}, "--max-queue"),
+        ({"max_queue": 60}, "--max-queue"), ({"reservation": "r1"}, "--reservation"),
     ],
 )  # fmt: skip
 def test_qarnot_only_options_are_refused_locally(options: dict[str, Any], option: str) -> None:
@@ -106,10 +115,11 @@ def test_environment_and_secrets_work_locally() -> None:
 
 
 def test_apply_puts_everything_into_the_request() -> None:
-    work = planned(env=("A=1",), cores=2, scheduling="reserved", max_queue=600)
+    work = planned(env=("A=1",), cores=2, scheduling="reserved", reservation="r1", max_queue=600)
     applied = work.apply(request(), qimg_image=True)
     assert applied.constants == {**BASE, "A": "1"}
     assert (applied.hardware.min_cores, applied.scheduling, applied.max_queue_seconds) == (2, "Reserved", 600)
+    assert applied.reservation == "r1"
     assert applied.entries is None and cluster_note(applied) is None
 
 

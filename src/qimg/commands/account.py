@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 @app.command()
 def profiles(as_json: JsonOpt = False) -> None:
-    """The account's Qarnot profiles; those marked ssh forward port 22, so `qimg run` can log in."""
+    """The account's Qarnot profiles; those marked ssh forward port 22, so `qimg run` can log in; those
+    marked gpu are the ones `qimg run --gpu` takes."""
     from qimg.launcher import account
 
     found = account.profiles(account.open_account())
@@ -23,7 +24,11 @@ def profiles(as_json: JsonOpt = False) -> None:
     width = max((len(profile.name) for profile in found), default=0)
     print("profiles of the Qarnot account (ssh: `qimg run --profile NAME` can log in):")
     for profile in found:
-        marks = ", ".join(mark for mark, on in (("ssh", profile.ssh), ("cluster", profile.cluster)) if on)
+        marks = ", ".join(
+            mark
+            for mark, on in (("ssh", profile.ssh), ("cluster", profile.cluster), ("gpu", profile.gpu))
+            if on
+        )
         print(f"  {profile.name:<{width}}  {marks}".rstrip())
 
 

@@ -92,8 +92,15 @@ def run(
             "as $NAME (repeatable).",
         ),
     ] = None,
-    cores: Annotated[int | None, typer.Option("--cores", help="At least N cores per instance.")] = None,
-    ram: Annotated[float | None, typer.Option("--ram", help="At least GB of memory per instance.")] = None,
+    cores: Annotated[
+        int | None, typer.Option("--cores", help="N cores per instance, as `qimg hardware` offers them.")
+    ] = None,
+    ram: Annotated[
+        float | None,
+        typer.Option(
+            "--ram", help="GB (decimal: 32 is 32000 MB) per instance, as `qimg hardware` offers them."
+        ),
+    ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A machine with a GPU.")] = False,
     ssd: Annotated[bool, typer.Option("--ssd", help="A machine with an SSD.")] = False,
     hardware: Annotated[
@@ -102,8 +109,14 @@ def run(
     ] = None,
     scheduling: Annotated[
         str,
-        typer.Option("--scheduling", help="flex (may be preempted), on-demand or reserved."),
+        typer.Option(
+            "--scheduling", help="flex (may be preempted), on-demand or reserved (with --reservation)."
+        ),
     ] = "flex",
+    reservation: Annotated[
+        str | None,
+        typer.Option("--reservation", help="With --scheduling reserved: the reservation (`qimg account`)."),
+    ] = None,
     max_queue: Annotated[
         str | None, typer.Option("--max-queue", help="Give up when queued longer: 600, 30m, 2h.")
     ] = None,
@@ -124,7 +137,8 @@ def run(
         uploads=tuple(upload or ()), results=results, snapshot_every=snapshot_every,
         worker=WorkerOptions(
             env=tuple(env or ()), secrets=tuple(secret or ()), cores=cores, ram_gb=ram, gpu=gpu, ssd=ssd,
-            hardware=tuple(hardware or ()), scheduling=scheduling, max_queue=max_queue,
+            hardware=tuple(hardware or ()), scheduling=scheduling, reservation=reservation,
+            max_queue=max_queue,
         ),
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
@@ -133,7 +147,8 @@ def run(
     ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
     with display.RunReporter(display.stderr(), ready) as reporter:
         plan = plan_launch(options)
-        if note := cluster_note(plan.request):
-            reporter.note(note)
+        for note in (*plan.notes, cluster_note(plan.request)):
+            if note:
+                reporter.note(note)
         code = run_task(plan, reporter, reporter.transfer)
     raise typer.Exit(code)
