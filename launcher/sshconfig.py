@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 from qimg.errors import FileError
-from qimg.files import atomic_write, locked
+from qimg.files import atomic_write, locked, read_regular
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.state import state_dir
@@ -184,7 +184,7 @@ def include_line() -> str:
 def has_include(user_config: Path) -> bool:
     """True when the user's ssh config holds the line `install_include` writes (what VS Code reads)."""
     try:
-        return include_line().encode() in user_config.read_bytes().splitlines(keepends=True)
+        return include_line().encode() in read_regular(user_config).splitlines(keepends=True)
     except FileNotFoundError:
         return False
     except OSError as error:
@@ -196,7 +196,7 @@ def install_include(user_config: Path) -> bool:
     A symbolic link stays one: its target gets the line. The file is kept byte for byte below it."""
     line = include_line().encode()
     try:
-        current = user_config.read_bytes()
+        current = read_regular(user_config)
     except FileNotFoundError:
         current = b""
     except OSError as error:

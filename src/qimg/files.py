@@ -42,22 +42,32 @@ class NotRegularFile(OSError):
 
 def read_regular(path: Path, limit: int = READ_LIMIT) -> bytes:
     """The bytes of the regular file at `path` (a symbolic link to one is followed), at most `limit`.
-    Nothing else is opened for reading: a FIFO, a device, a socket or a folder raises NotRegularFile at
-    once (never a hang, never endless bytes), as does a file larger than `limit`; the open's own
-    OSError (FileNotFoundError, ...) otherwise."""
-    found = os.stat(path)  # before the open: a device is not even opened
-    if not stat.S_ISREG(found.st_mode):
-        raise NotRegularFile(f"{_kind(found.st_mode)}, not a regular file")
+    Nothing else is opened for reading: a FIFO, a device or a socket raises NotRegularFile at once
+    (never a hang, never endless bytes), as does a file larger than `limit`; a folder raises
+    IsADirectoryError; the open's own OSError (FileNotFoundError, ...) otherwise."""
+    found = os.stat(path).st_mode  # before the open: a device is not even opened
+    if not stat.S_ISREG(found):
+        raise _not_regular(path, found)
     # O_NONBLOCK: a FIFO swapped in since the stat does not block the open; fstat then refuses it.
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     with os.fdopen(descriptor, "rb") as handle:
         opened = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(opened):
-            raise NotRegularFile(f"{_kind(opened)}, not a regular file")
+            raise _not_regular(path, opened)
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise NotRegularFile(f"larger than {limit} bytes, more than qimg writes there")
+        raise NotRegularFile(f"larger than {limit} bytes")
     return data
+
+
+def _not_regular(path: Path, mode: int) -> OSError:
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if path.is_symlink():
+        return NotRegularFile(
+            f"a symbolic link to {os.path.realpath(path)}, {_kind(mode)}, not a regular file"
+        )
+    return NotRegularFile(f"{_kind(mode)}, not a regular file")
 
 
 def _write_target(path: Path) -> Path:

@@ -203,5 +203,5 @@ def test_a_fifo_as_key_is_refused_without_hanging(tmp_path: Path) -> None:
     """[16] Reading a FIFO would block until someone writes to it: only a regular file is read."""
     fifo = tmp_path / "key.pub"
     os.mkfifo(fifo)
-    with pytest.raises(UsageError, match="is not a regular file"):
+    with pytest.raises(UsageError, match="is a FIFO, not a regular file: give your public key file"):
         read_login_key(fifo)

@@ -269,7 +269,7 @@ def test_ssh_config_install_through_a_link_to_a_device(tmp_path: Path) -> None:
     link.symlink_to(null)
     result = run_qimg("ssh-config", "--install", env=env)
     assert_one_line_error(
-        result, 1, f"cannot write {link}: it is a symbolic link to {null}, a character device"
+        result, 1, f"cannot read {link}: a symbolic link to {null}, a character device, not a regular file"
     )
     assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
 
