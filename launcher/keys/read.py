@@ -79,10 +79,13 @@ def _openssh_line(line: str, source: str, number: int) -> PublicKey:
     fields = line.split()
     key_type = fields[0]
     if len(fields) < 2:
-        raise UsageError(f"{where}: {key_type[:40]!r} is not a public key line (TYPE BASE64 [comment])")
+        # Never the line itself: a file given by mistake (.env, a token) would be echoed into logs.
+        raise UsageError(
+            f"{where} is not a public key line (TYPE BASE64 [comment]): give your public key file"
+        )
     if key_type not in KNOWN_TYPES and key_type != DSA:
         raise UsageError(
-            f"{where}: unknown key type {key_type[:40]!r}: give an ed25519, RSA or ECDSA public key "
+            f"{where} does not start with a key type qimg knows: give an ed25519, RSA or ECDSA public key "
             "(`qimg keygen` makes one)"
         )
     if any(field in KNOWN_TYPES or field == DSA for field in fields[2:]):
