@@ -34,6 +34,10 @@ class BrokenRecord(QimgError):
     """A record file that qimg did not write as it is now (set aside when it can be)."""
 
 
+def is_task_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
 def check_task_name(name: str) -> str:
     """A task name, which becomes the ssh host name qimg-NAME and a file name."""
     if _NAME.fullmatch(name):

@@ -50,8 +50,10 @@ def main() -> NoReturn:
     except typer.Abort:
         print("qimg: interrupted", file=sys.stderr)
         sys.exit(130)
-    except QimgError as error:
-        print(f"qimg: error: {error}", file=sys.stderr)
+    except QimgError as error:  # its text may quote outside text (a reply, a name): shown escaped
+        from qimg.display import shown
+
+        print(f"qimg: error: {shown(str(error))}", file=sys.stderr)
         sys.exit(error.exit_code)
     finally:
         # The command has closed what it opened (context managers): the collections of interpreter
