@@ -146,7 +146,18 @@ def _write(found: list[TaskRecord]) -> None:
     header = "# Written by qimg from its task records; rewritten at every launch and refresh.\n"
     atomic_write(config_path(), header + "\n".join(entries))
     atomic_write(known_hosts, "".join(pins))
-    control_dir().mkdir(exist_ok=True, mode=0o700)  # for the masters' sockets: ssh does not make it
+    _make_control_dir()
+
+
+def _make_control_dir() -> None:
+    """The folder of the masters' sockets: ssh does not make it."""
+    folder = control_dir()
+    try:
+        folder.mkdir(exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise FileError(f"cannot make the folder {folder}: a file is in its place: move it away") from None
+    except OSError as error:
+        raise FileError.of("make the folder", folder, error) from None
 
 
 def config_argv(host: str, *command: str, options: tuple[str, ...] = ()) -> list[str]:

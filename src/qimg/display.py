@@ -155,7 +155,8 @@ def _idle_stop(idle: IdleStop | None, now: datetime) -> str:
 
 @contextlib.contextmanager
 def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
-    """One rich progress bar per layer, on stderr."""
+    """One rich progress bar per layer, on stderr, from the first layer on: a push refused before it
+    starts prints nothing but its error (a live display started and stopped leaves a blank line)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     progress = Progress(
@@ -165,6 +166,8 @@ def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
     bars: dict[str, TaskID] = {}
 
     def show(layer: LayerProgress) -> None:
+        if not bars:
+            progress.start()
         if layer.layer not in bars:
             bars[layer.layer] = progress.add_task(shown(layer.layer), total=None)
         total = layer.total or None
@@ -173,8 +176,11 @@ def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
             completed=layer.current if total else 0,
         )  # fmt: skip
 
-    with progress:
+    try:
         yield show
+    finally:
+        if bars:
+            progress.stop()
 
 
 class RunReporter:

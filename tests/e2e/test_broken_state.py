@@ -69,6 +69,21 @@ def test_the_ssh_config_cannot_be_written(
     assert not (state(user) / "tasks" / f"{name}.json").exists()
 
 
+def test_a_file_in_place_of_the_sockets_folder(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, name: str
+) -> None:
+    """(F14) `ssh/cm` a file was a traceback once the task was ready: one line, and the task stopped."""
+    (state(user) / "ssh").mkdir(parents=True)
+    (state(user) / "ssh" / "cm").write_text("")
+    result = user.qimg("run", "--local", e2e_image, "--name", name, "--command", "true")
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == (
+        f"qimg: error: cannot make the folder {state(user)}/ssh/cm: a file is in its place: move it away"
+    )
+    assert "stopped and deleted" in result.stderr
+    assert containers_of(docker_client, name) == []
+
+
 def test_a_records_folder_that_is_a_file(
     docker_client: docker.DockerClient, e2e_image: str, user: User, name: str
 ) -> None:

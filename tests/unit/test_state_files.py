@@ -284,3 +284,14 @@ def test_a_state_ssh_file_linked_to_a_device(tmp_path: Path) -> None:
     result = run_qimg("ssh-config", env=env)
     assert_one_line_error(result, 1, f"cannot write {known_hosts}: it is a symbolic link to {null}")
     assert stat.S_ISCHR(os.lstat(null).st_mode) and known_hosts.is_symlink()
+
+
+def test_ssh_config_with_a_file_in_place_of_the_sockets_folder(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
+    sockets = tmp_path / "state" / "qimg" / "ssh" / "cm"
+    sockets.parent.mkdir(parents=True)
+    sockets.write_text("")
+    result = run_qimg("ssh-config", env=env)
+    assert_one_line_error(
+        result, 1, f"cannot make the folder {sockets}: a file is in its place: move it away"
+    )
