@@ -71,7 +71,13 @@ def login_record(name: str, local: bool) -> tuple[TaskRecord, Backend]:
         raise UsageError(
             f"task {name} was not launched from this machine: no pinned host key or identity for it"
         )
-    return launch.refresh(found.backend, found.record), found.backend
+    try:
+        return launch.refresh(found.backend, found.record), found.backend
+    except TaskNotFound:  # deleted elsewhere, or by a stop cut short: its record and entries are stale
+        sshconfig.forget(name)
+        raise TaskNotFound(
+            f"task {name} no longer exists on {found.backend.name}: its record is dropped"
+        ) from None
 
 
 def claim_name(pending: TaskRecord, backend: Backend) -> list[str]:

@@ -16,6 +16,7 @@ from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.ssh import Endpoint
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, FakeTask
+from tests.helpers import assert_one_line_error
 
 # An OSC 52 clipboard write, text hidden by SGR 8, and a right-to-left override.
 HOSTILE_NAME = "e\x1b]52;c;SGk=\x1b\\\x1b[8mhidden\x1b[0m\u202ex"
@@ -90,3 +91,13 @@ def test_stop_all_interrupted_says_so(fake: FakeQarnot, user: User, sig: signal.
     _out, err = stopping.communicate(timeout=60)
     assert stopping.returncode == 128 + sig, (stopping.returncode, err)
     assert err == f"qimg: error: interrupted by {sig.name}\n"
+
+
+def test_a_login_to_a_task_gone_drops_its_record(fake: FakeQarnot, user: User) -> None:
+    """(F12) A record whose task was deleted elsewhere: `qimg ssh` said so every time and kept it."""
+    path = write_record(user, "gone2", "qarnot", str(uuid.uuid4()))
+    result = user.qimg("ssh", "gone2", "--", "true")
+    assert_one_line_error(result, 1, "task gone2 no longer exists on qarnot: its record is dropped")
+    assert not path.exists()
+    config = Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "config"
+    assert "qimg-gone2" not in config.read_text()
