@@ -212,11 +212,12 @@ def stop(
             targets = [(task.name, task.id) for task in backend.tasks()]
         try:
             for task_name, task_id in targets:
+                interrupted: Interrupted | None = None
                 if before is not None:
                     try:
                         before(backend, task_name, task_id)
-                    except Interrupted:
-                        raise
+                    except Interrupted as signal:  # it cut the saving of results short: the stop is still due
+                        interrupted = signal
                     except QimgError as error:
                         failures.append(f"{task_name} ({task_id}): {error}")
                         continue
@@ -226,6 +227,8 @@ def stop(
                         stopped.append((task_name, task_id))
                     else:
                         failures.append(f"{task_name} ({task_id}): {failure}")
+                if interrupted is not None:
+                    raise interrupted
         finally:
             problems += _forget_stopped(stopped)
         if not name:  # every qimg task there is stopped: the records of none of them are stale

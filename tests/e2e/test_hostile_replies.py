@@ -101,3 +101,28 @@ def test_a_login_to_a_task_gone_drops_its_record(fake: FakeQarnot, user: User) -
     assert not path.exists()
     config = Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "config"
     assert "qimg-gone2" not in config.read_text()
+
+
+def test_stop_all_interrupted_between_tasks_drops_the_records_of_those_stopped(
+    fake: FakeQarnot, user: User
+) -> None:
+    """(F12) After an interrupted `stop --all`, deleted tasks kept their records and Host entries. Now the
+    deletion under way ends, the records of the tasks stopped go, and the others stay."""
+    names = [f"slow{index}" for index in range(4)]
+    tasks = {name: add_ended_task(fake, name) for name in names}
+    paths = {name: write_record(user, name, "qarnot", task.uuid) for name, task in tasks.items()}
+    fake.faults.slow_seconds = 0.7  # every reply: the signal comes while the stops go on
+    stopping = user.background("stop", "--all")
+    deadline = time.monotonic() + 60
+    while not fake.deleted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stopping.send_signal(signal.SIGTERM)
+    _out, err = stopping.communicate(timeout=60)
+    fake.faults.slow_seconds = 0
+    assert stopping.returncode == 128 + signal.SIGTERM, err
+    assert err.endswith("qimg: error: interrupted by SIGTERM\n") and "Traceback" not in err
+    deleted = {name for name, task in tasks.items() if task.uuid in fake.deleted}
+    assert deleted and deleted != set(names), deleted  # interrupted between tasks
+    assert {name for name, path in paths.items() if not path.exists()} == deleted
+    config = (Path(user.env["XDG_STATE_HOME"]) / "qimg" / "ssh" / "config").read_text()
+    assert {name for name in names if f"Host qimg-{name}\n" not in config} == deleted
