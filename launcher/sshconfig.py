@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 from qimg.errors import FileError
-from qimg.files import atomic_write, locked, read_regular
+from qimg.files import NotRegularFile, atomic_write, locked, read_regular
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.state import state_dir
@@ -196,7 +196,7 @@ def has_include(user_config: Path) -> bool:
     """True when the user's ssh config holds the line `install_include` writes (what VS Code reads)."""
     try:
         return include_line().encode() in read_regular(user_config).splitlines(keepends=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotRegularFile):  # none, or no file to hold it (a link to /dev/null)
         return False
     except OSError as error:
         raise FileError.of("read", user_config, error) from None
@@ -210,6 +210,11 @@ def install_include(user_config: Path) -> bool:
         current = read_regular(user_config)
     except FileNotFoundError:
         current = b""
+    except NotRegularFile as error:  # `~/.ssh/config -> /dev/null` is common: writing there would replace it
+        raise FileError(
+            f"cannot add the Include line to {user_config}: it is {error}; link it to a regular file, or add "
+            f"`{include_line().strip()}` to the config ssh reads yourself"
+        ) from None
     except OSError as error:
         raise FileError.of("read", user_config, error) from None
     if line in current.splitlines(keepends=True):

@@ -13,6 +13,7 @@ import pytest
 
 from qimg import files, state
 from qimg.errors import FileError
+from qimg.launcher import sshconfig
 from tests.helpers import assert_one_line_error, run_qimg
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -268,9 +269,8 @@ def test_ssh_config_install_through_a_link_to_a_device(tmp_path: Path) -> None:
     link = tmp_path / "home" / ".ssh" / "config"
     link.symlink_to(null)
     result = run_qimg("ssh-config", "--install", env=env)
-    assert_one_line_error(
-        result, 1, f"cannot read {link}: a symbolic link to {null}, a character device, not a regular file"
-    )
+    expected = f"cannot add the Include line to {link}: it is a symbolic link to {null}, a character device"
+    assert_one_line_error(result, 1, expected, "link it to a regular file, or add `Include ")
     assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
 
 
@@ -295,3 +295,10 @@ def test_ssh_config_with_a_file_in_place_of_the_sockets_folder(tmp_path: Path) -
     assert_one_line_error(
         result, 1, f"cannot make the folder {sockets}: a file is in its place: move it away"
     )
+
+
+def test_a_user_config_linked_to_a_device_holds_no_include(tmp_path: Path) -> None:
+    """What `qimg code` asks before it opens VS Code: a config linked to /dev/null holds nothing."""
+    link = tmp_path / "config"
+    link.symlink_to("/dev/null")
+    assert sshconfig.has_include(link) is False
