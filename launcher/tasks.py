@@ -216,8 +216,8 @@ def stop(
                 if before is not None:
                     try:
                         before(backend, task_name, task_id)
-                    except Interrupted as signal:  # it cut the saving of results short: the stop is still due
-                        interrupted = signal
+                    except Interrupted as interruption:  # it cut the saving of results short: the stop is due
+                        interrupted = interruption
                     except QimgError as error:
                         failures.append(f"{task_name} ({task_id}): {error}")
                         continue
