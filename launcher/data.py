@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from qimg.errors import UsageError
-from qimg.files import atomic_write
+from qimg.files import atomic_write, read_regular
 from qimg.launcher import buckets, records, tasks
 from qimg.launcher.backends.base import Backend, BucketView, Storage, TaskRequest
 from qimg.launcher.buckets import INPUTS, RESULTS, Upload
@@ -157,6 +157,10 @@ class DataRecord:
         return cls(str(name), data["inputs"], data["results"], Path(directory) if directory else None)
 
 
+# A data record holds two bucket names and a path: what is larger is not one.
+_RECORD_LIMIT = 1 << 16
+
+
 def _data_dir() -> Path:
     return state_dir() / "data"
 
@@ -166,7 +170,7 @@ def load(name: str) -> DataRecord | None:
     have nowhere known to go: they stay in their bucket, marked pending)."""
     path = _data_dir() / f"{records.check_task_name(name)}.json"
     try:
-        record = DataRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        record = DataRecord.from_dict(json.loads(read_regular(path, _RECORD_LIMIT).decode("utf-8")))
     except (OSError, ValueError, UnicodeDecodeError, UsageError):
         return None
     return record if record.name == name else None

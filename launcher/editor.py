@@ -47,9 +47,18 @@ def remote_folder(user: str, path: str | None) -> str:
     return posixpath.normpath(posixpath.join(home(user), path))
 
 
+def _is_text(path: str) -> bool:
+    """False for bytes that are not UTF-8 (Python holds them as surrogates): no link can name them."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def workspace(name: str, path: str | None, instance: int, local: bool) -> Workspace:
     """The task's pinned host (followed if it moved) and the folder to open there."""
-    if path is not None and (not path or _CONTROL.search(path)):
+    if path is not None and (not path or _CONTROL.search(path) or not _is_text(path)):
         raise UsageError(f"code: {path[:60]!r} is not a folder path")
     record, _backend = tasks.login_record(name, local)
     return Workspace(transfer.instance_host(record, instance), remote_folder(record.user, path))

@@ -20,7 +20,7 @@ from typing import Any
 
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
-from qimg.files import atomic_write, locked
+from qimg.files import atomic_write, locked, read_regular
 from qimg.launcher.ssh import Endpoint, is_host_key, path_problem
 from qimg.state import state_dir
 
@@ -32,6 +32,10 @@ _PATH = re.compile(r"/.{1,4095}", re.S)  # absolute; what ssh can be given is `p
 
 class BrokenRecord(QimgError):
     """A record file that qimg did not write as it is now (set aside when it can be)."""
+
+
+def is_task_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
 
 
 def check_task_name(name: str) -> str:
@@ -155,7 +159,7 @@ def load(name: str) -> TaskRecord | None:
 
 def _read(path: Path) -> TaskRecord:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")  # a FIFO or a device is set aside, never read
     except FileNotFoundError:
         raise
     except NotADirectoryError as error:  # the folder is broken, not the record

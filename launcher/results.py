@@ -214,6 +214,8 @@ def results_first(note: Note, progress: Progress | None) -> Callable[[Backend, s
             collect(backend, backend, task_id, record, note, progress)
         except TaskNotFound:
             return
+        except Interrupted:  # the caller stops this task all the same, then ends as interrupted
+            raise
         except (QimgError, OSError) as error:  # the stop goes on: a task left running would bill
             note(f"could not save the results of {task} first: {error}")
 

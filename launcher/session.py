@@ -155,7 +155,7 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
 
 def remote_command(command: str) -> str:
     """What ssh sends for --command: a login shell, so /etc/profile.d (the task's environment) is read."""
-    return "sh -lc " + shlex.quote(command)
+    return "sh -lc -- " + shlex.quote(command)  # --: a command starting with "-" is no option of sh
 
 
 def run_over_ssh(

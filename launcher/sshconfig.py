@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from qimg.errors import FileError, UsageError
-from qimg.files import atomic_write, locked
+from qimg.files import NotRegularFile, atomic_write, locked, read_regular
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.ssh import config_path as ssh_path
@@ -159,7 +159,18 @@ def _write(found: list[TaskRecord]) -> None:
     header = "# Written by qimg from its task records; rewritten at every launch and refresh.\n"
     atomic_write(config_path(), header + "\n".join(entries))
     atomic_write(known_hosts, "".join(pins))
-    control_dir().mkdir(exist_ok=True, mode=0o700)  # for the masters' sockets: ssh does not make it
+    _make_control_dir()
+
+
+def _make_control_dir() -> None:
+    """The folder of the masters' sockets: ssh does not make it."""
+    folder = control_dir()
+    try:
+        folder.mkdir(exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise FileError(f"cannot make the folder {folder}: a file is in its place: move it away") from None
+    except OSError as error:
+        raise FileError.of("make the folder", folder, error) from None
 
 
 def config_argv(host: str, *command: str, options: tuple[str, ...] = ()) -> list[str]:
@@ -203,8 +214,8 @@ def include_line() -> str:
 def has_include(user_config: Path) -> bool:
     """True when the user's ssh config holds the line `install_include` writes (what VS Code reads)."""
     try:
-        return include_line().encode() in user_config.read_bytes().splitlines(keepends=True)
-    except FileNotFoundError:
+        return include_line().encode() in read_regular(user_config).splitlines(keepends=True)
+    except (FileNotFoundError, NotRegularFile):  # none, or no file to hold it (a link to /dev/null)
         return False
     except OSError as error:
         raise FileError.of("read", user_config, error) from None
@@ -215,9 +226,14 @@ def install_include(user_config: Path) -> bool:
     A symbolic link stays one: its target gets the line. The file is kept byte for byte below it."""
     line = include_line().encode()
     try:
-        current = user_config.read_bytes()
+        current = read_regular(user_config)
     except FileNotFoundError:
         current = b""
+    except NotRegularFile as error:  # `~/.ssh/config -> /dev/null` is common: writing there would replace it
+        raise FileError(
+            f"cannot add the Include line to {user_config}: it is {error}; link it to a regular file, or add "
+            f"`{include_line().strip()}` to the config ssh reads yourself"
+        ) from None
     except OSError as error:
         raise FileError.of("read", user_config, error) from None
     if line in current.splitlines(keepends=True):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from qimg.errors import BackendError, FileError, QimgError, TaskNotFound, UsageError
-from qimg.launcher import launch, records, sshconfig
+from qimg.errors import BackendError, FileError, Interrupted, QimgError, TaskNotFound, UsageError
+from qimg.launcher import launch, records, signals, sshconfig
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
 
@@ -71,7 +71,13 @@ def login_record(name: str, local: bool) -> tuple[TaskRecord, Backend]:
         raise UsageError(
             f"task {name} was not launched from this machine: no pinned host key or identity for it"
         )
-    return launch.refresh(found.backend, found.record), found.backend
+    try:
+        return launch.refresh(found.backend, found.record), found.backend
+    except TaskNotFound:  # deleted elsewhere, or by a stop cut short: its record and entries are stale
+        sshconfig.forget(name)
+        raise TaskNotFound(
+            f"task {name} no longer exists on {found.backend.name}: its record is dropped"
+        ) from None
 
 
 def claim_name(pending: TaskRecord, backend: Backend) -> list[str]:
@@ -192,29 +198,41 @@ def stop(
     is deleted (its results are saved there). Returns the backend's name, each (name, id) stopped,
     and the problems met on the way (broken records set aside)."""
     problems: list[str] = []
-    if name:
-        found = resolve_for_stop(name, local)
-        backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
-        problems += found.problems
-    else:
-        backend = open_backend(backend_name(local))
-        targets = [(task.name, task.id) for task in backend.tasks()]
-    stopped, failures = [], []
-    for task_name, task_id in targets:
+    stopped: list[tuple[str, str]] = []
+    failures: list[str] = []
+    # SIGINT, SIGTERM, SIGHUP end the command as they end others (Interrupted, 128 + the signal), but
+    # never in the middle of a deletion, and the tasks stopped until then lose their records.
+    with signals.as_errors():
+        if name:
+            found = resolve_for_stop(name, local)
+            backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
+            problems += found.problems
+        else:
+            backend = open_backend(backend_name(local))
+            targets = [(task.name, task.id) for task in backend.tasks()]
         try:
-            if before is not None:
-                before(backend, task_name, task_id)
-            backend.stop(task_id)
-        except QimgError as error:
-            failures.append(f"{task_name} ({task_id}): {error}")
-            continue
-        stopped.append((task_name, task_id))
-    try:
-        for task_name in dict.fromkeys(task_name for task_name, _ in stopped):
-            problems += _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
-    except FileError as error:
-        done = ", ".join(f"{task_name} ({task_id})" for task_name, task_id in stopped)
-        raise FileError(f"stopped {done}, but qimg cannot update its records: {error}") from None
+            for task_name, task_id in targets:
+                interrupted: Interrupted | None = None
+                if before is not None:
+                    try:
+                        before(backend, task_name, task_id)
+                    except Interrupted as interruption:  # it cut the saving of results short: the stop is due
+                        interrupted = interruption
+                    except QimgError as error:
+                        failures.append(f"{task_name} ({task_id}): {error}")
+                        continue
+                with signals.deferred():
+                    failure = _stop_one(backend, task_id)
+                    if failure is None:
+                        stopped.append((task_name, task_id))
+                    else:
+                        failures.append(f"{task_name} ({task_id}): {failure}")
+                if interrupted is not None:
+                    raise interrupted
+        finally:
+            problems += _forget_stopped(stopped)
+        if not name:  # every qimg task there is stopped: the records of none of them are stale
+            problems += _drop_stale(backend)
     if failures:
         raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
     return backend.name, stopped, problems
@@ -248,6 +266,51 @@ def resolve_for_stop(name: str, local: bool) -> StopTargets:
         sshconfig.forget(name)  # nothing of it exists any more
         raise TaskNotFound(f"task {name} no longer exists on {backend.name}: its record is dropped")
     return StopTargets(backend, ids, problems)
+
+
+def _stop_one(backend: Backend, task_id: str) -> QimgError | None:
+    try:
+        backend.stop(task_id)
+    except QimgError as error:
+        return error
+    return None
+
+
+def _forget_stopped(stopped: list[tuple[str, str]]) -> list[str]:
+    """Drop the records of the tasks stopped (a task listed under a name qimg never gives has none)."""
+    try:
+        return [
+            problem
+            for task_name in dict.fromkeys(
+                task_name for task_name, _ in stopped if records.is_task_name(task_name)
+            )
+            for problem in _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
+        ]
+    except FileError as error:
+        done = ", ".join(f"{task_name} ({task_id})" for task_name, task_id in stopped)
+        raise FileError(f"stopped {done}, but qimg cannot update its records: {error}") from None
+
+
+def _drop_stale(backend: Backend) -> list[str]:
+    """After `stop --all`: drop the records of this backend whose tasks are gone or over (a launch
+    or a stop that was cut short left them, with their Host entries). A record whose launch is
+    running (its lock held) is left to it. Returns one line per record dropped, and the problems met."""
+    found, lines = records.all_records()
+    for record in found:
+        if record.backend != backend.name:
+            continue
+        try:
+            with records.launching(record.name):
+                if _alive(record, backend):
+                    continue
+                lines += sshconfig.forget(record.name)
+        except UsageError:  # another qimg is launching it
+            continue
+        except QimgError as error:  # its state could not be asked, or the record not dropped: kept
+            lines.append(f"the record of task {record.name} is kept: {error}")
+            continue
+        lines.append(f"dropped the record of task {record.name}: its task no longer runs")
+    return lines
 
 
 def _forget_if_stopped(name: str, stopped_ids: set[str]) -> list[str]:

@@ -37,8 +37,11 @@ def corpus() -> dict[str, tuple[str, str]]:
         "truncated base64": (f"{key_type} {body[:30]} user@host", "truncated or damaged"),
         "corrupted base64": (f"{key_type} {body[:20]}!!{body[22:]} user@host", "truncated or damaged"),
         "type and body disagree": (f"ssh-rsa {body} user@host", "does not hold a ssh-rsa key"),
-        "unknown type": (f"ssh-foo {body}", "unknown key type"),
-        "certificate": (f"ssh-ed25519-cert-v01@openssh.com {body}", "unknown key type"),
+        "unknown type": (f"ssh-foo {body}", "does not start with a key type qimg knows"),
+        "certificate": (
+            f"ssh-ed25519-cert-v01@openssh.com {body}",
+            "does not start with a key type qimg knows",
+        ),
         "null": ("null", "not a public key line"),
         "no type prefix": (body, "not a public key line"),
         "body too short for its type": (f"{key_type} AAAA user@host", "does not hold a ssh-ed25519 key"),

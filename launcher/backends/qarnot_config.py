@@ -40,7 +40,10 @@ class QarnotSettings:
 
 def redacted(url: str) -> str:
     """The URL without the user:password@ someone may have put in it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even a URL ([::1 without its bracket): the password goes all the same
+        return re.sub(r"(?<=//)[^/]*@", "***@", url)
     if "@" not in parts.netloc:
         return url
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
@@ -55,6 +58,14 @@ def is_private_host(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_private or address.is_link_local
+
+
+def _is_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return _URL.fullmatch(value) is not None and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a bracket left open ([::1:443), a port that is no number
+        return False
 
 
 def _config_file() -> Path | None:
@@ -95,7 +106,7 @@ def settings() -> QarnotSettings:
     url = env.get("QARNOT_CLUSTER_URL") or parser.get("cluster", "url", fallback="") or DEFAULT_CLUSTER_URL
     storage = env.get("QARNOT_STORAGE_URL") or parser.get("storage", "url", fallback="") or None
     for name, value in (("cluster", url), ("storage", storage)):
-        if value is not None and not _URL.fullmatch(value):
+        if value is not None and not _is_url(value):
             raise UsageError(
                 f"the Qarnot {name} URL {redacted(value)[:80]!r} is not an http(s) URL: fix "
                 f"QARNOT_{name.upper()}_URL or the [{name}] url= of your Qarnot config"

@@ -77,7 +77,9 @@ def parse(text: str) -> PpkFile:
     except (KeyError, ValueError, StopIteration):
         raise PpkError("not a well-formed PuTTY key file (truncated, or its base64 is damaged)") from None
     if ppk.version not in (2, 3) or ppk.encryption not in ("none", "aes256-cbc"):
-        raise PpkError(f"PuTTY key format {ppk.version} with {ppk.encryption} is not supported (2 and 3 are)")
+        raise PpkError(
+            "this PuTTY key format or encryption is not supported (formats 2 and 3, none or aes256-cbc are)"
+        )
     return ppk
 
 
@@ -195,7 +197,7 @@ def _build_key(algorithm: str, public_blob: bytes, private_blob: bytes) -> Priva
         if _blobs(key)[1] != public_blob:
             raise WireError("public part mismatch")
     else:
-        raise WireError(f"unsupported key type {algorithm}")
+        raise WireError("an unsupported key type")
     return key
 
 

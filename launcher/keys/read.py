@@ -13,11 +13,11 @@ import base64
 import binascii
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from qimg.errors import UsageError
+from qimg.files import NotRegularFile, read_regular
 from qimg.launcher.keys import ppk
 from qimg.launcher.keys.wire import DSA, KNOWN_TYPES, RSA, PublicKey, Reader, WireError, blob_type, key_bits
 
@@ -34,15 +34,11 @@ _PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
 def read_key_file(path: Path, source: str) -> str:
     """A key file's text. Only a regular file is read (a FIFO or a device would hang or never end)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        raw = read_regular(path, MAX_KEY_FILE)
+    except NotRegularFile as error:
+        raise UsageError(f"{source} is {error}: give your public key file") from None
     except OSError as error:
         raise UsageError(f"{source}: cannot read it ({error.strerror}): give your public key file") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise UsageError(f"{source} is not a regular file: give your public key file")
-        raw = handle.read(MAX_KEY_FILE + 1)
-    if len(raw) > MAX_KEY_FILE:
-        raise UsageError(f"{source}: {len(raw)} bytes or more is no key file")
     return raw.decode("utf-8", "replace").lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -83,10 +79,13 @@ def _openssh_line(line: str, source: str, number: int) -> PublicKey:
     fields = line.split()
     key_type = fields[0]
     if len(fields) < 2:
-        raise UsageError(f"{where}: {key_type[:40]!r} is not a public key line (TYPE BASE64 [comment])")
+        # Never the line itself: a file given by mistake (.env, a token) would be echoed into logs.
+        raise UsageError(
+            f"{where} is not a public key line (TYPE BASE64 [comment]): give your public key file"
+        )
     if key_type not in KNOWN_TYPES and key_type != DSA:
         raise UsageError(
-            f"{where}: unknown key type {key_type[:40]!r}: give an ed25519, RSA or ECDSA public key "
+            f"{where} does not start with a key type qimg knows: give an ed25519, RSA or ECDSA public key "
             "(`qimg keygen` makes one)"
         )
     if any(field in KNOWN_TYPES or field == DSA for field in fields[2:]):

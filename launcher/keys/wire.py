@@ -105,7 +105,7 @@ def key_bits(blob: bytes) -> int:
             reader.mpint()
         bits = 1024
     else:
-        raise WireError(f"unknown key type {key_type!r}")
+        raise WireError("an unknown key type")
     if key_type in SK_TYPES:
         reader.string()  # the application ("ssh:")
     reader.end()

@@ -53,8 +53,10 @@ def main() -> NoReturn:
     except Interrupted as interruption:  # what the user did, not an error of qimg's
         print(f"qimg: {interruption}", file=sys.stderr)
         sys.exit(interruption.exit_code)
-    except QimgError as error:
-        print(f"qimg: error: {error}", file=sys.stderr)
+    except QimgError as error:  # its text may quote outside text (a reply, a name): shown escaped
+        from qimg.display import shown
+
+        print(f"qimg: error: {shown(str(error))}", file=sys.stderr)
         sys.exit(error.exit_code)
     finally:
         # The command has closed what it opened (context managers): the collections of interpreter

@@ -1,13 +1,15 @@
 """What the CLI shows: status lines, progress bars and tables on a terminal, plain lines otherwise.
 
 rich is imported here, inside the functions that draw, so that `qimg --help` does not load it.
-Text from outside (the engine, a task) is printed as it is: no markup, no emoji codes, no hard wrap.
+Text from outside (the engine, a task, Qarnot's replies) goes through `shown`: no markup, no emoji
+codes, no hard wrap, and no control character reaches the terminal (rich strips only a few).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +31,16 @@ if TYPE_CHECKING:
     from qimg.launcher.tunnels import Tunnel
 
 
+# C0 but tab, DEL and C1 (ESC starts the sequences that set the title, write the clipboard or hide text),
+# and the bidirectional overrides that make text read other than it is.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """Text from outside, safe for a terminal: every control character escaped (ESC as \\x1b)."""
+    return _CONTROLS.sub(lambda found: ascii(found.group())[1:-1], text)
+
+
 def stderr() -> Console:
     from rich.console import Console
 
@@ -36,7 +48,7 @@ def stderr() -> Console:
 
 
 def say(console: Console, line: str, style: str | None = None) -> None:
-    console.print(line, style=style, markup=False, emoji=False, soft_wrap=True)
+    console.print(shown(line), style=style, markup=False, emoji=False, soft_wrap=True)
 
 
 def print_checks(ref: str, results: list[CheckResult]) -> None:
@@ -47,7 +59,7 @@ def print_checks(ref: str, results: list[CheckResult]) -> None:
     for column in ("check", "result", "detail"):
         table.add_column(column, overflow="fold")
     for result in results:
-        table.add_row(result.name, "pass" if result.passed else "FAIL", result.detail)
+        table.add_row(shown(result.name), "pass" if result.passed else "FAIL", shown(result.detail))
     Console(highlight=False, width=max(100, Console().width)).print(table)
 
 
@@ -64,7 +76,7 @@ def print_tasks(backend: str, tasks: list[TaskView], now: datetime, idle_stops: 
         if task.cluster:  # only the master is forwarded
             endpoints += f" (master of {task.instance_count})"
         table.add_row(
-            task.name, task.state, endpoints,
+            shown(task.name), shown(task.state), shown(endpoints),
             "-" if age is None else _hours_minutes(age),
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
             _idle_stop(idle_stops.get(task.id), now),
@@ -82,7 +94,8 @@ def print_buckets(found: list[BucketInfo], now: datetime) -> None:
     for bucket in found:
         age = int((now - bucket.created).total_seconds()) if bucket.created else None
         table.add_row(
-            bucket.name, bucket.task, bucket.kind, str(bucket.objects), f"{bucket.size} B",
+            shown(bucket.name), shown(bucket.task), shown(bucket.kind), str(bucket.objects),
+            f"{bucket.size} B",
             "-" if age is None else f"{age // 3600}h{age % 3600 // 60:02d}m",
             "results not downloaded yet" if bucket.pending else "",
         )  # fmt: skip
@@ -144,7 +157,7 @@ class TransferBars:
                 )  # fmt: skip
                 self.progress.start()
             if what not in self.bars:
-                self.bars[what] = self.progress.add_task(what, total=total)
+                self.bars[what] = self.progress.add_task(shown(what), total=total)
             self.progress.update(self.bars[what], completed=done, total=total)
             if done >= total:
                 self.progress.remove_task(self.bars.pop(what))
@@ -169,7 +182,8 @@ def _idle_stop(idle: IdleStop | None, now: datetime) -> str:
 
 @contextlib.contextmanager
 def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
-    """One rich progress bar per layer, on stderr."""
+    """One rich progress bar per layer, on stderr, from the first layer on: a push refused before it
+    starts prints nothing but its error (a live display started and stopped leaves a blank line)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     progress = Progress(
@@ -179,16 +193,21 @@ def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
     bars: dict[str, TaskID] = {}
 
     def show(layer: LayerProgress) -> None:
+        if not bars:
+            progress.start()
         if layer.layer not in bars:
-            bars[layer.layer] = progress.add_task(layer.layer, total=None)
+            bars[layer.layer] = progress.add_task(shown(layer.layer), total=None)
         total = layer.total or None
         progress.update(
-            bars[layer.layer], description=f"{layer.layer} {layer.status}", total=total,
+            bars[layer.layer], description=shown(f"{layer.layer} {layer.status}"), total=total,
             completed=layer.current if total else 0,
         )  # fmt: skip
 
-    with progress:
+    try:
         yield show
+    finally:
+        if bars:
+            progress.stop()
 
 
 class RunReporter:
@@ -213,7 +232,7 @@ class RunReporter:
 
     def status(self, view: TaskView, elapsed: float) -> None:
         running = f"{view.running}/{view.instance_count} instances running"
-        line = f"{view.name}: {view.state}, {running}, {elapsed:.0f} s"
+        line = shown(f"{view.name}: {view.state}, {running}, {elapsed:.0f} s")
         if self.live is None:
             self.live = self.console.status(line)
             self.live.start()

@@ -63,11 +63,15 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class Engine:
     def __init__(self, host: str = DEFAULT_HOST, timeout: float = TIMEOUT) -> None:
-        parts = urlsplit(host)
+        try:
+            parts = urlsplit(host)
+            port = parts.port  # ValueError too: a bracket left open ([::1:2375), a port not a number
+        except ValueError:
+            parts, port = urlsplit(""), None
         if parts.scheme == "unix" and parts.path:
             self.socket_path, self.address = parts.path, None
-        elif parts.scheme in {"tcp", "http"} and parts.hostname and parts.port:
-            self.socket_path, self.address = "", (parts.hostname, parts.port)
+        elif parts.scheme in {"tcp", "http"} and parts.hostname and port:
+            self.socket_path, self.address = "", (parts.hostname, port)
         else:
             raise UsageError(
                 f"DOCKER_HOST={host}: qimg reaches the engine through a unix socket or plain tcp "

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from qimg.errors import FileError, UsageError
-from qimg.files import atomic_write
+from qimg.files import atomic_write, read_regular
 
 LAST_BUILT = "last-image"
 LAST_PUSHED = "last-pushed"
@@ -48,8 +48,7 @@ def recall(what: str) -> str | None:
     reference (it is left as it is: the next build or push replaces it)."""
     path = state_dir() / what
     try:
-        with path.open("rb") as handle:
-            ref = handle.read(1024).decode("utf-8", errors="replace").strip()
+        ref = read_regular(path, 1024).decode("utf-8", errors="replace").strip()
     except FileNotFoundError:
         return None
     except OSError as error:

@@ -5,6 +5,7 @@ launched, and two launches of one name launch one task."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,21 @@ def test_the_ssh_config_cannot_be_written(
     assert not (state(user) / "tasks" / f"{name}.json").exists()
 
 
+def test_a_file_in_place_of_the_sockets_folder(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, name: str
+) -> None:
+    """(F14) `ssh/cm` a file was a traceback once the task was ready: one line, and the task stopped."""
+    (state(user) / "ssh").mkdir(parents=True)
+    (state(user) / "ssh" / "cm").write_text("")
+    result = user.qimg("run", "--local", e2e_image, "--name", name, "--command", "true")
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == (
+        f"qimg: error: cannot make the folder {state(user)}/ssh/cm: a file is in its place: move it away"
+    )
+    assert "stopped and deleted" in result.stderr
+    assert containers_of(docker_client, name) == []
+
+
 def test_a_records_folder_that_is_a_file(
     docker_client: docker.DockerClient, e2e_image: str, user: User, name: str
 ) -> None:
@@ -93,6 +109,28 @@ def test_a_broken_record_is_said_once_and_the_rest_works(
     assert listed.returncode == 0
     (line,) = listed.stderr.splitlines()
     assert line.startswith(f"qimg: warning: task record {tasks}/junk2.json is unreadable (")
+    assert containers_of(docker_client, name) == []
+
+
+def test_records_that_block_or_never_end_are_set_aside(
+    docker_client: docker.DockerClient, e2e_image: str, user: User, name: str
+) -> None:
+    """(F8) A record that is a FIFO, or a link to one, blocked `run` forever once ready, holding the ssh
+    files' lock; one linked to /dev/zero ran out of memory. Each is set aside with one line."""
+    tasks = state(user) / "tasks"
+    tasks.mkdir(parents=True)
+    os.mkfifo(tasks / "a-fifo.json")
+    os.mkfifo(state(user) / "fifo")
+    (tasks / "b-link.json").symlink_to(state(user) / "fifo")
+    (tasks / "c-zero.json").symlink_to("/dev/zero")
+    result = user.qimg("run", "--local", e2e_image, "--name", name, "--command", "echo works", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "works\n"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("task record ")]
+    assert len(warnings) == 3 and "Traceback" not in result.stderr, result.stderr
+    assert sum("a FIFO, not a regular file), moved aside" in line for line in warnings) == 2
+    assert sum("a character device, not a regular file), moved aside" in line for line in warnings) == 1
+    assert sorted(path.name for path in tasks.iterdir() if not path.name.startswith(".")) == ["broken"]
     assert containers_of(docker_client, name) == []
 
 

@@ -133,3 +133,20 @@ def test_a_tunnel_lasts_until_its_task_is_gone(
             tunnel.wait()
         short_user.qimg("stop", "tun", "--local")  # already stopped, unless the test failed before
     no_ssh_left(state(short_user))
+
+
+def test_a_command_that_starts_with_a_dash_is_run_not_read_as_options(e2e_image: str, user: User) -> None:
+    """(F17) The remote `sh -lc -oProxyCommand=...` printed sh's option list (rc 2): the words are a
+    command, which here does not exist (127). busybox's sh (Alpine's) reads `-c --` the same way."""
+    assert user.qimg("run", "--local", e2e_image, "--name", "dash").returncode == 0
+    try:
+        words = user.qimg("ssh", "dash", "--local", "--", "-oProxyCommand=touch /tmp/pwned", "x")
+        assert words.returncode == 127, (words.stdout, words.stderr)
+        assert "-oProxyCommand=touch: not found" in words.stderr
+        run = user.qimg("ssh", "dash", "--local", "--", "ls /tmp/pwned 2>&1 || echo none")
+        assert run.stdout.endswith("none\n")
+        busybox = user.qimg("ssh", "dash", "--local", "--", "busybox sh -lc -- 'echo via $0' busybox-sh")
+        assert busybox.returncode == 0 and busybox.stdout == "via busybox-sh\n", busybox.stderr
+    finally:
+        stopped = user.qimg("stop", "dash", "--local")
+    assert stopped.returncode == 0, stopped.stderr

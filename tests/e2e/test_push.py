@@ -97,3 +97,10 @@ def test_bad_push_input_is_one_line_and_exit_2(
     e2e_image: str, user: User, args: list[str], fragment: str
 ) -> None:
     assert_one_line_error(user.qimg("push", e2e_image, *args), 2, fragment)
+
+
+def test_push_of_a_missing_image_prints_its_error_alone(user: User, open_registry: Registry) -> None:
+    """(F14) A blank line on stdout came before the error."""
+    result = user.qimg("push", "qimgtest/no-such-image:none", "--to", open_registry.ref("team/none:1"))
+    assert_one_line_error(result, 2, "no local image qimgtest/no-such-image:none")
+    assert result.stdout == ""

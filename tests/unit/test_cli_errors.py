@@ -73,3 +73,41 @@ def test_help_and_version() -> None:
     for command in ("render", "build", "check"):
         assert command in help_result.stdout
     assert run_qimg("--version").stdout.startswith("qimg ")
+
+
+# The last tracebacks (F14): each is one line and its exit code.
+
+
+@pytest.mark.parametrize(
+    "args", [["run", "--local", "--key", "/tmp", "qimg/x:1"], ["keygen", "--from", "/tmp"]]
+)
+def test_a_folder_as_a_key_file(tmp_path: Path, args: list[str]) -> None:
+    result = run_qimg(*args, env={**NO_ENGINE, "HOME": str(tmp_path)})
+    assert_one_line_error(result, 2, "/tmp: cannot read it (Is a directory): give your public key file")
+
+
+def test_a_folder_path_that_is_not_utf8(tmp_path: Path) -> None:
+    """`$'\\xc3'` reaches Python as a surrogate, which no link can encode."""
+    result = run_qimg("code", "cpt", "\udcc3", "--print", "--local", env={**NO_ENGINE, "HOME": str(tmp_path)})
+    assert_one_line_error(result, 2, "code: '\\udcc3' is not a folder path")
+
+
+@pytest.mark.parametrize("host", ["tcp://[::1:2375", "tcp://127.0.0.1:port"])
+def test_a_docker_host_that_is_no_url(host: str) -> None:
+    assert_one_line_error(run_qimg("ls", "--local", env={"DOCKER_HOST": host}), 2, f"DOCKER_HOST={host}: ")
+
+
+@pytest.mark.parametrize("url", ["http://u:secret@[::1:8080", "http://host:port/"])
+def test_a_cluster_url_that_is_no_url(tmp_path: Path, url: str) -> None:
+    result = run_qimg(
+        "ls", env={"QARNOT_CLIENT_TOKEN": "t", "QARNOT_CLUSTER_URL": url, "HOME": str(tmp_path)}
+    )  # fmt: skip
+    assert_one_line_error(result, 2, "the Qarnot cluster URL ", "is not an http(s) URL")
+    assert "secret" not in result.stderr
+
+
+def test_push_to_no_registry_prints_its_error_alone() -> None:
+    """A live display started and stopped before the refusal printed a blank line first."""
+    result = run_qimg("push", "debian:bookworm-slim", "--to", "team/bar:1", env=NO_ENGINE)
+    assert_one_line_error(result, 2, "team/bar:1 names no registry")
+    assert result.stdout == ""

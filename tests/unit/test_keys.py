@@ -203,5 +203,26 @@ def test_a_fifo_as_key_is_refused_without_hanging(tmp_path: Path) -> None:
     """[16] Reading a FIFO would block until someone writes to it: only a regular file is read."""
     fifo = tmp_path / "key.pub"
     os.mkfifo(fifo)
-    with pytest.raises(UsageError, match="is not a regular file"):
+    with pytest.raises(UsageError, match="is a FIFO, not a regular file: give your public key file"):
         read_login_key(fifo)
+
+
+SECRET_LINES = {
+    "a dotenv line": "GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "a token after a word": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "a word and a base64 secret": "password c2VjcmV0LXBhc3N3b3JkLXZhbHVl",
+}
+
+
+@pytest.mark.parametrize("line", SECRET_LINES.values(), ids=SECRET_LINES.keys())
+def test_a_file_given_by_mistake_is_never_echoed(tmp_path: Path, line: str) -> None:
+    """(F11) `--key .env` printed its first line, a token's prefix, into the terminal and logs."""
+    dotenv = tmp_path / "dotenv"
+    dotenv.write_text(f"{line}\nOTHER=1\n")
+    result = run_qimg(
+        "run", "--local", "--key", str(dotenv), "qimgtest/none:latest",
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert_one_line_error(result, 2, f"--key {dotenv} line 1")
+    for word in line.split() + line.split("="):
+        assert word not in result.stderr and word[:8] not in result.stderr, result.stderr

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from qimg import files
+from qimg import state as qimg_state
 from qimg.errors import FileError
-from qimg.launcher import records, sshconfig
+from qimg.launcher import data, records, sshconfig
 from qimg.launcher.records import BrokenRecord, InstanceRecord, TaskRecord
 from qimg.launcher.ssh import Endpoint
 from tests.helpers import assert_one_line_error, run_qimg
@@ -179,3 +181,53 @@ def test_ssh_to_a_task_whose_record_is_broken(tmp_path: Path) -> None:
     (tmp_path / "state" / "qimg" / "tasks" / "junk.json").write_text('{"name": 1}')
     result = run_qimg("ssh", "junk", "--", "true", env=env)
     assert_one_line_error(result, 1, "junk.json is unreadable (name)", "moved aside", "`qimg stop junk`")
+
+
+def test_records_that_would_block_or_never_end_are_set_aside(state: Path) -> None:
+    """(F8) A FIFO blocked every reader of the records, holding the ssh files' lock; /dev/zero was read
+    until memory ran out. Each is set aside at once with one line, and a link to a record still works."""
+    sshconfig.save(record("good"))
+    tasks = state / "tasks"
+    os.mkfifo(tasks / "fifo.json")
+    os.mkfifo(state / "elsewhere")
+    (tasks / "linked.json").symlink_to(state / "elsewhere")
+    (tasks / "zero.json").symlink_to("/dev/zero")
+    (state / "kept").write_text(json.dumps(record("vialink").as_dict()))
+    (tasks / "vialink.json").symlink_to(state / "kept")
+    found, problems = records.all_records()
+    assert sorted(each.name for each in found) == ["good", "vialink"]
+    assert len(problems) == 3 and all("\n" not in problem for problem in problems)
+    fifo, linked, zero = sorted(problems)
+    assert f"{tasks}/fifo.json is unreadable (a FIFO, not a regular file), moved aside" in fifo
+    assert f"linked.json is unreadable (a symbolic link to {state}/elsewhere, a FIFO, not a regular" in linked
+    assert "zero.json is unreadable (a symbolic link to /dev/zero, a character device, not a regular" in zero
+    assert sorted(path.name.split(".json")[0] for path in (tasks / "broken").iterdir()) == [
+        "fifo", "linked", "zero"
+    ]  # fmt: skip
+    assert (state / "elsewhere").exists() and records.all_records() == (found, [])
+
+
+def test_a_record_larger_than_any_qimg_writes(state: Path) -> None:
+    (state / "tasks").mkdir(parents=True)
+    (state / "tasks" / "huge.json").write_bytes(b" " * (files.READ_LIMIT + 1))
+    with pytest.raises(BrokenRecord, match=rf"is unreadable \(larger than {files.READ_LIMIT} bytes\)"):
+        records.load("huge")
+
+
+def test_a_data_record_linked_to_a_device(state: Path) -> None:
+    (state / "data").mkdir(parents=True)
+    (state / "data" / "x.json").symlink_to("/dev/zero")
+    assert data.load("x") is None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_the_last_image_that_would_block_or_never_end(state: Path, kind: str) -> None:
+    state.mkdir(parents=True)
+    path = state / "last-image"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    what = "a FIFO" if kind == "fifo" else "a symbolic link to /dev/zero, a character device"
+    with pytest.raises(FileError, match=rf"cannot read {path}: {what}, not a regular file"):
+        qimg_state.recall(qimg_state.LAST_BUILT)

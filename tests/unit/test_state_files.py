@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import stat
 from pathlib import Path
 
 import pytest
 
 from qimg import files, state
 from qimg.errors import FileError
+from qimg.launcher import sshconfig
 from tests.helpers import assert_one_line_error, run_qimg
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -186,3 +189,116 @@ def test_ssh_config_install_does_not_replace_an_unreadable_config(tmp_path: Path
     result = run_qimg("ssh-config", "--install", env=env)
     assert_one_line_error(result, 1, "cannot read", ".ssh/config: Is a directory")
     assert (tmp_path / "home" / ".ssh" / "config").is_dir()
+
+
+# Through a symbolic link only a regular file is written (F1): renaming over a device replaced it.
+
+
+def character_device(path: Path) -> Path:
+    """A device like /dev/null (1, 3), made in the test's folder: tests run as root here."""
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return path
+
+
+def not_regular(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"thing-{kind}"
+    if kind == "device":
+        character_device(path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as bound:
+            bound.bind(str(path))
+    elif kind == "folder":
+        path.mkdir()
+    return path  # "dangling": nothing there
+
+
+KINDS = {
+    "device": "a character device",
+    "fifo": "a FIFO",
+    "socket": "a socket",
+    "folder": "a folder",
+    "dangling": "which cannot be reached (No such file or directory); create that file",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_link_to_what_is_no_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    target = not_regular(tmp_path, kind)
+    before = os.lstat(target) if kind != "dangling" else None
+    link = tmp_path / "config"
+    link.symlink_to(target)
+    with pytest.raises(FileError) as raised:
+        files.atomic_write(link, "Host *\n")
+    message = str(raised.value)
+    assert message.startswith(f"cannot write {link}: it is a symbolic link to {target}, ")
+    assert KINDS[kind] in message and "\n" not in message
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    if before is None:
+        assert not target.exists()
+    else:  # the same thing, untouched
+        after = os.lstat(target)
+        assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "socket"])
+def test_a_state_file_that_is_no_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    path = not_regular(tmp_path, kind)
+    with pytest.raises(FileError, match=rf"cannot write {path}: it is {KINDS[kind]}, not a regular file"):
+        files.atomic_write(path, "text")
+    assert stat.S_IFMT(os.lstat(path).st_mode) != stat.S_IFREG
+
+
+def test_a_link_to_a_regular_file_behind_links(tmp_path: Path) -> None:
+    """A chain of links: the regular file at its end is written, every link stays."""
+    (tmp_path / "real").write_text("old\n")
+    (tmp_path / "middle").symlink_to(tmp_path / "real")
+    (tmp_path / "config").symlink_to(tmp_path / "middle")
+    files.atomic_write(tmp_path / "config", "new\n", mode=0o644)
+    assert (tmp_path / "real").read_text() == "new\n" and not (tmp_path / "real").is_symlink()
+    assert os.readlink(tmp_path / "config") == str(tmp_path / "middle")
+    assert stat.S_IMODE((tmp_path / "real").stat().st_mode) == 0o644 and leftovers(tmp_path) == []
+
+
+def test_ssh_config_install_through_a_link_to_a_device(tmp_path: Path) -> None:
+    """The common `~/.ssh/config -> /dev/null`, run as root: refused, the device stays a device."""
+    env = user_env(tmp_path)
+    null = character_device(tmp_path / "fakenull")
+    link = tmp_path / "home" / ".ssh" / "config"
+    link.symlink_to(null)
+    result = run_qimg("ssh-config", "--install", env=env)
+    expected = f"cannot add the Include line to {link}: it is a symbolic link to {null}, a character device"
+    assert_one_line_error(result, 1, expected, "link it to a regular file, or add `Include ")
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+
+
+def test_a_state_ssh_file_linked_to_a_device(tmp_path: Path) -> None:
+    """`ssh/known_hosts -> /dev/null` (here a device of the same numbers in the test's folder)."""
+    env = user_env(tmp_path)
+    null = character_device(tmp_path / "fakenull")
+    known_hosts = tmp_path / "state" / "qimg" / "ssh" / "known_hosts"
+    known_hosts.parent.mkdir(parents=True)
+    known_hosts.symlink_to(null)
+    result = run_qimg("ssh-config", env=env)
+    assert_one_line_error(result, 1, f"cannot write {known_hosts}: it is a symbolic link to {null}")
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and known_hosts.is_symlink()
+
+
+def test_ssh_config_with_a_file_in_place_of_the_sockets_folder(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
+    sockets = tmp_path / "state" / "qimg" / "ssh" / "cm"
+    sockets.parent.mkdir(parents=True)
+    sockets.write_text("")
+    result = run_qimg("ssh-config", env=env)
+    assert_one_line_error(
+        result, 1, f"cannot make the folder {sockets}: a file is in its place: move it away"
+    )
+
+
+def test_a_user_config_linked_to_a_device_holds_no_include(tmp_path: Path) -> None:
+    """What `qimg code` asks before it opens VS Code: a config linked to /dev/null holds nothing."""
+    link = tmp_path / "config"
+    link.symlink_to("/dev/null")
+    assert sshconfig.has_include(link) is False

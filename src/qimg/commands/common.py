@@ -75,8 +75,10 @@ def typed_path(text: str) -> Path:
 
 
 def warn(problems: list[str]) -> None:
+    from qimg.display import shown
+
     for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
-        print(f"qimg: warning: {problem}", file=sys.stderr)
+        print(f"qimg: warning: {shown(problem)}", file=sys.stderr)
 
 
 def stdin_line() -> str:

@@ -101,7 +101,7 @@ def stop(
             )  # buckets may be left
     warn(problems)
     for task_name, task_id in stopped:
-        print(f"stopped {task_name} ({task_id})")
+        print(display.shown(f"stopped {task_name} ({task_id})"))
     if not stopped and missing is None:
         print(f"no qimg task on {backend}")
     if purge:
