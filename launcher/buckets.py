@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 
 INPUTS, RESULTS = "in", "out"
 _SUFFIX = 8  # hex digits of the launch id in a bucket name
@@ -134,6 +134,39 @@ def walk_upload(option: str, directory: Path, prefix: str) -> Upload:
 
     visit(directory, prefix)
     return Upload(directory, tuple(entries), size)
+
+
+def open_entry(upload: Upload, source: Path) -> BinaryIO:
+    """The file `source` of a walked upload, opened for reading from the upload's directory down,
+    through directory handles and without following a link: a file or directory swapped for a symbolic
+    link since the walk is refused (QimgError), so nothing from outside the directory is sent."""
+    parts = source.relative_to(upload.directory).parts
+    descriptor = os.open(upload.directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            # O_NONBLOCK: a FIFO put in the file's place must not block the open.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                inner = os.open(part, flags, dir_fd=descriptor)
+            except OSError as error:
+                raise _changed(upload, source, error.strerror or str(error)) from None
+            os.close(descriptor)
+            descriptor = inner
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _changed(upload, source, "not a regular file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _changed(upload: Upload, source: Path, why: str) -> QimgError:
+    return QimgError(
+        f"{_shown(str(source))} changed during the upload of {_shown(str(upload.directory))} ({why}): "
+        "qimg sends regular files from inside the directory only; run again once it holds still"
+    )
 
 
 # --- coming down ------------------------------------------------------------------------------------

@@ -109,7 +109,11 @@ def stage(backend: Backend, plan: DataPlan, task: str, note: Note, progress: Pro
     meter = _Meter(progress, f"uploading to {plan.inputs_bucket}", total)
     for _, upload in plan.uploads:
         for source, key in upload.entries:
-            store.upload(plan.inputs_bucket, key, source, meter.add)
+            if source is None:
+                store.upload(plan.inputs_bucket, key, None, meter.add)
+                continue
+            with buckets.open_entry(upload, source) as handle:
+                store.upload(plan.inputs_bucket, key, handle, meter.add)
     meter.finish()
     files = sum(1 for _, upload in plan.uploads for source, _ in upload.entries if source is not None)
     where = ", ".join(f"{WORKDIR}/{name}" for name, _ in plan.uploads)

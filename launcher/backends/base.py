@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from qimg.launcher.ssh import Endpoint
@@ -231,8 +230,9 @@ class Storage(Protocol):
 
     def objects(self, bucket: str) -> list[ObjectView]: ...
 
-    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
-        """The file `source` as `key`; None puts an empty object (a directory marker, `key` ends in /)."""
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: BytesMoved) -> None:
+        """The open file `source` as `key`; None puts an empty object (a directory marker, `key` ends
+        in /)."""
         ...
 
     def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None: ...

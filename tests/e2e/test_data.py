@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from qimg.errors import QimgError
+from qimg.launcher import data, results, tasks
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
@@ -300,3 +302,49 @@ def test_no_bucket_storage_is_said_before_anything_is_created(
     result = run(user, pushed_image, "--upload", str(_dir(tmp_path / "in")))  # the fake's storage is off
     assert_one_line_error(result, 1, "has no bucket storage")
     assert fake.count("POST", "/tasks") == 0
+
+
+def _swap_file(source: Path, outside: Path) -> None:
+    (source / "sub" / "zz-last").unlink()
+    (source / "sub" / "zz-last").symlink_to(outside / "secret.txt")
+
+
+def _swap_directory(source: Path, outside: Path) -> None:
+    (source / "sub").rename(source / "moved")
+    (source / "sub").symlink_to(outside)
+
+
+@pytest.mark.parametrize("swap", [_swap_file, _swap_directory])
+def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
+    fake: FakeQarnot, storage: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    swap: Callable[[Path, Path], None],
+) -> None:  # fmt: skip
+    """adversarial-3 F2, made deterministic: the racer's swap lands between the walk that checked the
+    directory and the upload that reads it (the real SDK's S3 client, moto behind the fake API)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("QARNOT_CLUSTER_URL", fake.url)
+    monkeypatch.setenv("QARNOT_CLIENT_TOKEN", fake.token)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("TOP-SECRET-OUTSIDE")
+    (outside / "zz-last").write_text("TOP-SECRET-OUTSIDE")
+    source = tmp_path / "data"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a")
+    (source / "sub" / "zz-last").write_text("fine")
+    checked = data.check_options((source,), None, 0, local=False)
+    assert checked is not None
+    plan = checked.planned("race", "0123abcd0123abcd")
+    swap(source, outside)
+    backend = tasks.open_backend("qarnot")
+    notes: list[str] = []
+    with pytest.raises(QimgError, match="changed during the upload") as refused:
+        results.stage(backend, plan, "race", notes.append, None)
+    assert "\n" not in str(refused.value)
+    sent = [
+        storage.client.get_object(Bucket=plan.inputs_bucket, Key=item["Key"])["Body"].read()
+        for item in storage.client.list_objects_v2(Bucket=plan.inputs_bucket).get("Contents", [])
+    ]
+    assert b"TOP-SECRET-OUTSIDE" not in sent
+    results.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
+    assert storage.bucket_names() == []

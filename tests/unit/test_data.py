@@ -107,8 +107,8 @@ class Memory:
     def objects(self, bucket: str) -> list[ObjectView]:
         return [ObjectView(key, len(content)) for key, content in self.stored[bucket].items()]
 
-    def upload(self, bucket: str, key: str, source: Path | None, moved: Callable[[int], None]) -> None:
-        content = source.read_bytes() if source else b""
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: Callable[[int], None]) -> None:
+        content = source.read() if source else b""
         self.stored[bucket][key] = content
         moved(len(content))
 
