@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 from qimg.files import atomic_write
 from qimg.launcher import buckets, records, tasks
 from qimg.launcher.backends.base import Backend, BucketView, Storage, TaskRequest
@@ -246,14 +246,15 @@ def list_buckets(local: bool) -> list[BucketInfo]:
     return sorted(found, key=lambda info: (info.created is None, info.created or datetime.min, info.name))
 
 
-def purge(task: str | None, note: Note) -> tuple[list[str], list[str]]:
+def purge(task: str | None, note: Note) -> tuple[list[str], list[str], list[str]]:
     """`qimg stop --purge`: delete the buckets of task `task` (of every task: None). Kept, and said:
-    the buckets of a task that is running, and results not downloaded since their task stopped.
-    Returns (deleted, kept)."""
+    the buckets of a task that is running, and results not downloaded since their task stopped. A
+    bucket that cannot be deleted does not keep the others: each is tried. Returns (deleted, kept,
+    failures), a failure being "BUCKET: why"."""
     backend = tasks.open_backend("qarnot")
     store = storage_of(backend, "--purge")
     running = {view.name for view in backend.tasks() if not view.ended}
-    deleted, kept = [], []
+    deleted, kept, failures = [], [], []
     for view in qimg_buckets(store):
         parsed = buckets.parse_bucket(view.name)
         assert parsed is not None  # filtered above
@@ -266,10 +267,14 @@ def purge(task: str | None, note: Note) -> tuple[list[str], list[str]]:
             note(f"kept {view.name}: its results were never downloaded: `qimg fetch {view.name} DIR` first")
             kept.append(view.name)
         else:
-            store.delete_bucket(view.name)
+            try:
+                store.delete_bucket(view.name)
+            except QimgError as error:
+                failures.append(f"{view.name}: {error}")
+                continue
             deleted.append(view.name)
     for name in {parts[0] for parts in map(bucket_parts, deleted) if parts}:
         record = load(name)
         if record is not None and not {record.inputs, record.results} - {"", *deleted}:
             forget(name)
-    return deleted, kept
+    return deleted, kept, failures

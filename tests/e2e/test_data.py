@@ -348,3 +348,20 @@ def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
     assert b"TOP-SECRET-OUTSIDE" not in sent
     results.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
     assert storage.bucket_names() == []
+
+
+def test_purge_all_goes_on_past_a_bucket_it_cannot_delete(fake: FakeQarnot, storage: S3, user: User) -> None:
+    """adversarial-3 F13: a bucket that cannot be deleted (here: an object under a legal hold stays,
+    so the bucket is never empty) does not keep the others."""
+    storage.client.create_bucket(Bucket="qimg-evil-out-0123abcd", ObjectLockEnabledForBucket=True)
+    storage.client.put_object(
+        Bucket="qimg-evil-out-0123abcd", Key="held", Body=b"x", ObjectLockLegalHoldStatus="ON"
+    )
+    for name in ("qimg-a-in-0000aaaa", "qimg-z-out-0000cccc"):
+        storage.client.create_bucket(Bucket=name)
+    purged = user.qimg("stop", "--all", "--purge")
+    assert_one_line_error(purged, 1, "could not delete 1 bucket(s): qimg-evil-out-0123abcd")
+    assert "deleted bucket qimg-a-in-0000aaaa" in purged.stdout
+    assert "deleted bucket qimg-z-out-0000cccc" in purged.stdout
+    assert storage.bucket_names() == ["qimg-evil-out-0123abcd"]
+    storage.reset()  # what qimg could not delete

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from qimg.display import TransferBars
-from qimg.errors import TaskNotFound
+from qimg.errors import BackendError, TaskNotFound
 from qimg.launcher import data, results, tasks
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
 from qimg.launcher.data import DataRecord
@@ -91,6 +91,7 @@ class Memory:
         self.stored: dict[str, dict[str, bytes]] = {}
         self.views: dict[str, TaskView] = {}
         self.calls: list[tuple[str, str]] = []
+        self.undeletable: set[str] = set()
 
     # Storage
     def buckets(self) -> list[BucketView]:
@@ -102,6 +103,8 @@ class Memory:
 
     def delete_bucket(self, name: str) -> None:
         self.calls.append(("delete", name))
+        if name in self.undeletable:
+            raise BackendError(f"deleting bucket {name}: InternalError")
         self.stored.pop(name, None)
 
     def objects(self, bucket: str) -> list[ObjectView]:
@@ -197,6 +200,7 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
     assert data.purge(None, notes.append) == (
         ["qimg-done-out-0000cccc"],
         ["qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb"],
+        [],
     )
     assert sorted(memory.stored) == ["other", "qimg-pend-out-0000bbbb", "qimg-run-in-0000aaaa"]
     assert notes == [
@@ -204,3 +208,23 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
         "kept qimg-pend-out-0000bbbb: its results were never downloaded: "
         "`qimg fetch qimg-pend-out-0000bbbb DIR` first",
     ]
+
+
+def test_purge_deletes_every_bucket_it_can_and_reports_the_others_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """adversarial-3 F13: a bucket that cannot be deleted (moto answers 500 for keys `.` and `..`) does
+    not keep the others."""
+    memory = Memory()
+    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    names = ["qimg-a-out-0000aaaa", "qimg-evil-out-0123abcd", "qimg-z-in-0000cccc", "qimg-evil-in-0123abcd"]
+    for name in names:
+        memory.create_bucket(name)
+    memory.undeletable = {"qimg-evil-out-0123abcd", "qimg-evil-in-0123abcd"}
+    deleted, kept, failures = data.purge(None, [].append)
+    assert (deleted, kept) == (["qimg-a-out-0000aaaa", "qimg-z-in-0000cccc"], [])
+    assert failures == [
+        "qimg-evil-out-0123abcd: deleting bucket qimg-evil-out-0123abcd: InternalError",
+        "qimg-evil-in-0123abcd: deleting bucket qimg-evil-in-0123abcd: InternalError",
+    ]
+    assert sorted(memory.stored) == sorted(memory.undeletable)
