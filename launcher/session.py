@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
-from qimg.errors import Interrupted, QimgError
+from qimg.errors import Interrupted, QimgError, ResultsUploading
 from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
@@ -114,8 +114,17 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
     if plan.keep:
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
+    interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
     if plan.data is not None:
-        results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+        try:
+            results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+        except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
+            reporter.note(f"task {task_id} not deleted: {error}; `qimg stop {name}` deletes it once done")
+            if error.interrupted is not None:
+                raise error.interrupted from None
+            return
+        except Interrupted as signal_:
+            interrupted = signal_
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)
@@ -125,6 +134,8 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
                 reporter.note(problem)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
             reporter.note(f"could not forget {name}: {error}")
+    if interrupted is not None:
+        raise interrupted
 
 
 def remote_command(command: str) -> str:

@@ -4,6 +4,7 @@ output, stop). The backends' libraries (docker, qarnot and boto3) are imported o
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -12,8 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from qimg.errors import BackendError, FileError, QimgError, TaskNotFound, UsageError
-from qimg.launcher import launch, records, sshconfig
+from qimg.errors import (
+    BackendError,
+    FileError,
+    Interrupted,
+    QimgError,
+    ResultsUploading,
+    TaskNotFound,
+    UsageError,
+)
+from qimg.launcher import launch, records, signals, sshconfig
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
 
@@ -200,21 +209,33 @@ def stop(
         backend = open_backend(backend_name(local))
         targets = [(task.name, task.id) for task in backend.tasks()]
     stopped, failures = [], []
+    interrupted: Interrupted | None = None
     for task_name, task_id in targets:
         try:
             if before is not None:
-                before(backend, task_name, task_id)
-            backend.stop(task_id)
+                try:
+                    before(backend, task_name, task_id)
+                except Interrupted as signal_:  # during its results: the task is stopped all the same
+                    interrupted = signal_
+            with signals.ignored() if interrupted else contextlib.nullcontext():  # a second one
+                backend.stop(task_id)
+        except ResultsUploading as error:  # deleting it now could lose its results
+            failures.append(f"{task_name} ({task_id}): {error} (`qimg stop {task_name}` again later)")
+            interrupted = error.interrupted
         except QimgError as error:
             failures.append(f"{task_name} ({task_id}): {error}")
-            continue
-        stopped.append((task_name, task_id))
+        else:
+            stopped.append((task_name, task_id))
+        if interrupted is not None:  # the others are left as they are: `qimg stop` again reaches them
+            break
     try:
         for task_name in dict.fromkeys(task_name for task_name, _ in stopped):
             problems += _forget_if_stopped(task_name, {task_id for _, task_id in stopped})
     except FileError as error:
         done = ", ".join(f"{task_name} ({task_id})" for task_name, task_id in stopped)
         raise FileError(f"stopped {done}, but qimg cannot update its records: {error}") from None
+    if interrupted is not None:
+        raise interrupted
     if failures:
         raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
     return backend.name, stopped, problems

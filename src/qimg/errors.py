@@ -91,6 +91,15 @@ class BackendError(QimgError):
     """The place that runs tasks (Qarnot, the local engine) refused or failed a request."""
 
 
+class ResultsUploading(BackendError):
+    """A task being stopped is still uploading its results (or its state was last seen so): it must
+    not be deleted now. `interrupted`: the signal that ended the wait, if one did."""
+
+    def __init__(self, message: str, interrupted: Interrupted | None = None) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
 class TaskNotFound(QimgError):
     """No task of that name or id (any more)."""
 

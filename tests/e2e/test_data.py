@@ -365,3 +365,44 @@ def test_purge_all_goes_on_past_a_bucket_it_cannot_delete(fake: FakeQarnot, stor
     assert "deleted bucket qimg-z-out-0000cccc" in purged.stdout
     assert storage.bucket_names() == ["qimg-evil-out-0123abcd"]
     storage.reset()  # what qimg could not delete
+
+
+def test_results_come_down_although_reads_fail_while_the_task_uploads(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """Every read of the task answers 503 while it is UploadingResults (the SDK's retries run out):
+    the wait rides them out, and the task is deleted only once it is Cancelled."""
+    fake.upload_seconds = 12.0  # longer than the SDK's retries of two reads (3.5 s each)
+    fake.faults.status_while_uploading = 503
+    results_dir = tmp_path / "results"
+    command = f"echo done > {WORKDIR}/r.txt"
+    result = run(user, pushed_image, "--name", "up1", "--results", str(results_dir), "--command", command)
+    assert result.returncode == 0, result.stderr
+    assert (results_dir / "r.txt").read_text() == "done\n", result.stderr
+    assert fake.deleted_in == ["Cancelled"] and fake.tasks == {}
+    assert user.qimg("stop", "--purge", "up1").returncode == 0 and storage.bucket_names() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_results_download_of_stop_exits_with_it(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path, signum: int
+) -> None:
+    """adversarial-3 F5: exit 130/143 (not 0), the task stopped all the same, the results pending."""
+    results_dir = tmp_path / "results"
+    assert run(user, pushed_image, "--name", "sig", "--results", str(results_dir)).returncode == 0
+    made = user.qimg("ssh", "sig", "--", f"head -c 100000000 /dev/urandom > {WORKDIR}/big.bin")
+    assert made.returncode == 0, made.stderr
+    process = user.background("stop", "sig")
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measure
+    while not (results_dir.exists() and any(results_dir.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "results of sig not downloaded: interrupted" in stderr
+    assert fake.tasks == {} and list(results_dir.iterdir()) == []  # stopped; no partial file left
+    (listed,) = json.loads(user.qimg("ls", "--buckets", "--json").stdout)["buckets"]
+    assert listed["pending_download"] is True
+    assert user.qimg("fetch", "sig").returncode == 0 and (results_dir / "big.bin").stat().st_size == 10**8
+    assert user.qimg("stop", "--purge", "sig").returncode == 0 and storage.bucket_names() == []

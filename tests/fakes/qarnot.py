@@ -121,6 +121,7 @@ class Faults:
     hang_seconds: float = 3600.0
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
+    status_while_uploading: int = 0  # reads of a task in UploadingResults answer this status (0: off)
 
 
 @dataclass
@@ -220,6 +221,7 @@ class FakeQarnot:
         self.requests: list[tuple[str, str]] = []
         self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, the JSON body) of every request
+        self.deleted_in: list[str] = []  # the state of each task when its DELETE came
         self.account = Account()
         self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
@@ -380,10 +382,17 @@ class FakeQarnot:
         threading.Thread(target=self._run, args=(task,), daemon=True).start()
         return task
 
+    def uploading(self, path: str) -> bool:
+        """Whether the task of a /tasks/{uuid} path is UploadingResults."""
+        match = _TASK.fullmatch(path)
+        task = self.find(match.group(1)) if match else None
+        return task is not None and task.state == "UploadingResults"
+
     def delete(self, task: FakeTask) -> None:
         """DELETE /tasks/{uuid}: the containers go at once (no results are uploaded), the task lingers
         in PendingDelete."""
         with self.lock:
+            self.deleted_in.append(task.state)
             self._remove_containers(task)
             for instance in task.instances:
                 self._drop_workdir(instance)
@@ -820,6 +829,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             if is_task_read and fake.faults.drop_connections > 0:
                 fake.faults.drop_connections -= 1
                 self._drop()
+                return
+            if is_task_read and fake.faults.status_while_uploading and fake.uploading(path):
+                self._reply(fake.faults.status_while_uploading, {"message": "busy (injected)"})
                 return
             if is_task_read and fake.faults.status_burst:
                 self._reply(fake.faults.status_burst.pop(0), {"message": "slow down (injected)"})
