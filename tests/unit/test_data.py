@@ -223,7 +223,7 @@ def test_purge_deletes_every_bucket_it_can_and_reports_the_others_together(
     for name in names:
         memory.create_bucket(name)
     memory.undeletable = {"qimg-evil-out-0123abcd", "qimg-evil-in-0123abcd"}
-    deleted, kept, failures = data.purge(None, [].append)
+    deleted, kept, failures = data.purge(None, list[str]().append)
     assert (deleted, kept) == (["qimg-a-out-0000aaaa", "qimg-z-in-0000cccc"], [])
     assert failures == [
         "qimg-evil-out-0123abcd: deleting bucket qimg-evil-out-0123abcd: InternalError",
