@@ -406,3 +406,22 @@ def test_a_signal_during_the_results_download_of_stop_exits_with_it(
     assert listed["pending_download"] is True
     assert user.qimg("fetch", "sig").returncode == 0 and (results_dir / "big.bin").stat().st_size == 10**8
     assert user.qimg("stop", "--purge", "sig").returncode == 0 and storage.bucket_names() == []
+
+
+def test_the_login_user_owns_the_working_directory_and_writes_results_there(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """The platform's /job is root's (the fake makes it so): qimg-start gives it, inputs included, to
+    the login user, who can then write results beside and into the inputs."""
+    source = _dir(tmp_path / "data")
+    results_dir = tmp_path / "results"
+    command = (
+        f"stat -c '%U %a' {WORKDIR} {WORKDIR}/data/f && echo made > {WORKDIR}/made.txt && "
+        f"echo changed > {WORKDIR}/data/f"
+    )
+    result = run(user, pushed_image, "--name", "own", "--upload", str(source), "--results", str(results_dir),
+                 "--command", command)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == ["alice 755", "alice 644"], result.stdout
+    assert (results_dir / "made.txt").read_text() == "made\n"
+    assert user.qimg("stop", "--purge", "own").returncode == 0 and storage.bucket_names() == []

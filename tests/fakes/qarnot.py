@@ -489,8 +489,9 @@ class FakeQarnot:
     # --- storage: working directories, resource and result buckets --------------------------------------
 
     def _fresh_workdir(self, task: FakeTask, instance: Instance) -> Path:
-        """A new working directory for the instance, holding its resource buckets' files. World-
-        writable: the container's user is not known here."""
+        """A new working directory for the instance, holding its resource buckets' files. Harsh
+        reading of an unknown (the platform makes it, its owner is not documented): owned by root,
+        0755, as a directory the engine creates for a container is; the files 0644."""
         assert self.workdirs_root is not None
         self._drop_workdir(instance)
         root = Path(tempfile.mkdtemp(prefix=f"{task.uuid[:8]}-{instance.index}-", dir=self.workdirs_root))
@@ -507,8 +508,12 @@ class FakeQarnot:
                     else:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         self.s3.download_file(bucket, key, str(target))
-        for folder, _, _ in os.walk(root):
-            os.chmod(folder, 0o777)
+        for folder, _, files in os.walk(root):
+            os.chown(folder, 0, 0)
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chown(os.path.join(folder, name), 0, 0)
+                os.chmod(os.path.join(folder, name), 0o644)
         instance.workdir = root
         return root
 
