@@ -81,11 +81,22 @@ class DataPlan(CheckedData):
             request, constants={**request.constants, "DOCKER_WORKDIR": WORKDIR},
             resource_buckets=(self.inputs_bucket,) if self.inputs_bucket else (),
             result_bucket=self.results_bucket, snapshot_seconds=self.snapshot_seconds,
+            left_out=inputs_left_out([name for name, _ in self.uploads]),
         )  # fmt: skip
 
     @property
     def buckets(self) -> list[str]:
         return [name for name in (self.inputs_bucket, self.results_bucket) if name]
+
+
+def inputs_left_out(names: list[str]) -> str:
+    """The regex that keeps the uploaded folders out of snapshots and results: they are in the inputs
+    bucket already. How Qarnot writes the paths it matches is not documented: relative to the working
+    directory is the likely form, "./NAME/..." and "/job/NAME/..." match too ("" without uploads)."""
+    if not names:
+        return ""
+    folders = "|".join(re.escape(name) for name in names)
+    return rf"^(?:\./|{re.escape(WORKDIR)}/)?(?:{folders})(?:/.*)?$"
 
 
 def check_options(

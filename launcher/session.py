@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
-from qimg.errors import Interrupted, QimgError, ResultsUploading
+from qimg.errors import CreatedButFailed, Interrupted, QimgError, ResultsUploading
 from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
@@ -59,7 +59,12 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 if plan.data is not None:  # its buckets, before the task that reads them
                     results.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
-                    task_id = backend.submit(request)
+                    try:
+                        task_id = backend.submit(request)
+                    except CreatedButFailed as failure:  # it exists: recorded, then stopped below
+                        task_id = failure.task_id
+                        records.store(replace(pending, task_id=task_id))
+                        raise
                     records.store(replace(pending, task_id=task_id))
                 record = _ready(
                     plan, task_id, reporter,

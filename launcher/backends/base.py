@@ -119,6 +119,8 @@ class TaskRequest:
     resource_buckets: tuple[str, ...] = ()  # their files appear in the task's working directory
     result_bucket: str = ""  # receives the working directory: snapshots, the end, a cancellation
     snapshot_seconds: int = 0  # periodic snapshots into the result bucket (0: none)
+    # A regex of paths under the working directory that snapshots and results leave out ("": none).
+    left_out: str = ""
     hardware: Hardware = field(default_factory=Hardware)
     scheduling: str = "Flex"  # Qarnot's names: Flex, OnDemand, Reserved
     max_queue_seconds: int | None = None  # the task gives up when it waits longer in the queue

@@ -100,6 +100,15 @@ class ResultsUploading(BackendError):
         self.interrupted = interrupted
 
 
+class CreatedButFailed(BackendError):
+    """The task was created (`task_id`), then a request that completes its setup failed: the launch
+    stops it like any task it made."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
 class TaskNotFound(QimgError):
     """No task of that name or id (any more)."""
 

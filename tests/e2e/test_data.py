@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,15 +85,17 @@ def test_upload_snapshot_fetch_stop_round_trip(
     assert user.qimg("snapshot", "data1").returncode == 0
     fetched = user.qimg("fetch", "data1", str(tmp_path / "fetched"))
     assert fetched.returncode == 0, fetched.stderr
-    assert_same_tree(source, tmp_path / "fetched" / "inputs")
+    # The inputs are in their own bucket: snapshots and results leave them out (the fake honours it).
+    assert sorted(path.name for path in (tmp_path / "fetched").iterdir()) == ["out.txt"]
     assert (tmp_path / "fetched" / "out.txt").read_text() == "made-in-task\n"
+    assert re.fullmatch(fake.body("POST", "/tasks")["snapshotBlacklist"], "inputs/nested/mid.dat")
 
     # Written after the snapshot: the stop asks for the results again before deleting the task.
     assert user.qimg("ssh", "data1", "--", f"echo later > {WORKDIR}/later.txt").returncode == 0
     stopped = user.qimg("stop", "data1")
     assert stopped.returncode == 0, stopped.stderr
     assert fake.tasks == {}
-    assert_same_tree(source, results / "inputs")
+    assert sorted(path.name for path in results.iterdir()) == ["later.txt", "out.txt"]
     assert (results / "later.txt").read_text() == "later\n"
 
     listed = json.loads(user.qimg("ls", "--buckets", "--json").stdout)
@@ -425,3 +428,18 @@ def test_the_login_user_owns_the_working_directory_and_writes_results_there(
     assert result.stdout.splitlines()[:2] == ["alice 755", "alice 644"], result.stdout
     assert (results_dir / "made.txt").read_text() == "made\n"
     assert user.qimg("stop", "--purge", "own").returncode == 0 and storage.bucket_names() == []
+
+
+def test_a_failure_after_the_task_exists_stops_it_and_keeps_its_buckets(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """Asking for periodic snapshots fails once the task exists: its id is kept, its results come
+    down, it is stopped, and no bucket is deleted under it (they stay for `stop --purge`)."""
+    fake.faults.periodic_snapshot_refused = True
+    results_dir = tmp_path / "results"
+    result = run(user, pushed_image, "--name", "after", "--upload", str(_dir(tmp_path / "in")),
+                 "--results", str(results_dir), "--snapshot-every", "1h")  # fmt: skip
+    assert result.returncode == 1 and "asking for periodic snapshots" in result.stderr, result.stderr
+    assert fake.tasks == {} and fake.deleted_in == ["Cancelled"], result.stderr
+    assert len(storage.bucket_names()) == 2 and results_dir.is_dir()
+    assert user.qimg("stop", "--purge", "after").returncode == 0 and storage.bucket_names() == []

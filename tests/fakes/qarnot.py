@@ -122,6 +122,7 @@ class Faults:
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
     status_while_uploading: int = 0  # reads of a task in UploadingResults answer this status (0: off)
+    periodic_snapshot_refused: bool = False  # POST /tasks/{uuid}/snapshot/periodic answers 500 while set
 
 
 @dataclass
@@ -189,6 +190,9 @@ class FakeTask:
     upload_results_on_cancellation: bool = False
     snapshot_interval: int = 0
     snapshots: dict[str, str] = field(default_factory=dict)  # instant snapshot id -> status
+    # Regexes of paths under the working directory left out (snapshotBlacklist, resultsBlacklist).
+    snapshot_blacklist: str = ""
+    results_blacklist: str = ""
     hardware: list[dict[str, Any]] = field(default_factory=list)  # hardwareConstraints, as sent
     scheduling: str | None = None  # schedulingType, as sent (None: the platform's default, Flex)
     max_time_queue: int | None = None  # maxTimeQueueSeconds
@@ -341,7 +345,7 @@ class FakeQarnot:
         with self.lock:
             task = self.tasks[task_id]
             self._remove_containers(task)
-            self.upload_results(task)
+            self.upload_results(task, task.results_blacklist)
             task.state = state
 
     def find(self, task_id: str) -> FakeTask | None:
@@ -372,6 +376,8 @@ class FakeQarnot:
             upload_results_on_cancellation=bool(body.get("uploadResultsOnCancellation")),
             hardware=list(body.get("hardwareConstraints") or []), scheduling=body.get("schedulingType"),
             max_time_queue=body.get("maxTimeQueueSeconds"),
+            snapshot_blacklist=str(body.get("snapshotBlacklist") or ""),
+            results_blacklist=str(body.get("resultsBlacklist") or ""),
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
@@ -522,11 +528,14 @@ class FakeQarnot:
             shutil.rmtree(instance.workdir, ignore_errors=True)
             instance.workdir = None
 
-    def upload_results(self, task: FakeTask) -> None:
+    def upload_results(self, task: FakeTask, left_out: str = "") -> None:
         """Every instance's working directory into the result bucket: regular files, and empty
-        directories as "dir/" objects; symbolic links are not followed."""
+        directories as "dir/" objects; symbolic links are not followed. Paths (relative to the working
+        directory, "dir/name") that the regex `left_out` finds stay out: the platform's form of the
+        paths it matches is not documented, and this is the likeliest one."""
         if self.s3 is None or not task.result_bucket:
             return
+        skipped = re.compile(left_out).search if left_out else (lambda _path: None)
         for instance in task.instances:
             root = instance.workdir
             if root is None:
@@ -534,33 +543,34 @@ class FakeQarnot:
             for folder, folders, files in os.walk(root):
                 relative = Path(folder).relative_to(root).as_posix()
                 prefix = "" if relative == "." else relative + "/"
-                if prefix and not folders and not files:
+                if prefix and not folders and not files and not skipped(relative):
                     self.s3.put_object(Bucket=task.result_bucket, Key=prefix, Body=b"")
                 for name in files:
                     path = Path(folder) / name
-                    if stat.S_ISREG(path.lstat().st_mode):
+                    if stat.S_ISREG(path.lstat().st_mode) and not skipped(prefix + name):
                         self.s3.upload_file(str(path), task.result_bucket, prefix + name)
 
-    def take_snapshot(self, task: FakeTask) -> str:
-        """An instant snapshot: InProgress for upload_seconds, then the upload, then Success."""
+    def take_snapshot(self, task: FakeTask, left_out: str = "") -> str:
+        """An instant snapshot: InProgress for upload_seconds, then the upload, then Success. Harsh
+        reading of an unknown: only its own blacklist applies, not the task's."""
         snapshot_id = str(uuid.uuid4())
         task.snapshots[snapshot_id] = "InProgress"
 
         def upload() -> None:
             time.sleep(self.upload_seconds)
-            self.upload_results(task)
+            self.upload_results(task, left_out)
             task.snapshots[snapshot_id] = "Success"
 
         threading.Thread(target=upload, daemon=True).start()
         return snapshot_id
 
-    def snapshot_periodically(self, task: FakeTask, interval: int) -> None:
+    def snapshot_periodically(self, task: FakeTask, interval: int, left_out: str = "") -> None:
         task.snapshot_interval = interval
 
         def loop() -> None:
             while not self.closing.wait(interval) and task.state not in ENDING_STATES | {"PendingDelete"}:
                 if task.state == "FullyExecuting":
-                    self.upload_results(task)
+                    self.upload_results(task, left_out)
 
         threading.Thread(target=loop, daemon=True).start()
 
@@ -575,7 +585,7 @@ class FakeQarnot:
 
         def upload() -> None:
             time.sleep(self.upload_seconds)
-            self.upload_results(task)
+            self.upload_results(task, task.results_blacklist)
             with self.lock:
                 if task.state == "UploadingResults":
                     task.state = "Cancelled"
@@ -682,6 +692,8 @@ class FakeQarnot:
             "resultBucket": task.result_bucket or None,
             "uploadResultsOnCancellation": task.upload_results_on_cancellation,
             "snapshotInterval": task.snapshot_interval, "completedInstances": [],
+            "snapshotBlacklist": task.snapshot_blacklist or None,
+            "resultsBlacklist": task.results_blacklist or None,
             "hardwareConstraints": task.hardware, "status": status,
             **({"schedulingType": task.scheduling} if task.scheduling else {}),
             **({"maxTimeQueueSeconds": task.max_time_queue} if task.max_time_queue is not None else {}),
@@ -946,10 +958,13 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(interval, int) or interval <= 0:
                     self._reply(400, {"message": f"Invalid snapshot interval: {interval}"})
                     return
-                fake.snapshot_periodically(task, interval)
+                if fake.faults.periodic_snapshot_refused:
+                    self._reply(500, {"message": "Internal Server Error (injected)"})
+                    return
+                fake.snapshot_periodically(task, interval, _blacklist(body))
                 self._reply_empty()
             else:
-                self._reply(200, {"id": fake.take_snapshot(task)})
+                self._reply(200, {"id": fake.take_snapshot(task, _blacklist(body))})
 
         def _hardware(self) -> None:
             """An offset page, as the SDK's hardware_constraints_page reads it."""
@@ -1038,6 +1053,12 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def _blacklist(body: Any) -> str:
+    """The `blacklist` regex of a snapshot request ("" when none)."""
+    value = body.get("blacklist") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _missing(task_id: str) -> tuple[int, dict[str, str]]:
