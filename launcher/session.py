@@ -114,13 +114,14 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
 def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None = None) -> None:
     """The way out of a launch: stop its tasks and drop its record, unless the plan keeps them. A record
     whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later. Results
-    come down before the task is deleted."""
+    come down before the task is deleted; the buckets of a launch whose task id never came back are
+    deleted only once its tasks are known stopped."""
     name = plan.request.name
     if plan.keep:
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
     interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
-    if plan.data is not None:
+    if plan.data is not None and task_id:
         try:
             results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
         except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
@@ -133,7 +134,16 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)
-    if all(line.endswith("stopped and deleted") for line in lines):
+    stopped = all(line.endswith("stopped and deleted") for line in lines)
+    if plan.data is not None and not task_id:
+        if stopped:  # no task of the launch is left to read them
+            results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
+        else:
+            buckets = " and ".join(plan.data.buckets)
+            reporter.note(
+                f"buckets {buckets} kept: a task of this launch may use them (`qimg stop --purge {name}`)"
+            )
+    if stopped:
         try:
             for problem in sshconfig.forget(name):
                 reporter.note(problem)

@@ -443,3 +443,23 @@ def test_a_failure_after_the_task_exists_stops_it_and_keeps_its_buckets(
     assert fake.tasks == {} and fake.deleted_in == ["Cancelled"], result.stderr
     assert len(storage.bucket_names()) == 2 and results_dir.is_dir()
     assert user.qimg("stop", "--purge", "after").returncode == 0 and storage.bucket_names() == []
+
+
+def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buckets(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """The creation's reply is lost (504 after the task was made) and so is every tag listing right
+    after it: qimg never learns the id. The way out stops the launch's tasks by their tag first, and
+    only then deletes the buckets they read."""
+    fake.faults.gateway_error_after_create = 504
+    fake.faults.hang_next, fake.faults.hang_paths, fake.faults.hang_seconds = (
+        5,
+        ("POST /tasks/paginate",),
+        0.1,
+    )
+    result = run(user, pushed_image, "--name", "lost", "--upload", str(_dir(tmp_path / "in")))
+    assert result.returncode == 1, result.stderr
+    assert fake.tasks == {} and len(fake.buckets_at_delete) == 1, result.stderr
+    (at_delete,) = fake.buckets_at_delete
+    assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
+    assert storage.bucket_names() == []  # then deleted, the task being gone

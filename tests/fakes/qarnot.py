@@ -226,6 +226,7 @@ class FakeQarnot:
         self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, the JSON body) of every request
         self.deleted_in: list[str] = []  # the state of each task when its DELETE came
+        self.buckets_at_delete: list[list[str]] = []  # which of its buckets existed then, for each
         self.account = Account()
         self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
@@ -399,6 +400,10 @@ class FakeQarnot:
         in PendingDelete."""
         with self.lock:
             self.deleted_in.append(task.state)
+            if self.s3 is not None:
+                existing = {b["Name"] for b in self.s3.list_buckets()["Buckets"]}
+                mine = [*task.resource_buckets, *([task.result_bucket] if task.result_bucket else [])]
+                self.buckets_at_delete.append([name for name in mine if name in existing])
             self._remove_containers(task)
             for instance in task.instances:
                 self._drop_workdir(instance)
