@@ -177,10 +177,12 @@ def collect(
                 note(f"results: {files} files ({_size(size)}) from {record.results} in {record.results_dir}")
                 complete = True
     except (QimgError, OSError) as error:
-        interrupted = isinstance(error, Interrupted) or getattr(error, "interrupted", None) is not None
-        note(f"results of {record.name} not downloaded: {'interrupted' if interrupted else error}")
         if isinstance(error, ResultsUploading | Interrupted):
             ending = error
+        by_signal = isinstance(error, Interrupted) or (
+            isinstance(error, ResultsUploading) and error.interrupted is not None
+        )
+        note(f"results of {record.name} not downloaded: {'interrupted' if by_signal else error}")
     with contextlib.suppress(OSError):  # a read-only state directory: the note below says it all the same
         mark_pending(record.results, not complete)
     if not complete:
@@ -210,18 +212,12 @@ def _ask_for_results(backend: Backend, store: Storage, task_id: str, note: Note)
         if state not in ENDED_STATES:
             try:
                 store.abort(task_id)
+                state = "PendingCancel"  # accepted: cancelling, then uploading, until a look says more
             except BackendError as error:  # it may have ended meanwhile: the wait below tells
                 note(str(error))
         state = _wait_for_the_end(backend, task_id, deadline, state)
     except TaskNotFound:
         return  # deleted meanwhile: what its bucket holds is all there is
-    except Interrupted as interruption:
-        if state in UPLOADING_STATES:
-            raise ResultsUploading(
-                f"interrupted while the task is {state}: not deleted while it uploads its results",
-                interruption,
-            ) from None
-        raise
     if state in UPLOADING_STATES:
         raise ResultsUploading(
             f"the task is still {state} after {RESULTS_WAIT:.0f} s: not deleted while it uploads its results"
@@ -232,19 +228,28 @@ def _ask_for_results(backend: Backend, store: Storage, task_id: str, note: Note)
 
 def _wait_for_the_end(backend: Backend, task_id: str, deadline: float, state: str) -> str:
     """Look at the task until it ends (or the deadline): paced by the backend's request budget, a
-    failed look tried again after a longer pause. Returns its state as last seen."""
+    failed look tried again after a longer pause. Returns its state as last seen; a signal while it
+    uploads raises ResultsUploading (with the signal): the task must not be deleted then either."""
     pause = RESULTS_POLL
-    while state not in FINAL_STATES:
-        now = time.monotonic()
-        wake = max(now + pause, backend.poll_not_before())
-        if wake >= deadline:
-            break
-        time.sleep(wake - now)
-        try:
-            state = backend.view(task_id).state
-            pause = RESULTS_POLL
-        except BackendError:  # a transient failure (5xx, a dropped connection): the next look may work
-            pause = min(pause * 2, ERROR_PAUSE)
+    try:
+        while state not in FINAL_STATES:
+            now = time.monotonic()
+            wake = max(now + pause, backend.poll_not_before())
+            if wake >= deadline:
+                break
+            time.sleep(wake - now)
+            try:
+                state = backend.view(task_id).state
+                pause = RESULTS_POLL
+            except BackendError:  # a transient failure (5xx, a dropped connection): the next look may work
+                pause = min(pause * 2, ERROR_PAUSE)
+    except Interrupted as interruption:
+        if state in UPLOADING_STATES:
+            raise ResultsUploading(
+                f"interrupted while the task is {state}: not deleted while it uploads its results",
+                interruption,
+            ) from None
+        raise
     return state
 
 

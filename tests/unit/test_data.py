@@ -239,7 +239,7 @@ class Uploading(Memory):
 
     def __init__(self, looks: int, budget: float = 0.6) -> None:
         super().__init__()
-        self.looks, self.budget, self.not_before, self.failed = looks, budget, 0.0, 0
+        self.looks, self.budget, self.not_before, self.reads = looks, budget, 0.0, 0
 
     def poll_not_before(self) -> float:
         return self.not_before
@@ -253,8 +253,8 @@ class Uploading(Memory):
         if view.state == "UploadingResults":  # the wait's looks
             assert time.monotonic() >= self.not_before, "a look before the request budget allows it"
             self.not_before = time.monotonic() + self.budget
-            self.failed += 1
-            if self.failed % 2:
+            self.reads += 1
+            if self.reads % 2:
                 self.calls.append(("failed read", task_id))
                 raise BackendError("reading the task: Error: 503 (after the SDK's retries)")
             self.looks -= 1
@@ -317,3 +317,24 @@ def test_a_signal_during_the_download_stops_the_task_then_ends_qimg(
     assert memory.calls[-1] == ("stop", "id1") and data.is_pending("qimg-t1-out-0123abcd")
     assert "results of t1 not downloaded: interrupted" in notes
     assert list((tmp_path / "out").iterdir()) == []  # no partial file left
+
+
+class InterruptedWhileUploading(Uploading):
+    def view(self, task_id: str) -> TaskView:
+        view = super().view(task_id)
+        if view.state == "UploadingResults" and self.reads >= 2:
+            raise Interrupted(signal.SIGINT)
+        return view
+
+
+def test_a_signal_while_the_task_uploads_ends_qimg_without_deleting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory, notes = InterruptedWhileUploading(looks=1000, budget=0.0), list[str]()
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
+    memory.stored["qimg-t1-out-0123abcd"] = {}
+    with pytest.raises(Interrupted) as ended:
+        stop_all(memory, monkeypatch, notes)
+    assert ended.value.exit_code == 128 + signal.SIGINT
+    assert ("stop", "id1") not in memory.calls and data.is_pending("qimg-t1-out-0123abcd")
+    assert "results of t1 not downloaded: interrupted" in notes
