@@ -463,3 +463,22 @@ def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buck
     (at_delete,) = fake.buckets_at_delete
     assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
     assert storage.bucket_names() == []  # then deleted, the task being gone
+
+
+def test_sigterm_during_fetch_exits_143_and_leaves_no_partial_file(
+    fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    bucket = "qimg-far-out-0123abcd"
+    storage.client.create_bucket(Bucket=bucket)
+    storage.put(bucket, "big.bin", os.urandom(100 * 1000 * 1000))
+    target = tmp_path / "fetched"
+    process = user.background("fetch", bucket, str(target))
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measure
+    while not (target.exists() and any(target.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert list(target.iterdir()) == []
+    storage.reset()
