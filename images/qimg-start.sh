@@ -100,6 +100,13 @@ chmod 0700 "$home/.ssh"
 install -o "$login_user" -g "$group" -m 0600 "$work/keys" "$home/.ssh/authorized_keys.new"
 mv -f "$home/.ssh/authorized_keys.new" "$home/.ssh/authorized_keys"
 
+# The task's working directory (DOCKER_WORKDIR: /job for qimg's data options) is made by the
+# platform, owned by root as far as anyone knows: the login user gets it, and the inputs in it, so
+# that results can be written there. -h: a link in it is changed itself, never what it points to.
+if [ -n "${DOCKER_WORKDIR:-}" ] && [ -d "$DOCKER_WORKDIR" ]; then
+    chown -hR "$login_user:$group" "$DOCKER_WORKDIR"
+fi
+
 # /run is often a fresh tmpfs, so the directory made at build time may be gone.
 mkdir -p /run/sshd
 chown root:root /run/sshd

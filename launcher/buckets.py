@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 
 INPUTS, RESULTS = "in", "out"
 _SUFFIX = 8  # hex digits of the launch id in a bucket name
@@ -135,6 +136,39 @@ def walk_upload(option: str, directory: Path, prefix: str) -> Upload:
     return Upload(directory, tuple(entries), size)
 
 
+def open_entry(upload: Upload, source: Path) -> BinaryIO:
+    """The file `source` of a walked upload, opened for reading from the upload's directory down,
+    through directory handles and without following a link: a file or directory swapped for a symbolic
+    link since the walk is refused (QimgError), so nothing from outside the directory is sent."""
+    parts = source.relative_to(upload.directory).parts
+    descriptor = os.open(upload.directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            # O_NONBLOCK: a FIFO put in the file's place must not block the open.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                inner = os.open(part, flags, dir_fd=descriptor)
+            except OSError as error:
+                raise _changed(upload, source, error.strerror or str(error)) from None
+            os.close(descriptor)
+            descriptor = inner
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _changed(upload, source, "not a regular file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _changed(upload: Upload, source: Path, why: str) -> QimgError:
+    return QimgError(
+        f"{_shown(str(source))} changed during the upload of {_shown(str(upload.directory))} ({why}): "
+        "qimg sends regular files from inside the directory only; run again once it holds still"
+    )
+
+
 # --- coming down ------------------------------------------------------------------------------------
 
 
@@ -161,31 +195,57 @@ Fill = Callable[[BinaryIO], object]  # what it returns is ignored
 def write_into(root: Path, key: str, fill: Fill) -> None:
     """The object `key` written under `root` by `fill(handle)`: into a new file beside its final name,
     then renamed over it. Raises ValueError for a key that would leave `root`, or a path through a
-    symbolic link or a file; OSError from the file system."""
+    symbolic link or a file; OSError from the file system.
+
+    Every step goes through directory handles opened without following links, never by path after a
+    check: a directory swapped for a symbolic link meanwhile cannot lead a file out of `root`."""
     problem = key_problem(key)
     if problem:
         raise ValueError(f"unsafe key {_shown(key)}: {problem}")
     *folders, name = key.removesuffix("/").split("/")
-    folder = root
-    for part in [*folders, name] if key.endswith("/") else folders:
-        folder = folder / part
-        try:
-            os.mkdir(folder, 0o755)
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # a symbolic link, even to a directory, is refused
-                raise ValueError(f"{_shown(key)}: {_shown(str(folder))} is not a directory") from None
-    if key.endswith("/"):
-        return
-    final = folder / name
+    directory = _open_directory(root, None, str(root), key)  # `root` itself is no link either
+    try:
+        shown = root
+        for part in [*folders, name] if key.endswith("/") else folders:
+            shown = shown / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=directory)
+            inner = _open_directory(shown, directory, part, key)
+            os.close(directory)
+            directory = inner
+        if not key.endswith("/"):
+            _write_file(directory, name, shown / name, key, fill)
+    finally:
+        os.close(directory)
+
+
+def _open_directory(shown: Path, parent: int | None, name: str, key: str) -> int:
+    """A handle on the directory `name` (in `parent`, or a path), which must not be a symbolic link."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError as error:
+        if error.errno in {errno.ELOOP, errno.ENOTDIR}:  # a link (even to a directory), or a file
+            raise ValueError(f"{_shown(key)}: {_shown(str(shown))} is not a directory") from None
+        raise
+
+
+def _write_file(directory: int, name: str, shown: Path, key: str, fill: Fill) -> None:
     with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISREG(os.lstat(final).st_mode):
-            raise ValueError(f"{_shown(key)}: {_shown(str(final))} exists and is not a regular file")
-    partial = folder / f".{name[:200]}.qimg-{os.getpid()}.part"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        if not stat.S_ISREG(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode):
+            raise ValueError(f"{_shown(key)}: {_shown(str(shown))} exists and is not a regular file")
+    partial = f".{name[:200]}.qimg-{os.getpid()}.part"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        descriptor = os.open(partial, flags, 0o644, dir_fd=directory)
+    except FileExistsError:  # left by an earlier run: never opened as found (a link to elsewhere)
+        os.unlink(partial, dir_fd=directory)
+        descriptor = os.open(partial, flags, 0o644, dir_fd=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             fill(handle)
-        os.replace(partial, final)
+        # rename() replaces a link at the final name, never what it points to.
+        os.replace(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial, dir_fd=directory)
         raise

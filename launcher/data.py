@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 from qimg.files import atomic_write, read_regular
 from qimg.launcher import buckets, records, tasks
 from qimg.launcher.backends.base import Backend, BucketView, Storage, TaskRequest
@@ -81,11 +81,22 @@ class DataPlan(CheckedData):
             request, constants={**request.constants, "DOCKER_WORKDIR": WORKDIR},
             resource_buckets=(self.inputs_bucket,) if self.inputs_bucket else (),
             result_bucket=self.results_bucket, snapshot_seconds=self.snapshot_seconds,
+            left_out=inputs_left_out([name for name, _ in self.uploads]),
         )  # fmt: skip
 
     @property
     def buckets(self) -> list[str]:
         return [name for name in (self.inputs_bucket, self.results_bucket) if name]
+
+
+def inputs_left_out(names: list[str]) -> str:
+    """The regex that keeps the uploaded folders out of snapshots and results: they are in the inputs
+    bucket already. How Qarnot writes the paths it matches is not documented: relative to the working
+    directory is the likely form, "./NAME/..." and "/job/NAME/..." match too ("" without uploads)."""
+    if not names:
+        return ""
+    folders = "|".join(re.escape(name) for name in names)
+    return rf"^(?:\./|{re.escape(WORKDIR)}/)?(?:{folders})(?:/.*)?$"
 
 
 def check_options(
@@ -250,14 +261,15 @@ def list_buckets(local: bool) -> list[BucketInfo]:
     return sorted(found, key=lambda info: (info.created is None, info.created or datetime.min, info.name))
 
 
-def purge(task: str | None, note: Note) -> tuple[list[str], list[str]]:
+def purge(task: str | None, note: Note) -> tuple[list[str], list[str], list[str]]:
     """`qimg stop --purge`: delete the buckets of task `task` (of every task: None). Kept, and said:
-    the buckets of a task that is running, and results not downloaded since their task stopped.
-    Returns (deleted, kept)."""
+    the buckets of a task that is running, and results not downloaded since their task stopped. A
+    bucket that cannot be deleted does not keep the others: each is tried. Returns (deleted, kept,
+    failures), a failure being "BUCKET: why"."""
     backend = tasks.open_backend("qarnot")
     store = storage_of(backend, "--purge")
     running = {view.name for view in backend.tasks() if not view.ended}
-    deleted, kept = [], []
+    deleted, kept, failures = [], [], []
     for view in qimg_buckets(store):
         parsed = buckets.parse_bucket(view.name)
         assert parsed is not None  # filtered above
@@ -270,10 +282,14 @@ def purge(task: str | None, note: Note) -> tuple[list[str], list[str]]:
             note(f"kept {view.name}: its results were never downloaded: `qimg fetch {view.name} DIR` first")
             kept.append(view.name)
         else:
-            store.delete_bucket(view.name)
+            try:
+                store.delete_bucket(view.name)
+            except QimgError as error:
+                failures.append(f"{view.name}: {error}")
+                continue
             deleted.append(view.name)
     for name in {parts[0] for parts in map(bucket_parts, deleted) if parts}:
         record = load(name)
         if record is not None and not {record.inputs, record.results} - {"", *deleted}:
             forget(name)
-    return deleted, kept
+    return deleted, kept, failures

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from qimg.errors import BackendError, Interrupted, QimgError, TaskNotFound, UsageError
+from qimg.errors import BackendError, Interrupted, QimgError, ResultsUploading, TaskNotFound, UsageError
 from qimg.launcher import buckets, records, signals, tasks
-from qimg.launcher.backends.base import EXECUTING, Backend, Storage
+from qimg.launcher.backends.base import ENDED_STATES, EXECUTING, Backend, Storage
 from qimg.launcher.buckets import RESULTS
 from qimg.launcher.data import (
     WORKDIR,
@@ -32,9 +32,14 @@ from qimg.launcher.data import (
 )  # fmt: skip
 
 SNAPSHOT_TIMEOUT = 600.0  # seconds for Qarnot to upload the working directory
-RESULTS_WAIT = 600.0  # seconds for an aborted task to finish uploading its results
-RESULTS_POLL = 0.5
+# Seconds, in all, for the results of a task being stopped: the snapshot, the abort and the upload
+# that follows it. No request starts after that; one under way has its own bound (REQUEST_TIMEOUT).
+RESULTS_WAIT = 600.0
+RESULTS_POLL = 0.5  # seconds between looks, at least; the backend's request budget may ask for more
+ERROR_PAUSE = 8.0  # seconds at most between looks that fail (a read that fails is tried again)
 FINAL_STATES = frozenset({"Cancelled", "Success", "Failure"})  # after UploadingResults: all is there
+# Between execution and the end, the task moves its results: deleting it then could lose them.
+UPLOADING_STATES = frozenset({"PendingCancel", "UploadingResults", "DownloadingResults"})
 
 
 class _Meter:
@@ -109,7 +114,11 @@ def stage(backend: Backend, plan: DataPlan, task: str, note: Note, progress: Pro
     meter = _Meter(progress, f"uploading to {plan.inputs_bucket}", total)
     for _, upload in plan.uploads:
         for source, key in upload.entries:
-            store.upload(plan.inputs_bucket, key, source, meter.add)
+            if source is None:
+                store.upload(plan.inputs_bucket, key, None, meter.add)
+                continue
+            with buckets.open_entry(upload, source) as handle:
+                store.upload(plan.inputs_bucket, key, handle, meter.add)
     meter.finish()
     files = sum(1 for _, upload in plan.uploads for source, _ in upload.entries if source is not None)
     where = ", ".join(f"{WORKDIR}/{name}" for name, _ in plan.uploads)
@@ -120,7 +129,9 @@ def end_of_launch(
     backend: Backend, plan: DataPlan, task: str, task_id: str, note: Note, progress: Progress | None
 ) -> None:
     """Before the launch's tasks are stopped: the results first. Buckets that no task got (the launch
-    failed before its task existed) are deleted. Raises nothing: the stop that follows must happen."""
+    failed before its task existed) are deleted. Raises only what the stop that follows must hear of:
+    ResultsUploading (the task must not be deleted now) and Interrupted (a signal during the results:
+    the task is stopped all the same, then the signal ends qimg)."""
     try:
         store = storage_of(backend, "--upload/--results")
         if not task_id:
@@ -130,6 +141,8 @@ def end_of_launch(
             record = DataRecord(task, plan.inputs_bucket, plan.results_bucket, plan.results_dir)
             collect(backend, store, task_id, record, note, progress)
         note(f"buckets {' and '.join(plan.buckets)} kept: `qimg stop --purge {task}` deletes them")
+    except (ResultsUploading, Interrupted):
+        raise
     except (QimgError, OSError) as error:
         note(f"the data of {task}: {error}")
 
@@ -152,8 +165,10 @@ def collect(
 ) -> bool:
     """The results of a task about to be deleted: asked for, waited for, then downloaded into the
     record's directory. True when they all came; otherwise the bucket is marked pending and the note
-    says how to fetch it. A signal ends the wait or the download (the caller still stops the task)."""
+    says how to fetch it. Raises ResultsUploading when the task is still uploading them (it must not
+    be deleted now), and Interrupted after a signal (the caller still stops the task, then exits)."""
     complete = False
+    ending: QimgError | None = None
     try:
         with signals.as_errors():
             _ask_for_results(backend, store, task_id, note)
@@ -162,37 +177,80 @@ def collect(
                 note(f"results: {files} files ({_size(size)}) from {record.results} in {record.results_dir}")
                 complete = True
     except (QimgError, OSError) as error:
-        what = "interrupted" if isinstance(error, Interrupted) else str(error)
-        note(f"results of {record.name} not downloaded: {what}")
+        if isinstance(error, ResultsUploading | Interrupted):
+            ending = error
+        by_signal = isinstance(error, Interrupted) or (
+            isinstance(error, ResultsUploading) and error.interrupted is not None
+        )
+        note(f"results of {record.name} not downloaded: {'interrupted' if by_signal else error}")
     with contextlib.suppress(OSError):  # a read-only state directory: the note below says it all the same
         mark_pending(record.results, not complete)
     if not complete:
         note(f"they stay in bucket {record.results}: `qimg fetch {record.results} DIR` downloads them")
+    if ending is not None:
+        raise ending
     return complete
 
 
 def _ask_for_results(backend: Backend, store: Storage, task_id: str, note: Note) -> None:
     """Make the results bucket hold the task's last working directory: a snapshot while it runs, then
-    its cancellation (which uploads them too), then wait until the upload is over."""
+    its cancellation (which uploads them too), then wait until the upload is over, all within
+    RESULTS_WAIT. The looks follow the backend's request budget, and one that fails is tried again; a
+    task still uploading at the end raises ResultsUploading."""
+    deadline = time.monotonic() + RESULTS_WAIT
+    state = ""  # as last seen
     try:
-        view = backend.view(task_id)
-        if view.state == EXECUTING:
+        try:
+            state = backend.view(task_id).state
+        except BackendError as error:  # not known: the abort is asked for all the same
+            note(f"reading the task before stopping it: {error}")
+        if state == EXECUTING:
             try:
-                store.snapshot(task_id, SNAPSHOT_TIMEOUT)
+                store.snapshot(task_id, min(SNAPSHOT_TIMEOUT, max(0.0, deadline - time.monotonic())))
             except BackendError as error:
                 note(f"snapshot before stopping failed ({error}): the cancellation uploads the results")
-        if not view.ended:
+        if state not in ENDED_STATES:
             try:
                 store.abort(task_id)
+                state = "PendingCancel"  # accepted: cancelling, then uploading, until a look says more
             except BackendError as error:  # it may have ended meanwhile: the wait below tells
-                note(f"aborting the task: {error}")
-        deadline = time.monotonic() + RESULTS_WAIT
-        while (view := backend.view(task_id)).state not in FINAL_STATES:
-            if time.monotonic() >= deadline:
-                raise BackendError(f"the task is still {view.state} after {RESULTS_WAIT:.0f} s")
-            time.sleep(RESULTS_POLL)
+                note(str(error))
+        state = _wait_for_the_end(backend, task_id, deadline, state)
     except TaskNotFound:
         return  # deleted meanwhile: what its bucket holds is all there is
+    if state in UPLOADING_STATES:
+        raise ResultsUploading(
+            f"the task is still {state} after {RESULTS_WAIT:.0f} s: not deleted while it uploads its results"
+        )
+    if state not in FINAL_STATES:
+        raise BackendError(f"the task is {state or 'unreadable'} after {RESULTS_WAIT:.0f} s")
+
+
+def _wait_for_the_end(backend: Backend, task_id: str, deadline: float, state: str) -> str:
+    """Look at the task until it ends (or the deadline): paced by the backend's request budget, a
+    failed look tried again after a longer pause. Returns its state as last seen; a signal while it
+    uploads raises ResultsUploading (with the signal): the task must not be deleted then either."""
+    pause = RESULTS_POLL
+    try:
+        while state not in FINAL_STATES:
+            now = time.monotonic()
+            wake = max(now + pause, backend.poll_not_before())
+            if wake >= deadline:
+                break
+            time.sleep(wake - now)
+            try:
+                state = backend.view(task_id).state
+                pause = RESULTS_POLL
+            except BackendError:  # a transient failure (5xx, a dropped connection): the next look may work
+                pause = min(pause * 2, ERROR_PAUSE)
+    except Interrupted as interruption:
+        if state in UPLOADING_STATES:
+            raise ResultsUploading(
+                f"interrupted while the task is {state}: not deleted while it uploads its results",
+                interruption,
+            ) from None
+        raise
+    return state
 
 
 def results_first(note: Note, progress: Progress | None) -> Callable[[Backend, str, str], None]:
@@ -214,8 +272,8 @@ def results_first(note: Note, progress: Progress | None) -> Callable[[Backend, s
             collect(backend, backend, task_id, record, note, progress)
         except TaskNotFound:
             return
-        except Interrupted:  # the caller stops this task all the same, then ends as interrupted
-            raise
+        except (ResultsUploading, Interrupted):
+            raise  # the stop hears of it: not deleted now, or stopped and then ended by the signal
         except (QimgError, OSError) as error:  # the stop goes on: a task left running would bill
             note(f"could not save the results of {task} first: {error}")
 
@@ -263,7 +321,8 @@ def fetch(name: str, target: Path | None, local: bool, progress: Progress | None
     checked = buckets.check_target("DIR", chosen, reusable=chosen == recorded)
     store = storage_of(tasks.open_backend("qarnot"), "fetch")
     bucket = name if parsed else (record.results if record and record.results else _only_results(store, task))
-    files, size = download(store, bucket, checked, progress)
+    with signals.as_errors():  # SIGTERM too ends the download through its clean-up: no partial file stays
+        files, size = download(store, bucket, checked, progress)
     mark_pending(bucket, False)
     if record is None:  # a bucket of a task launched elsewhere: later fetches go to the same place
         save(DataRecord(task, results=bucket, results_dir=checked))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
-from qimg.errors import Interrupted, QimgError
+from qimg.errors import CreatedButFailed, Interrupted, QimgError, ResultsUploading
 from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
@@ -58,7 +58,12 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                 if plan.data is not None:  # its buckets, before the task that reads them
                     results.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
-                    task_id = backend.submit(request)
+                    try:
+                        task_id = backend.submit(request)
+                    except CreatedButFailed as failure:  # it exists: recorded, then stopped below
+                        task_id = failure.task_id
+                        records.store(replace(pending, task_id=task_id))
+                        raise
                     records.store(replace(pending, task_id=task_id))
                 if plan.batch:
                     return _run_batch(plan, task_id, reporter, transfers)
@@ -135,22 +140,43 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
 def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None = None) -> None:
     """The way out of a launch: stop its tasks and drop its record, unless the plan keeps them. A record
     whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later. Results
-    come down before the task is deleted."""
+    come down before the task is deleted; the buckets of a launch whose task id never came back are
+    deleted only once its tasks are known stopped."""
     name = plan.request.name
     if plan.keep:
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
         return
-    if plan.data is not None:
-        results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+    interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
+    if plan.data is not None and task_id:
+        try:
+            results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+        except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
+            reporter.note(f"task {task_id} not deleted: {error}; `qimg stop {name}` deletes it once done")
+            if error.interrupted is not None:
+                raise error.interrupted from None
+            return
+        except Interrupted as signal_:
+            interrupted = signal_
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)
-    if all(line.endswith("stopped and deleted") for line in lines):
+    stopped = all(line.endswith("stopped and deleted") for line in lines)
+    if plan.data is not None and not task_id:
+        if stopped:  # no task of the launch is left to read them
+            results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
+        else:
+            buckets = " and ".join(plan.data.buckets)
+            reporter.note(
+                f"buckets {buckets} kept: a task of this launch may use them (`qimg stop --purge {name}`)"
+            )
+    if stopped:
         try:
             for problem in sshconfig.forget(name):
                 reporter.note(problem)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
             reporter.note(f"could not forget {name}: {error}")
+    if interrupted is not None:
+        raise interrupted
 
 
 def remote_command(command: str) -> str:

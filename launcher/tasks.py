@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from qimg.errors import BackendError, FileError, Interrupted, QimgError, TaskNotFound, UsageError
+from qimg.errors import (
+    BackendError,
+    FileError,
+    Interrupted,
+    QimgError,
+    ResultsUploading,
+    TaskNotFound,
+    UsageError,
+)
 from qimg.launcher import launch, records, signals, sshconfig
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
@@ -201,7 +209,8 @@ def stop(
     stopped: list[tuple[str, str]] = []
     failures: list[str] = []
     # SIGINT, SIGTERM, SIGHUP end the command as they end others (Interrupted, 128 + the signal), but
-    # never in the middle of a deletion, and the tasks stopped until then lose their records.
+    # never in the middle of a deletion, and the tasks stopped until then lose their records. The
+    # tasks after an interrupted one are left as they are: `qimg stop` again reaches them.
     with signals.as_errors():
         if name:
             found = resolve_for_stop(name, local)
@@ -218,6 +227,11 @@ def stop(
                         before(backend, task_name, task_id)
                     except Interrupted as interruption:  # it cut the saving of results short: the stop is due
                         interrupted = interruption
+                    except ResultsUploading as error:  # deleting it now could lose its results
+                        failures.append(f"{task_name} ({task_id}): {error} (`qimg stop {task_name}` later)")
+                        if error.interrupted is not None:
+                            raise error.interrupted from None
+                        continue
                     except QimgError as error:
                         failures.append(f"{task_name} ({task_id}): {error}")
                         continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from qimg.launcher.ssh import Endpoint
@@ -126,6 +125,8 @@ class TaskRequest:
     resource_buckets: tuple[str, ...] = ()  # their files appear in the task's working directory
     result_bucket: str = ""  # receives the working directory: snapshots, the end, a cancellation
     snapshot_seconds: int = 0  # periodic snapshots into the result bucket (0: none)
+    # A regex of paths under the working directory that snapshots and results leave out ("": none).
+    left_out: str = ""
     hardware: Hardware = field(default_factory=Hardware)
     scheduling: str = "Flex"  # Qarnot's names: Flex, OnDemand, Reserved
     max_queue_seconds: int | None = None  # the task gives up when it waits longer in the queue
@@ -242,8 +243,9 @@ class Storage(Protocol):
 
     def objects(self, bucket: str) -> list[ObjectView]: ...
 
-    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
-        """The file `source` as `key`; None puts an empty object (a directory marker, `key` ends in /)."""
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: BytesMoved) -> None:
+        """The open file `source` as `key`; None puts an empty object (a directory marker, `key` ends
+        in /)."""
         ...
 
     def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None: ...

@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from qimg.errors import BackendError, QimgError, TaskNotFound, UsageError, first_line
+from qimg.errors import BackendError, CreatedButFailed, QimgError, TaskNotFound, UsageError, first_line
 from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
@@ -142,6 +142,8 @@ class QarnotBackend(QarnotBuckets):
             if request.result_bucket:
                 task.results = Bucket(self.connection, request.result_bucket, create=False)
                 task.upload_results_on_cancellation = True  # an aborted task still hands its results over
+            if request.left_out:
+                task.snapshot_blacklist = task.results_blacklist = request.left_out
         qarnot_worker.apply(task, request)
         # Assigning tags turns the SDK's auto-refresh off; view() always refreshes explicitly.
         task.tags = [TASK_TAG, launch_tag(request.launch_id)]
@@ -159,8 +161,15 @@ class QarnotBackend(QarnotBuckets):
             self._fresh.add(task_id)
         if request.snapshot_seconds:
             # Asked here rather than through the SDK's submit, which would send it once, unretried.
-            kept = self._task(task_id)
-            self._call("asking for periodic snapshots", lambda: kept.snapshot(request.snapshot_seconds))
+            # The task exists: a failure here says which, so that it is stopped like any other.
+            try:
+                kept = self._task(task_id)
+                self._call(
+                    "asking for periodic snapshots",
+                    lambda: kept.snapshot(request.snapshot_seconds, blacklist=request.left_out or None),
+                )
+            except QimgError as error:
+                raise CreatedButFailed(str(error), task_id) from None
         return task_id
 
     def _reconcile(self, request: TaskRequest, submitted: str, failure: QimgError | None) -> str:
@@ -227,7 +236,9 @@ class QarnotBackend(QarnotBuckets):
 
     def snapshot(self, task_id: str, timeout: float) -> None:
         task = self._task(task_id)
-        snapshot_id = self._call("asking for a snapshot", task.instant)
+        # What the task leaves out of its snapshots (read back with it) is left out of this one too.
+        left_out = task.snapshot_blacklist or None
+        snapshot_id = self._call("asking for a snapshot", lambda: task.instant(blacklist=left_out))
         if not snapshot_id:
             raise BackendError("asking for a snapshot: Qarnot answered without a snapshot id")
         deadline, pause = time.monotonic() + timeout, SNAPSHOT_FIRST_PAUSE

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from qimg.errors import BackendError, QimgError, first_line
@@ -86,17 +85,16 @@ class QarnotBuckets:
             if isinstance(item.key, str) and isinstance(item.size, int) and item.size >= 0
         ]
 
-    def upload(self, bucket: str, key: str, source: Path | None, moved: BytesMoved) -> None:
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: BytesMoved) -> None:
         from qarnot.bucket import s3_multipart_config
 
         def send() -> None:
             if source is None:
                 self.connection.s3client.put_object(Bucket=bucket, Key=key, Body=b"")
                 return
-            with source.open("rb") as handle:
-                self.connection.s3client.upload_fileobj(
-                    handle, bucket, key, Config=s3_multipart_config, Callback=moved
-                )
+            self.connection.s3client.upload_fileobj(
+                source, bucket, key, Config=s3_multipart_config, Callback=moved
+            )
 
         self._storage(f"uploading {key} to {bucket}", send)
 

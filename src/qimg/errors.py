@@ -91,6 +91,24 @@ class BackendError(QimgError):
     """The place that runs tasks (Qarnot, the local engine) refused or failed a request."""
 
 
+class ResultsUploading(BackendError):
+    """A task being stopped is still uploading its results (or its state was last seen so): it must
+    not be deleted now. `interrupted`: the signal that ended the wait, if one did."""
+
+    def __init__(self, message: str, interrupted: Interrupted | None = None) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+class CreatedButFailed(BackendError):
+    """The task was created (`task_id`), then a request that completes its setup failed: the launch
+    stops it like any task it made."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
 class TaskNotFound(QimgError):
     """No task of that name or id (any more)."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from qimg.errors import QimgError
+from qimg.launcher import data, results, tasks
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
@@ -81,15 +84,17 @@ def test_upload_snapshot_fetch_stop_round_trip(
     assert user.qimg("snapshot", "data1").returncode == 0
     fetched = user.qimg("fetch", "data1", str(tmp_path / "fetched"))
     assert fetched.returncode == 0, fetched.stderr
-    assert_same_tree(source, tmp_path / "fetched" / "inputs")
+    # The inputs are in their own bucket: snapshots and results leave them out (the fake honours it).
+    assert sorted(path.name for path in (tmp_path / "fetched").iterdir()) == ["out.txt"]
     assert (tmp_path / "fetched" / "out.txt").read_text() == "made-in-task\n"
+    assert re.fullmatch(fake.body("POST", "/tasks")["snapshotBlacklist"], "inputs/nested/mid.dat")
 
     # Written after the snapshot: the stop asks for the results again before deleting the task.
     assert user.qimg("ssh", "data1", "--", f"echo later > {WORKDIR}/later.txt").returncode == 0
     stopped = user.qimg("stop", "data1")
     assert stopped.returncode == 0, stopped.stderr
     assert fake.tasks == {}
-    assert_same_tree(source, results / "inputs")
+    assert sorted(path.name for path in results.iterdir()) == ["later.txt", "out.txt"]
     assert (results / "later.txt").read_text() == "later\n"
 
     listed = json.loads(user.qimg("ls", "--buckets", "--json").stdout)
@@ -297,3 +302,180 @@ def test_no_bucket_storage_is_said_before_anything_is_created(
     result = run(user, pushed_image, "--upload", str(_dir(tmp_path / "in")))  # the fake's storage is off
     assert_one_line_error(result, 1, "has no bucket storage")
     assert fake.count("POST", "/tasks") == 0
+
+
+def _swap_file(source: Path, outside: Path) -> None:
+    (source / "sub" / "zz-last").unlink()
+    (source / "sub" / "zz-last").symlink_to(outside / "secret.txt")
+
+
+def _swap_directory(source: Path, outside: Path) -> None:
+    (source / "sub").rename(source / "moved")
+    (source / "sub").symlink_to(outside)
+
+
+@pytest.mark.parametrize("swap", [_swap_file, _swap_directory])
+def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
+    fake: FakeQarnot, storage: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    swap: Callable[[Path, Path], None],
+) -> None:  # fmt: skip
+    """adversarial-3 F2, made deterministic: the racer's swap lands between the walk that checked the
+    directory and the upload that reads it (the real SDK's S3 client, moto behind the fake API)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("QARNOT_CLUSTER_URL", fake.url)
+    monkeypatch.setenv("QARNOT_CLIENT_TOKEN", fake.token)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("TOP-SECRET-OUTSIDE")
+    (outside / "zz-last").write_text("TOP-SECRET-OUTSIDE")
+    source = tmp_path / "data"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a")
+    (source / "sub" / "zz-last").write_text("fine")
+    checked = data.check_options((source,), None, 0, local=False)
+    assert checked is not None
+    plan = checked.planned("race", "0123abcd0123abcd")
+    swap(source, outside)
+    backend = tasks.open_backend("qarnot")
+    notes: list[str] = []
+    with pytest.raises(QimgError, match="changed during the upload") as refused:
+        results.stage(backend, plan, "race", notes.append, None)
+    assert "\n" not in str(refused.value)
+    sent = [
+        storage.client.get_object(Bucket=plan.inputs_bucket, Key=item["Key"])["Body"].read()
+        for item in storage.client.list_objects_v2(Bucket=plan.inputs_bucket).get("Contents", [])
+    ]
+    assert b"TOP-SECRET-OUTSIDE" not in sent
+    results.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
+    assert storage.bucket_names() == []
+
+
+def test_purge_all_goes_on_past_a_bucket_it_cannot_delete(fake: FakeQarnot, storage: S3, user: User) -> None:
+    """adversarial-3 F13: a bucket that cannot be deleted (here: an object under a legal hold stays,
+    so the bucket is never empty) does not keep the others."""
+    storage.client.create_bucket(Bucket="qimg-evil-out-0123abcd", ObjectLockEnabledForBucket=True)
+    storage.client.put_object(
+        Bucket="qimg-evil-out-0123abcd", Key="held", Body=b"x", ObjectLockLegalHoldStatus="ON"
+    )
+    for name in ("qimg-a-in-0000aaaa", "qimg-z-out-0000cccc"):
+        storage.client.create_bucket(Bucket=name)
+    purged = user.qimg("stop", "--all", "--purge")
+    assert_one_line_error(purged, 1, "could not delete 1 bucket(s): qimg-evil-out-0123abcd")
+    assert "deleted bucket qimg-a-in-0000aaaa" in purged.stdout
+    assert "deleted bucket qimg-z-out-0000cccc" in purged.stdout
+    assert storage.bucket_names() == ["qimg-evil-out-0123abcd"]
+    storage.reset()  # what qimg could not delete
+
+
+def test_results_come_down_although_reads_fail_while_the_task_uploads(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """Every read of the task answers 503 while it is UploadingResults (the SDK's retries run out):
+    the wait rides them out, and the task is deleted only once it is Cancelled."""
+    fake.upload_seconds = 12.0  # longer than the SDK's retries of two reads (3.5 s each)
+    fake.faults.status_while_uploading = 503
+    results_dir = tmp_path / "results"
+    command = f"echo done > {WORKDIR}/r.txt"
+    result = run(user, pushed_image, "--name", "up1", "--results", str(results_dir), "--command", command)
+    assert result.returncode == 0, result.stderr
+    assert (results_dir / "r.txt").read_text() == "done\n", result.stderr
+    assert fake.deleted_in == ["Cancelled"] and fake.tasks == {}
+    assert user.qimg("stop", "--purge", "up1").returncode == 0 and storage.bucket_names() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_results_download_of_stop_exits_with_it(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path, signum: int
+) -> None:
+    """adversarial-3 F5: exit 130/143 (not 0), the task stopped all the same, the results pending."""
+    results_dir = tmp_path / "results"
+    assert run(user, pushed_image, "--name", "sig", "--results", str(results_dir)).returncode == 0
+    made = user.qimg("ssh", "sig", "--", f"head -c 100000000 /dev/urandom > {WORKDIR}/big.bin")
+    assert made.returncode == 0, made.stderr
+    process = user.background("stop", "sig")
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measure
+    while not (results_dir.exists() and any(results_dir.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "results of sig not downloaded: interrupted" in stderr
+    assert fake.tasks == {} and list(results_dir.iterdir()) == []  # stopped; no partial file left
+    (listed,) = json.loads(user.qimg("ls", "--buckets", "--json").stdout)["buckets"]
+    assert listed["pending_download"] is True
+    assert user.qimg("fetch", "sig").returncode == 0 and (results_dir / "big.bin").stat().st_size == 10**8
+    assert user.qimg("stop", "--purge", "sig").returncode == 0 and storage.bucket_names() == []
+
+
+def test_the_login_user_owns_the_working_directory_and_writes_results_there(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """The platform's /job is root's (the fake makes it so): qimg-start gives it, inputs included, to
+    the login user, who can then write results beside and into the inputs."""
+    source = _dir(tmp_path / "data")
+    results_dir = tmp_path / "results"
+    command = (
+        f"stat -c '%U %a' {WORKDIR} {WORKDIR}/data/f && echo made > {WORKDIR}/made.txt && "
+        f"echo changed > {WORKDIR}/data/f"
+    )
+    result = run(user, pushed_image, "--name", "own", "--upload", str(source), "--results", str(results_dir),
+                 "--command", command)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == ["alice 755", "alice 644"], result.stdout
+    assert (results_dir / "made.txt").read_text() == "made\n"
+    assert user.qimg("stop", "--purge", "own").returncode == 0 and storage.bucket_names() == []
+
+
+def test_a_failure_after_the_task_exists_stops_it_and_keeps_its_buckets(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """Asking for periodic snapshots fails once the task exists: its id is kept, its results come
+    down, it is stopped, and no bucket is deleted under it (they stay for `stop --purge`)."""
+    fake.faults.periodic_snapshot_refused = True
+    results_dir = tmp_path / "results"
+    result = run(user, pushed_image, "--name", "after", "--upload", str(_dir(tmp_path / "in")),
+                 "--results", str(results_dir), "--snapshot-every", "1h")  # fmt: skip
+    assert result.returncode == 1 and "asking for periodic snapshots" in result.stderr, result.stderr
+    assert fake.tasks == {} and fake.deleted_in == ["Cancelled"], result.stderr
+    assert len(storage.bucket_names()) == 2 and results_dir.is_dir()
+    assert user.qimg("stop", "--purge", "after").returncode == 0 and storage.bucket_names() == []
+
+
+def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buckets(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """The creation's reply is lost (504 after the task was made) and so is every tag listing right
+    after it: qimg never learns the id. The way out stops the launch's tasks by their tag first, and
+    only then deletes the buckets they read."""
+    fake.faults.gateway_error_after_create = 504
+    fake.faults.hang_next, fake.faults.hang_paths, fake.faults.hang_seconds = (
+        5,
+        ("POST /tasks/paginate",),
+        0.1,
+    )
+    result = run(user, pushed_image, "--name", "lost", "--upload", str(_dir(tmp_path / "in")))
+    assert result.returncode == 1, result.stderr
+    assert fake.tasks == {} and len(fake.buckets_at_delete) == 1, result.stderr
+    (at_delete,) = fake.buckets_at_delete
+    assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
+    assert storage.bucket_names() == []  # then deleted, the task being gone
+
+
+def test_sigterm_during_fetch_exits_143_and_leaves_no_partial_file(
+    fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    bucket = "qimg-far-out-0123abcd"
+    storage.client.create_bucket(Bucket=bucket)
+    storage.put(bucket, "big.bin", os.urandom(100 * 1000 * 1000))
+    target = tmp_path / "fetched"
+    process = user.background("fetch", bucket, str(target))
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measure
+    while not (target.exists() and any(target.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert list(target.iterdir()) == []
+    storage.reset()

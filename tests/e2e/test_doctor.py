@@ -96,7 +96,8 @@ def test_the_harsh_readings_are_reported_as_the_fake_gives_them(
 def test_the_other_readings_are_reported_too_in_its_table(
     account: FakeQarnot, user: User, probe_image: str
 ) -> None:
-    account.unoffered_ram = "queue"  # the secret under both names, /job 0777, no listing lag: the defaults
+    account.unoffered_ram = "queue"
+    account.workdir_mode = 0o777  # the secret under both names, no listing lag: the defaults
     result = run_qimg(
         "doctor", "--image", probe_image, "--timeout", "120", "--yes", env={**user.env, "COLUMNS": "200"},
         timeout=300,

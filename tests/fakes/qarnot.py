@@ -127,6 +127,8 @@ class Faults:
     credits_unavailable: bool = False  # GET /credits/v1/tasks/{uuid}/credits answers 503 while set
     delete_refused: set[str] = field(default_factory=set)  # task ids whose DELETE answers 500 while set
     queue_seconds: float = 0.0  # added to the time each new task stays Submitted (queued)
+    status_while_uploading: int = 0  # reads of a task in UploadingResults answer this status (0: off)
+    periodic_snapshot_refused: bool = False  # POST /tasks/{uuid}/snapshot/periodic answers 500 while set
 
 
 @dataclass
@@ -210,6 +212,9 @@ class FakeTask:
     upload_results_on_cancellation: bool = False
     snapshot_interval: int = 0
     snapshots: dict[str, str] = field(default_factory=dict)  # instant snapshot id -> status
+    # Regexes of paths under the working directory left out (snapshotBlacklist, resultsBlacklist).
+    snapshot_blacklist: str = ""
+    results_blacklist: str = ""
     hardware: list[dict[str, Any]] = field(default_factory=list)  # hardwareConstraints, as sent
     scheduling: str | None = None  # schedulingType, as sent (None: the platform's default, Flex)
     max_time_queue: int | None = None  # maxTimeQueueSeconds
@@ -243,6 +248,8 @@ class FakeQarnot:
         self.requests: list[tuple[str, str]] = []
         self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, the JSON body) of every request
+        self.deleted_in: list[str] = []  # the state of each task when its DELETE came
+        self.buckets_at_delete: list[list[str]] = []  # which of its buckets existed then, for each
         self.account = Account()
         self.started: set[str] = set()  # ids of every container the fake started
         self.lock = threading.RLock()
@@ -253,7 +260,7 @@ class FakeQarnot:
         self.upload_seconds = 0.5  # how long the platform takes to upload results
         # Readings of what only a real account settles (`qimg doctor` reports them: tests/e2e/test_doctor.py).
         self.secret_bare_name = True  # a QARNOT_SECRET__X constant also reaches the container as X
-        self.workdir_mode = 0o777  # of DOCKER_WORKDIR when an instance starts
+        self.workdir_mode = 0o755  # of DOCKER_WORKDIR (root's) when an instance starts
         # A hardware value the account does not offer exactly: "refuse" (402 with "hardware constraint",
         # the harsher reading) or "queue" (the task stays Submitted for good).
         self.unoffered_ram = "refuse"
@@ -369,7 +376,7 @@ class FakeQarnot:
         with self.lock:
             task = self.tasks[task_id]
             self._remove_containers(task)
-            self.upload_results(task)
+            self.upload_results(task, task.results_blacklist)
             task.state = state
 
     def find(self, task_id: str) -> FakeTask | None:
@@ -400,6 +407,8 @@ class FakeQarnot:
             upload_results_on_cancellation=bool(body.get("uploadResultsOnCancellation")),
             hardware=list(body.get("hardwareConstraints") or []), scheduling=body.get("schedulingType"),
             max_time_queue=body.get("maxTimeQueueSeconds"), held=held,
+            snapshot_blacklist=str(body.get("snapshotBlacklist") or ""),
+            results_blacklist=str(body.get("resultsBlacklist") or ""),
         )  # fmt: skip
         task.instances = [Instance(index) for index in range(task.instance_count)]
         with self.lock:
@@ -410,10 +419,21 @@ class FakeQarnot:
         threading.Thread(target=self._run, args=(task,), daemon=True).start()
         return task
 
+    def uploading(self, path: str) -> bool:
+        """Whether the task of a /tasks/{uuid} path is UploadingResults."""
+        match = _TASK.fullmatch(path)
+        task = self.find(match.group(1)) if match else None
+        return task is not None and task.state == "UploadingResults"
+
     def delete(self, task: FakeTask) -> None:
         """DELETE /tasks/{uuid}: the containers go at once (no results are uploaded), the task lingers
         in PendingDelete."""
         with self.lock:
+            self.deleted_in.append(task.state)
+            if self.s3 is not None:
+                existing = {b["Name"] for b in self.s3.list_buckets()["Buckets"]}
+                mine = [*task.resource_buckets, *([task.result_bucket] if task.result_bucket else [])]
+                self.buckets_at_delete.append([name for name in mine if name in existing])
             self._remove_containers(task)
             for instance in task.instances:
                 self._drop_workdir(instance)
@@ -511,8 +531,9 @@ class FakeQarnot:
     # --- storage: working directories, resource and result buckets --------------------------------------
 
     def _fresh_workdir(self, task: FakeTask, instance: Instance) -> Path:
-        """A new working directory for the instance, holding its resource buckets' files. World-
-        writable: the container's user is not known here."""
+        """A new working directory for the instance, holding its resource buckets' files. Harsh
+        reading of an unknown (the platform makes it, its owner is not documented): owned by root,
+        0755, as a directory the engine creates for a container is; the files 0644."""
         assert self.workdirs_root is not None
         self._drop_workdir(instance)
         root = Path(tempfile.mkdtemp(prefix=f"{task.uuid[:8]}-{instance.index}-", dir=self.workdirs_root))
@@ -529,8 +550,12 @@ class FakeQarnot:
                     else:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         self.s3.download_file(bucket, key, str(target))
-        for folder, _, _ in os.walk(root):
-            os.chmod(folder, 0o777)
+        for folder, _, files in os.walk(root):
+            os.chown(folder, 0, 0)
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chown(os.path.join(folder, name), 0, 0)
+                os.chmod(os.path.join(folder, name), 0o644)
         os.chmod(root, self.workdir_mode)
         instance.workdir = root
         return root
@@ -540,11 +565,14 @@ class FakeQarnot:
             shutil.rmtree(instance.workdir, ignore_errors=True)
             instance.workdir = None
 
-    def upload_results(self, task: FakeTask) -> None:
+    def upload_results(self, task: FakeTask, left_out: str = "") -> None:
         """Every instance's working directory into the result bucket: regular files, and empty
-        directories as "dir/" objects; symbolic links are not followed."""
+        directories as "dir/" objects; symbolic links are not followed. Paths (relative to the working
+        directory, "dir/name") that the regex `left_out` finds stay out: the platform's form of the
+        paths it matches is not documented, and this is the likeliest one."""
         if self.s3 is None or not task.result_bucket:
             return
+        skipped = re.compile(left_out).search if left_out else (lambda _path: None)
         for instance in task.instances:
             root = instance.workdir
             if root is None:
@@ -552,33 +580,34 @@ class FakeQarnot:
             for folder, folders, files in os.walk(root):
                 relative = Path(folder).relative_to(root).as_posix()
                 prefix = "" if relative == "." else relative + "/"
-                if prefix and not folders and not files:
+                if prefix and not folders and not files and not skipped(relative):
                     self.s3.put_object(Bucket=task.result_bucket, Key=prefix, Body=b"")
                 for name in files:
                     path = Path(folder) / name
-                    if stat.S_ISREG(path.lstat().st_mode):
+                    if stat.S_ISREG(path.lstat().st_mode) and not skipped(prefix + name):
                         self.s3.upload_file(str(path), task.result_bucket, prefix + name)
 
-    def take_snapshot(self, task: FakeTask) -> str:
-        """An instant snapshot: InProgress for upload_seconds, then the upload, then Success."""
+    def take_snapshot(self, task: FakeTask, left_out: str = "") -> str:
+        """An instant snapshot: InProgress for upload_seconds, then the upload, then Success. Harsh
+        reading of an unknown: only its own blacklist applies, not the task's."""
         snapshot_id = str(uuid.uuid4())
         task.snapshots[snapshot_id] = "InProgress"
 
         def upload() -> None:
             time.sleep(self.upload_seconds)
-            self.upload_results(task)
+            self.upload_results(task, left_out)
             task.snapshots[snapshot_id] = "Success"
 
         threading.Thread(target=upload, daemon=True).start()
         return snapshot_id
 
-    def snapshot_periodically(self, task: FakeTask, interval: int) -> None:
+    def snapshot_periodically(self, task: FakeTask, interval: int, left_out: str = "") -> None:
         task.snapshot_interval = interval
 
         def loop() -> None:
             while not self.closing.wait(interval) and task.state not in ENDING_STATES | {"PendingDelete"}:
                 if task.state == "FullyExecuting":
-                    self.upload_results(task)
+                    self.upload_results(task, left_out)
 
         threading.Thread(target=loop, daemon=True).start()
 
@@ -593,7 +622,7 @@ class FakeQarnot:
 
         def upload() -> None:
             time.sleep(self.upload_seconds)
-            self.upload_results(task)
+            self.upload_results(task, task.results_blacklist)
             with self.lock:
                 if task.state == "UploadingResults":
                     task.state = "Cancelled"
@@ -714,6 +743,8 @@ class FakeQarnot:
             "resultBucket": task.result_bucket or None,
             "uploadResultsOnCancellation": task.upload_results_on_cancellation,
             "snapshotInterval": task.snapshot_interval, "completedInstances": [],
+            "snapshotBlacklist": task.snapshot_blacklist or None,
+            "resultsBlacklist": task.results_blacklist or None,
             "hardwareConstraints": task.hardware, "status": status,
             **({"schedulingType": task.scheduling} if task.scheduling else {}),
             **({"maxTimeQueueSeconds": task.max_time_queue} if task.max_time_queue is not None else {}),
@@ -915,6 +946,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 fake.faults.drop_connections -= 1
                 self._drop()
                 return
+            if is_task_read and fake.faults.status_while_uploading and fake.uploading(path):
+                self._reply(fake.faults.status_while_uploading, {"message": "busy (injected)"})
+                return
             if is_task_read and fake.faults.status_burst:
                 self._reply(fake.faults.status_burst.pop(0), {"message": "slow down (injected)"})
                 return
@@ -1032,10 +1066,13 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(interval, int) or interval <= 0:
                     self._reply(400, {"message": f"Invalid snapshot interval: {interval}"})
                     return
-                fake.snapshot_periodically(task, interval)
+                if fake.faults.periodic_snapshot_refused:
+                    self._reply(500, {"message": "Internal Server Error (injected)"})
+                    return
+                fake.snapshot_periodically(task, interval, _blacklist(body))
                 self._reply_empty()
             else:
-                self._reply(200, {"id": fake.take_snapshot(task)})
+                self._reply(200, {"id": fake.take_snapshot(task, _blacklist(body))})
 
         def _hardware(self) -> None:
             """An offset page, as the SDK's hardware_constraints_page reads it."""
@@ -1124,6 +1161,12 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def _blacklist(body: Any) -> str:
+    """The `blacklist` regex of a snapshot request ("" when none)."""
+    value = body.get("blacklist") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _missing(task_id: str) -> tuple[int, dict[str, str]]:

@@ -170,3 +170,38 @@ def test_results_target(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "full")
     with pytest.raises(UsageError, match="not a directory"):
         buckets.check_target("--results", tmp_path / "link", reusable=True)
+
+
+def test_a_directory_swapped_for_a_link_while_a_file_is_written_leads_nothing_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adversarial-3 F3, made deterministic: `sub` is checked, then, right before the file beside its
+    final name is opened, a racer replaces `sub` by a link to a directory outside the target."""
+    outside, root = tmp_path / "outside", tmp_path / "target"
+    outside.mkdir()
+    (root / "sub").mkdir(parents=True)
+    real_open = os.open
+
+    def racing_open(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".part") and not (root / "sub").is_symlink():
+            (root / "sub").rename(root / "moved")
+            (root / "sub").symlink_to(outside)
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", racing_open)
+    buckets.write_into(root, "sub/file.txt", lambda handle: handle.write(b"object"))
+    monkeypatch.undo()
+    assert list(outside.iterdir()) == []
+    assert (root / "moved" / "file.txt").read_bytes() == b"object"  # where the checked directory went
+
+
+def test_a_leftover_partial_file_is_replaced_not_written_through(tmp_path: Path) -> None:
+    """A file beside the final name left by an earlier run (here a hard link to a file elsewhere, as
+    someone with write access to the target could leave) is removed, never opened and truncated."""
+    outside = tmp_path / "precious"
+    outside.write_bytes(b"precious")
+    root = tmp_path / "target"
+    root.mkdir()
+    os.link(outside, root / f".file.txt.qimg-{os.getpid()}.part")
+    buckets.write_into(root, "file.txt", lambda handle: handle.write(b"object"))
+    assert outside.read_bytes() == b"precious" and (root / "file.txt").read_bytes() == b"object"

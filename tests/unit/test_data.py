@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from qimg.display import TransferBars
-from qimg.errors import TaskNotFound
+from qimg.errors import BackendError, Interrupted, TaskNotFound
 from qimg.launcher import data, results, tasks
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
 from qimg.launcher.data import DataRecord
@@ -91,6 +93,7 @@ class Memory:
         self.stored: dict[str, dict[str, bytes]] = {}
         self.views: dict[str, TaskView] = {}
         self.calls: list[tuple[str, str]] = []
+        self.undeletable: set[str] = set()
 
     # Storage
     def buckets(self) -> list[BucketView]:
@@ -102,13 +105,15 @@ class Memory:
 
     def delete_bucket(self, name: str) -> None:
         self.calls.append(("delete", name))
+        if name in self.undeletable:
+            raise BackendError(f"deleting bucket {name}: InternalError")
         self.stored.pop(name, None)
 
     def objects(self, bucket: str) -> list[ObjectView]:
         return [ObjectView(key, len(content)) for key, content in self.stored[bucket].items()]
 
-    def upload(self, bucket: str, key: str, source: Path | None, moved: Callable[[int], None]) -> None:
-        content = source.read_bytes() if source else b""
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: Callable[[int], None]) -> None:
+        content = source.read() if source else b""
         self.stored[bucket][key] = content
         moved(len(content))
 
@@ -197,6 +202,7 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
     assert data.purge(None, notes.append) == (
         ["qimg-done-out-0000cccc"],
         ["qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb"],
+        [],
     )
     assert sorted(memory.stored) == ["other", "qimg-pend-out-0000bbbb", "qimg-run-in-0000aaaa"]
     assert notes == [
@@ -204,3 +210,131 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
         "kept qimg-pend-out-0000bbbb: its results were never downloaded: "
         "`qimg fetch qimg-pend-out-0000bbbb DIR` first",
     ]
+
+
+def test_purge_deletes_every_bucket_it_can_and_reports_the_others_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """adversarial-3 F13: a bucket that cannot be deleted (moto answers 500 for keys `.` and `..`) does
+    not keep the others."""
+    memory = Memory()
+    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    names = ["qimg-a-out-0000aaaa", "qimg-evil-out-0123abcd", "qimg-z-in-0000cccc", "qimg-evil-in-0123abcd"]
+    for name in names:
+        memory.create_bucket(name)
+    memory.undeletable = {"qimg-evil-out-0123abcd", "qimg-evil-in-0123abcd"}
+    deleted, kept, failures = data.purge(None, list[str]().append)
+    assert (deleted, kept) == (["qimg-a-out-0000aaaa", "qimg-z-in-0000cccc"], [])
+    assert failures == [
+        "qimg-evil-out-0123abcd: deleting bucket qimg-evil-out-0123abcd: InternalError",
+        "qimg-evil-in-0123abcd: deleting bucket qimg-evil-in-0123abcd: InternalError",
+    ]
+    assert sorted(memory.stored) == sorted(memory.undeletable)
+
+
+class Uploading(Memory):
+    """A task that, once aborted, uploads its results for `looks` looks at it, and whose reads fail
+    every other time meanwhile. It checks that every look keeps to its request budget, and that it
+    is never deleted while it uploads."""
+
+    def __init__(self, looks: int, budget: float = 0.6) -> None:
+        super().__init__()
+        self.looks, self.budget, self.not_before, self.reads = looks, budget, 0.0, 0
+
+    def poll_not_before(self) -> float:
+        return self.not_before
+
+    def abort(self, task_id: str) -> None:
+        self.calls.append(("abort", task_id))
+        self.views[task_id] = replace(self.views[task_id], state="UploadingResults")
+
+    def view(self, task_id: str) -> TaskView:
+        view = super().view(task_id)
+        if view.state == "UploadingResults":  # the wait's looks
+            assert time.monotonic() >= self.not_before, "a look before the request budget allows it"
+            self.not_before = time.monotonic() + self.budget
+            self.reads += 1
+            if self.reads % 2:
+                self.calls.append(("failed read", task_id))
+                raise BackendError("reading the task: Error: 503 (after the SDK's retries)")
+            self.looks -= 1
+            if self.looks <= 0:
+                self.views[task_id] = view = replace(view, state="Cancelled")
+        return view
+
+    def stop(self, task_id: str) -> None:
+        assert self.views[task_id].state != "UploadingResults", "deleted while it uploads"
+        super().stop(task_id)
+
+
+def stop_all(memory: Memory, monkeypatch: pytest.MonkeyPatch, notes: list[str]) -> None:
+    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    tasks.stop(None, False, results.results_first(notes.append, None))
+
+
+def test_the_wait_for_the_results_keeps_to_the_budget_and_rides_out_failed_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory, notes = Uploading(looks=3), list[str]()
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
+    memory.stored["qimg-t1-out-0123abcd"] = {"made.txt": b"made"}
+    data.save(DataRecord("t1", results="qimg-t1-out-0123abcd", results_dir=tmp_path / "out"))
+    stop_all(memory, monkeypatch, notes)
+    assert ("failed read", "id1") in memory.calls and memory.calls[-1] == ("stop", "id1")
+    assert (tmp_path / "out" / "made.txt").read_text() == "made", notes
+    assert not data.is_pending("qimg-t1-out-0123abcd")
+
+
+def test_a_task_still_uploading_at_the_end_of_the_wait_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "RESULTS_WAIT", 2.0)
+    memory, notes = Uploading(looks=1000, budget=0.2), list[str]()
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
+    memory.stored["qimg-t1-out-0123abcd"] = {}
+    with pytest.raises(BackendError, match="still UploadingResults after 2 s: not deleted while it uploads"):
+        stop_all(memory, monkeypatch, notes)
+    assert ("stop", "id1") not in memory.calls and data.is_pending("qimg-t1-out-0123abcd")
+
+
+class InterruptedDownload(Memory):
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: Callable[[int], None]) -> None:
+        target.write(b"half")
+        raise Interrupted(signal.SIGTERM)
+
+
+def test_a_signal_during_the_download_stops_the_task_then_ends_qimg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adversarial-3 F5: the signal was swallowed (exit 0); it ends qimg (143) once the task is stopped."""
+    memory, notes = InterruptedDownload(), list[str]()
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
+    memory.stored["qimg-t1-out-0123abcd"] = {"big.bin": b"x" * 100}
+    data.save(DataRecord("t1", results="qimg-t1-out-0123abcd", results_dir=tmp_path / "out"))
+    with pytest.raises(Interrupted) as ended:
+        stop_all(memory, monkeypatch, notes)
+    assert ended.value.exit_code == 128 + signal.SIGTERM
+    assert memory.calls[-1] == ("stop", "id1") and data.is_pending("qimg-t1-out-0123abcd")
+    assert "results of t1 not downloaded: interrupted" in notes
+    assert list((tmp_path / "out").iterdir()) == []  # no partial file left
+
+
+class InterruptedWhileUploading(Uploading):
+    def view(self, task_id: str) -> TaskView:
+        view = super().view(task_id)
+        if view.state == "UploadingResults" and self.reads >= 2:
+            raise Interrupted(signal.SIGINT)
+        return view
+
+
+def test_a_signal_while_the_task_uploads_ends_qimg_without_deleting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory, notes = InterruptedWhileUploading(looks=1000, budget=0.0), list[str]()
+    memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
+    memory.stored["qimg-t1-out-0123abcd"] = {}
+    with pytest.raises(Interrupted) as ended:
+        stop_all(memory, monkeypatch, notes)
+    assert ended.value.exit_code == 128 + signal.SIGINT
+    assert ("stop", "id1") not in memory.calls and data.is_pending("qimg-t1-out-0123abcd")
+    assert "results of t1 not downloaded: interrupted" in notes

@@ -74,7 +74,7 @@ def stop(
 ) -> None:
     """Abort and delete a task (or all of them): nothing keeps running or billing. Its results, if it
     has a results bucket, are downloaded first."""
-    from qimg.errors import TaskNotFound
+    from qimg.errors import BackendError, TaskNotFound
     from qimg.launcher import data, results, tasks
 
     if bool(name) == stop_all:
@@ -105,9 +105,14 @@ def stop(
     if not stopped and missing is None:
         print(f"no qimg task on {backend}")
     if purge:
-        deleted, kept = data.purge(name, note)
+        deleted, kept, failures = data.purge(name, note)
         for bucket in deleted:
             print(f"deleted bucket {bucket}")
+        if failures:
+            raise BackendError(
+                f"could not delete {len(failures)} bucket(s): {'; '.join(failures)} "
+                "(`qimg stop --purge` tries again)"
+            )
         if missing is not None and not (deleted or kept):
             raise missing
 
