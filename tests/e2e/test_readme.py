@@ -22,6 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import docker
+
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
@@ -167,7 +169,12 @@ def script_of(block: list[str], registry: Registry, fake: FakeQarnot) -> str:
 
 
 def test_the_readme_commands_run(
-    fake: FakeQarnot, storage: S3, open_registry: Registry, tmp_path: Path, user: User
+    fake: FakeQarnot,
+    storage: S3,
+    open_registry: Registry,
+    tmp_path: Path,
+    user: User,
+    docker_client: docker.DockerClient,
 ) -> None:
     """One HOME for the whole README (the images built and the state carry from block to block), and a
     fresh working directory holding FILES for each block: the blocks are separate examples."""
