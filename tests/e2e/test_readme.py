@@ -209,5 +209,11 @@ def test_the_readme_commands_run(
     finally:
         # Qarnot's side only: `stop --all --local` would stop other sessions' tasks on the shared engine.
         subprocess.run(
-            ["qimg", "stop", "--all", "--purge"], cwd=work, env=env, capture_output=True, check=False
+            ["qimg", "stop", "--all", "--purge"], cwd=home, env=env, capture_output=True, check=False
         )
+        # The tags naming this session's registry (the layers stay in the build cache); qimg/alice:latest
+        # stays, as on a user's machine.
+        for image in docker_client.images.list():
+            for tag in image.tags:
+                if tag.startswith(open_registry.host + "/"):
+                    docker_client.images.remove(tag)
