@@ -3,14 +3,14 @@ types it (the installed `qimg` on PATH, a fresh HOME, a working directory outsid
 against the local engine and the fake Qarnot API with its registry and S3. A README command that breaks
 fails this test.
 
-Each command (a line of a block, continuations joined, its comment left out) is in exactly one of:
-- run as written, with the one substitution every line gets: `registry.example.com` is the test
-  registry;
+Each command (a line of a block, continuations joined, its comment left out) is one of:
 - REWRITTEN: run as the replacement given, for the reason given (a placeholder such as `...` or NAME,
   a summary line of alternatives, a command that runs until Ctrl-C);
-- NOT_RUN: not run here, for the reason given.
-A command of the README in none of them fails the test, and so does an entry naming a command the
-README no longer has: nothing is skipped silently.
+- NOT_RUN: not run here, for the reason given;
+- any other: run as written, with the one substitution every line gets (`registry.example.com` is the
+  test registry).
+So a new command is run, and an entry naming a command the README no longer has (an edited one) fails
+the test until the lists follow: nothing is skipped silently.
 """
 
 from __future__ import annotations
