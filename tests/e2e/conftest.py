@@ -80,8 +80,9 @@ class User:
 
     @property
     def workdir(self) -> Path:
-        """The user's working directory: beside HOME, empty until a test or qimg writes there."""
-        where = self.home.parent / "work"
+        """The user's working directory: a project folder in HOME (tests list what they make beside
+        HOME), empty until a test or qimg writes there."""
+        where = self.home / "work"
         where.mkdir(exist_ok=True)
         return where
 

@@ -3,14 +3,14 @@ types it (the installed `qimg` on PATH, a fresh HOME, a working directory outsid
 against the local engine and the fake Qarnot API with its registry and S3. A README command that breaks
 fails this test.
 
-Each command (a line of a block, continuations joined, its comment left out) is in exactly one of:
-- run as written, with the one substitution every line gets: `registry.example.com` is the test
-  registry;
+Each command (a line of a block, continuations joined, its comment left out) is one of:
 - REWRITTEN: run as the replacement given, for the reason given (a placeholder such as `...` or NAME,
   a summary line of alternatives, a command that runs until Ctrl-C);
-- NOT_RUN: not run here, for the reason given.
-A command of the README in none of them fails the test, and so does an entry naming a command the
-README no longer has: nothing is skipped silently.
+- NOT_RUN: not run here, for the reason given;
+- any other: run as written, with the one substitution every line gets (`registry.example.com` is the
+  test registry).
+So a new command is run, and an entry naming a command the README no longer has (an edited one) fails
+the test until the lists follow: nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+
+import docker
 
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
@@ -167,7 +169,12 @@ def script_of(block: list[str], registry: Registry, fake: FakeQarnot) -> str:
 
 
 def test_the_readme_commands_run(
-    fake: FakeQarnot, storage: S3, open_registry: Registry, tmp_path: Path, user: User
+    fake: FakeQarnot,
+    storage: S3,
+    open_registry: Registry,
+    tmp_path: Path,
+    user: User,
+    docker_client: docker.DockerClient,
 ) -> None:
     """One HOME for the whole README (the images built and the state carry from block to block), and a
     fresh working directory holding FILES for each block: the blocks are separate examples."""
@@ -202,5 +209,11 @@ def test_the_readme_commands_run(
     finally:
         # Qarnot's side only: `stop --all --local` would stop other sessions' tasks on the shared engine.
         subprocess.run(
-            ["qimg", "stop", "--all", "--purge"], cwd=work, env=env, capture_output=True, check=False
+            ["qimg", "stop", "--all", "--purge"], cwd=home, env=env, capture_output=True, check=False
         )
+        # The tags naming this session's registry (the layers stay in the build cache); qimg/alice:latest
+        # stays, as on a user's machine.
+        for image in docker_client.images.list():
+            for tag in image.tags:
+                if tag.startswith(open_registry.host + "/"):
+                    docker_client.images.remove(tag)
