@@ -58,7 +58,7 @@ CREDITS_TIMEOUT, CREDITS_BUDGET = 5, 8.0  # seconds: one credits request, all of
 # 16 s, paced by the request budget. Unclear (no reply, a dropped connection, 500/502/504): the
 # launch's tag is listed for up to LISTING_LAG seconds, since a new task may take that long to be
 # listed; only when every listing in that time came back without it is the creation sent again.
-CREATE_REFUSALS, CREATE_PAUSE, CREATE_MAX_PAUSE = 8, 1.0, 16.0
+CREATE_REFUSALS, CREATE_PAUSE, CREATE_MAX_PAUSE = 6, 1.0, 16.0
 REFUSED = frozenset({429, 503})
 LISTING_LAG, LISTING_PAUSE = 60.0, 2.0
 UNCLEAR_RESENDS = 2
