@@ -47,7 +47,7 @@ from qimg.launcher.backends.base import (
 from qimg.launcher.backends.qarnot_buckets import QarnotBuckets
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
 from qimg.launcher.backends.qarnot_exchanges import Exchanges
-from qimg.launcher.backends.qarnot_views import output_text, task_view
+from qimg.launcher.backends.qarnot_views import output_text, skip_bucket_creation_on_read, task_view
 
 T = TypeVar("T")
 READ_RETRIES = 4  # of a read answered 429 or 5xx, or whose connection dropped
@@ -104,6 +104,8 @@ class QarnotBackend(QarnotBuckets):
                 ) from None
             break
         self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
+        if self.connection.s3client is not None:
+            skip_bucket_creation_on_read(self.connection.s3client)
         self._tasks: dict[str, Any] = {}
         self._fresh: dict[str, TaskView] = {}  # views read by the request that created the task
 
