@@ -44,7 +44,7 @@ from qimg.launcher.backends.base import (
     TaskView,
     launch_tag,
 )  # fmt: skip
-from qimg.launcher.backends.qarnot_buckets import QarnotBuckets
+from qimg.launcher.backends.qarnot_buckets import QarnotBuckets, bound_requests
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
 from qimg.launcher.backends.qarnot_exchanges import Exchanges
 from qimg.launcher.backends.qarnot_views import output_text, skip_bucket_creation_on_read, task_view
@@ -106,6 +106,7 @@ class QarnotBackend(QarnotBuckets):
         self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
         if self.connection.s3client is not None:
             skip_bucket_creation_on_read(self.connection.s3client)
+            bound_requests(self.connection.s3client, self.connection.storage, self.settings.request_timeout)
         self._tasks: dict[str, Any] = {}
         self._fresh: dict[str, TaskView] = {}  # views read by the request that created the task
 

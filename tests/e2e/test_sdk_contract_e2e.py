@@ -6,11 +6,18 @@ again. (The signatures: tests/unit/test_sdk_contract.py.)"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
 import pytest
 import requests
 from qarnot.bucket import Bucket
 from qarnot.exceptions import QarnotGenericException
 
+from qimg.errors import BackendError
 from qimg.launcher.backends.qarnot import QarnotBackend
 from qimg.launcher.backends.qarnot_config import QarnotSettings
 from tests.fakes.qarnot import FakeQarnot, Faults
@@ -70,3 +77,44 @@ def test_the_public_timeout_bounds_a_request(fake: FakeQarnot) -> None:
     backend.connection.timeout = 1
     with pytest.raises(requests.exceptions.Timeout):
         backend.connection.profiles_names()
+
+
+@pytest.fixture
+def slow_s3() -> Iterator[tuple[str, list[float]]]:
+    """An S3 endpoint that answers ListBuckets after 15 s: within botocore's 60 s, beyond qimg's bound."""
+    asked: list[float] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_GET(self) -> None:
+            asked.append(time.monotonic())
+            time.sleep(15)
+            body = b"<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bucket_requests_are_bounded_by_qimgs_timeout(
+    fake: FakeQarnot, slow_s3: tuple[str, list[float]]
+) -> None:
+    """[15.7] The SDK's S3 client waits 60 s for a reply (botocore's default); qimg's bound (here 2 s,
+    as QARNOT_CLUSTER_TIMEOUT=2 sets it) cuts it, and botocore's retries stay bounded (3 attempts)."""
+    url, asked = slow_s3
+    fake.attach_storage(url)
+    backend = QarnotBackend(QarnotSettings(fake.token, fake.url, None, "the test", request_timeout=2))
+    with pytest.raises(BackendError, match="listing buckets"):
+        backend.buckets()
+    assert len(asked) == 3
