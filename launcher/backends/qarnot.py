@@ -106,7 +106,9 @@ class QarnotBackend(QarnotBuckets):
         self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
         if self.connection.s3client is not None:
             skip_bucket_creation_on_read(self.connection.s3client)
-            bound_requests(self.connection.s3client, self.connection.storage, self.settings.request_timeout)
+            # The SDK's S3 client, and the one inside its S3 resource (Bucket.delete, list_files).
+            for client in (self.connection.s3client, self.connection.s3resource.meta.client):
+                bound_requests(client, self.connection.storage, self.settings.request_timeout)
         self._tasks: dict[str, Any] = {}
         self._fresh: dict[str, TaskView] = {}  # views read by the request that created the task
 

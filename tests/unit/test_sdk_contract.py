@@ -52,7 +52,7 @@ def test_the_constructor_takes_what_qimg_passes() -> None:
     [
         (Connection, ["create_task", "retrieve_task", "all_tasks", "profiles_names", "credits",
                       "hardware_constraints_page", "retrieve_bucket", "create_bucket", "user_info",
-                      "s3client"]),
+                      "s3client", "s3resource"]),
         (Task, ["submit", "update", "delete", "abort", "stdout", "stderr", "instant", "snapshot", "credits",
                 "constants", "tags", "uuid", "state", "status", "name", "profile", "instancecount", "errors",
                 "creation_date", "results", "resources", "upload_results_on_cancellation", "auto_update",
