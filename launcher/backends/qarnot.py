@@ -283,7 +283,9 @@ class QarnotBackend(QarnotBuckets):
         fresh = self._fresh.pop(task_id, None)
         if fresh is not None:
             return fresh
-        task = self._task(task_id)
+        if task_id not in self._tasks:
+            return task_view(self._task(task_id))  # read just now
+        task = self._tasks[task_id]
         self._call("reading the task", lambda: task.update(True))
         return task_view(task)
 
