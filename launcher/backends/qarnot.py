@@ -58,6 +58,7 @@ CREDITS_TIMEOUT, CREDITS_BUDGET = 5, 8.0  # seconds: one credits request, all of
 # 16 s, paced by the request budget. Unclear (no reply, a dropped connection, 500/502/504): the
 # launch's tag is listed for up to LISTING_LAG seconds, since a new task may take that long to be
 # listed; only when every listing in that time came back without it is the creation sent again.
+# Any other answer (400, 402, 403, 404) refuses the creation for good: it fails at once.
 CREATE_REFUSALS, CREATE_PAUSE, CREATE_MAX_PAUSE = 6, 1.0, 16.0
 REFUSED = frozenset({429, 503})
 LISTING_LAG, LISTING_PAUSE = 60.0, 2.0
@@ -194,7 +195,8 @@ class QarnotBackend(QarnotBuckets):
                     task_id = str(task.uuid)
                     self._fresh[task_id] = task_view(task)
                     break
-                if self.exchanges.last_status() in REFUSED and not task.uuid:
+                status = self.exchanges.last_status()
+                if status in REFUSED and not task.uuid:
                     refusals += 1
                     if refusals > CREATE_REFUSALS:
                         busy = f"{outcome} (refused {refusals} times: Qarnot is busy, try again later)"
@@ -205,6 +207,8 @@ class QarnotBackend(QarnotBuckets):
                 if task.uuid:  # created, then the GET that reads it back failed
                     task_id = str(task.uuid)
                     break
+                if status is not None and status < 500:  # refused for good (400, 402, 403, 404)
+                    raise CreationUnresolved(str(outcome)) if unclear else outcome
                 unclear = outcome
                 found = self._look_for(request, outcome)
                 if found:
@@ -224,7 +228,8 @@ class QarnotBackend(QarnotBuckets):
                     interrupted.signum,
                 ) from None
         if unclear is not None:  # an earlier creation may have made a task after all: one is kept
-            task_id = self._reconcile(request, task_id)
+            with contextlib.suppress(QimgError):  # else followed and stopped by id, the rest by the tag
+                task_id = self._reconcile(request, task_id)
         if request.snapshot_seconds:
             # Asked here rather than through the SDK's submit, which would send it once, unretried.
             kept = self._task(task_id)
