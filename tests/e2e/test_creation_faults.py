@@ -108,12 +108,13 @@ def test_a_creation_that_was_not_made_is_sent_again_once_listings_settle(
     assert fake.count("POST", "/tasks") == 2
 
 
+@pytest.mark.parametrize("everything", [False, True], ids=["stop-NAME", "stop-all"])
 def test_an_unsettled_creation_keeps_its_record_for_stop(
-    pushed_image: str, fake: FakeQarnot, user: User
+    pushed_image: str, fake: FakeQarnot, user: User, everything: bool
 ) -> None:
     """Ctrl-C while qimg looks for the task of an unclear creation: it exits at once (130) rather than
     after the listing window, keeps the launch's record, and `qimg stop NAME` later finds the task by
-    its tag; `stop --all` would too."""
+    its tag, and so does `stop --all`."""
     fake.faults = Faults(drop_after_create=1, listing_lag=15)
     process = start_run(user, pushed_image)
     wait_for(lambda: fake.count("POST", "/tasks/paginate") >= 1 and len(fake.tasks) == 1, process)
@@ -126,6 +127,6 @@ def test_an_unsettled_creation_keeps_its_record_for_stop(
     assert record.exists(), "the record is kept while the task may still be listed"
     while not fake.is_listed_yet(task):
         time.sleep(0.2)
-    stopped = user.qimg("stop", task.name)
+    stopped = user.qimg("stop", "--all") if everything else user.qimg("stop", task.name)
     assert stopped.returncode == 0, stopped.stderr
     assert fake.live() == [] and not record.exists()
