@@ -103,7 +103,14 @@ class QarnotBackend(QarnotBuckets):
                 raise BackendError(
                     f"cannot reach Qarnot at {self.settings.shown_url}: {first_line(error)}"
                 ) from None
-            break
+            # The SDK reads GET /settings without looking at its status: an error there would leave
+            # a connection with the default storage.
+            answered = self.exchanges.worst_status() or 0
+            if answered < 400:
+                break
+            if attempt == CONNECT_ATTEMPTS or answered not in TRANSIENT:
+                raise BackendError(f"cannot reach Qarnot at {self.settings.shown_url}: it answers {answered}")
+            time.sleep(0.5 * attempt)
         self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
         if self.connection.s3client is not None:
             skip_bucket_creation_on_read(self.connection.s3client)

@@ -40,6 +40,7 @@ class Exchanges:
         self._endpoints: set[tuple[str, int]] = set()
         self.count = 0
         self._last: dict[int, int] = {}
+        self._worst: dict[int, int] = {}  # the highest status since forget_last, per thread
         self.watch(*urls)
         _Observer.install().exchanges.add(self)
 
@@ -51,12 +52,20 @@ class Exchanges:
         with self._lock:
             if (host.lower(), port) in self._endpoints:
                 self.count += 1
-                self._last[threading.get_ident()] = status
+                thread = threading.get_ident()
+                self._last[thread] = status
+                self._worst[thread] = max(status, self._worst.get(thread, 0))
 
     def forget_last(self) -> None:
         """Before a request whose outcome is read with `last_status`."""
         with self._lock:
             self._last.pop(threading.get_ident(), None)
+            self._worst.pop(threading.get_ident(), None)
+
+    def worst_status(self) -> int | None:
+        """The highest status this thread received since `forget_last` (None: no response)."""
+        with self._lock:
+            return self._worst.get(threading.get_ident())
 
     def last_status(self) -> int | None:
         """The status of the last response this thread received since `forget_last` (None: none came,

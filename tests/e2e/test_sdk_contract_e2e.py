@@ -41,6 +41,17 @@ def test_a_refused_creation_is_sent_once_and_its_status_seen(fake: FakeQarnot) -
     assert backend.exchanges.last_status() == 429 and not task.uuid
 
 
+def test_a_connection_whose_settings_were_refused_is_made_again(fake: FakeQarnot) -> None:
+    """The SDK reads GET /settings without looking at its status (a 503 would leave the default
+    storage, storage.qarnot.com): made without the SDK's retries, the connection is made again."""
+    fake.faults = Faults(settings_errors=[503])
+    backend = backend_of(fake)
+    assert fake.count("GET", "/settings") == 2 and backend.connection.s3client is None
+    fake.faults = Faults(settings_errors=[400])
+    with pytest.raises(BackendError, match="it answers 400"):
+        backend_of(fake)
+
+
 def test_every_request_is_counted(fake: FakeQarnot) -> None:
     backend = backend_of(fake)
     assert backend.requests_sent == len(fake.requests) == 1  # GET /settings, by the constructor

@@ -130,6 +130,7 @@ class Faults:
     drop_after_create: int = 0  # the next N POST /tasks create their task, then drop the connection
     drop_before_create: int = 0  # the next N POST /tasks drop the connection, nothing created
     listing_lag: float = 0.0  # seconds before a new task appears in a listing (the filtered ones too)
+    settings_errors: list[int] = field(default_factory=list)  # answered to the next GET /settings, one each
 
 
 @dataclass
@@ -872,7 +873,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             self._route(method, path, body)
 
         def _route(self, method: str, path: str, body: Any) -> None:
-            if (method, path) == ("GET", "/settings"):
+            if (method, path) == ("GET", "/settings") and fake.faults.settings_errors:
+                self._reply(fake.faults.settings_errors.pop(0), {"message": "Service Unavailable (injected)"})
+            elif (method, path) == ("GET", "/settings"):
                 self._reply(200, {"storage": fake.storage_url})
             elif (method, path) == ("GET", "/info"):
                 self._reply(200, fake.user_info())
