@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
-from qimg.errors import CreatedButFailed, Interrupted, QimgError, ResultsUploading
+from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
 from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
@@ -74,7 +74,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")
-                _end(plan, task_id, reporter, transfers)
+                _end(plan, task_id, reporter, transfers, unresolved=isinstance(failure, CreationUnresolved))
                 raise
         if not (session_follows or plan.tunnels):
             stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
@@ -137,11 +137,19 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
     return record
 
 
-def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None = None) -> None:
+def _end(
+    plan: LaunchPlan,
+    task_id: str,
+    reporter: Reporter,
+    transfers: data.Progress | None = None,
+    *,
+    unresolved: bool = False,
+) -> None:
     """The way out of a launch: stop its tasks and drop its record, unless the plan keeps them. A record
-    whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later. Results
-    come down before the task is deleted; the buckets of a launch whose task id never came back are
-    deleted only once its tasks are known stopped."""
+    whose tasks could not all be stopped stays, so that `qimg stop NAME` finds them later, and so does
+    the record of an `unresolved` creation (a task may still be listed under the launch's tag).
+    Results come down before the task is deleted; the buckets of a launch whose task id never came
+    back are deleted only once its tasks are known stopped."""
     name = plan.request.name
     if plan.keep:
         reporter.note(f"task {task_id or '(being created)'} kept (--keep): stop it with `qimg stop {name}`")
@@ -160,7 +168,7 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
     lines = launch.stop_launch(plan.backend, task_id, plan.request.launch_id)
     for line in lines:
         reporter.note(line)
-    stopped = all(line.endswith("stopped and deleted") for line in lines)
+    stopped = not unresolved and all(line.endswith("stopped and deleted") for line in lines)
     if plan.data is not None and not task_id:
         if stopped:  # no task of the launch is left to read them
             results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
@@ -169,6 +177,10 @@ def _end(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Pro
             reporter.note(
                 f"buckets {buckets} kept: a task of this launch may use them (`qimg stop --purge {name}`)"
             )
+    if unresolved:
+        reporter.note(
+            f"a task of this launch may still appear on Qarnot: `qimg stop {name}` (in a minute) stops it"
+        )
     if stopped:
         try:
             for problem in sshconfig.forget(name):

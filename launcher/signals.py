@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 
@@ -20,6 +21,7 @@ from qimg.errors import Interrupted
 Handler = Callable[[int, FrameType | None], None] | int
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
 ALL = (signal.SIGINT, *STOPPING)
+_held: list[list[int]] = []  # the signals caught by each deferred() block in progress, innermost last
 
 
 @contextlib.contextmanager
@@ -52,10 +54,28 @@ def deferred() -> Iterator[None]:
     """While a task is being created: a signal is held, then raised right after the block, once the
     new task is known and can be stopped."""
     caught: list[int] = []
-    with _installed({sig: lambda signum, _frame: caught.append(signum) for sig in ALL}):
-        yield
+    _held.append(caught)
+    try:
+        with _installed({sig: lambda signum, _frame: caught.append(signum) for sig in ALL}):
+            yield
+    finally:
+        _held.remove(caught)
     if caught:
         raise Interrupted(caught[0])
+
+
+def pause(seconds: float) -> None:
+    """A wait inside deferred() at a point where no request is on its way (between retries): a signal
+    held so far, or one that comes during the wait, raises Interrupted here rather than at the end
+    of the block, so that a long retry loop never holds Ctrl-C off."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if _held and _held[-1]:
+            raise Interrupted(_held[-1][0])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.1))
 
 
 def ignored() -> contextlib.AbstractContextManager[None]:

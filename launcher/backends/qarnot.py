@@ -3,14 +3,14 @@
 Settings come from `qarnot_config` (the environment first, then an INI file). The SDK (and boto3
 with it) is imported only when a command needs it. What the real service does that a kind one would
 not, and how it is met here:
-- every request has a timeout (the SDK's default is none: a hung reply would block forever), and the
-  SDK's retries of 429 and 5xx are made short;
-- the SDK retries POST /tasks too, so a gateway error after the task was created submits it again:
-  creation is sent without retries, and afterwards the launch's tag finds every task it made, one is
-  kept and any other deleted (also when the reply, or the GET that follows it, was lost);
-- a dropped connection reaches us as is: reads are retried here, a few times, quickly;
-- credits are read without retries and within a time budget, so a slow credits endpoint never makes
-  `ls` wait for long.
+- every request has a timeout (the SDK's default is none: a hung reply would block forever);
+- the SDK's retries wrap POST /tasks too (a gateway error after the task was created submits it
+  again), so the connection is made without them and qimg retries itself: reads on 429, 5xx and a
+  dropped connection, a few times, quickly; credits not at all (a slow credits endpoint never makes
+  `ls` wait); creation as `submit` says;
+- no private attribute of the SDK is read or written: the status of a response, which its exceptions
+  do not carry, and the count of requests (S3 ones included) come from urllib3's own report of each
+  response (`qarnot_exchanges`).
 
 Buckets are in `qarnot_buckets`, and the task documents read into views in `qarnot_views`.
 """
@@ -23,8 +23,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from qimg.errors import BackendError, CreatedButFailed, QimgError, TaskNotFound, UsageError, first_line
+from qimg.errors import (
+    BackendError,
+    CreatedButFailed,
+    CreationUnresolved,
+    Interrupted,
+    QimgError,
+    TaskNotFound,
+    UsageError,
+    first_line,
+)
+from qimg.launcher import signals
 from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
@@ -34,15 +45,25 @@ from qimg.launcher.backends.base import (
     TaskView,
     launch_tag,
 )  # fmt: skip
-from qimg.launcher.backends.qarnot_buckets import QarnotBuckets
+from qimg.launcher.backends.qarnot_buckets import QarnotBuckets, bound_requests
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
-from qimg.launcher.backends.qarnot_views import output_text, task_view
+from qimg.launcher.backends.qarnot_exchanges import Exchanges
+from qimg.launcher.backends.qarnot_views import output_text, skip_bucket_creation_on_read, task_view
 
 T = TypeVar("T")
-READ_RETRIES = 4  # of a dropped connection, which the SDK does not retry
-REQUEST_TIMEOUT = 30.0  # seconds, for every request
-SDK_RETRIES, SDK_RETRY_WAIT = 3, 0.5  # 429 and 5xx: waits of 0.5, 1 and 2 s (the SDK's default: 31 s)
-CREDITS_TIMEOUT, CREDITS_BUDGET = 5.0, 8.0  # seconds: one credits request, all of them in `tasks()`
+READ_RETRIES = 4  # of a read answered 429 or 5xx, or whose connection dropped
+TRANSIENT = frozenset({429, 500, 502, 503, 504})  # the statuses the SDK itself would retry
+CONNECT_ATTEMPTS = 3  # of the connection's own requests (GET /settings, GET /info)
+CREDITS_TIMEOUT, CREDITS_BUDGET = 5, 8.0  # seconds: one credits request, all of them in `tasks()`
+# Creation. Refused (429, 503: nothing was created): sent again after waits doubling from 1 s up to
+# 16 s, paced by the request budget. Unclear (no reply, a dropped connection, 500/502/504): the
+# launch's tag is listed for up to LISTING_LAG seconds, since a new task may take that long to be
+# listed; only when every listing in that time came back without it is the creation sent again.
+# Any other answer (400, 402, 403, 404) refuses the creation for good: it fails at once.
+CREATE_REFUSALS, CREATE_PAUSE, CREATE_MAX_PAUSE = 6, 1.0, 16.0
+REFUSED = frozenset({429, 503})
+LISTING_LAG, LISTING_PAUSE = 60.0, 2.0
+UNCLEAR_RESENDS = 2
 SNAPSHOT_FIRST_PAUSE, SNAPSHOT_MAX_PAUSE = 0.2, 2.0  # seconds between looks at an instant snapshot
 # Requests per second, on average since the backend was opened, that looking at a task may bring the
 # total to: the service is shared and answers 429 when pressed. A launch spends its first requests
@@ -56,67 +77,86 @@ class QarnotBackend(QarnotBuckets):
 
     def __init__(self, config: QarnotSettings | None = None) -> None:
         import qarnot
-        from qarnot.exceptions import UnauthorizedException
+        from qarnot.exceptions import QarnotException, UnauthorizedException
         from requests.exceptions import RequestException
 
         self.settings = config or settings()
         self.opened_at = time.monotonic()
-        try:
-            self.connection = qarnot.Connection(
-                client_token=self.settings.token, cluster_url=self.settings.cluster_url,
-                storage_url=self.settings.storage_url, cluster_timeout=REQUEST_TIMEOUT,
-                retry_count=SDK_RETRIES, retry_wait=SDK_RETRY_WAIT,
-            )  # fmt: skip
-        except UnauthorizedException:
-            raise UsageError(
-                f"Qarnot at {self.settings.shown_url} refused the token ({self.settings.source}, 401): "
-                "check it"
-            ) from None
-        except (RequestException, ValueError) as error:
-            raise BackendError(
-                f"cannot reach Qarnot at {self.settings.shown_url}: {first_line(error)}"
-            ) from None
+        self.exchanges = Exchanges(self.settings.cluster_url, self.settings.storage_url)
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            self.exchanges.forget_last()
+            try:
+                # retry_count=0: qimg retries, knowing which requests may be sent again.
+                self.connection = qarnot.Connection(
+                    client_token=self.settings.token, cluster_url=self.settings.cluster_url,
+                    storage_url=self.settings.storage_url, cluster_timeout=self.settings.request_timeout,
+                    retry_count=0,
+                )  # fmt: skip
+            except UnauthorizedException:
+                raise UsageError(
+                    f"Qarnot at {self.settings.shown_url} refused the token ({self.settings.source}, 401): "
+                    "check it"
+                ) from None
+            except (QarnotException, RequestException, ValueError) as error:
+                if attempt < CONNECT_ATTEMPTS and self._transient(error):
+                    time.sleep(0.5 * attempt)
+                    continue
+                raise BackendError(
+                    f"cannot reach Qarnot at {self.settings.shown_url}: {first_line(error)}"
+                ) from None
+            # The SDK reads GET /settings without looking at its status: an error there would leave
+            # a connection with the default storage.
+            answered = self.exchanges.worst_status() or 0
+            if answered < 400:
+                break
+            if attempt == CONNECT_ATTEMPTS or answered not in TRANSIENT:
+                raise BackendError(f"cannot reach Qarnot at {self.settings.shown_url}: it answers {answered}")
+            time.sleep(0.5 * attempt)
+        self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
+        if self.connection.s3client is not None:
+            skip_bucket_creation_on_read(self.connection.s3client)
+            # The SDK's S3 client, and the one inside its S3 resource (Bucket.delete, list_files).
+            for client in (self.connection.s3client, self.connection.s3resource.meta.client):
+                bound_requests(client, self.connection.storage, self.settings.request_timeout)
         self._tasks: dict[str, Any] = {}
-        self._fresh: set[str] = set()  # tasks whose object was refreshed by the request that made it
-        self.requests_sent = 1  # GET /settings, sent by the constructor; the hook counts the rest
-        self.connection._http.hooks["response"].append(self._count_response)
+        self._fresh: dict[str, TaskView] = {}  # views read by the request that created the task
 
-    def _count_response(self, response: object, *args: object, **kwargs: object) -> None:
-        self.requests_sent += 1
+    @property
+    def requests_sent(self) -> int:
+        return self.exchanges.count
+
+    def _transient(self, error: BaseException) -> bool:
+        """A failure worth sending again: a dropped connection, or a response the service may not
+        give next time (429, 5xx)."""
+        from requests.exceptions import ConnectionError as DroppedConnection
+
+        return isinstance(error, DroppedConnection) or self.exchanges.last_status() in TRANSIENT
 
     def poll_not_before(self) -> float:
         return self.opened_at + (self.requests_sent + 1) / REQUEST_BUDGET
 
-    @contextlib.contextmanager
-    def _once(self, timeout: float = REQUEST_TIMEOUT) -> Iterator[None]:
-        """SDK requests without its retries (and with `timeout`): for creation, which must be
-        reconciled instead, and for credits, which are not worth waiting for."""
-        saved = self.connection._retry_count, self.connection.timeout
-        self.connection._retry_count, self.connection.timeout = 0, timeout
-        try:
-            yield
-        finally:
-            self.connection._retry_count, self.connection.timeout = saved
-
     def _call(self, what: str, action: Callable[[], T], *, retry: bool = True) -> T:
-        """One SDK call with its exceptions turned into one-line errors."""
+        """One SDK call with its exceptions turned into one-line errors; sent again (unless `retry` is
+        off) when it was answered 429 or 5xx or its connection dropped."""
         from qarnot.exceptions import MissingTaskException, QarnotException, UnauthorizedException
         from requests.exceptions import ConnectionError as DroppedConnection
         from requests.exceptions import RequestException
 
-        pause = 0.2
+        pause = 0.5
         for attempt in range(READ_RETRIES + 1):
+            self.exchanges.forget_last()
             try:
                 return action()
             except MissingTaskException:
                 raise TaskNotFound(f"{what}: no such task on Qarnot (deleted?)") from None
             except UnauthorizedException as error:
                 raise BackendError(f"{what}: Qarnot refused: {error or 'unauthorized (401)'}") from None
-            except DroppedConnection as error:
-                if not retry or attempt == READ_RETRIES:
-                    raise BackendError(f"{what}: connection to Qarnot lost: {first_line(error)}") from None
             except (QarnotException, RequestException, ValueError) as error:
-                raise BackendError(f"{what}: {first_line(error)}") from None
+                if not retry or attempt == READ_RETRIES or not self._transient(error):
+                    lost = isinstance(error, DroppedConnection)
+                    raise BackendError(
+                        f"{what}: {'connection to Qarnot lost: ' if lost else ''}{first_line(error)}"
+                    ) from None
             time.sleep(pause)
             pause *= 2
         raise AssertionError("unreachable")
@@ -128,7 +168,7 @@ class QarnotBackend(QarnotBuckets):
             self._tasks[task_id] = task
         return self._tasks[task_id]
 
-    def submit(self, request: TaskRequest) -> str:
+    def _new_task(self, request: TaskRequest) -> Any:
         task = self.connection.create_task(request.name, request.profile, request.instances)
         for key, value in request.constants.items():
             task.constants[key] = value
@@ -147,18 +187,59 @@ class QarnotBackend(QarnotBuckets):
         qarnot_worker.apply(task, request)
         # Assigning tags turns the SDK's auto-refresh off; view() always refreshes explicitly.
         task.tags = [TASK_TAG, launch_tag(request.launch_id)]
-        failure: QimgError | None = None
-        try:
-            with self._once():
-                self._call("submitting the task", task.submit, retry=False)
-        except (
-            QimgError
-        ) as error:  # the task may exist all the same: the reply, or the GET after it, was lost
-            failure = error
-        task_id = self._reconcile(request, str(task.uuid or ""), failure)
-        if failure is None and task_id == str(task.uuid):  # the SDK read it back right after creating it
-            self._tasks[task_id] = task
-            self._fresh.add(task_id)
+        return task
+
+    def submit(self, request: TaskRequest) -> str:
+        """Create the launch's one task. A creation refused (429, 503) is sent again after a wait; one
+        whose outcome is unclear is looked for by the launch's tag, and sent again only when no
+        listing finds it for LISTING_LAG seconds. Runs inside signals.deferred(): a signal ends a wait
+        at once, as CreationUnresolved if a creation may exist unseen (its record is then kept)."""
+        refusals = resends = 0
+        pause = CREATE_PAUSE
+        unclear: BackendError | None = None  # the last unclear outcome, while not settled
+        while True:
+            task = self._new_task(request)
+            outcome = self._create(task)
+            try:
+                if outcome is None:  # answered: exactly this task was created
+                    task_id = str(task.uuid)
+                    self._fresh[task_id] = task_view(task)
+                    break
+                status = self.exchanges.last_status()
+                if status in REFUSED and not task.uuid:
+                    refusals += 1
+                    if refusals > CREATE_REFUSALS:
+                        busy = f"{outcome} (refused {refusals} times: Qarnot is busy, try again later)"
+                        raise CreationUnresolved(busy) if unclear else BackendError(busy)
+                    self._pace(pause)
+                    pause = min(pause * 2, CREATE_MAX_PAUSE)
+                    continue
+                if task.uuid:  # created, then the GET that reads it back failed
+                    task_id = str(task.uuid)
+                    break
+                if status is not None and status < 500:  # refused for good (400, 402, 403, 404)
+                    raise CreationUnresolved(str(outcome)) if unclear else outcome
+                unclear = outcome
+                found = self._look_for(request, outcome)
+                if found:
+                    task_id = found
+                    break
+                resends += 1
+                if resends > UNCLEAR_RESENDS:
+                    raise CreationUnresolved(
+                        f"{outcome}; no task of this launch was listed in {LISTING_LAG:.0f} s after each of "
+                        f"{resends} creations"
+                    )
+            except Interrupted as interrupted:
+                if unclear is None:
+                    raise
+                raise CreationUnresolved(
+                    f"interrupted while looking for the task of an unclear creation ({unclear})",
+                    interrupted.signum,
+                ) from None
+        if unclear is not None:  # an earlier creation may have made a task after all: one is kept
+            with contextlib.suppress(QimgError):  # else followed and stopped by id, the rest by the tag
+                task_id = self._reconcile(request, task_id)
         if request.snapshot_seconds:
             # Asked here rather than through the SDK's submit, which would send it once, unretried.
             # The task exists: a failure here says which, so that it is stopped like any other.
@@ -172,33 +253,61 @@ class QarnotBackend(QarnotBuckets):
                 raise CreatedButFailed(str(error), task_id) from None
         return task_id
 
-    def _reconcile(self, request: TaskRequest, submitted: str, failure: QimgError | None) -> str:
-        """The one task of this launch to follow: the submitted one if its id came back, else the
-        oldest the launch's tag finds. Every other task of the launch (a resubmission) is deleted; if
-        one cannot be, this raises, and the caller stops the whole launch by its tag."""
-        if failure is None and submitted:
-            return submitted  # one POST, sent without retries and answered: exactly one task exists
+    def _create(self, task: Any) -> BackendError | None:
+        """POST /tasks once, without retries. None when it was answered with the task's id (then
+        the SDK's GET read it back); otherwise the failure, whose status (`exchanges.last_status`)
+        tells a refusal from an unclear outcome."""
         try:
-            found = sorted(self.launched(request.launch_id), key=lambda view: view.created or datetime.max)
-        except QimgError:
-            if submitted:
-                return submitted  # followed, and stopped by id; the launch's tag finds the rest later
-            raise
+            self._call("submitting the task", task.submit, retry=False)
+        except BackendError as error:
+            return error
+        except TaskNotFound:  # the GET after the POST: the task was created (its uuid is known)
+            return BackendError("submitting the task: Qarnot did not find the task it had just created")
+        return None
+
+    def _pace(self, pause: float) -> None:
+        """The wait before a creation is sent again: `pause`, longer if the request budget asks."""
+        signals.pause(max(pause, self.poll_not_before() - time.monotonic()))
+
+    def _look_for(self, request: TaskRequest, outcome: BackendError) -> str:
+        """The task of an unclear creation, listed by the launch's tag within LISTING_LAG seconds:
+        its id, or "" when every listing in that time came back without it. Raises
+        CreationUnresolved when listings failed throughout (nothing can be concluded)."""
+        deadline = time.monotonic() + LISTING_LAG
+        answered = False
+        while True:
+            try:
+                found = self._reconcile(request, "")
+                answered = True
+            except QimgError:
+                found = ""
+            if found or time.monotonic() >= deadline:
+                break
+            self._pace(LISTING_PAUSE)
+        if not found and not answered:
+            raise CreationUnresolved(f"{outcome}; the launch's tasks could not be listed")
+        return found
+
+    def _reconcile(self, request: TaskRequest, submitted: str) -> str:
+        """The one task of this launch to follow: `submitted` if given, else the oldest the launch's
+        tag finds ("" if none). Every other task of the launch (a creation that was not answered) is
+        deleted; if one cannot be, this raises, and the caller stops the whole launch by its tag."""
+        found = sorted(self.launched(request.launch_id), key=lambda view: view.created or datetime.max)
         keep = submitted or (found[0].id if found else "")
         for extra in (view.id for view in found if view.id != keep):
             self.stop(extra)
-        if not keep:
-            raise failure or BackendError("submitting the task: Qarnot created no task")
         return keep
 
     def launched(self, launch_id: str) -> list[TaskView]:
         return self._listed([launch_tag(launch_id)], with_credits=False)
 
     def view(self, task_id: str) -> TaskView:
-        if task_id in self._fresh:
-            self._fresh.discard(task_id)
-            return task_view(self._tasks[task_id])
-        task = self._task(task_id)
+        fresh = self._fresh.pop(task_id, None)
+        if fresh is not None:
+            return fresh
+        if task_id not in self._tasks:
+            return task_view(self._task(task_id))  # read just now
+        task = self._tasks[task_id]
         self._call("reading the task", lambda: task.update(True))
         return task_view(task)
 
@@ -243,9 +352,7 @@ class QarnotBackend(QarnotBuckets):
             raise BackendError("asking for a snapshot: Qarnot answered without a snapshot id")
         deadline, pause = time.monotonic() + timeout, SNAPSHOT_FIRST_PAUSE
         while True:
-            status = self._call("reading the snapshot", lambda: task.snapshot_status(snapshot_id))
-            # The SDK's Snapshot has no public accessor for its status (wait_snapshot polls every 10 s).
-            state = str(getattr(getattr(status, "_status", None), "status", ""))
+            state = self._snapshot_state(task_id, snapshot_id)
             if state == "Success":
                 return
             if state == "Failure":
@@ -261,10 +368,42 @@ class QarnotBackend(QarnotBuckets):
         """Credits the task has spent so far, in euros, when Qarnot reports them in time."""
         return self._credits(self._task(task_id))
 
+    def _snapshot_state(self, task_id: str, snapshot_id: str) -> str:
+        """The state of an instant snapshot, read from the API's reply (GET /tasks/{uuid}/snapshot/{id}):
+        the SDK's Snapshot keeps it private, and its wait_snapshot polls every 10 s and cannot tell a
+        failure from a success."""
+        import requests
+        from qarnot.exceptions import MissingTaskException
+
+        url = f"{self.connection.cluster.rstrip('/')}/tasks/{task_id}/snapshot/{quote(snapshot_id, safe='')}"
+
+        def read() -> str:
+            reply = requests.get(
+                url, headers={"Authorization": self.settings.token}, timeout=self.settings.request_timeout
+            )
+            if reply.status_code == 404:
+                raise MissingTaskException(f"no snapshot {snapshot_id} of task {task_id}")
+            reply.raise_for_status()
+            document = reply.json()
+            state = document.get("status") if isinstance(document, dict) else None
+            return state if isinstance(state, str) else ""
+
+        return self._call("reading the snapshot", read)
+
+    @contextlib.contextmanager
+    def _timeout(self, seconds: int) -> Iterator[None]:
+        """The connection's requests bounded to `seconds` (never longer than qimg's bound)."""
+        saved = self.connection.timeout
+        self.connection.timeout = min(seconds, self.settings.request_timeout)
+        try:
+            yield
+        finally:
+            self.connection.timeout = saved
+
     def _credits(self, task: Any) -> float | None:
         """Credits spent, when Qarnot reports them in time (listing does not fail without them)."""
         try:
-            with self._once(CREDITS_TIMEOUT):
+            with self._timeout(CREDITS_TIMEOUT):
                 result = self._call("reading credits", task.credits, retry=False)
         except QimgError:
             return None
@@ -284,7 +423,7 @@ class QarnotBackend(QarnotBuckets):
     def balance(self) -> float | None:
         """The account's credits in euros, when Qarnot reports them in time (None otherwise)."""
         try:
-            with self._once(CREDITS_TIMEOUT):
+            with self._timeout(CREDITS_TIMEOUT):
                 return self._call(
                     "reading the balance", lambda: qarnot_worker.balance(self.connection), retry=False
                 )

@@ -107,3 +107,20 @@ class QarnotBuckets:
                 bucket, key, target, Config=s3_multipart_config, Callback=moved
             ),
         )
+
+
+def bound_requests(s3client: Any, storage_url: str, timeout: float) -> None:
+    """Every S3 request of the SDK's client sent with `timeout` (connect and read) instead of
+    botocore's 60 s: the client's config is fixed when the SDK makes it, so its requests are sent
+    here, through botocore's public `before-send` event and its own urllib3 session (as botocore
+    would, with the proxies of the environment). botocore's retries stay ("standard": 3 attempts);
+    the requests are counted with the cluster's (qarnot_exchanges)."""
+    from botocore.httpsession import URLLib3Session
+    from botocore.utils import get_environ_proxies
+
+    session = URLLib3Session(proxies=get_environ_proxies(storage_url), timeout=(timeout, timeout))
+
+    def send(request: Any, **_event: Any) -> Any:
+        return session.send(request)
+
+    s3client.meta.events.register("before-send.s3", send, unique_id="qimg-bounded-s3")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from qimg.errors import UsageError
 
 DEFAULT_CLUSTER_URL = "https://api.qarnot.com"
+REQUEST_TIMEOUT = 30  # seconds, qimg's bound on every request to the cluster
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 
@@ -27,6 +28,7 @@ class QarnotSettings:
     cluster_url: str
     storage_url: str | None
     source: str  # where the token came from, for messages
+    request_timeout: int = REQUEST_TIMEOUT  # seconds; QARNOT_CLUSTER_TIMEOUT may shorten it
 
     @property
     def shown_url(self) -> str:
@@ -111,4 +113,21 @@ def settings() -> QarnotSettings:
                 f"the Qarnot {name} URL {redacted(value)[:80]!r} is not an http(s) URL: fix "
                 f"QARNOT_{name.upper()}_URL or the [{name}] url= of your Qarnot config"
             )
-    return QarnotSettings(token.strip(), url, storage, source)
+    return QarnotSettings(
+        token.strip(), url, storage, source, _request_timeout(env.get("QARNOT_CLUSTER_TIMEOUT"))
+    )
+
+
+def _request_timeout(value: str | None) -> int:
+    """QARNOT_CLUSTER_TIMEOUT, which the SDK applies to every request after (and over) the timeout
+    qimg passes, and parses with int(): it may shorten qimg's bound, never stretch it. A value outside
+    1..REQUEST_TIMEOUT whole seconds is refused here, rather than capped, because the SDK would still
+    apply it to the requests it sends while connecting."""
+    if value is None:
+        return REQUEST_TIMEOUT
+    if not re.fullmatch(r"[0-9]{1,6}", value.strip()) or not 1 <= int(value) <= REQUEST_TIMEOUT:
+        raise UsageError(
+            f"QARNOT_CLUSTER_TIMEOUT={value[:20]!r} is not a whole number of seconds from 1 to "
+            f"{REQUEST_TIMEOUT} (qimg's bound on each request): fix it, or unset it"
+        )
+    return int(value)

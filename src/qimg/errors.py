@@ -109,6 +109,17 @@ class CreatedButFailed(BackendError):
         self.task_id = task_id
 
 
+class CreationUnresolved(BackendError):
+    """A task creation whose outcome is unknown (no reply, a gateway error) and that no listing has
+    settled: a task of the launch may still appear, so its record is kept for `qimg stop NAME`.
+    Exits 128 + the signal's number when a signal cut the reconciliation short."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        if signum is not None:
+            self.exit_code = 128 + signum
+
+
 class TaskNotFound(QimgError):
     """No task of that name or id (any more)."""
 
@@ -130,6 +141,7 @@ class Interrupted(QimgError):
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
         self.exit_code = 128 + signum
 
 

@@ -58,7 +58,7 @@ def test_the_harsh_readings_are_reported_as_the_fake_gives_them(
     account.workdir_mode = 0o755
     account.secret_bare_name = False
     account.unoffered_ram = "refuse"
-    account.listing_lag_seconds = 1.5
+    account.faults.listing_lag = 1.5
     result = doctor(user, probe_image, "--yes", "--json")
     assert result.returncode == 0, result.stderr
     assert "creates 3 tasks" in result.stderr and "balance: 42.50 EUR" in result.stderr

@@ -129,6 +129,16 @@ class Faults:
     queue_seconds: float = 0.0  # added to the time each new task stays Submitted (queued)
     status_while_uploading: int = 0  # reads of a task in UploadingResults answer this status (0: off)
     periodic_snapshot_refused: bool = False  # POST /tasks/{uuid}/snapshot/periodic answers 500 while set
+    # Creation under pressure. The next POST /tasks are refused, nothing created, one status of
+    # `create_refusals` each (429, 503), with `Retry-After: create_retry_after` when set; a creation
+    # sent before that many seconds have passed is refused again (503, not counted).
+    create_refusals: list[int] = field(default_factory=list)
+    create_retry_after: int | None = None
+    refused_until: float = 0.0  # monotonic time before which creations are refused (Retry-After)
+    drop_after_create: int = 0  # the next N POST /tasks create their task, then drop the connection
+    drop_before_create: int = 0  # the next N POST /tasks drop the connection, nothing created
+    listing_lag: float = 0.0  # seconds before a new task appears in a listing (the filtered ones too)
+    settings_errors: list[int] = field(default_factory=list)  # answered to the next GET /settings, one each
 
 
 @dataclass
@@ -264,7 +274,6 @@ class FakeQarnot:
         # A hardware value the account does not offer exactly: "refuse" (402 with "hardware constraint",
         # the harsher reading) or "queue" (the task stays Submitted for good).
         self.unoffered_ram = "refuse"
-        self.listing_lag_seconds = 0.0  # a new task appears in tag listings only this long after creation
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True  # server_close() does not wait for handlers (hung ones)
         self.thread = threading.Thread(  # a short poll: shutdown() waits for one
@@ -765,6 +774,35 @@ class FakeQarnot:
                 return True
             return False
 
+    def take_creation_refusal(self) -> tuple[int, int | None] | None:
+        """(status, Retry-After) for a POST /tasks to refuse, or None."""
+        with self.lock:
+            faults, now = self.faults, time.monotonic()
+            if now < faults.refused_until:
+                return 503, max(1, round(faults.refused_until - now))
+            if not faults.create_refusals:
+                return None
+            status = faults.create_refusals.pop(0)
+            if faults.create_retry_after is not None:
+                faults.refused_until = now + faults.create_retry_after
+            return status, faults.create_retry_after
+
+    def take_creation_drop(self, *, after: bool) -> bool:
+        with self.lock:
+            left = self.faults.drop_after_create if after else self.faults.drop_before_create
+            if left <= 0:
+                return False
+            if after:
+                self.faults.drop_after_create -= 1
+            else:
+                self.faults.drop_before_create -= 1
+            return True
+
+    def is_listed_yet(self, task: FakeTask) -> bool:
+        """A new task shows in listings only `listing_lag` seconds after its creation."""
+        age = (datetime.now(timezone.utc) - task.created).total_seconds()
+        return age >= self.faults.listing_lag
+
     def take_gateway_error(self) -> int:
         with self.lock:
             if self.faults.gateway_error_after_create and self.faults.gateway_error_times > 0:
@@ -962,7 +1000,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
             self._route(method, path, body)
 
         def _route(self, method: str, path: str, body: Any) -> None:
-            if (method, path) == ("GET", "/settings"):
+            if (method, path) == ("GET", "/settings") and fake.faults.settings_errors:
+                self._reply(fake.faults.settings_errors.pop(0), {"message": "Service Unavailable (injected)"})
+            elif (method, path) == ("GET", "/settings"):
                 self._reply(200, {"storage": fake.storage_url})
             elif (method, path) == ("GET", "/info"):
                 self._reply(200, fake.user_info())
@@ -986,6 +1026,13 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"message": f"No route for {method} {path}"})
 
         def _submit(self, body: Any) -> None:
+            refusal = fake.take_creation_refusal()
+            if refusal is not None:
+                self._refuse(*refusal)
+                return
+            if fake.take_creation_drop(after=False):
+                self._drop()
+                return
             missing = [key for key in REQUIRED_FIELDS if not isinstance(body, dict) or key not in body]
             if missing:
                 self._reply(400, {"message": f"Missing field(s): {', '.join(missing)}"})
@@ -1016,6 +1063,9 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
                     self._reply(403, {"message": "Maximum number of tasks reached"})
                     return
                 task = fake.submit(body, held=unoffered is not None)
+            if fake.take_creation_drop(after=True):
+                self._drop()
+                return
             status = fake.take_gateway_error()
             if status:
                 self._reply(status, {"message": "Gateway Timeout (injected, after the task was created)"})
@@ -1024,13 +1074,10 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
 
         def _page(self, body: dict[str, Any]) -> None:
             wanted = (body.get("filter") or {}).get("value")
-            now = datetime.now(timezone.utc)
             with fake.lock:
                 matching = [
-                    t for t in fake.listed()
-                    if wanted is None
-                    or (wanted in t.tags and (now - t.created).total_seconds() >= fake.listing_lag_seconds)
-                ]  # fmt: skip
+                    t for t in fake.listed() if (wanted is None or wanted in t.tags) and fake.is_listed_yet(t)
+                ]
                 start = int(body.get("token") or 0)
                 page = [fake.document(task) for task in matching[start : start + PAGE_SIZE]]
             more = start + PAGE_SIZE < len(matching)
@@ -1146,6 +1193,16 @@ def _handler(fake: FakeQarnot) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
+
+        def _refuse(self, status: int, retry_after: int | None) -> None:
+            data = json.dumps({"message": "Too many requests" if status == 429 else "Service Unavailable"})
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data.encode())
 
         def _reply_text(self, text: str) -> None:
             self._send(200, text.encode(), "text/plain; charset=utf-8")

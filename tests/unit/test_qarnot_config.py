@@ -83,3 +83,24 @@ def test_the_url_used_is_the_one_named_and_redacted(tmp_path: Path) -> None:
     result = run_qimg("ls", env=env)
     assert_one_line_error(result, 1, "cannot reach Qarnot at http://***@127.0.0.1:9")
     assert "hunter2" not in result.stderr and "127.0.0.1:1" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "abc", "600", "31", "-1", ""])
+def test_a_cluster_timeout_that_would_stretch_or_break_the_bound_is_refused_in_one_line(
+    home: Path, value: str
+) -> None:
+    """[15.7] The SDK applies QARNOT_CLUSTER_TIMEOUT over the timeout qimg passes, and int()s it: `600`
+    would stretch qimg's 30 s bound on every request, `0`/`2.5`/`abc` fail like an unreachable host. It
+    is named as the problem, before any request (port 9: nothing listens)."""
+    env = {"HOME": str(home), "QARNOT_CLIENT_TOKEN": "t", "QARNOT_CLUSTER_URL": "http://127.0.0.1:9"}
+    result = run_qimg("ls", env={**env, "QARNOT_CLUSTER_TIMEOUT": value})
+    assert_one_line_error(result, 2, "QARNOT_CLUSTER_TIMEOUT=", "whole number of seconds from 1 to 30")
+    assert "cannot reach" not in result.stderr
+
+
+def test_a_cluster_timeout_may_shorten_the_bound(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QARNOT_CLIENT_TOKEN", "t")
+    monkeypatch.delenv("QARNOT_CLUSTER_TIMEOUT", raising=False)
+    assert settings().request_timeout == 30
+    monkeypatch.setenv("QARNOT_CLUSTER_TIMEOUT", " 5 ")
+    assert settings().request_timeout == 5
