@@ -5,6 +5,7 @@ output, stop). The backends' libraries (docker, qarnot and boto3) are imported o
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -353,8 +354,11 @@ def follow_output(name: str, local: bool, follow: bool, write: Callable[[str, bo
             if not follow or found.backend.view(found.task_id).ended:
                 return
             time.sleep(1)
-    except (KeyboardInterrupt, TaskNotFound):  # Ctrl-C, or the task was stopped meanwhile
+    except TaskNotFound:  # the task was stopped meanwhile
         return
+    except Interrupted as interruption:  # Ctrl-C ends following as the user meant it; others end qimg
+        if interruption.signum != signal.SIGINT:
+            raise
 
 
 def new_part(before: str, now: str) -> str:

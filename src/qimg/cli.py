@@ -18,6 +18,7 @@ from qimg import __version__
 from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
+from qimg.launcher import signals
 
 # Each registers its commands on `app` when imported.
 COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
@@ -41,7 +42,11 @@ def _root(
 def main() -> NoReturn:
     """Run the CLI; every failure the user can act on ends as one line and an exit code."""
     try:
-        code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
+        # Every command, not only those that hold a task: Ctrl-C, SIGTERM and SIGHUP raise Interrupted
+        # (typer would turn a KeyboardInterrupt into a silent 130, and the other two would kill qimg
+        # before any clean-up). Commands that must hold or ignore them install their own for a while.
+        with signals.as_errors():
+            code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
     except typer.TyperException as error:  # options typer itself rejects (types, choices, unknown ones)
         context = getattr(error, "ctx", None)
         where = context.command_path if context is not None else "qimg"

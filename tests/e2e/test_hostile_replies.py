@@ -90,7 +90,23 @@ def test_stop_all_interrupted_says_so(fake: FakeQarnot, user: User, sig: signal.
     stopping.send_signal(sig)
     _out, err = stopping.communicate(timeout=60)
     assert stopping.returncode == 128 + sig, (stopping.returncode, err)
-    assert err == f"qimg: error: interrupted by {sig.name}\n"
+    assert err == f"qimg: interrupted by {sig.name}\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_any_command_interrupted_says_so(fake: FakeQarnot, user: User, sig: signal.Signals) -> None:
+    """A command that holds no task (`ls`): Ctrl-C ended it with 130 and nothing printed (typer's silent
+    Exit), SIGTERM and SIGHUP killed it. Each is one line and 128 + the signal, as for `run`."""
+    fake.faults.hang_next = 1
+    listing = user.background("ls")
+    deadline = time.monotonic() + 60
+    while fake.faults.hang_next and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.faults.hang_next == 0, "qimg never asked"
+    listing.send_signal(sig)
+    _out, err = listing.communicate(timeout=60)
+    assert listing.returncode == 128 + sig, (listing.returncode, err)
+    assert err == f"qimg: interrupted by {sig.name}\n"
 
 
 def test_a_login_to_a_task_gone_drops_its_record(fake: FakeQarnot, user: User) -> None:
@@ -120,7 +136,7 @@ def test_stop_all_interrupted_between_tasks_drops_the_records_of_those_stopped(
     _out, err = stopping.communicate(timeout=60)
     fake.faults.slow_seconds = 0
     assert stopping.returncode == 128 + signal.SIGTERM, err
-    assert err.endswith("qimg: error: interrupted by SIGTERM\n") and "Traceback" not in err
+    assert err.endswith("qimg: interrupted by SIGTERM\n") and "Traceback" not in err
     deleted = {name for name, task in tasks.items() if task.uuid in fake.deleted}
     assert deleted and deleted != set(names), deleted  # interrupted between tasks
     assert {name for name, path in paths.items() if not path.exists()} == deleted
