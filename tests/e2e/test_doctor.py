@@ -22,7 +22,7 @@ from tests.helpers import assert_one_line_error, run_qimg, run_qimg_on_terminal
 
 pytestmark = pytest.mark.docker
 SECRET = "QARNOT_SECRET__QIMG_DOCTOR_PROBE"
-RAM_OFFERS = (32000.0, 128000.0)  # MB, as Qarnot lists them
+RAM_OFFERS = (32000.0, 64000.0, 128000.0)  # MB, as Qarnot lists them (the fake's offers)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +41,8 @@ def probe_image(open_registry: Registry, docker_client: docker.DockerClient) -> 
 @pytest.fixture
 def account(fake: FakeQarnot, storage: S3) -> FakeQarnot:
     """The fake with storage, RAM offers as Qarnot lists them, and uploads slow enough to be seen."""
-    fake.account.hardware += [
-        {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": mb} for mb in RAM_OFFERS
-    ]
+    offered = [o["minimumMemoryMB"] for o in fake.account.hardware if "minimumMemoryMB" in o]
+    assert offered == list(RAM_OFFERS)
     fake.upload_seconds = 4.0
     return fake
 
