@@ -442,12 +442,12 @@ def test_a_failure_after_the_task_exists_stops_it_and_keeps_its_buckets(
     assert user.qimg("stop", "--purge", "after").returncode == 0 and storage.bucket_names() == []
 
 
-def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buckets(
+def test_a_launch_whose_creation_reply_is_lost_finds_its_task_and_deletes_no_bucket_under_it(
     pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
 ) -> None:
-    """The creation's reply is lost (504 after the task was made) and so is every tag listing right
-    after it: qimg never learns the id. The way out stops the launch's tasks by their tag first, and
-    only then deletes the buckets they read."""
+    """The creation's reply is lost (504 after the task was made) and so are the first tag listings
+    after it: qimg rides them out, finds the one task by its tag (one POST), and its stop deletes the
+    task before the buckets it reads."""
     fake.faults.gateway_error_after_create = 504
     fake.faults.hang_next, fake.faults.hang_paths, fake.faults.hang_seconds = (
         5,
@@ -455,8 +455,10 @@ def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buck
         0.1,
     )
     result = run(user, pushed_image, "--name", "lost", "--upload", str(_dir(tmp_path / "in")))
-    assert result.returncode == 1, result.stderr
-    assert fake.tasks == {} and len(fake.buckets_at_delete) == 1, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert fake.count("POST", "/tasks") == 1 and len(fake.tasks) == 1 and fake.faults.hang_next == 0
+    assert user.qimg("stop", "--purge", "lost").returncode == 0
+    assert fake.tasks == {} and len(fake.buckets_at_delete) == 1
     (at_delete,) = fake.buckets_at_delete
     assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
     assert storage.bucket_names() == []  # then deleted, the task being gone
