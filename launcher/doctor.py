@@ -437,17 +437,16 @@ def run_doctor(plan: DoctorPlan, note: Callable[[str], None]) -> DoctorReport:
         (_delete_probe, ("delete_while_uploading",)),
         (_ram_probe, ("unoffered_ram",)),
     )
-    with signals.as_errors():
-        for probe, checks in probes:
-            try:
-                probe(run)
-            except Interrupted:
-                raise
-            except QimgError as error:
-                for check in checks:
-                    run.report.findings.setdefault(
-                        check, Finding(check, f"unknown: {_shown(first_line(error), 200)}", known=False)
-                    )
+    for probe, checks in probes:  # a signal raises Interrupted (cli.main): each probe ends its task
+        try:
+            probe(run)
+        except Interrupted:
+            raise
+        except QimgError as error:
+            for check in checks:
+                run.report.findings.setdefault(
+                    check, Finding(check, f"unknown: {_shown(first_line(error), 200)}", known=False)
+                )
     return run.report
 
 

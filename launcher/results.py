@@ -330,8 +330,8 @@ def fetch(name: str, target: Path | None, local: bool, progress: Progress | None
     checked = buckets.check_target("DIR", chosen, reusable=chosen == recorded)
     store = storage_of(tasks.open_backend("qarnot"), "fetch")
     bucket = name if parsed else (record.results if record and record.results else _only_results(store, task))
-    with signals.as_errors():  # SIGTERM too ends the download through its clean-up: no partial file stays
-        files, size = download(store, bucket, checked, progress)
+    # A signal (Interrupted, from cli.main) ends the download through its clean-up: no partial file stays.
+    files, size = download(store, bucket, checked, progress)
     mark_pending(bucket, False)
     if record is None:  # a bucket of a task launched elsewhere: later fetches go to the same place
         save(DataRecord(task, results=bucket, results_dir=checked))
