@@ -359,12 +359,19 @@ class _Run:
     def _end(self, task: _Task) -> None:
         with signals.ignored():
             self.spend(task)
+            stopped = True
             for line in launch.stop_launch(self.backend, task.id, task.launch_id):
                 if line.endswith("stopped and deleted"):
                     self.note(f"{task.name}: deleted")
                 else:
+                    stopped = False
                     self.report.left.append(line)
-            if task.bucket:
+            if task.bucket and not stopped:  # a task that may still run keeps its bucket (issue 15, 2.6)
+                self.report.left.append(
+                    f"bucket {task.bucket} kept: a task of {task.name} may still use it "
+                    "(`qimg stop --all --purge` deletes both)"
+                )
+            elif task.bucket:
                 try:
                     self.backend.delete_bucket(task.bucket)
                 except QimgError as error:
