@@ -203,3 +203,31 @@ def test_a_probe_that_fails_leaves_its_checks_unknown_and_nothing_behind(
     assert checks["delete_while_uploading"]["known"] is False
     assert checks["unoffered_ram"]["outcome"] == "refused"  # the probe that needs no image still answers
     assert account.tasks == {}
+
+
+def test_a_probe_task_that_cannot_be_deleted_keeps_its_bucket(
+    account: FakeQarnot, user: User, probe_image: str, storage: S3
+) -> None:
+    """A task whose DELETE fails may still run and write its results: its bucket is not deleted under
+    it, and the report says so; `qimg stop --all --purge`, as it says, deletes both later."""
+    account.unoffered_ram = "refuse"
+    process = user.background("doctor", "--image", probe_image, "--timeout", "120", "--yes", "--json")
+    try:
+        deadline = time.monotonic() + 120
+        while not account.tasks:
+            assert time.monotonic() < deadline and process.poll() is None, "no probe task came"
+            time.sleep(0.05)
+        (first,) = list(account.tasks.values())
+        account.faults.delete_refused.add(first.uuid)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    left = json.loads(stdout)["left"]
+    assert any(f"could not stop task {first.uuid}" in line for line in left), (left, stderr)
+    assert any(f"bucket {first.result_bucket} kept" in line for line in left), (left, stderr)
+    assert first.result_bucket in storage.bucket_names()
+    account.faults.delete_refused.clear()
+    cleaned = user.qimg("stop", "--all", "--purge")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert storage.bucket_names() == []
