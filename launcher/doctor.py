@@ -368,8 +368,8 @@ class _Run:
                     self.report.left.append(line)
             if task.bucket and not stopped:  # a task that may still run keeps its bucket (issue 15, 2.6)
                 self.report.left.append(
-                    f"bucket {task.bucket} kept: a task of {task.name} may still use it "
-                    "(`qimg stop --all --purge` deletes both)"
+                    f"bucket {task.bucket} kept: a task of {task.name} may still use it (`qimg stop --all` "
+                    f"stops it; then `qimg fetch {task.bucket} DIR` and `qimg stop --all --purge` delete it)"
                 )
             elif task.bucket:
                 try:

@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -40,9 +41,11 @@ def probe_image(open_registry: Registry, docker_client: docker.DockerClient) -> 
 
 @pytest.fixture
 def account(fake: FakeQarnot, storage: S3) -> FakeQarnot:
-    """The fake with storage, RAM offers as Qarnot lists them, and uploads slow enough to be seen."""
-    fake.account.hardware += [
-        {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": mb} for mb in RAM_OFFERS
+    """The fake with storage, RAM offers as Qarnot lists them (these, in place of the fake's own), and
+    uploads slow enough to be seen."""
+    ram = "MinimumRamHardwareConstraint"
+    fake.account.hardware = [offer for offer in fake.account.hardware if offer["discriminator"] != ram] + [
+        {"discriminator": ram, "minimumMemoryMB": mb} for mb in RAM_OFFERS
     ]
     fake.upload_seconds = 4.0
     return fake
@@ -206,10 +209,10 @@ def test_a_probe_that_fails_leaves_its_checks_unknown_and_nothing_behind(
 
 
 def test_a_probe_task_that_cannot_be_deleted_keeps_its_bucket(
-    account: FakeQarnot, user: User, probe_image: str, storage: S3
+    account: FakeQarnot, user: User, probe_image: str, storage: S3, tmp_path: Path
 ) -> None:
     """A task whose DELETE fails may still run and write its results: its bucket is not deleted under
-    it, and the report says so; `qimg stop --all --purge`, as it says, deletes both later."""
+    it, and the report says so and how to delete both later."""
     account.unoffered_ram = "refuse"
     process = user.background("doctor", "--image", probe_image, "--timeout", "120", "--yes", "--json")
     try:
@@ -228,6 +231,8 @@ def test_a_probe_task_that_cannot_be_deleted_keeps_its_bucket(
     assert any(f"bucket {first.result_bucket} kept" in line for line in left), (left, stderr)
     assert first.result_bucket in storage.bucket_names()
     account.faults.delete_refused.clear()
-    cleaned = user.qimg("stop", "--all", "--purge")
-    assert cleaned.returncode == 0, cleaned.stderr
-    assert storage.bucket_names() == []
+    for command in (("stop", "--all"), ("fetch", first.result_bucket, str(tmp_path / "probe")),
+                    ("stop", "--all", "--purge")):  # fmt: skip
+        done = user.qimg(*command)  # as the report says
+        assert done.returncode == 0, (command, done.stderr)
+    assert storage.bucket_names() == [], done.stderr
