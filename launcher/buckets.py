@@ -173,9 +173,9 @@ def _changed(upload: Upload, source: Path, why: str) -> QimgError:
 
 
 def check_target(option: str, target: Path, *, reusable: bool) -> Path:
-    """A directory that results go into, absolute: absent, or an empty directory, or (`reusable`) one
-    qimg wrote results into before, whose files of the same names are then replaced."""
-    target = target.expanduser().absolute()
+    """A directory that results go into (absolute: made so where it entered): absent, or an empty
+    directory, or (`reusable`) one qimg wrote results into before, whose files of the same names are
+    then replaced."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise UsageError(f"{option} {target}: not a directory")
     if target.is_dir() and not reusable and any(target.iterdir()):

@@ -114,7 +114,7 @@ def check_options(
         raise UsageError("--snapshot-every snapshots into the results bucket: give --results DIR too")
     walked: dict[str, Upload] = {}
     for directory in uploads:
-        name = directory.expanduser().absolute().resolve().name
+        name = directory.resolve().name  # absolute already (typed_path): `..` and `.` named
         if name in walked:
             raise UsageError(
                 f"--upload {directory}: another --upload is also named {name!r} (each lands in "
@@ -122,7 +122,7 @@ def check_options(
             )
         if not name:
             raise UsageError(f"--upload {directory}: give a directory with a name, not the root")
-        walked[name] = buckets.walk_upload("--upload", directory.expanduser(), name)
+        walked[name] = buckets.walk_upload("--upload", directory, name)
     target = buckets.check_target("--results", results, reusable=False) if results is not None else None
     return CheckedData(tuple(walked.items()), target, snapshot_seconds)
 

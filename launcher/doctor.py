@@ -359,12 +359,19 @@ class _Run:
     def _end(self, task: _Task) -> None:
         with signals.ignored():
             self.spend(task)
+            stopped = True
             for line in launch.stop_launch(self.backend, task.id, task.launch_id):
                 if line.endswith("stopped and deleted"):
                     self.note(f"{task.name}: deleted")
                 else:
+                    stopped = False
                     self.report.left.append(line)
-            if task.bucket:
+            if task.bucket and not stopped:  # a task that may still run keeps its bucket (issue 15, 2.6)
+                self.report.left.append(
+                    f"bucket {task.bucket} kept: a task of {task.name} may still use it (`qimg stop --all` "
+                    f"stops it; then `qimg fetch {task.bucket} DIR` and `qimg stop --all --purge` delete it)"
+                )
+            elif task.bucket:
                 try:
                     self.backend.delete_bucket(task.bucket)
                 except QimgError as error:
@@ -437,17 +444,16 @@ def run_doctor(plan: DoctorPlan, note: Callable[[str], None]) -> DoctorReport:
         (_delete_probe, ("delete_while_uploading",)),
         (_ram_probe, ("unoffered_ram",)),
     )
-    with signals.as_errors():
-        for probe, checks in probes:
-            try:
-                probe(run)
-            except Interrupted:
-                raise
-            except QimgError as error:
-                for check in checks:
-                    run.report.findings.setdefault(
-                        check, Finding(check, f"unknown: {_shown(first_line(error), 200)}", known=False)
-                    )
+    for probe, checks in probes:  # a signal raises Interrupted (cli.main): each probe ends its task
+        try:
+            probe(run)
+        except Interrupted:
+            raise
+        except QimgError as error:
+            for check in checks:
+                run.report.findings.setdefault(
+                    check, Finding(check, f"unknown: {_shown(first_line(error), 200)}", known=False)
+                )
     return run.report
 
 

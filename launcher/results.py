@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from qimg.errors import BackendError, Interrupted, QimgError, ResultsUploading, TaskNotFound, UsageError
+from qimg.files import user_path
 from qimg.launcher import buckets, records, signals, tasks
 from qimg.launcher.backends.base import ENDED_STATES, EXECUTING, Backend, Storage
 from qimg.launcher.buckets import RESULTS
@@ -306,6 +307,14 @@ class Fetched:
     size: int
 
 
+def _default_target(task: str) -> Path:
+    """./TASK-results, made absolute as the paths the user types are (`qimg.files.user_path`)."""
+    try:
+        return Path(user_path(f"{task}-results"))
+    except ValueError as error:
+        raise UsageError(f"fetch: {error}") from None
+
+
 def fetch(name: str, target: Path | None, local: bool, progress: Progress | None) -> Fetched:
     """`qimg fetch NAME [DIR]`: a results bucket (of task NAME, or the bucket NAME) downloaded into DIR,
     by default the task's --results directory, else ./TASK-results."""
@@ -317,12 +326,12 @@ def fetch(name: str, target: Path | None, local: bool, progress: Progress | None
     task = parsed.task if parsed else records.check_task_name(name)
     record = load(task)
     recorded = record.results_dir if record and (parsed is None or record.results == name) else None
-    chosen = (target or recorded or Path(f"{task}-results")).expanduser().absolute()
+    chosen = target or recorded or _default_target(task)  # the first two are absolute already
     checked = buckets.check_target("DIR", chosen, reusable=chosen == recorded)
     store = storage_of(tasks.open_backend("qarnot"), "fetch")
     bucket = name if parsed else (record.results if record and record.results else _only_results(store, task))
-    with signals.as_errors():  # SIGTERM too ends the download through its clean-up: no partial file stays
-        files, size = download(store, bucket, checked, progress)
+    # A signal (Interrupted, from cli.main) ends the download through its clean-up: no partial file stays.
+    files, size = download(store, bucket, checked, progress)
     mark_pending(bucket, False)
     if record is None:  # a bucket of a task launched elsewhere: later fetches go to the same place
         save(DataRecord(task, results=bucket, results_dir=checked))

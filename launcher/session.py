@@ -66,16 +66,25 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                         raise
                     records.store(replace(pending, task_id=task_id))
                 if plan.batch:
-                    return _run_batch(plan, task_id, reporter, transfers)
-                record = _ready(
-                    plan, task_id, reporter,
-                    kept_logins.readiness_options(kept, loopback=backend.name == "local"),
-                )  # fmt: skip
+                    ended = _run_batch(plan, task_id, reporter)
+                else:
+                    record = _ready(
+                        plan, task_id, reporter,
+                        kept_logins.readiness_options(kept, loopback=backend.name == "local"),
+                    )  # fmt: skip
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
                     reporter.note(f"  {line}")
                 _end(plan, task_id, reporter, transfers, unresolved=isinstance(failure, CreationUnresolved))
                 raise
+        if plan.batch:  # over: ended here, where a failure of the ending is not ended again above
+            _end(plan, task_id, reporter, transfers)
+            if ended.state == "Success":
+                return 0
+            reporter.note(
+                f"task {request.name} ended {ended.state}" + "".join(f"; {e}" for e in ended.errors)
+            )
+            return 1
         if not (session_follows or plan.tunnels):
             stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
@@ -95,20 +104,16 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             _end(plan, task_id, reporter, transfers)
 
 
-def _run_batch(plan: LaunchPlan, task_id: str, reporter: Reporter, transfers: data.Progress | None) -> int:
-    """A batch task (its command is the task): wait for its end, print each instance's output (qimg's
-    own lines left out), then end the launch as after a command. 0 on Success, else 1."""
+def _run_batch(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskView:
+    """A batch task (its command is the task): wait for its end and print each instance's output
+    (qimg's own lines left out). Its view once over; the caller ends the launch (0 on Success)."""
     queue_timeout = plan.request.max_queue_seconds or plan.timeout
     view = launch.wait_end(plan.backend, task_id, queue_timeout, reporter.status)
     for index in range(view.instance_count):
         for stderr, stream in ((False, sys.stdout), (True, sys.stderr)):
             stream.write(batch_output(plan.backend.output(task_id, index, stderr=stderr)))
     sys.stdout.flush()
-    _end(plan, task_id, reporter, transfers)
-    if view.state == "Success":
-        return 0
-    reporter.note(f"task {plan.request.name} ended {view.state}" + "".join(f"; {e}" for e in view.errors))
-    return 1
+    return view
 
 
 def batch_output(text: str) -> str:

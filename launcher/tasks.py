@@ -209,45 +209,44 @@ def stop(
     problems: list[str] = []
     stopped: list[tuple[str, str]] = []
     failures: list[str] = []
-    # SIGINT, SIGTERM, SIGHUP end the command as they end others (Interrupted, 128 + the signal), but
+    # SIGINT, SIGTERM, SIGHUP end the command as they end others (Interrupted, from cli.main), but
     # never in the middle of a deletion, and the tasks stopped until then lose their records. The
     # tasks after an interrupted one are left as they are: `qimg stop` again reaches them.
-    with signals.as_errors():
-        if name:
-            found = resolve_for_stop(name, local)
-            backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
-            problems += found.problems
-        else:
-            backend = open_backend(backend_name(local))
-            targets = [(task.name, task.id) for task in backend.tasks()]
-        try:
-            for task_name, task_id in targets:
-                interrupted: Interrupted | None = None
-                if before is not None:
-                    try:
-                        before(backend, task_name, task_id)
-                    except Interrupted as interruption:  # it cut the saving of results short: the stop is due
-                        interrupted = interruption
-                    except ResultsUploading as error:  # deleting it now could lose its results
-                        failures.append(f"{task_name} ({task_id}): {error} (`qimg stop {task_name}` later)")
-                        if error.interrupted is not None:
-                            raise error.interrupted from None
-                        continue
-                    except QimgError as error:
-                        failures.append(f"{task_name} ({task_id}): {error}")
-                        continue
-                with signals.deferred():
-                    failure = _stop_one(backend, task_id)
-                    if failure is None:
-                        stopped.append((task_name, task_id))
-                    else:
-                        failures.append(f"{task_name} ({task_id}): {failure}")
-                if interrupted is not None:
-                    raise interrupted
-        finally:
-            problems += _forget_stopped(stopped)
-        if not name:  # every qimg task there is stopped: the records of none of them are stale
-            problems += _drop_stale(backend)
+    if name:
+        found = resolve_for_stop(name, local)
+        backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
+        problems += found.problems
+    else:
+        backend = open_backend(backend_name(local))
+        targets = [(task.name, task.id) for task in backend.tasks()]
+    try:
+        for task_name, task_id in targets:
+            interrupted: Interrupted | None = None
+            if before is not None:
+                try:
+                    before(backend, task_name, task_id)
+                except Interrupted as interruption:  # it cut the saving of results short: the stop is due
+                    interrupted = interruption
+                except ResultsUploading as error:  # deleting it now could lose its results
+                    failures.append(f"{task_name} ({task_id}): {error} (`qimg stop {task_name}` later)")
+                    if error.interrupted is not None:
+                        raise error.interrupted from None
+                    continue
+                except QimgError as error:
+                    failures.append(f"{task_name} ({task_id}): {error}")
+                    continue
+            with signals.deferred():
+                failure = _stop_one(backend, task_id)
+                if failure is None:
+                    stopped.append((task_name, task_id))
+                else:
+                    failures.append(f"{task_name} ({task_id}): {failure}")
+            if interrupted is not None:
+                raise interrupted
+    finally:
+        problems += _forget_stopped(stopped)
+    if not name:  # every qimg task there is stopped: the records of none of them are stale
+        problems += _drop_stale(backend)
     if failures:
         raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
     return backend.name, stopped, problems

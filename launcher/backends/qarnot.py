@@ -203,6 +203,7 @@ class QarnotBackend(QarnotBuckets):
             try:
                 if outcome is None:  # answered: exactly this task was created
                     task_id = str(task.uuid)
+                    self._tasks[task_id] = task  # read back by the SDK: no GET needed to act on it
                     self._fresh[task_id] = task_view(task)
                     break
                 status = self.exchanges.last_status()

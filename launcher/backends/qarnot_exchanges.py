@@ -3,10 +3,11 @@
 The SDK sends through a requests session it keeps to itself, and boto3's S3 client through botocore:
 both end in urllib3, whose logger `urllib3.connectionpool` reports every response at DEBUG level,
 with the scheme, host, port, method, path, HTTP version and status as the record's arguments. One
-handler, installed once, gives each open backend the responses from its own hosts (cluster and
+filter of that logger, installed once, gives each open backend the responses from its own hosts (cluster and
 storage): it counts them (the request budget covers bucket calls too) and keeps, per thread, the
 status of the last one (what a refused creation or a 503 read was, which the SDK's exceptions do not
-say). The shape of those records is checked by tests/unit/test_sdk_contract.py.
+say). The records it opens to DEBUG go no further than the filter: no handler, a user's included,
+gets more than before. The shape of those records is checked by tests/unit/test_sdk_contract.py.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Exchanges:
         self._last: dict[int, int] = {}
         self._worst: dict[int, int] = {}  # the highest status since forget_last, per thread
         self.watch(*urls)
-        _Observer.install().exchanges.add(self)
+        _Observer.install().add(self)
 
     def watch(self, *urls: str | None) -> None:
         with self._lock:
@@ -74,30 +75,41 @@ class Exchanges:
             return self._last.get(threading.get_ident())
 
 
-class _Observer(logging.Handler):
+class _Observer(logging.Filter):
+    """A filter of urllib3's logger rather than a handler: it sees each record first, and lets on only
+    what the logger let on before it was opened to DEBUG, so that no handler (a user's root handler
+    included, which propagation would reach) receives a record it did not receive before."""
+
     _installed: _Observer | None = None
     _install_lock = threading.Lock()
 
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.exchanges: weakref.WeakSet[Exchanges] = weakref.WeakSet()
+    def __init__(self, passes_from: int) -> None:
+        super().__init__()
+        self._passes_from = passes_from
+        self._lock = threading.Lock()  # records come from any thread, backends open in any thread
+        self._exchanges: weakref.WeakSet[Exchanges] = weakref.WeakSet()
 
     @classmethod
     def install(cls) -> _Observer:
         with cls._install_lock:
             if cls._installed is None:
-                cls._installed = cls()
                 logger = logging.getLogger(URLLIB3_LOGGER)
-                logger.addHandler(cls._installed)
-                if logger.getEffectiveLevel() > logging.DEBUG:
-                    logger.setLevel(logging.DEBUG)
+                cls._installed = cls(logger.getEffectiveLevel())
+                logger.addFilter(cls._installed)
+                logger.setLevel(min(logger.getEffectiveLevel(), logging.DEBUG))
             return cls._installed
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def add(self, exchanges: Exchanges) -> None:
+        with self._lock:
+            self._exchanges.add(exchanges)
+
+    def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if not (isinstance(args, tuple) and len(args) == 8):
-            return  # another message of urllib3's (a new connection, a retry)
-        host, port, status = args[1], args[2], args[6]
-        if isinstance(host, str) and isinstance(port, int) and isinstance(status, int):
-            for exchanges in list(self.exchanges):
-                exchanges.seen(host, port, status)
+        if isinstance(args, tuple) and len(args) == 8:  # else another message (a new connection, a retry)
+            host, port, status = args[1], args[2], args[6]
+            if isinstance(host, str) and isinstance(port, int) and isinstance(status, int):
+                with self._lock:
+                    watching = list(self._exchanges)
+                for exchanges in watching:
+                    exchanges.seen(host, port, status)
+        return record.levelno >= self._passes_from

@@ -20,7 +20,7 @@ from qimg.errors import QimgError
 from qimg.launcher import data, results, tasks
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
-from tests.fakes.qarnot import FakeQarnot
+from tests.fakes.qarnot import FakeQarnot, Faults
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.fakes.s3 import S3
 from tests.helpers import assert_one_line_error
@@ -459,6 +459,42 @@ def test_a_launch_whose_creation_reply_is_lost_finds_its_task_and_deletes_no_buc
     assert fake.count("POST", "/tasks") == 1 and len(fake.tasks) == 1 and fake.faults.hang_next == 0
     assert user.qimg("stop", "--purge", "lost").returncode == 0
     assert fake.tasks == {} and len(fake.buckets_at_delete) == 1
+    (at_delete,) = fake.buckets_at_delete
+    assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
+    assert storage.bucket_names() == []  # then deleted, the task being gone
+
+
+def test_a_launch_that_lost_its_task_id_stops_its_tasks_before_deleting_its_buckets(
+    pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
+) -> None:
+    """The creation's reply is lost (the connection dropped after the task was made) and the listing
+    lags; Ctrl-C while qimg looks for the task: it never learns the id. The way out keeps the buckets
+    (a task of the launch may still appear); `qimg stop --purge NAME` then stops the launch's tasks by
+    their tag first, and only then deletes the buckets they read. (Before the creation was reconciled
+    by listing for a minute, lost listings were enough to lose the id; now only a signal is.)"""
+    fake.faults = Faults(drop_after_create=1, listing_lag=15)
+    upload = ("--upload", str(_dir(tmp_path / "in")))
+    process = user.background(
+        "run", pushed_image, *LOGIN, "--timeout", "120", "--name", "lost", *upload, stdin=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    process.stdin.write(REGISTRY_PASSWORD + "\n")
+    process.stdin.close()
+    process.stdin = None  # closed: communicate() must not flush it again
+    deadline = time.monotonic() + 60
+    while not (fake.count("POST", "/tasks/paginate") >= 1 and len(fake.tasks) == 1):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    (task,) = fake.live()
+    assert fake.buckets_at_delete == [] and len(storage.bucket_names()) == 1, stderr
+    while not fake.is_listed_yet(task):
+        time.sleep(0.2)
+    stopped = user.qimg("stop", "--purge", "lost")
+    assert stopped.returncode == 0, stopped.stderr
+    assert fake.tasks == {} and len(fake.buckets_at_delete) == 1, stopped.stderr
     (at_delete,) = fake.buckets_at_delete
     assert at_delete and at_delete[0].startswith("qimg-lost-in-"), "a bucket was deleted under its task"
     assert storage.bucket_names() == []  # then deleted, the task being gone

@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -22,7 +23,7 @@ from tests.helpers import assert_one_line_error, run_qimg, run_qimg_on_terminal
 
 pytestmark = pytest.mark.docker
 SECRET = "QARNOT_SECRET__QIMG_DOCTOR_PROBE"
-RAM_OFFERS = (32000.0, 64000.0, 128000.0)  # MB, as Qarnot lists them (the fake's offers)
+RAM_OFFERS = (32000.0, 128000.0)  # MB, as Qarnot lists them
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +41,12 @@ def probe_image(open_registry: Registry, docker_client: docker.DockerClient) -> 
 
 @pytest.fixture
 def account(fake: FakeQarnot, storage: S3) -> FakeQarnot:
-    """The fake with storage, RAM offers as Qarnot lists them, and uploads slow enough to be seen."""
-    offered = [o["minimumMemoryMB"] for o in fake.account.hardware if "minimumMemoryMB" in o]
-    assert offered == list(RAM_OFFERS)
+    """The fake with storage, RAM offers as Qarnot lists them (these, in place of the fake's own), and
+    uploads slow enough to be seen."""
+    ram = "MinimumRamHardwareConstraint"
+    fake.account.hardware = [offer for offer in fake.account.hardware if offer["discriminator"] != ram] + [
+        {"discriminator": ram, "minimumMemoryMB": mb} for mb in RAM_OFFERS
+    ]
     fake.upload_seconds = 4.0
     return fake
 
@@ -202,3 +206,33 @@ def test_a_probe_that_fails_leaves_its_checks_unknown_and_nothing_behind(
     assert checks["delete_while_uploading"]["known"] is False
     assert checks["unoffered_ram"]["outcome"] == "refused"  # the probe that needs no image still answers
     assert account.tasks == {}
+
+
+def test_a_probe_task_that_cannot_be_deleted_keeps_its_bucket(
+    account: FakeQarnot, user: User, probe_image: str, storage: S3, tmp_path: Path
+) -> None:
+    """A task whose DELETE fails may still run and write its results: its bucket is not deleted under
+    it, and the report says so and how to delete both later."""
+    account.unoffered_ram = "refuse"
+    process = user.background("doctor", "--image", probe_image, "--timeout", "120", "--yes", "--json")
+    try:
+        deadline = time.monotonic() + 120
+        while not account.tasks:
+            assert time.monotonic() < deadline and process.poll() is None, "no probe task came"
+            time.sleep(0.05)
+        (first,) = list(account.tasks.values())
+        account.faults.delete_refused.add(first.uuid)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    left = json.loads(stdout)["left"]
+    assert any(f"could not stop task {first.uuid}" in line for line in left), (left, stderr)
+    assert any(f"bucket {first.result_bucket} kept" in line for line in left), (left, stderr)
+    assert first.result_bucket in storage.bucket_names()
+    account.faults.delete_refused.clear()
+    for command in (("stop", "--all"), ("fetch", first.result_bucket, str(tmp_path / "probe")),
+                    ("stop", "--all", "--purge")):  # fmt: skip
+        done = user.qimg(*command)  # as the report says
+        assert done.returncode == 0, (command, done.stderr)
+    assert storage.bucket_names() == [], done.stderr

@@ -78,32 +78,29 @@ def test_stop_all_drops_the_records_of_tasks_gone(fake: FakeQarnot, user: User) 
     assert "Host qimg-onlocal\n" in config.read_text()
 
 
-def interrupted_while_it_waits(fake: FakeQarnot, user: User, sig: signal.Signals, *args: str) -> str:
-    """`qimg ARGS` sent `sig` while its first request gets no answer; its stderr, once it exited 128 + sig."""
-    fake.faults.hang_next = 1
-    running = user.background(*args)
+@pytest.mark.parametrize(
+    ("command", "sig"),
+    [
+        *((("stop", "--all"), sig) for sig in (signal.SIGINT, signal.SIGTERM)),
+        *((("ls",), sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)),
+    ],
+)
+def test_a_command_interrupted_says_so(
+    fake: FakeQarnot, user: User, command: tuple[str, ...], sig: signal.Signals
+) -> None:
+    """(F12) SIGINT during `stop --all` printed nothing; SIGTERM killed it (no handler). A command that
+    holds no task (`ls`): Ctrl-C ended it with 130 and nothing printed (typer's silent Exit), SIGTERM
+    and SIGHUP killed it. Each is one line and 128 + the signal, as for `run`."""
+    fake.faults.hang_next = 1  # its first request gets no answer: qimg waits there
+    waiting = user.background(*command)
     deadline = time.monotonic() + 60
     while fake.faults.hang_next and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake.faults.hang_next == 0, "qimg never asked"
-    running.send_signal(sig)
-    _out, err = running.communicate(timeout=60)
-    assert running.returncode == 128 + sig, (running.returncode, err)
-    return err
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_stop_all_interrupted_says_so(fake: FakeQarnot, user: User, sig: signal.Signals) -> None:
-    """(F12) SIGINT during `stop --all` printed nothing; SIGTERM killed it (no handler)."""
-    err = interrupted_while_it_waits(fake, user, sig, "stop", "--all")
+    waiting.send_signal(sig)
+    _out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 128 + sig, (waiting.returncode, err)
     assert err == f"qimg: interrupted by {sig.name}\n"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_any_command_interrupted_says_so(fake: FakeQarnot, user: User, sig: signal.Signals) -> None:
-    """A command that holds no task (`ls`): Ctrl-C ended it with 130 and nothing printed (typer's silent
-    Exit), SIGTERM and SIGHUP killed it. Each is one line and 128 + the signal, as for `run`."""
-    assert interrupted_while_it_waits(fake, user, sig, "ls") == f"qimg: interrupted by {sig.name}\n"
 
 
 def test_a_login_to_a_task_gone_drops_its_record(fake: FakeQarnot, user: User) -> None:

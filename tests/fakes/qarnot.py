@@ -29,9 +29,6 @@ its reservations, a hardware constraint no offer satisfies (402, "hardware const
 message) and, with the SDK's own message, a task over the task quota. Every request's JSON body is kept in
 `FakeQarnot.bodies`, for tests to read what the SDK sent.
 
-instance's active forward. Faults come from `FakeQarnot.faults`; `restart_instance` moves an
-instance to a new port, as a preempted instance does; `end_task` puts a task in an ending state.
-
 Storage, once `attach_storage` gives it a real S3 emulator: `GET /settings` names it, submission
 refuses buckets that do not exist (404, as the SDK expects), each instance gets a working directory
 of its own at DOCKER_WORKDIR (a host directory, fresh at every start, filled from the resource

@@ -104,3 +104,39 @@ def test_a_task_document_reads_into_the_view_qimg_follows() -> None:
         "gw.example.com", 50123
     )  # fmt: skip
     assert instance.attempt == 2
+
+
+def test_urllib3_reports_each_response_as_the_exchanges_read_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """urllib3's DEBUG record of a response carries (host, port, status) where qarnot_exchanges reads
+    them; the records opened to DEBUG for it reach no handler (here pytest's, on the root logger)."""
+    import http.server
+    import threading
+
+    import requests
+
+    from qimg.launcher.backends.qarnot_exchanges import Exchanges
+
+    class Teapot(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the name http.server calls
+            self.send_response(418)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Teapot)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        exchanges = Exchanges(url)
+        elsewhere = Exchanges("http://127.0.0.1:9")
+        exchanges.forget_last()
+        requests.get(url + "/x", timeout=5)
+        assert (exchanges.count, exchanges.last_status(), elsewhere.count) == (1, 418, 0)
+        assert [r for r in caplog.records if r.name.startswith("urllib3")] == []
+    finally:
+        server.shutdown()
+        server.server_close()

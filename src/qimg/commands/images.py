@@ -31,7 +31,6 @@ from qimg.commands.common import (
 )  # fmt: skip
 from qimg.errors import BuildFailed, FileError, UsageError
 from qimg.files import atomic_write
-from qimg.launcher import signals
 
 
 @app.command()
@@ -79,8 +78,9 @@ def build(
     )
     console = display.stderr()
     try:
-        # SIGTERM and SIGHUP too end the build through its clean-up (the temporary context goes).
-        with signals.as_errors(), console.status("building") as status:
+        # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
+        # SIGINT, SIGTERM and SIGHUP raise Interrupted.
+        with console.status("building") as status:
 
             def show_step(step: str) -> None:
                 display.say(console, step, "bold")
@@ -135,6 +135,6 @@ def push(
     from qimg.builder.push import push as push_image
 
     auth = registry_auth(username, password_stdin)
-    with signals.as_errors(), display.layer_progress(as_json) as show:  # a retag made is undone
+    with display.layer_progress(as_json) as show:  # a signal (Interrupted): the retag made is undone
         pushed = push_image(image, to, auth, on_progress=show)
     print(json.dumps(pushed.as_dict()) if as_json else pushed.pinned)
