@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from qimg.errors import BackendError, UsageError
-from qimg.launcher import tasks
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
     MB_PER_GB,
     ORGANISATION_PREFIX,
@@ -60,7 +60,7 @@ class Profile:
 
 
 def open_account() -> AccountBackend:
-    backend = tasks.open_backend("qarnot")
+    backend = registry.open_backend("qarnot")
     if not isinstance(backend, AccountBackend):
         raise BackendError(f"the {backend.name} backend has no account")
     return backend

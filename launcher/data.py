@@ -28,7 +28,8 @@ from typing import Any
 
 from qimg.errors import QimgError, UsageError
 from qimg.files import atomic_write, read_regular
-from qimg.launcher import buckets, records, tasks
+from qimg.launcher import buckets, records
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import Backend, BucketView, Storage, TaskRequest
 from qimg.launcher.buckets import INPUTS, RESULTS, Upload
 from qimg.state import state_dir
@@ -248,7 +249,7 @@ def list_buckets(local: bool) -> list[BucketInfo]:
     """`qimg ls --buckets`: the buckets qimg made (their names say so), oldest first."""
     if local:
         raise UsageError("--buckets lists Qarnot buckets: the local engine has none (drop --local)")
-    store = storage_of(tasks.open_backend("qarnot"), "--buckets")
+    store = storage_of(registry.open_backend("qarnot"), "--buckets")
     found = []
     for view in qimg_buckets(store):
         parsed = buckets.parse_bucket(view.name)
@@ -266,7 +267,7 @@ def purge(task: str | None, note: Note) -> tuple[list[str], list[str], list[str]
     the buckets of a task that is running, and results not downloaded since their task stopped. A
     bucket that cannot be deleted does not keep the others: each is tried. Returns (deleted, kept,
     failures), a failure being "BUCKET: why"."""
-    backend = tasks.open_backend("qarnot")
+    backend = registry.open_backend("qarnot")
     store = storage_of(backend, "--purge")
     running = {view.name for view in backend.tasks() if not view.ended}
     deleted, kept, failures = [], [], []

@@ -31,6 +31,7 @@ from qimg.builder.spec import ImageRef
 from qimg.errors import BackendError, Interrupted, QimgError, TaskNotFound, UsageError, first_line
 from qimg.launcher import account, launch, signals
 from qimg.launcher.account import AccountBackend
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
     Backend,
     Hardware,
@@ -232,9 +233,8 @@ def _shown(text: str, limit: int = 120) -> str:
 
 
 def open_backend() -> DoctorBackend:
-    from qimg.launcher import tasks
 
-    backend = tasks.open_backend("qarnot")
+    backend = registry.open_backend("qarnot")
     if not isinstance(backend, DoctorBackend):
         raise BackendError(f"the {backend.name} backend cannot run qimg doctor")
     return backend

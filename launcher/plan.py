@@ -22,7 +22,7 @@ from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
 from qimg.launcher import account, contract, records, sshconfig, tasks, worker
-from qimg.launcher.backends import qarnot_config
+from qimg.launcher.backends import qarnot_config, registry
 from qimg.launcher.backends.base import Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
@@ -162,7 +162,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         check_registry_reachable(ref)
 
     images = images or Engine.from_env()
-    backend = tasks.open_backend(tasks.backend_name(options.local), images)
+    backend = registry.open_backend(tasks.backend_name(options.local))
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)

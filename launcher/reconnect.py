@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qimg.errors import QimgError, TaskNotFound, first_line
-from qimg.launcher import launch, tasks
+from qimg.launcher import launch
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import Backend
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
@@ -55,7 +56,7 @@ def hold(
         for line in link.stderr.splitlines():
             note(line.rstrip())
         return link.code
-    backend = tasks.open_backend(record.backend)
+    backend = registry.open_backend(record.backend)
     pause, why, ended_since = FIRST_PAUSE, link.why, None
     back_up = functools.partial(note, f"tunnel to {record.name} up again")
     while True:

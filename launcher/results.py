@@ -14,6 +14,7 @@ from typing import BinaryIO
 from qimg.errors import BackendError, Interrupted, QimgError, ResultsUploading, TaskNotFound, UsageError
 from qimg.files import user_path
 from qimg.launcher import buckets, records, signals, tasks
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import ENDED_STATES, EXECUTING, Backend, Storage
 from qimg.launcher.buckets import RESULTS
 from qimg.launcher.data import (
@@ -328,7 +329,7 @@ def fetch(name: str, target: Path | None, local: bool, progress: Progress | None
     recorded = record.results_dir if record and (parsed is None or record.results == name) else None
     chosen = target or recorded or _default_target(task)  # the first two are absolute already
     checked = buckets.check_target("DIR", chosen, reusable=chosen == recorded)
-    store = storage_of(tasks.open_backend("qarnot"), "fetch")
+    store = storage_of(registry.open_backend("qarnot"), "fetch")
     bucket = name if parsed else (record.results if record and record.results else _only_results(store, task))
     # A signal (Interrupted, from cli.main) ends the download through its clean-up: no partial file stays.
     files, size = download(store, bucket, checked, progress)

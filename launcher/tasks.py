@@ -11,7 +11,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from qimg.errors import (
     BackendError,
@@ -23,27 +22,13 @@ from qimg.errors import (
     UsageError,
 )
 from qimg.launcher import launch, records, signals, sshconfig
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.records import TaskRecord
-
-if TYPE_CHECKING:
-    from qimg.engine_api import Engine
 
 
 def backend_name(local: bool) -> str:
     return "local" if local else "qarnot"
-
-
-def open_backend(name: str, engine: Engine | None = None) -> Backend:
-    """The backend called `name`: qarnot (needs a token) or local (the Docker engine, `engine` if given)."""
-    if name == "local":
-        from qimg.engine_api import Engine
-        from qimg.launcher.backends.local import LocalBackend
-
-        return LocalBackend(engine or Engine.from_env())
-    from qimg.launcher.backends.qarnot import QarnotBackend
-
-    return QarnotBackend()
 
 
 def find_task(backend: Backend, name: str) -> TaskView:
@@ -65,7 +50,7 @@ class NamedTask:
 def resolve(name: str, local: bool) -> NamedTask:
     records.check_task_name(name)
     record = records.load(name)
-    backend = open_backend(record.backend if record else backend_name(local))
+    backend = registry.open_backend(record.backend if record else backend_name(local))
     if record is not None and not record.task_id:
         raise TaskNotFound(
             f"task {name} was being created when its launch stopped: `qimg stop {name}` stops what exists"
@@ -113,7 +98,7 @@ def claim_name(pending: TaskRecord, backend: Backend) -> list[str]:
 
 
 def _alive(record: TaskRecord, backend: Backend) -> bool:
-    owner = backend if record.backend == backend.name else open_backend(record.backend)
+    owner = backend if record.backend == backend.name else registry.open_backend(record.backend)
     if not record.task_id:  # its launch died before the task id was known: its tag finds the tasks
         return any(not view.ended for view in owner.launched(record.launch_id))
     try:
@@ -180,7 +165,7 @@ class Listing:
 def list_tasks(local: bool) -> Listing:
     """The backend's qimg tasks, and the idle stops of the running ones launched with --idle-stop: one
     output read for each, all at once, none for the others (they have nothing to tell)."""
-    backend = open_backend(backend_name(local))
+    backend = registry.open_backend(backend_name(local))
     found = sorted(backend.tasks(), key=lambda task: task.created or datetime.max)
     running = [task.id for task in found if task.running and not task.ended and task.watches_idle]
 
@@ -217,7 +202,7 @@ def stop(
         backend, targets = found.backend, [(name, task_id) for task_id in found.ids]
         problems += found.problems
     else:
-        backend = open_backend(backend_name(local))
+        backend = registry.open_backend(backend_name(local))
         targets = [(task.name, task.id) for task in backend.tasks()]
     try:
         for task_name, task_id in targets:
@@ -270,9 +255,9 @@ def resolve_for_stop(name: str, local: bool) -> StopTargets:
         record = None
         problems.append(str(error))
     if record is None:
-        backend = open_backend(backend_name(local))
+        backend = registry.open_backend(backend_name(local))
         return StopTargets(backend, [find_task(backend, name).id], problems)
-    backend = open_backend(record.backend)
+    backend = registry.open_backend(record.backend)
     ids = [record.task_id] if record.task_id else []
     if record.launch_id:
         ids += [view.id for view in backend.launched(record.launch_id) if view.id not in ids]

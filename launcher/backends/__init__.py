@@ -1,2 +1,2 @@
 """The places that run tasks, behind one protocol (`base.Backend`): Qarnot through its SDK, and the
-local Docker engine. `qimg.launcher.tasks.open_backend` picks one."""
+local Docker engine. `registry` names them."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Generic, Protocol, TypeVar, runtime_checkable
 
 from qimg.launcher.ssh import Endpoint
+
+T = TypeVar("T")
 
 TASK_TAG = "qimg"
 EXECUTING = "FullyExecuting"
@@ -257,3 +259,37 @@ class Storage(Protocol):
     def abort(self, task_id: str) -> None:
         """Stop the task's execution without deleting it: its results are uploaded, then it ends."""
         ...
+
+
+@runtime_checkable
+class Account(Protocol):
+    """An account behind the backend (Qarnot's): its profiles, its quotas and its balance."""
+
+    def profile_names(self) -> list[str]: ...
+
+    def account(self) -> AccountView: ...
+
+    def balance(self) -> float | None: ...
+
+
+@runtime_checkable
+class HardwareChoice(Protocol):
+    """Machines chosen per task (Qarnot): the request's hardware, scheduling, reservation and time in
+    queue mean something, and the account says which hardware it may ask for. A backend without it
+    runs every task on one machine as it is."""
+
+    def hardware_offers(self) -> list[HardwareOffer]: ...
+
+
+@dataclass(frozen=True)
+class Capability(Generic[T]):
+    """Something only some backends can do: the runtime-checkable `protocol` above that says so, and
+    how a refusal names it (`registry.require`)."""
+
+    protocol: type
+    noun: str
+
+
+STORAGE: Capability[Storage] = Capability(Storage, "buckets")
+ACCOUNT: Capability[Account] = Capability(Account, "an account")
+HARDWARE: Capability[HardwareChoice] = Capability(HardwareChoice, "a choice of machines")

@@ -67,8 +67,8 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine.from_env()
         self.owner = owner()
 
     def submit(self, request: TaskRequest) -> str:

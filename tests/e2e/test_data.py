@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from qimg.errors import QimgError
-from qimg.launcher import data, results, tasks
+from qimg.launcher import data, results
+from qimg.launcher.backends import registry
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
@@ -336,7 +337,7 @@ def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
     assert checked is not None
     plan = checked.planned("race", "0123abcd0123abcd")
     swap(source, outside)
-    backend = tasks.open_backend("qarnot")
+    backend = registry.open_backend("qarnot")
     notes: list[str] = []
     with pytest.raises(QimgError, match="changed during the upload") as refused:
         results.stage(backend, plan, "race", notes.append, None)

@@ -18,6 +18,7 @@ from rich.console import Console
 from qimg.display import TransferBars
 from qimg.errors import BackendError, Interrupted, TaskNotFound
 from qimg.launcher import data, results, tasks
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
 from qimg.launcher.data import DataRecord
 
@@ -193,7 +194,7 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     memory = Memory()
-    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    monkeypatch.setattr(registry, "open_backend", lambda *_args: memory)
     for name in ("qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb", "qimg-done-out-0000cccc", "other"):
         memory.create_bucket(name)
     memory.views["id1"] = TaskView("id1", "run", EXECUTING, 1)
@@ -218,7 +219,7 @@ def test_purge_deletes_every_bucket_it_can_and_reports_the_others_together(
     """adversarial-3 F13: a bucket that cannot be deleted (moto answers 500 for keys `.` and `..`) does
     not keep the others."""
     memory = Memory()
-    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    monkeypatch.setattr(registry, "open_backend", lambda *_args: memory)
     names = ["qimg-a-out-0000aaaa", "qimg-evil-out-0123abcd", "qimg-z-in-0000cccc", "qimg-evil-in-0123abcd"]
     for name in names:
         memory.create_bucket(name)
@@ -268,7 +269,7 @@ class Uploading(Memory):
 
 
 def stop_all(memory: Memory, monkeypatch: pytest.MonkeyPatch, notes: list[str]) -> None:
-    monkeypatch.setattr(tasks, "open_backend", lambda *_args: memory)
+    monkeypatch.setattr(registry, "open_backend", lambda *_args: memory)
     tasks.stop(None, False, results.results_first(notes.append, None))
 
 

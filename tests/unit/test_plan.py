@@ -17,7 +17,8 @@ import pytest
 from qimg.builder import labels
 from qimg.builder.spec import ImageSpec
 from qimg.errors import UsageError
-from qimg.launcher import contract, tasks
+from qimg.launcher import contract
+from qimg.launcher.backends import registry
 from qimg.launcher.plan import LaunchOptions, LaunchPlan, check_timeout, parse_duration, plan_launch
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("QARNOT_CONFIG_FILE", raising=False)
-    monkeypatch.setattr(tasks, "open_backend", lambda name, engine=None: SimpleNamespace(name=name))
+    monkeypatch.setattr(registry, "open_backend", lambda name, engine=None: SimpleNamespace(name=name))
     return home
 
 

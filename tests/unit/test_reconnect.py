@@ -66,7 +66,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
         states: list[str | Exception], links: list[Link], refreshes: list[QimgError | None] | None = None
     ) -> Script:
         played = Script(states, links, refreshes or [])
-        monkeypatch.setattr("qimg.launcher.tasks.open_backend", lambda _name: played)
+        monkeypatch.setattr("qimg.launcher.backends.registry.open_backend", lambda _name: played)
         monkeypatch.setattr("qimg.launcher.launch.refresh", played.refresh)
         clock = types.SimpleNamespace(sleep=played.sleep, monotonic=lambda: played.now)
         monkeypatch.setattr("qimg.launcher.reconnect.time", clock)
