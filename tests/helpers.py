@@ -31,6 +31,9 @@ PACKAGE = (
 )  # its subpackages builder, launcher, images are links to the top-level folders
 # What setuptools reads besides the package: the metadata and the long description.
 PROJECT_FILES = ("pyproject.toml", "README.md")
+# The environment before the `isolate` fixture (tests/conftest.py) gives each test its own HOME: pip and
+# the wheel build read the machine's pip configuration and cache from the real one.
+MACHINE_ENV = dict(os.environ)
 # Made by tools, never part of a distribution.
 GENERATED = (
     ".venv",
@@ -87,14 +90,14 @@ def tree_digest() -> str:
 
 def make_venv(path: Path) -> Path:
     """A fresh virtual environment; its python."""
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, env=MACHINE_ENV)
     return path / "bin" / "python"
 
 
 def pip_install(python: Path, *requirements: str) -> None:
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
-        check=True, cwd=python.parent, capture_output=True, text=True,
+        check=True, cwd=python.parent, capture_output=True, text=True, env=MACHINE_ENV,
     )  # fmt: skip
 
 
@@ -119,11 +122,11 @@ def qimg_executable() -> str:
             subprocess.run(
                 [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
                  "--outdir", str(Path(scratch) / "dist"), str(tree)],
-                check=True, capture_output=True, text=True,
+                check=True, capture_output=True, text=True, env=MACHINE_ENV,
             )  # fmt: skip
             (wheel,) = (Path(scratch) / "dist").glob("qimg-*.whl")
             uninstall = [str(python), "-m", "pip", "uninstall", "-y", "qimg"]
-            subprocess.run(uninstall, check=True, capture_output=True)
+            subprocess.run(uninstall, check=True, capture_output=True, env=MACHINE_ENV)
             pip_install(python, str(wheel))  # and its dependencies, from the pip cache after the first time
         marker.write_text(digest)
     return str(script)
