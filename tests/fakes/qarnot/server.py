@@ -30,6 +30,7 @@ ANY = ("GET", "POST", "DELETE")  # the methods the handler serves
 TASK = r"/tasks/(?P<uuid>[0-9a-f-]{36})"
 SNAPSHOT = TASK + r"/snapshot"
 SNAPSHOT_ID = r"(?P<snapshot>[0-9a-z-]{1,64})"
+TASK_PATHS = TASK + r"(/(stdout|stderr|abort)(/\d+)?)?"  # the task's own paths (its snapshots apart)
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ def on(methods: str | tuple[str, ...], path: str, serve: Serve) -> Route:
     return Route((methods,) if isinstance(methods, str) else methods, re.compile(path, re.DOTALL), serve)
 
 
-# The first entry whose method and path match serves a request; none: 404. The entries on "ANY"
-# answer the methods a path does not take (405, or 404 for snapshots), after the task's own 404.
+# The first route whose method and path match serves a request; none: 404. The routes on ANY answer
+# the methods a path does not take (405, or 404 for snapshots), after the task's own 404.
 ROUTES = (
     on("GET", "/settings", account.settings),
     on("GET", "/info", account.info),
@@ -62,9 +63,9 @@ ROUTES = (
     on("POST", TASK + r"/abort(/\d+)?", tasks.cancel),
     on("GET", TASK, tasks.read),
     on("DELETE", TASK, tasks.remove),
-    on(ANY, TASK + r"(/(stdout|stderr|abort)(/\d+)?)?", tasks.not_allowed),
+    on(ANY, TASK_PATHS, tasks.not_allowed),
 )
-TASK_READ = ROUTES[-1].path  # a GET of it is a task read, which the task read faults answer
+TASK_READ = re.compile(TASK_PATHS)  # a GET of one is a task read, which the task read faults may answer
 
 
 def dispatch(fake: FakeQarnot, request: Request) -> Answer:
