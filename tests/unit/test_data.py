@@ -17,7 +17,7 @@ from rich.console import Console
 
 from qimg import notices
 from qimg.display import TransferBars
-from qimg.errors import BackendError, Interrupted, TaskNotFound
+from qimg.errors import BackendError, Interrupted, TaskNotFound, UsageError
 from qimg.launcher import bucket_io, data, tasks
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
@@ -190,6 +190,30 @@ def test_results_are_asked_for_and_downloaded_before_the_stop(tmp_path: Path) ->
     assert (tmp_path / "out" / "made.txt").read_text() == "made" and not (tmp_path / "evil").exists()
     assert data.is_pending(plan.results_bucket)  # the unsafe key: not all of it came down
     assert any(f"qimg fetch {plan.results_bucket} DIR" in line for line in notes)
+
+
+REFUSED: dict[str, tuple[Callable[[Path], object], str]] = {
+    "--upload": (lambda tmp: data.check_options((tmp,), tmp / "out", 60, registry.LOCAL), "--upload"),
+    "--results": (lambda tmp: data.check_options((), tmp / "out", 0, registry.LOCAL), "--results"),
+    "fetch": (lambda tmp: bucket_io.fetch("t1", None, registry.LOCAL, None), "qimg fetch"),
+    "snapshot": (lambda _tmp: bucket_io.snapshot("t1", registry.LOCAL), "qimg snapshot"),
+    "ls --buckets": (lambda _tmp: bucket_io.list_buckets(registry.LOCAL), "--buckets"),
+    "purge": (lambda _tmp: bucket_io.purge(None, registry.LOCAL), "--purge"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_backend_without_buckets_refuses_data_in_one_line_before_opening_anything(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def opened(name: str) -> None:
+        raise AssertionError(f"{name} opened")
+
+    monkeypatch.setattr(registry, "open_backend", opened)
+    call, what = REFUSED[case]
+    with pytest.raises(UsageError) as refused:
+        call(tmp_path)
+    assert str(refused.value) == f"{what} is for Qarnot (buckets): the local engine has none (drop --local)"
 
 
 def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
