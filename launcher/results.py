@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from qimg.errors import BackendError, Interrupted, QimgError, ResultsUploading, TaskNotFound, UsageError
 from qimg.files import user_path
-from qimg.launcher import buckets, records, signals, tasks
+from qimg.launcher import buckets, names, records, signals
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import ENDED_STATES, EXECUTING, Backend, Storage
 from qimg.launcher.buckets import RESULTS
@@ -289,7 +289,7 @@ def snapshot(task: str, local: bool) -> str:
     """`qimg snapshot NAME`: the task's working directory uploaded to its results bucket, now."""
     if local:
         raise UsageError("snapshot uploads to a Qarnot bucket: the local engine has none (drop --local)")
-    found = tasks.resolve(task, local)
+    found = names.resolve(task, registry.DEFAULT)  # --local is refused above
     store = storage_of(found.backend, "snapshot")
     view = found.backend.view(found.task_id)
     if not view.result_bucket:
