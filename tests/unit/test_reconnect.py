@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 
 from qimg.errors import BackendError, LaunchFailed, QimgError, TaskNotFound
-from qimg.launcher import reconnect
+from qimg.launcher import reconnect, session
 from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.reconnect import Link
 from qimg.launcher.records import InstanceRecord, TaskRecord
@@ -141,3 +141,22 @@ def test_a_port_taken_meanwhile_is_an_error(script: Callable[..., Script]) -> No
             reconnect.hold(
                 cast(Backend, played), RECORD, (Tunnel(port, 8888),), played.connect, played.notes.append
             )
+
+
+def test_qimg_tunnel_connects_to_its_backend_once(
+    script: Callable[..., Script], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend that found the task is the one asked whether it lives when the link drops."""
+    played = script(states=[TaskNotFound("gone")], links=[DROPPED])
+    opened: list[str] = []
+
+    def open_backend(name: str) -> Backend:
+        opened.append(name)
+        return cast(Backend, played)
+
+    monkeypatch.setattr("qimg.launcher.backends.registry.open_backend", open_backend)
+    monkeypatch.setattr("qimg.launcher.records.load", lambda _name: RECORD)
+    monkeypatch.setattr("qimg.launcher.session._until_down", lambda _argv, on_up: played.connect(on_up))
+    with pytest.raises(TaskNotFound, match="tunnel to web closed: the task is gone"):
+        session.tunnel("web", "qarnot", Tunnel(free_local_port(), 8888), played.notes.append)
+    assert opened == ["local"]  # the record's backend, opened once
