@@ -127,7 +127,9 @@ def list_tasks(
         found_buckets = data.list_buckets(local)
         if as_json:
             print(
-                json.dumps({"backend": "qarnot", "buckets": [bucket.as_dict() for bucket in found_buckets]})
+                json.dumps(
+                    {"backend": backend_of(local), "buckets": [bucket.as_dict() for bucket in found_buckets]}
+                )
             )
             return
         display.print_buckets(found_buckets, now)
