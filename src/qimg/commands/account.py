@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from qimg.commands.common import JsonOpt, app
+from qimg.commands.common import ACCOUNT, JsonOpt, app
 
 if TYPE_CHECKING:
     from qimg.launcher.backends.base import Quota
 
 
-@app.command()
+@app.command(rich_help_panel=ACCOUNT)
 def profiles(as_json: JsonOpt = False) -> None:
     """The account's Qarnot profiles; those marked ssh forward port 22, so `qimg run` can log in; those
     marked gpu are the ones `qimg run --gpu` takes."""
@@ -32,7 +32,7 @@ def profiles(as_json: JsonOpt = False) -> None:
         print(f"  {profile.name:<{width}}  {marks}".rstrip())
 
 
-@app.command()
+@app.command(rich_help_panel=ACCOUNT)
 def hardware(as_json: JsonOpt = False) -> None:
     """The hardware the account may ask for, and the `qimg run` option that asks for it."""
     from qimg.launcher import account
@@ -53,7 +53,7 @@ def hardware(as_json: JsonOpt = False) -> None:
         print(f"  {kind:<{kinds}}  {value:<{values}}  {option or ''}".rstrip())
 
 
-@app.command("account")
+@app.command("account", rich_help_panel=ACCOUNT)
 def account_command(as_json: JsonOpt = False) -> None:
     """The account's balance and quotas: tasks, and instances and cores per scheduling plan."""
     from dataclasses import asdict

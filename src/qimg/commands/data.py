@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import LocalOpt, NameArg, app, typed_path
+from qimg.commands.common import DATA, LocalOpt, NameArg, app, typed_path
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     """Upload a running task's working directory (/job) to its results bucket, now."""
     from qimg.launcher import results
@@ -21,7 +21,7 @@ def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     print(f"snapshot of {name} in bucket {bucket}: `qimg fetch {name} [DIR]` downloads it")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def fetch(
     name: Annotated[str, typer.Argument(help="Task name, or a results bucket (`qimg ls --buckets`).")],
     directory: Annotated[

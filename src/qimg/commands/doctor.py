@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import JsonOpt, app
+from qimg.commands.common import ACCOUNT, JsonOpt, app
 from qimg.errors import QimgError, UsageError
 
 
-@app.command()
+@app.command(rich_help_panel=ACCOUNT)
 def doctor(
     yes: Annotated[
         bool, typer.Option("--yes", help="Create the tasks without asking (needed without a terminal).")

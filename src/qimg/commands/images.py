@@ -13,6 +13,7 @@ import typer
 from qimg import display
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
 from qimg.commands.common import (
+    IMAGES,
     BaseOpt,
     DistroChoice,
     DistroOpt,
@@ -33,7 +34,7 @@ from qimg.errors import BuildFailed, FileError, UsageError
 from qimg.files import atomic_write
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def render(
     base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
@@ -59,7 +60,7 @@ def render(
         raise UsageError(f"-o: {error}") from None
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def build(
     base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
@@ -102,7 +103,7 @@ def build(
         print(f"built {built.tag} ({built.id[:19]}, {built.size / 1e6:.0f} MB), login user {built.user}")
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def check(
     image: Annotated[str | None, typer.Argument(help="Image to check (default: the last one built).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 60.0,
@@ -121,7 +122,7 @@ def check(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def push(
     image: Annotated[str | None, typer.Argument(help="Image to push (default: the last one built).")] = None,
     to: Annotated[

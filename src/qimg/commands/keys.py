@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import JsonOpt, app, stdin_line, typed_path
+from qimg.commands.common import KEYS, JsonOpt, app, stdin_line, typed_path
 from qimg.errors import UsageError
 
 
@@ -19,7 +19,7 @@ class KeyType(str, Enum):
     RSA = "rsa"
 
 
-@app.command()
+@app.command(rich_help_panel=KEYS)
 def keygen(
     key_type: Annotated[KeyType, typer.Option("--type", help="Key type.")] = KeyType.ED25519,
     bits: Annotated[

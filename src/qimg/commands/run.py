@@ -11,6 +11,7 @@ import typer
 
 from qimg import display
 from qimg.commands.common import (
+    TASKS,
     JsonOpt,
     LocalOpt,
     PasswordStdinOpt,
@@ -30,7 +31,7 @@ UploadOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def run(
     image: Annotated[
         str | None,

@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
+from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
 from qimg.errors import UsageError
 
 
-@app.command("ssh")
+@app.command("ssh", rich_help_panel=TASKS)
 def ssh_command(
     name: NameArg,
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
@@ -30,7 +30,7 @@ def ssh_command(
     raise typer.Exit(session.ssh(name, local, command))
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def tunnel(
     name: NameArg,
     ports: Annotated[str, typer.Argument(help="LOCAL[:REMOTE], e.g. 8888 or 8888:8888.")],
@@ -46,7 +46,7 @@ def tunnel(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def logs(
     name: NameArg,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
@@ -63,7 +63,7 @@ def logs(
     follow_output(name, local, follow, write)
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def stop(
     name: Annotated[str | None, typer.Argument(help="Task name.")] = None,
     stop_all: Annotated[bool, typer.Option("--all", help="Stop every task qimg launched there.")] = False,
@@ -117,7 +117,7 @@ def stop(
             raise missing
 
 
-@app.command("ls")
+@app.command("ls", rich_help_panel=TASKS)
 def list_tasks(
     local: LocalOpt = False,
     as_json: JsonOpt = False,
@@ -155,7 +155,7 @@ def list_tasks(
     display.print_tasks(listing.backend, listing.tasks, now, listing.idle_stops)
 
 
-@app.command("ssh-config")
+@app.command("ssh-config", rich_help_panel=TASKS)
 def ssh_config(
     install: Annotated[
         bool, typer.Option("--install", help="Add one Include line for qimg's file to ~/.ssh/config.")

@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import LocalOpt, NameArg, app
+from qimg.commands.common import TASKS, LocalOpt, NameArg, app
 
 InstanceOpt = Annotated[
     int, typer.Option("--instance", help="Which instance of the task (0, 1, ...).", min=0)
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def cp(
     source: Annotated[str, typer.Argument(help="NAME:PATH on a task, or a local path.")],
     target: Annotated[str, typer.Argument(help="NAME:PATH on a task, or a local path.")],
@@ -27,7 +27,7 @@ def cp(
     raise typer.Exit(transfer.copy(source, target, instance, local))
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def code(
     name: NameArg,
     path: Annotated[
