@@ -39,6 +39,20 @@ def _root(
     """ssh-ready container images for Qarnot tasks."""
 
 
+def report(error: QimgError) -> None:
+    """The one place an error is shown: its details (the context), then its line (message and hint).
+    Its text may quote outside text (a reply, a name, a build's output): shown escaped."""
+    from qimg import display
+
+    if error.details:
+        console = display.stderr()
+        if error.details_title:
+            display.say(console, error.details_title, "red")
+        for line in error.details:
+            display.say(console, f"  {line}")
+    print(f"qimg: error: {display.shown(str(error))}", file=sys.stderr)
+
+
 def main() -> NoReturn:
     """Run the CLI; every failure the user can act on ends as one line and an exit code."""
     try:
@@ -58,10 +72,8 @@ def main() -> NoReturn:
     except Interrupted as interruption:  # what the user did, not an error of qimg's
         print(f"qimg: {interruption}", file=sys.stderr)
         sys.exit(interruption.exit_code)
-    except QimgError as error:  # its text may quote outside text (a reply, a name): shown escaped
-        from qimg.display import shown
-
-        print(f"qimg: error: {shown(str(error))}", file=sys.stderr)
+    except QimgError as error:
+        report(error)
         sys.exit(error.exit_code)
     finally:
         # The command has closed what it opened (context managers): the collections of interpreter

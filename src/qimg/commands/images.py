@@ -30,7 +30,7 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
-from qimg.errors import BuildFailed, FileError, UsageError
+from qimg.errors import FileError, UsageError
 from qimg.files import atomic_write
 
 
@@ -78,25 +78,18 @@ def build(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
     console = display.stderr()
-    try:
-        # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
-        # SIGINT, SIGTERM and SIGHUP raise Interrupted.
-        with console.status("building") as status:
+    # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
+    # SIGINT, SIGTERM and SIGHUP raise Interrupted. A failure's last output is shown by cli.main.
+    with console.status("building") as status:
 
-            def show_step(step: str) -> None:
-                display.say(console, step, "bold")
-                status.update(step)
+        def show_step(step: str) -> None:
+            display.say(console, step, "bold")
+            status.update(step)
 
-            built = build_image(
-                spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
-                on_output=lambda line: display.say(console, f"  {line}", "dim"),
-            )  # fmt: skip
-    except BuildFailed as failure:
-        if failure.tail:
-            display.say(console, f"last output of {failure.step or 'the build'}:", "red")
-            for line in failure.tail:
-                display.say(console, f"  {line}")
-        raise
+        built = build_image(
+            spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
+            on_output=lambda line: display.say(console, f"  {line}", "dim"),
+        )  # fmt: skip
     if as_json:
         print(json.dumps(built.as_dict()))
     else:
