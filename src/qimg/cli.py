@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from qimg import __version__
+from qimg import __version__, notices
 from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
@@ -39,6 +39,14 @@ def _root(
     """ssh-ready container images for Qarnot tasks."""
 
 
+def warning(text: str) -> None:
+    """Where warnings go unless a live display takes them: a line on stderr, escaped (it may quote
+    outside text: a record's path, a reply)."""
+    from qimg.display import shown
+
+    print(f"qimg: warning: {shown(text)}", file=sys.stderr, flush=True)
+
+
 def report(error: QimgError) -> None:
     """The one place an error is shown: its details (the context), then its line (message and hint).
     Its text may quote outside text (a reply, a name, a build's output): shown escaped."""
@@ -59,7 +67,7 @@ def main() -> NoReturn:
         # Every command, not only those that hold a task: Ctrl-C, SIGTERM and SIGHUP raise Interrupted
         # (typer would turn a KeyboardInterrupt into a silent 130, and the other two would kill qimg
         # before any clean-up). Commands that must hold or ignore them install their own for a while.
-        with signals.as_errors():
+        with signals.as_errors(), notices.to(warning):
             code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
     except typer.TyperException as error:  # options typer itself rejects (types, choices, unknown ones)
         context = getattr(error, "ctx", None)

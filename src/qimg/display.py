@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
+
+from qimg import notices
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -124,7 +125,7 @@ def print_doctor(report: DoctorReport, as_json: bool) -> None:
         spent = "not reported" if report.credits is None else f"{report.credits:.4f} EUR"
         say(console, f"{len(report.tasks)} tasks created and deleted; credits spent: {spent}")
     for line in report.left:
-        print(f"qimg: warning: {line}", file=sys.stderr)
+        notices.warn(line)
 
 
 class TransferBars:
@@ -211,17 +212,21 @@ def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
 
 
 class RunReporter:
-    """A live status line while the task starts, notes on stderr, the ready lines once it is ready."""
+    """A live status line while the task starts, notes and warnings on stderr (the status line makes
+    way for them), the ready lines once it is ready."""
 
     def __init__(self, console: Console, on_ready: Callable[[TaskRecord], None]) -> None:
         self.console, self.on_ready = console, on_ready
         self.live: Status | None = None
         self.bars = TransferBars(console)
+        self.warnings = notices.to(self.warning)
 
     def __enter__(self) -> RunReporter:
+        self.warnings.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.warnings.__exit__(None, None, None)
         self._stop_live()
         self.bars.__exit__()
 
@@ -245,6 +250,10 @@ class RunReporter:
     def note(self, line: str) -> None:
         self._stop_live()  # a note is printed once, above where the status line was
         say(self.console, line, "dim" if line.startswith("  ") else None)
+
+    def warning(self, text: str) -> None:
+        self._stop_live()
+        say(self.console, f"qimg: warning: {text}")
 
     def ready(self, record: TaskRecord) -> None:
         self._stop_live()

@@ -119,13 +119,6 @@ def typed_path(text: str) -> Path:
         raise typer.BadParameter(str(error)) from None
 
 
-def warn(problems: list[str]) -> None:
-    from qimg.display import shown
-
-    for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
-        print(f"qimg: warning: {shown(problem)}", file=sys.stderr)
-
-
 def stdin_line() -> str:
     """A secret piped to qimg (--password-stdin, --passphrase-stdin): its first line."""
     return sys.stdin.readline().rstrip("\r\n")

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from qimg import display
-from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
+from qimg import display, notices
+from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app
 from qimg.errors import UsageError
 
 
@@ -99,7 +99,8 @@ def stop(
                 [],
                 gone,
             )  # buckets may be left
-    warn(problems)
+    for problem in problems:
+        notices.warn(problem)
     for task_name, task_id in stopped:
         print(display.shown(f"stopped {task_name} ({task_id})"))
     if not stopped and missing is None:
@@ -140,7 +141,8 @@ def list_tasks(
         return
     from qimg.launcher import records, tasks
 
-    warn(records.all_records()[1])
+    for problem in records.all_records()[1]:
+        notices.warn(problem)
     listing = tasks.list_tasks(local)
     if as_json:
         rows = [
@@ -164,7 +166,10 @@ def ssh_config(
     """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
     from qimg.launcher import sshconfig
 
-    warn(sshconfig.write_files())  # rewritten from the records: a file moved or damaged is made again
+    for (
+        problem
+    ) in sshconfig.write_files():  # rewritten from the records: a file moved or damaged is made again
+        notices.warn(problem)
     if not install:
         print(sshconfig.config_path())
         return
