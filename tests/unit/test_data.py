@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import pytest
 from rich.console import Console
 
-from qimg.display import TransferBars
+from qimg.display.data import TransferBars
 from qimg.errors import BackendError, Interrupted, TaskNotFound
 from qimg.launcher import data, results, tasks
 from qimg.launcher.backends import registry

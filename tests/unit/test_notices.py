@@ -10,7 +10,7 @@ from rich.console import Console
 
 from qimg import notices
 from qimg.cli import warning
-from qimg.display import RunReporter
+from qimg.display.tasks import RunReporter
 from qimg.launcher.backends.base import TaskView
 
 

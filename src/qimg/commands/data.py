@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from qimg import display
 from qimg.commands.common import DATA, LocalOpt, NameArg, app, typed_path
+from qimg.display import data as display
+from qimg.display import stderr
 
 
 @app.command(rich_help_panel=DATA)
@@ -17,8 +18,7 @@ def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     """Upload a running task's working directory (/job) to its results bucket, now."""
     from qimg.launcher import results
 
-    bucket = results.snapshot(name, local)
-    print(f"snapshot of {name} in bucket {bucket}: `qimg fetch {name} [DIR]` downloads it")
+    display.snapshot_taken(name, results.snapshot(name, local))
 
 
 @app.command(rich_help_panel=DATA)
@@ -35,6 +35,6 @@ def fetch(
     """Download a task's results bucket: what its last snapshot, its end or its cancellation uploaded."""
     from qimg.launcher import results
 
-    with display.TransferBars(display.stderr()) as bars:
+    with display.TransferBars(stderr()) as bars:
         fetched = results.fetch(name, directory, local, bars)
-    print(f"fetched {fetched.files} files ({fetched.size} bytes) from {fetched.bucket} into {fetched.target}")
+    display.fetched(fetched)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qimg import display
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
 from qimg.commands.common import (
     IMAGES,
@@ -30,6 +27,7 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
+from qimg.display import images as display
 from qimg.errors import FileError, UsageError
 from qimg.files import atomic_write
 
@@ -52,7 +50,7 @@ def render(
     )
     text = render_dockerfile(replace(spec, distro=distros.resolve(distro.value, base)))
     if output is None:
-        sys.stdout.write(text)
+        display.dockerfile(text)
         return
     try:
         atomic_write(output, text, mode=0o644)
@@ -77,23 +75,13 @@ def build(
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
-    console = display.stderr()
     # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
     # SIGINT, SIGTERM and SIGHUP raise Interrupted. A failure's last output is shown by cli.main.
-    with console.status("building") as status:
-
-        def show_step(step: str) -> None:
-            display.say(console, step, "bold")
-            status.update(step)
-
+    with display.building() as steps:
         built = build_image(
-            spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
-            on_output=lambda line: display.say(console, f"  {line}", "dim"),
-        )  # fmt: skip
-    if as_json:
-        print(json.dumps(built.as_dict()))
-    else:
-        print(f"built {built.tag} ({built.id[:19]}, {built.size / 1e6:.0f} MB), login user {built.user}")
+            spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
+        )
+    display.built(built, as_json)
 
 
 @app.command(rich_help_panel=IMAGES)
@@ -107,10 +95,7 @@ def check(
 
     ref, results = check_image(image, timeout)
     passed = all(result.passed for result in results)
-    if as_json:
-        print(json.dumps({"image": ref, "passed": passed, "checks": [r.as_dict() for r in results]}))
-    else:
-        display.print_checks(ref, results)
+    display.checks(ref, results, passed, as_json)
     if not passed:
         raise typer.Exit(1)
 
@@ -131,4 +116,4 @@ def push(
     auth = registry_auth(username, password_stdin)
     with display.layer_progress(as_json) as show:  # a signal (Interrupted): the retag made is undone
         pushed = push_image(image, to, auth, on_progress=show)
-    print(json.dumps(pushed.as_dict()) if as_json else pushed.pinned)
+    display.pushed(pushed, as_json)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qimg import display, notices
+from qimg import notices
 from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app
+from qimg.display import data as data_display
+from qimg.display import note, stderr
+from qimg.display import tasks as display
 from qimg.errors import UsageError
 
 
@@ -25,7 +26,7 @@ def ssh_command(
     from qimg.launcher import session
 
     if putty:
-        print("\n".join(session.putty_commands(name, local, command)))
+        display.lines(session.putty_commands(name, local, command))
         return
     raise typer.Exit(session.ssh(name, local, command))
 
@@ -40,10 +41,7 @@ def tunnel(
     from qimg.launcher import session
     from qimg.launcher.tunnels import parse_tunnel
 
-    console = display.stderr()
-    raise typer.Exit(
-        session.tunnel(name, local, parse_tunnel(ports), lambda line: display.say(console, line))
-    )
+    raise typer.Exit(session.tunnel(name, local, parse_tunnel(ports), note))
 
 
 @app.command(rich_help_panel=TASKS)
@@ -55,12 +53,7 @@ def logs(
     """Print a task's output (stdout, then stderr)."""
     from qimg.launcher.tasks import follow_output
 
-    def write(text: str, is_stderr: bool) -> None:
-        stream = sys.stderr if is_stderr else sys.stdout
-        stream.write(text)
-        stream.flush()
-
-    follow_output(name, local, follow, write)
+    follow_output(name, local, follow, display.output)
 
 
 @app.command(rich_help_panel=TASKS)
@@ -81,15 +74,10 @@ def stop(
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
     if purge and local:
         raise UsageError("--purge deletes Qarnot buckets: the local engine has none (drop --local)")
-    console = display.stderr()
-
-    def note(line: str) -> None:
-        display.say(console, line)
-
     missing: TaskNotFound | None = None
-    with display.TransferBars(console) as bars:
+    with data_display.TransferBars(stderr()) as bars:
         try:
-            backend, stopped, problems = tasks.stop(name, local, results.results_first(note, bars))
+            backend, stopped, problems = tasks.stop(name, local, results.results_first(bars.note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise
@@ -101,14 +89,10 @@ def stop(
             )  # buckets may be left
     for problem in problems:
         notices.warn(problem)
-    for task_name, task_id in stopped:
-        print(display.shown(f"stopped {task_name} ({task_id})"))
-    if not stopped and missing is None:
-        print(f"no qimg task on {backend}")
+    display.stopped(backend, stopped, say_none=missing is None)
     if purge:
-        deleted, kept, failures = data.purge(name, note)
-        for bucket in deleted:
-            print(f"deleted bucket {bucket}")
+        deleted, kept, failures = data.purge(name, bars.note)
+        display.buckets_deleted(deleted)
         if failures:
             raise BackendError(
                 f"could not delete {len(failures)} bucket(s): {'; '.join(failures)} "
@@ -131,30 +115,13 @@ def list_tasks(
     if show_buckets:
         from qimg.launcher import data
 
-        found_buckets = data.list_buckets(local)
-        if as_json:
-            print(
-                json.dumps({"backend": "qarnot", "buckets": [bucket.as_dict() for bucket in found_buckets]})
-            )
-            return
-        display.print_buckets(found_buckets, now)
+        data_display.buckets("qarnot", data.list_buckets(local), now, as_json)
         return
     from qimg.launcher import records, tasks
 
     for problem in records.all_records()[1]:
         notices.warn(problem)
-    listing = tasks.list_tasks(local)
-    if as_json:
-        rows = [
-            {
-                **task.as_dict(now),
-                "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
-            }
-            for task in listing.tasks
-        ]
-        print(json.dumps({"backend": listing.backend, "tasks": rows}))
-        return
-    display.print_tasks(listing.backend, listing.tasks, now, listing.idle_stops)
+    display.task_list(tasks.list_tasks(local), now, as_json)
 
 
 @app.command("ssh-config", rich_help_panel=TASKS)
@@ -171,8 +138,8 @@ def ssh_config(
     ) in sshconfig.write_files():  # rewritten from the records: a file moved or damaged is made again
         notices.warn(problem)
     if not install:
-        print(sshconfig.config_path())
+        display.lines([str(sshconfig.config_path())])
         return
     user_config = Path.home() / ".ssh" / "config"
     added = sshconfig.install_include(user_config)
-    print(f"{'added' if added else 'already there'}: Include {sshconfig.config_path()} in {user_config}")
+    display.include_installed(added, sshconfig.config_path(), user_config)

@@ -40,7 +40,8 @@ def code(
     local: LocalOpt = False,
 ) -> None:
     """Open a folder of a task in VS Code (Remote-SSH), through the pinned host qimg-NAME."""
-    from qimg import display
+    from qimg.display import note
+    from qimg.display import tasks as display
     from qimg.launcher import editor
 
     if not print_link:
@@ -48,8 +49,8 @@ def code(
     space = editor.workspace(name, path, instance, local)
     hint = editor.include_hint(Path.home() / ".ssh" / "config")
     if hint:
-        display.say(display.stderr(), hint)
+        note(hint)
     if print_link:
-        print(space.link)
+        display.lines([space.link])
         return
     raise typer.Exit(editor.open_in_code(space))
