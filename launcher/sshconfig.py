@@ -195,7 +195,7 @@ def putty_argv(record: TaskRecord, instance: InstanceRecord, options: tuple[str,
 
 
 @dataclass(frozen=True)
-class Login:
+class InstanceLogin:
     """How to log into one instance of a task: what `qimg run` prints once the task is ready."""
 
     index: int
@@ -213,11 +213,11 @@ class Login:
         }
 
 
-def logins(record: TaskRecord, putty: bool, forwards: tuple[str, ...] = ()) -> list[Login]:
+def logins(record: TaskRecord, putty: bool, forwards: tuple[str, ...] = ()) -> list[InstanceLogin]:
     """Each instance's login, printable: ssh through qimg's config, and with `putty` plink too (it
     reads no config: the tunnels' `forwards` are on its command line)."""
     return [
-        Login(
+        InstanceLogin(
             index=instance.index,
             alias=(host := alias(record.name, instance.index)),
             host=instance.endpoint.host,

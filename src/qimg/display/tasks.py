@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from qimg.launcher.backends.base import TaskView
     from qimg.launcher.records import TaskRecord
-    from qimg.launcher.sshconfig import Login
+    from qimg.launcher.sshconfig import InstanceLogin
     from qimg.launcher.tasks import IdleStop, Listing
 
 
@@ -72,7 +72,7 @@ class RunReporter:
         self.on_ready(record)
 
 
-def ready(record: TaskRecord, logins: list[Login], as_json: bool, out: TextIO) -> None:
+def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: TextIO) -> None:
     """How to log into each instance: ssh (and plink) commands, or one JSON object."""
     from qimg.launcher.backends.base import EXECUTING  # every instance answered: the task is executing
 
