@@ -8,19 +8,28 @@ interactive session, the task is stopped unless the plan says keep.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import shlex
 import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
+from qimg import notices
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
-from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
+from qimg.launcher import (
+    data,
+    kept_logins,
+    launch,
+    processes,
+    reconnect,
+    records,
+    results,
+    signals,
+    sshconfig,
+    tasks,
+)  # fmt: skip
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -221,88 +230,25 @@ def run_over_ssh(
         first += ["-o", "ExitOnForwardFailure=yes"]
     if interactive:  # Ctrl-C belongs to the remote shell
         with signals.as_errors(interrupt=False):
-            return _children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
+            return processes.children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
     if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running
-        argv = sshconfig.config_argv(hosts[0], options=(*_OWN_LINK, *first, "-N"))
+        argv = sshconfig.config_argv(hosts[0], options=(*processes.OWN_LINK, *first, "-N"))
         try:
             with signals.as_errors():
-                return reconnect.hold(
-                    record, tunnels, functools.partial(_until_down, argv), note or _to_stderr
-                )
+                return reconnect.hold(record, tunnels, functools.partial(_link, argv), note or notices.warn)
         except Interrupted as interruption:
             if interruption.exit_code == 128 + signal.SIGINT:
                 return 0
             raise
     options = [tuple(first)] + [ssh_options] * (len(hosts) - 1)
-    return _children([
+    return processes.children([
         sshconfig.config_argv(host, remote_command(command), options=host_options)
         for host, host_options in zip(hosts, options, strict=True)
     ])  # fmt: skip
 
 
-def foreground(argv: list[str]) -> int:
-    """One command on the user's terminal (scp, code), which ends with qimg: SIGTERM and SIGHUP end it
-    too. Returns its exit code."""
-    with signals.as_errors():
-        return _children([argv], terminal=True)
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _children(commands: list[list[str]], *, terminal: bool = False) -> int:
-    """Run the commands at once and wait for all; whatever ends the wait ends them too. Returns the
-    first non-zero exit code, in the commands' order, else 0."""
-    with _running(commands, stdin=None if terminal else subprocess.DEVNULL) as processes:
-        codes = [process.wait() for process in processes]
-    return next((code for code in codes if code), 0)
-
-
-_UP = "qimg-link-up"  # what the tunnel's ssh prints (its LocalCommand) once connected with its forwards
-# Tunnels get a connection of their own (no master: the forwards end with their ssh), which says when
-# it is up.
-_OWN_LINK = ("-o", "ControlPath=none", "-o", "PermitLocalCommand=yes", "-o", f"LocalCommand=echo {_UP}")
-
-
-def _until_down(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
-    """One ssh holding tunnels, until it ends. Its messages are kept (in a file: it may write for hours
-    and nobody reads them meanwhile) for the one line the user gets about a drop."""
-    with (
-        tempfile.TemporaryFile() as messages,
-        _running([argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=messages) as (process,),
-    ):
-        assert process.stdout is not None  # a pipe, as asked
-        up = process.stdout.readline().strip() == _UP.encode()  # the line, or "" when ssh ends first
-        if up:
-            on_up()
-        code = process.wait()
-        messages.seek(0)
-        return reconnect.Link(code, up, messages.read().decode("utf-8", "replace"))
-
-
-@contextlib.contextmanager
-def _running(commands: list[list[str]], **popen: Any) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """The commands started; on the way out, whatever ends the caller's wait, those still running are
-    terminated (killed if they linger)."""
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for argv in commands:
-            # The hook only calls prctl and getppid: no lock another thread could hold at the fork.
-            tie = signals.dies_with_qimg()
-            processes.append(subprocess.Popen(argv, preexec_fn=tie, **popen))  # noqa: PLW1509
-        yield processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+def _link(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
+    return reconnect.Link(*processes.until_down(argv, on_up))
 
 
 def ssh(name: str, local: bool, command: list[str] | None) -> int:

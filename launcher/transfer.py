@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from qimg.errors import UsageError
 from qimg.files import user_path
-from qimg.launcher import records, session, sshconfig, tasks
+from qimg.launcher import processes, records, sshconfig, tasks
 from qimg.launcher.records import TaskRecord
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -88,4 +88,4 @@ def copy(source: str, target: str, instance: int, local: bool) -> int:
     src, dst, name = plan_copy(source, target)
     record, _backend = tasks.login_record(name, local)
     host = instance_host(record, instance)
-    return session.foreground(scp_argv(src, dst, host))
+    return processes.foreground(scp_argv(src, dst, host))
