@@ -13,7 +13,6 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 from qimg import notices
@@ -30,6 +29,7 @@ from qimg.launcher import (
     sshconfig,
     tasks,
 )  # fmt: skip
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -53,14 +53,11 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
     request runs: whatever happens, the launch's tasks are known (by id, else by the launch's tag)
     and stopped on the way out of a failure.
     """
-    backend, request, key = plan.backend, plan.request, plan.login.key
-    pending = TaskRecord(
-        request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
-    )
+    backend, request = plan.backend, plan.request
     session_follows = plan.connect or plan.command is not None
     with records.launching(request.name), kept_logins.kept(session_follows) as kept:
-        for problem in tasks.claim_name(pending, backend):
-            reporter.note(problem)
+        for problem in tasks.claim_name(plan.record(), backend):
+            notices.warn(problem)
         task_id = ""
         with signals.as_errors():
             try:
@@ -71,15 +68,15 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
                         task_id = backend.submit(request)
                     except CreatedButFailed as failure:  # it exists: recorded, then stopped below
                         task_id = failure.task_id
-                        records.store(replace(pending, task_id=task_id))
+                        records.store(plan.record(task_id=task_id))
                         raise
-                    records.store(replace(pending, task_id=task_id))
+                    records.store(plan.record(task_id=task_id))
                 if plan.batch:
                     ended = _run_batch(plan, task_id, reporter)
                 else:
                     record = _ready(
                         plan, task_id, reporter,
-                        kept_logins.readiness_options(kept, loopback=backend.name == "local"),
+                        kept_logins.readiness_options(kept, loopback=backend.name == registry.LOCAL),
                     )  # fmt: skip
             except BaseException as failure:
                 for line in getattr(failure, "details", ()):
@@ -95,7 +92,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             )
             return 1
         if not (session_follows or plan.tunnels):
-            stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
+            chosen_by = registry.registration(backend.name).option  # --local
+            stop_hint = f"qimg stop {request.name}" + (f" {chosen_by}" if chosen_by else "")
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
         if not session_follows:  # tunnels only: held until Ctrl-C; the task stays
@@ -116,8 +114,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
 def _run_batch(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskView:
     """A batch task (its command is the task): wait for its end and print each instance's output
     (qimg's own lines left out). Its view once over; the caller ends the launch (0 on Success)."""
-    queue_timeout = plan.request.max_queue_seconds or plan.timeout
-    view = launch.wait_end(plan.backend, task_id, queue_timeout, reporter.status)
+    view = launch.wait_end(plan.backend, task_id, plan.wait, reporter.status)
     for index in range(view.instance_count):
         for stderr, stream in ((False, sys.stdout), (True, sys.stderr)):
             stream.write(batch_output(plan.backend.output(task_id, index, stderr=stderr)))
@@ -133,20 +130,10 @@ def batch_output(text: str) -> str:
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:
     """Wait for every instance, record the pins, and show the caller how to log in."""
-    # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
-    # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
-    instances = launch.wait_ready(
-        plan.backend, task_id, plan.login.user, plan.login.key.identity, plan.timeout, reporter.status,
-        ssh_options, plan.request.entries, queue_timeout=plan.request.max_queue_seconds,
-        expected_instances=plan.request.instances,
-    )  # fmt: skip
-    key = plan.login.key
-    record = TaskRecord(
-        plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances,
-        plan.request.launch_id,
-    )  # fmt: skip
+    instances = launch.wait_ready(plan.backend, task_id, plan.wait, reporter.status, ssh_options)
+    record = plan.record(task_id=task_id, instances=instances)
     for problem in sshconfig.save(record):
-        reporter.note(problem)
+        notices.warn(problem)
     reporter.ready(record)
     return record
 
@@ -198,9 +185,9 @@ def _end(
     if stopped:
         try:
             for problem in sshconfig.forget(name):
-                reporter.note(problem)
+                notices.warn(problem)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
-            reporter.note(f"could not forget {name}: {error}")
+            notices.warn(f"could not forget {name}: {error}")
     if interrupted is not None:
         raise interrupted
 
