@@ -167,7 +167,8 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     request = TaskRequest(
         name=name, image=str(ref), profile=options.profile, instances=options.instances,
         constants=contract.task_constants(
-            ref, key, start, max_seconds, deadline, auth, idle_seconds, options.command if batch else None
+            ref, key, start, max_seconds=max_seconds, deadline=deadline, registry_auth=auth,
+            idle_seconds=idle_seconds, batch_command=options.command if batch else None,
         ),
         launch_id=launch_id,
     )  # fmt: skip

@@ -100,8 +100,8 @@ def check_machine_choice(options: WorkerOptions, backend: str, max_queue_seconds
     asked = [
         ("--cores", options.cores is not None), ("--ram", options.ram_gb is not None),
         ("--gpu", options.gpu), ("--ssd", options.ssd), ("--hardware", bool(options.hardware)),
-        ("--scheduling", options.scheduling != "flex"), ("--reservation", options.reservation is not None),
-        ("--max-queue", max_queue_seconds is not None),
+        ("--scheduling", options.scheduling != WorkerOptions.scheduling),  # its default: flex
+        ("--reservation", options.reservation is not None), ("--max-queue", max_queue_seconds is not None),
     ]  # fmt: skip
     for option, given in asked:
         if given:
