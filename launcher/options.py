@@ -94,7 +94,5 @@ class LaunchOptions:
     snapshot_every: str | None = option(
         None, "--snapshot-every", "Upload /job to the results this often: 30m, 2h."
     )
-    # How the ready task is shown: the command's shared --putty and --json.
-    putty: bool = False
-    as_json: bool = False
+    as_json: bool = False  # the command's shared --json: the ready lines as one JSON object
     worker: WorkerOptions = field(default_factory=WorkerOptions)

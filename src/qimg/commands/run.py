@@ -44,7 +44,7 @@ def run(
     del ssh  # the only mode: there is no launch without readiness
     options = described(
         LaunchOptions, given, backend=registry.LOCAL if local else registry.DEFAULT,
-        registry_auth=registry_auth(username, password_stdin), putty=putty, as_json=as_json,
+        registry_auth=registry_auth(username, password_stdin), as_json=as_json,
     )  # fmt: skip
     plan = plan_launch(options)
     # stdout belongs to --command's output: then the ready lines go to stderr.
