@@ -210,7 +210,9 @@ class _Logins:
             del self.running[index]
             keys, error = attempt.result()
             if keys:
-                pinned[index] = InstanceRecord(index, forward, keys, instance.attempt)
+                pinned[index] = InstanceRecord(
+                    index=index, endpoint=forward, host_keys=keys, attempt=instance.attempt
+                )
                 self.retry_at.pop(index, None)
                 self.pauses.pop(index, None)
                 continue
