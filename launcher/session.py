@@ -28,7 +28,7 @@ from qimg.launcher import (
     signals,
     sshconfig,
     tasks,
-)  # fmt: skip
+)
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
