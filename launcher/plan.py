@@ -23,7 +23,7 @@ from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
 from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
-from qimg.launcher.backends.base import ACCOUNT, STORAGE, Account, Backend, HardwareChoice, TaskRequest
+from qimg.launcher.backends.base import ACCOUNT, Account, Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.launch import Readiness
@@ -134,9 +134,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     snapshot_seconds = (
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
-    checked_data = check_options(
-        options.uploads, options.results, snapshot_seconds, local=not registry.can(options.backend, STORAGE)
-    )
+    checked_data = check_options(options.uploads, options.results, snapshot_seconds, options.backend)
     max_queue = options.worker.max_queue
     work = worker.plan(
         options.worker, backend=options.backend, environ=os.environ,
@@ -208,9 +206,7 @@ def check_start(
 def launch_notes(backend: Backend, request: TaskRequest, batch: bool) -> tuple[str, ...]:
     """What the user should know before the launch; on a backend with an account, once the account
     was found to hold it (profile, hardware, quotas)."""
-    notes = []
-    if isinstance(backend, Account) and isinstance(backend, HardwareChoice):
-        notes = account.check_launch(backend, request, batch=batch)
+    notes = account.check_launch(backend, request, batch=batch) if isinstance(backend, Account) else []
     cluster = worker.cluster_note(request)
     return (*notes, cluster) if cluster else tuple(notes)
 

@@ -18,19 +18,18 @@ from typing import Protocol
 from qimg import notices
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
 from qimg.launcher import (
-    data,
+    bucket_io,
     kept_logins,
     launch,
+    names,
     processes,
     reconnect,
     records,
-    results,
     signals,
     sshconfig,
-    tasks,
 )
 from qimg.launcher.backends import registry
-from qimg.launcher.backends.base import TaskView
+from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
@@ -46,7 +45,7 @@ class Reporter(Protocol):
     def ready(self, record: TaskRecord) -> None: ...
 
 
-def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | None = None) -> int:
+def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress | None = None) -> int:
     """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
 
     The record is written before the request that creates the task, and signals are held while the
@@ -56,13 +55,12 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
     backend, request = plan.backend, plan.request
     session_follows = plan.connect or plan.command is not None
     with records.launching(request.name), kept_logins.kept(session_follows) as kept:
-        for problem in tasks.claim_name(plan.record(), backend):
-            notices.warn(problem)
+        names.claim_name(plan.record(), backend)
         task_id = ""
         with signals.as_errors():
             try:
                 if plan.data is not None:  # its buckets, before the task that reads them
-                    results.stage(backend, plan.data, request.name, reporter.note, transfers)
+                    bucket_io.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
                     try:
                         task_id = backend.submit(request)
@@ -97,13 +95,14 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
         if not session_follows:  # tunnels only: held until Ctrl-C; the task stays
-            return run_over_ssh(record, None, plan.tunnels, note=reporter.note)
+            return run_over_ssh(record, None, plan.tunnels, backend=backend, note=reporter.note)
         try:
             with signals.as_errors():
                 return run_over_ssh(
                     record,
                     plan.command,
                     plan.tunnels,
+                    backend=backend,
                     interactive=plan.connect,
                     ssh_options=kept_logins.client_options(kept),
                 )
@@ -132,8 +131,7 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
     """Wait for every instance, record the pins, and show the caller how to log in."""
     instances = launch.wait_ready(plan.backend, task_id, plan.wait, reporter.status, ssh_options)
     record = plan.record(task_id=task_id, instances=instances)
-    for problem in sshconfig.save(record):
-        notices.warn(problem)
+    sshconfig.save(record)
     reporter.ready(record)
     return record
 
@@ -142,7 +140,7 @@ def _end(
     plan: LaunchPlan,
     task_id: str,
     reporter: Reporter,
-    transfers: data.Progress | None = None,
+    transfers: bucket_io.Progress | None = None,
     *,
     unresolved: bool = False,
 ) -> None:
@@ -158,7 +156,7 @@ def _end(
     interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
     if plan.data is not None and task_id:
         try:
-            results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
         except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
             reporter.note(f"task {task_id} not deleted: {error}; `qimg stop {name}` deletes it once done")
             if error.interrupted is not None:
@@ -172,7 +170,7 @@ def _end(
     stopped = not unresolved and all(line.endswith("stopped and deleted") for line in lines)
     if plan.data is not None and not task_id:
         if stopped:  # no task of the launch is left to read them
-            results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
         else:
             buckets = " and ".join(plan.data.buckets)
             reporter.note(
@@ -184,8 +182,7 @@ def _end(
         )
     if stopped:
         try:
-            for problem in sshconfig.forget(name):
-                notices.warn(problem)
+            sshconfig.forget(name)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
             notices.warn(f"could not forget {name}: {error}")
     if interrupted is not None:
@@ -202,6 +199,7 @@ def run_over_ssh(
     command: str | None,
     tunnels: tuple[Tunnel, ...] = (),
     *,
+    backend: Backend,
     interactive: bool = False,
     note: Callable[[str], None] | None = None,
     ssh_options: tuple[str, ...] = (),
@@ -210,7 +208,8 @@ def run_over_ssh(
     again when the link drops, with a `note` each time: `reconnect.hold`), or the command on every
     instance at once (tunnels on the first), each ssh with `ssh_options`. Returns the first non-zero
     exit code, else 0. Notes go to stderr unless `note` says otherwise. ssh never outlives qimg:
-    SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
+    SIGTERM or SIGHUP ends it too (and raises Interrupted). `backend` is the task's, opened: the tunnels
+    alone ask it whether the task lives when their link drops."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
     first = [*ssh_options, *(option for tunnel in tunnels for option in tunnel.ssh_option)]  # the tunnels
     if tunnels:
@@ -222,7 +221,9 @@ def run_over_ssh(
         argv = sshconfig.config_argv(hosts[0], options=(*processes.OWN_LINK, *first, "-N"))
         try:
             with signals.as_errors():
-                return reconnect.hold(record, tunnels, functools.partial(_link, argv), note or notices.warn)
+                return reconnect.hold(
+                    backend, record, tunnels, functools.partial(_link, argv), note or notices.warn
+                )
         except Interrupted as interruption:
             if interruption.exit_code == 128 + signal.SIGINT:
                 return 0
@@ -238,26 +239,29 @@ def _link(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
     return reconnect.Link(*processes.until_down(argv, on_up))
 
 
-def ssh(name: str, local: bool, command: list[str] | None) -> int:
+def ssh(name: str, backend: str, command: list[str] | None) -> int:
     """`qimg ssh NAME [-- CMD]`: a shell on the first instance, or the command on every instance."""
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     # As ssh does: the words are joined with spaces and the remote shell parses them.
-    return run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
+    return run_over_ssh(
+        target.record, " ".join(command) if command else None, backend=target.backend, interactive=not command
+    )
 
 
-def putty_commands(name: str, local: bool, command: list[str] | None) -> list[str]:
+def putty_commands(name: str, backend: str, command: list[str] | None) -> list[str]:
     """`qimg ssh NAME --putty`: the plink command of each instance, printable."""
-    record, _backend = tasks.login_record(name, local)
+    record = names.login(name, backend).record
     return [
         sshconfig.printable([*sshconfig.putty_argv(record, instance), *(command or [])])
         for instance in record.instances
     ]
 
 
-def tunnel(name: str, local: bool, forward: Tunnel, note: Callable[[str], None]) -> int:
+def tunnel(name: str, backend: str, forward: Tunnel, note: Callable[[str], None]) -> int:
     """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind),
-    across dropped links while the task lives; `note` gets what the user should know."""
+    across dropped links while the task lives (one connection to its backend); `note` gets what the
+    user should know."""
     check_port_free(forward)
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     note(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
-    return run_over_ssh(record, None, (forward,), note=note)
+    return run_over_ssh(target.record, None, (forward,), backend=target.backend, note=note)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qimg import display
+from qimg import display, notices
 from qimg.commands.common import (
     JsonOpt,
     LocalOpt,
@@ -20,6 +20,7 @@ from qimg.commands.common import (
     PuttyOpt,
     UsernameOpt,
     app,
+    backend_of,
     registry_auth,
     typed_path,
 )  # fmt: skip
@@ -36,14 +37,12 @@ def run(
     **given: Any,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
-    from qimg import notices
-    from qimg.launcher.backends import registry
     from qimg.launcher.plan import plan_launch
     from qimg.launcher.session import run_task
 
     del ssh  # the only mode: there is no launch without readiness
     options = described(
-        LaunchOptions, given, backend=registry.LOCAL if local else registry.DEFAULT,
+        LaunchOptions, given, backend=backend_of(local),
         registry_auth=registry_auth(username, password_stdin), as_json=as_json,
     )  # fmt: skip
     plan = plan_launch(options)
