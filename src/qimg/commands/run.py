@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qimg import display, notices
 from qimg.commands.common import (
+    TASKS,
     JsonOpt,
     LocalOpt,
     PasswordStdinOpt,
@@ -24,7 +23,12 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
+from qimg.display import stderr
+from qimg.display import tasks as display
 from qimg.launcher.options import FLAG, LaunchOptions
+
+if TYPE_CHECKING:
+    from qimg.launcher.records import TaskRecord
 
 
 def run(
@@ -37,6 +41,7 @@ def run(
     **given: Any,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
+    from qimg.launcher import sshconfig
     from qimg.launcher.plan import plan_launch
     from qimg.launcher.session import run_task
 
@@ -45,13 +50,15 @@ def run(
         LaunchOptions, given, backend=backend_of(local),
         registry_auth=registry_auth(username, password_stdin), as_json=as_json,
     )  # fmt: skip
-    plan = plan_launch(options)
     # stdout belongs to --command's output: then the ready lines go to stderr.
     out = sys.stderr if options.command is not None else sys.stdout
-    ready = functools.partial(
-        display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=plan.tunnels
-    )
-    with display.RunReporter(display.stderr(), ready) as reporter, notices.to(reporter.note):
+
+    def ready(record: TaskRecord) -> None:  # called by run_task, once the plan below exists
+        forwards = tuple(option for tunnel in plan.tunnels for option in tunnel.ssh_option)
+        display.ready(record, sshconfig.logins(record, putty, forwards), as_json, out)
+
+    with display.RunReporter(stderr(), ready) as reporter:  # warnings met while planning are its notes
+        plan = plan_launch(options)
         for note in plan.notes:
             reporter.note(note)
         code = run_task(plan, reporter, reporter.transfer)
@@ -124,4 +131,4 @@ def _signature() -> inspect.Signature:
 
 
 run.__signature__ = _signature()  # type: ignore[attr-defined]
-app.command()(run)
+app.command(rich_help_panel=TASKS)(run)
