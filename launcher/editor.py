@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from qimg.errors import QimgError, UsageError
-from qimg.launcher import names, session, sshconfig, transfer
+from qimg.launcher import names, processes, sshconfig, transfer
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -85,4 +85,4 @@ def require_code() -> None:
 
 def open_in_code(space: Workspace) -> int:
     """`code --remote ssh-remote+HOST FOLDER`: its exit code."""
-    return session.foreground(space.argv)
+    return processes.foreground(space.argv)

@@ -102,8 +102,9 @@ class TaskRecord:
         task_id = data.get("task_id")
         _expect(_is_id(task_id) or (task_id == "" and launch_id != ""), "task_id")  # "": being created
         return cls(
-            name, str(backend), str(task_id), str(user), Path(str(identity)),
-            Path(ppk) if ppk else None, [_instance(item) for item in instances], str(launch_id),
+            name=name, backend=str(backend), task_id=str(task_id), user=str(user),
+            identity=Path(str(identity)), ppk=Path(ppk) if ppk else None,
+            instances=[_instance(item) for item in instances], launch_id=str(launch_id),
         )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from qimg.errors import UsageError
 from qimg.files import user_path
-from qimg.launcher import names, records, session, sshconfig
+from qimg.launcher import names, processes, records, sshconfig
 from qimg.launcher.records import TaskRecord
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -88,4 +88,4 @@ def copy(source: str, target: str, instance: int, backend: str) -> int:
     src, dst, name = plan_copy(source, target)
     record = names.login(name, backend).record
     host = instance_host(record, instance)
-    return session.foreground(scp_argv(src, dst, host))
+    return processes.foreground(scp_argv(src, dst, host))

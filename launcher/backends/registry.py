@@ -27,17 +27,25 @@ class Registration:
     target: str  # "package.module:Class", imported when the backend is opened
     described: str  # in a sentence: "Qarnot", "the local engine"
     option: str = ""  # the option that chooses it ("" for the default)
+    # Where a task's image comes from: its registry, pulled by the backend's machines (Qarnot), or
+    # this machine's engine (local): where `qimg run` looks for it, and whether it needs credentials.
+    pulls_from_registry: bool = True
 
 
 REGISTERED: dict[str, Registration] = {}
 
 
-def register(name: str, target: str, described: str, option: str = "") -> None:
-    REGISTERED[name] = Registration(name, target, described, option)
+def register(
+    name: str, target: str, described: str, option: str = "", *, pulls_from_registry: bool = True
+) -> None:
+    REGISTERED[name] = Registration(name, target, described, option, pulls_from_registry)
 
 
 register("qarnot", "qimg.launcher.backends.qarnot:QarnotBackend", "Qarnot")
-register("local", "qimg.launcher.backends.local:LocalBackend", "the local engine", "--local")
+register(
+    "local", "qimg.launcher.backends.local:LocalBackend", "the local engine", "--local",
+    pulls_from_registry=False,
+)  # fmt: skip
 DEFAULT, LOCAL = "qarnot", "local"
 
 

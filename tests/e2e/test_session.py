@@ -7,9 +7,11 @@ import pytest
 
 from qimg.errors import QimgError
 from qimg.launcher import records
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.backends.local import TASK_LABEL
-from qimg.launcher.plan import LaunchOptions, plan_launch
+from qimg.launcher.options import LaunchOptions
+from qimg.launcher.plan import plan_launch
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.session import run_task
 from tests.e2e.conftest import User
@@ -54,7 +56,7 @@ def test_a_whole_local_launch(
 ) -> None:
     options = LaunchOptions(
         image=e2e_image,
-        local=True,
+        backend=registry.LOCAL,
         key=as_user.public_key,
         name="direct",
         command="id -un; echo $INSTANCE_ID",
@@ -75,7 +77,7 @@ def test_a_caller_that_fails_at_ready_leaves_no_task(
     docker_client: docker.DockerClient, e2e_image: str, as_user: User
 ) -> None:
     """Whatever goes wrong once the task exists, the lifecycle stops it (nobody asked to keep it)."""
-    options = LaunchOptions(image=e2e_image, local=True, key=as_user.public_key, name="failing")
+    options = LaunchOptions(image=e2e_image, backend=registry.LOCAL, key=as_user.public_key, name="failing")
     recorder = Recorder(fail_on_ready=True)
     with pytest.raises(QimgError, match="could not show the task"):
         run_task(plan_launch(options), recorder)

@@ -156,7 +156,7 @@ def test_qimg_tunnel_connects_to_its_backend_once(
 
     monkeypatch.setattr("qimg.launcher.backends.registry.open_backend", open_backend)
     monkeypatch.setattr("qimg.launcher.records.load", lambda _name: RECORD)
-    monkeypatch.setattr("qimg.launcher.session._until_down", lambda _argv, on_up: played.connect(on_up))
+    monkeypatch.setattr("qimg.launcher.session._link", lambda _argv, on_up: played.connect(on_up))
     with pytest.raises(TaskNotFound, match="tunnel to web closed: the task is gone"):
         session.tunnel("web", "qarnot", Tunnel(free_local_port(), 8888), played.notes.append)
     assert opened == ["local"]  # the record's backend, opened once
