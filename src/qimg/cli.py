@@ -44,7 +44,7 @@ def warning(text: str) -> None:
     outside text: a record's path, a reply)."""
     from qimg.display import shown
 
-    print(f"qimg: warning: {shown(text)}", file=sys.stderr, flush=True)
+    print(notices.line(shown(text)), file=sys.stderr, flush=True)
 
 
 def report(error: QimgError) -> None:

@@ -65,7 +65,7 @@ class RunReporter:
 
     def warning(self, text: str) -> None:
         self._stop_live()
-        say(self.console, f"qimg: warning: {text}")
+        say(self.console, notices.line(text))
 
     def ready(self, record: TaskRecord) -> None:
         self._stop_live()
