@@ -64,8 +64,9 @@ class RunReporter:
         say(self.console, line, "dim" if line.startswith("  ") else None)
 
     def warning(self, text: str) -> None:
-        self._stop_live()
-        say(self.console, notices.line(text))
+        """A warning met while the task starts is one of its notes (as `qimg run` has always said them:
+        the line alone, above the status line)."""
+        self.note(text)
 
     def ready(self, record: TaskRecord) -> None:
         self._stop_live()
