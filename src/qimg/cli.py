@@ -20,7 +20,9 @@ from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
 from qimg.launcher import signals
 
-# Each registers its commands on `app` when imported.
+# Each registers its commands on `app` when imported, each under its group (`rich_help_panel`):
+# `qimg --help` lists the groups in the order of the work (`common.GROUPS`), and within a group the
+# commands in the order they were registered (the modules' import above, then each module's order).
 COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
 
 
@@ -44,7 +46,7 @@ def warning(text: str) -> None:
     outside text: a record's path, a reply)."""
     from qimg.display import shown
 
-    print(f"qimg: warning: {shown(text)}", file=sys.stderr, flush=True)
+    print(notices.line(shown(text)), file=sys.stderr, flush=True)
 
 
 def report(error: QimgError) -> None:

@@ -1,5 +1,5 @@
 """One channel for warnings: the entry point shows them on stderr, escaped; a live display (the
-status line of `qimg run`) takes them while it runs and makes way for them."""
+status line of `qimg run`) takes them while it runs and makes way for them (as its notes)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ def test_the_status_line_makes_way_for_a_warning(capsys: pytest.CaptureFixture[s
             notices.warn("an ssh entry could not be dropped")
             assert reporter.live is None, "the status line stopped for the warning"
         notices.warn("after the run")
-    # Said as one of the run's notes, the line alone, as `qimg run` always said what it met on the way.
-    assert "\x1b[2Kan ssh entry could not be dropped\n" in screen.getvalue()
+    assert "\x1b[2Kan ssh entry could not be dropped\n" in screen.getvalue(), "one of run's notes"
     assert "after the run" not in screen.getvalue()
     assert capsys.readouterr().err == "qimg: warning: after the run\n"
