@@ -5,8 +5,8 @@ the organisation's, running counts from the live tasks), GET /profiles, GET /har
 (offset pages: discrete values, RAM in decimal MB as floats) and GET /credits/v1/accounts/credits.
 POST /tasks (tasks.py) refuses a profile the account does not have, a Reserved task that names none of
 its reservations, a hardware constraint no offer satisfies (402, "hardware constraint" in the message)
-and, with the SDK's own message, a task over the task quota: the checks are here (`worker_problem`,
-`hardware_problem`).
+and, with the SDK's own message, a task over the task quota; the first three are checked here
+(`worker_problem`, `hardware_problem`).
 """
 
 from __future__ import annotations
