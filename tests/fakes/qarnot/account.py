@@ -3,8 +3,10 @@
 Routes: GET /settings (the storage's URL), GET /info (task counts and computing quotas, the user's and
 the organisation's, running counts from the live tasks), GET /profiles, GET /hardware-constraints
 (offset pages: discrete values, RAM in decimal MB as floats) and GET /credits/v1/accounts/credits.
-What a submission asks of the account (a profile it has, hardware it offers, a reservation of its
-own) is checked here too (`worker_problem`, `hardware_problem`).
+POST /tasks (tasks.py) refuses a profile the account does not have, a Reserved task that names none of
+its reservations, a hardware constraint no offer satisfies (402, "hardware constraint" in the message)
+and, with the SDK's own message, a task over the task quota; the first three are checked here
+(`worker_problem`, `hardware_problem`).
 """
 
 from __future__ import annotations
