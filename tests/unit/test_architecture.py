@@ -6,8 +6,9 @@ The table's rules, as this test reads them:
 - First column ("room"): one or more paths in backticks, from the repository (`src/qimg/cli.py`,
   `launcher/plan.py`; a folder ends with `/`: `launcher/keys/`); a bare name (`render.py`) is in the
   folder of the path before it in the cell. Every module of the package falls in exactly one row: the row
-  naming its file, else the row naming its closest folder. A package's `__init__.py` that imports nothing
-  of qimg needs no row (Python runs it before any module of its package, so it is below everything).
+  naming its file, else the row naming its closest folder. A package's `__init__.py` that only marks the
+  package (imports nothing of qimg, defines no function or class) needs no row: Python runs it before any
+  module of its package, so it is below everything.
 - "may import": the rows named in backticks outside parentheses: `x` is the row of the path ending in
   `x` (`spec`, `backends/base`), `x/` every row with a path in a folder ending in `x/` (`keys/`,
   `builder/`), and the words "every room below" all rows under this one. Anything else is prose: text in
@@ -170,7 +171,7 @@ def layout() -> Layout:
             problems.append(f"{shown_path(path)} is in several rows: {rooms}")
         elif holders:
             row_of[dotted] = holders[0]
-        elif not (path.endswith("__init__.py") and not imports[dotted]):
+        elif not is_marker(path, imports[dotted]):
             problems.append(
                 f"{shown_path(path)} ({dotted}) is in no row of ARCHITECTURE.md's rooms table: add a row "
                 f"naming `{shown_path(path)}` (or its folder), below every room importing it and above "
@@ -184,6 +185,18 @@ def layout() -> Layout:
                     f"row {row.name} names `{shown_path(path)}`, which is no module or folder of qimg"
                 )
     return Layout(rows, modules, row_of, imports, problems)
+
+
+def is_marker(path: str, imports: set[str]) -> bool:
+    """Whether `path` only marks a package: an `__init__.py` importing nothing of qimg and holding no
+    function or class (a docstring, `__version__`), which needs no row."""
+    if not path.endswith("__init__.py") or imports:
+        return False
+    tree = ast.parse((PACKAGE / path).read_text(encoding="utf-8"), filename=path)
+    return all(
+        isinstance(node, (ast.Expr, ast.Assign, ast.AnnAssign, ast.ImportFrom, ast.Import))
+        for node in tree.body
+    )
 
 
 def shown_path(path: str) -> str:
@@ -225,7 +238,10 @@ def named_rows(row: Row, rows: list[Row]) -> tuple[dict[str, list[Row]], list[st
             problems.append(f"row {row.name} may import `{written}`, which names no row of the table")
         elif len(found) > 1 and not reference.endswith("/"):
             rooms = ", ".join(r.name for r in found)
-            problems.append(f"row {row.name} may import `{written}`, which names several rows: {rooms}")
+            problems.append(
+                f"row {row.name} may import `{written}`, which names several rows: {rooms} (write more "
+                "of its path, `launcher/account` rather than `account`)"
+            )
         else:
             named[written] = found
     if EVERY_ROOM_BELOW in prose.lower():
