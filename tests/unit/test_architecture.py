@@ -3,16 +3,16 @@
 The table's rules, as this test reads them:
 - Its rows are read from the top: a row may name in "may import" only rows below it (`EXCEPTIONS` lists
   the rows allowed otherwise, with why: none today).
-- First column ("room"): one or more paths in backticks, from the repository (`src/qimg/cli.py`,
-  `launcher/plan.py`; a folder ends with `/`: `launcher/keys/`); a bare name (`render.py`) is in the
-  folder of the path before it in the cell. Every module of the package falls in exactly one row: the row
-  naming its file, else the row naming its closest folder. A package's `__init__.py` that only marks the
-  package (imports nothing of qimg, defines no function or class) needs no row: Python runs it before any
-  module of its package, so it is below everything.
+- First column ("room"): one or more paths in backticks outside parentheses, from the repository
+  (`src/qimg/cli.py`, `launcher/plan.py`; a folder ends with `/`: `launcher/keys/`); a bare name
+  (`render.py`) is in the folder of the path before it in the cell. Every module of the package falls
+  in exactly one row: the row naming its file, else the row naming its closest folder. A package's
+  `__init__.py` that only marks the package (imports nothing of qimg, defines no function or class)
+  needs no row: Python runs it before any module of its package, so it is below everything.
 - "may import": the rows named in backticks outside parentheses: `x` is the row of the path ending in
   `x` (`spec`, `backends/base`), `x/` every row with a path in a folder ending in `x/` (`keys/`,
   `builder/`), and the words "every room below" all rows under this one. Anything else is prose: text in
-  parentheses (`display` (`shown`)), third-party libraries written without backticks, "nothing of qimg".
+  parentheses (`display/` (`shown`)), third-party libraries written without backticks, "nothing of qimg".
 - A module may import its own row and the rows its row names. Imports are read with `ast`: lazy imports
   inside functions count, and so do imports under `if TYPE_CHECKING:` (a type named from a room above is
   the same coupling as a call into it, and hiding it is how a cycle between rooms starts); so does a
@@ -60,6 +60,13 @@ def package_path(written: str) -> str:
     return written.strip().removeprefix("src/qimg/")
 
 
+def without_parentheses(text: str) -> str:
+    """`text` without what it says in parentheses (comments, nested ones too)."""
+    while re.search(r"\([^()]*\)", text):
+        text = re.sub(r"\([^()]*\)", "", text)
+    return text
+
+
 def split_cells(line: str) -> list[str]:
     return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
 
@@ -83,7 +90,7 @@ def read_rows() -> list[Row]:
             f"ARCHITECTURE.md line {n + 1}: {len(cells)} cells, the header has {len(header)}"
         )
         paths: list[str] = []
-        for written in re.findall(r"`([^`]+)`", cells[room]):
+        for written in re.findall(r"`([^`]+)`", without_parentheses(cells[room])):
             path = package_path(written)
             if "/" not in written and paths:  # `render.py` after `builder/distro.py`: in its folder
                 path = paths[-1].rpartition("/")[0] + "/" + path if "/" in paths[-1] else path
@@ -215,9 +222,7 @@ def in_folder(path: str, folder: str) -> bool:
 
 def named_rows(row: Row, rows: list[Row]) -> tuple[dict[str, list[Row]], list[str]]:
     """The rooms `row` may import, by the name it writes them with, and the problems in its names."""
-    prose = row.may_import
-    while re.search(r"\([^()]*\)", prose):  # parentheses are comments, nested ones too
-        prose = re.sub(r"\([^()]*\)", "", prose)
+    prose = without_parentheses(row.may_import)
     named: dict[str, list[Row]] = {}
     problems: list[str] = []
     for written in re.findall(r"`([^`]+)`", prose):
