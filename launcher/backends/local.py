@@ -24,7 +24,6 @@ from qimg.builder.labels import PREFIX
 from qimg.engine_api import Engine, EngineError, NotFound, labels_of
 from qimg.errors import BackendError, LaunchFailed, TaskNotFound
 from qimg.launcher import containers
-from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
     IDLE_STOP_CONSTANT,
     InstanceView,
@@ -66,7 +65,7 @@ FORWARDED_LABEL = f"{PREFIX}forwarded"
 class LocalBackend:
     """Tasks on the local engine, one container per instance."""
 
-    name = registry.LOCAL
+    name: str  # what the registry calls it, set when it opens the backend
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine.from_env()

@@ -37,7 +37,7 @@ from qimg.errors import (
     first_line,
 )
 from qimg.launcher import signals
-from qimg.launcher.backends import qarnot_worker, registry
+from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
     AccountView,
@@ -77,7 +77,7 @@ REQUEST_BUDGET = 1.8
 
 
 class QarnotBackend:
-    name = registry.DEFAULT
+    name: str  # what the registry calls it, set when it opens the backend
 
     def __init__(self, config: QarnotSettings | None = None) -> None:
         import qarnot

@@ -64,7 +64,9 @@ def backend_class(name: str) -> type[Backend]:
 
 def open_backend(name: str) -> Backend:
     """The backend called `name`, connected (Qarnot: needs a token; local: the Docker engine)."""
-    return backend_class(name)()
+    backend = backend_class(name)()
+    backend.name = name  # called what it was registered as: its name is written here only
+    return backend
 
 
 def can(name: str, capability: Capability[T]) -> bool:
