@@ -21,10 +21,10 @@ from typing import Any
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
 from qimg.files import atomic_write, locked, read_regular
+from qimg.launcher.backends import registry
 from qimg.launcher.ssh import Endpoint, is_host_key, path_problem
 from qimg.state import state_dir
 
-BACKENDS = ("qarnot", "local")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _PATH = re.compile(r"/.{1,4095}", re.S)  # absolute; what ssh can be given is `path_problem`'s to say
@@ -88,7 +88,7 @@ class TaskRecord:
         _expect(isinstance(data, dict), "not a JSON object")
         name = _matching(data, "name", _NAME)
         backend = data.get("backend")
-        _expect(backend in BACKENDS, "backend")
+        _expect(isinstance(backend, str) and backend in registry.REGISTERED, "backend")  # one registered
         user = data.get("user")
         _expect(user == "root" or (isinstance(user, str) and USER_NAME.fullmatch(user) is not None), "user")
         ppk = data.get("ppk")
