@@ -78,7 +78,9 @@ class Service:
     host_keys: tuple[str, ...] = ()  # what each instance prints as its host keys
     stdout: str = ""  # what each instance prints besides its host keys
     stderr: str = ""
+    workdir: dict[str, bytes] = field(default_factory=dict)  # what each task leaves as its results
     upload_looks: int | None = 1  # looks an aborted task spends in UploadingResults (None: forever)
+    signal_while_uploading: int | None = None  # a real signal at the first look at it uploading
 
     def reset(self) -> None:
         fresh = Service()
@@ -199,13 +201,14 @@ class MemoryBackend:
 
     def snapshot(self, task_id: str, timeout: float) -> None:
         self.service.step("snapshot", task_id)
-        self._task(task_id)
+        self._upload_results(self._task(task_id))
 
     def abort(self, task_id: str) -> None:
         self.service.step("abort", task_id)
         task = self._task(task_id)
         if task.state not in ENDED_STATES:
             task.state, task.looks = "UploadingResults", 0
+            self._upload_results(task)
 
     # --- the service's side ---------------------------------------------------------------------
 
@@ -221,10 +224,18 @@ class MemoryBackend:
         except KeyError:
             raise BackendError(f"no bucket {name}") from None
 
+    def _upload_results(self, task: MemoryTask) -> None:
+        """The working directory into the task's results bucket (a snapshot, a cancellation)."""
+        if task.request.result_bucket:
+            self._bucket(task.request.result_bucket).update(self.service.workdir)
+
     def _move(self, task: MemoryTask) -> None:
         """One step along Qarnot's states, at a look."""
         service = self.service
         if task.state == "UploadingResults":  # aborted: its results go up, then it is Cancelled
+            if service.signal_while_uploading is not None:
+                os.kill(os.getpid(), service.signal_while_uploading)
+                service.signal_while_uploading = None
             if service.upload_looks is not None and task.looks >= service.upload_looks:
                 task.state = "Cancelled"
             return
