@@ -218,6 +218,18 @@ def test_a_failure_while_staging_the_data_deletes_its_buckets(
     assert_nothing_left(memory)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_a_signal_while_staging_the_data_deletes_its_buckets(
+    memory: Service, login_key: Path, tmp_path: Path, signum: int
+) -> None:
+    memory.signal_at["upload"] = (1, signum)
+    _shown, outcome = run(launch_plan(login_key, data_plan=data_planned(tmp_path, results=True)))
+    assert isinstance(outcome, Interrupted) and outcome.exit_code == 128 + signum
+    assert "submit" not in memory.counts
+    assert memory.buckets == {} and data.load(NAME) is None
+    assert_nothing_left(memory)
+
+
 def data_planned(tmp_path: Path, *, results: bool) -> data.DataPlan:
     source = tmp_path / "inputs"
     source.mkdir()
@@ -288,6 +300,17 @@ def test_a_task_that_fails_before_ready_is_stopped_with_what_it_printed(
     assert "  task error: instance 0 exited with code 1" in shown.notes
     assert "  output: 0> qimg-start: sshd: no hostkeys available -- exiting." in shown.notes
     assert shown.states[-1] == "Failure"
+    assert_nothing_left(memory)
+
+
+def test_a_failed_task_whose_output_cannot_be_read_is_stopped_all_the_same(
+    memory: Service, login_key: Path
+) -> None:
+    memory.fails_at_look, memory.fail_at["output"] = 2, {1, 2}
+    shown, outcome = run(launch_plan(login_key, timeout=30))
+    assert isinstance(outcome, LaunchFailed) and str(outcome) == "task failure before ssh was ready"
+    assert shown.notes[0] == "  task error: instance 0 exited with code 1"
+    assert not any(line.startswith("  output: ") for line in shown.notes)
     assert_nothing_left(memory)
 
 
