@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import BinaryIO
 
@@ -51,7 +51,7 @@ class MemoryTask:
     created: datetime
     state: str = "Submitted"
     looks: int = 0  # `view` calls so far: the task moves one step at each
-    executing_looks: int = 0
+    executing_looks: int = 0  # of them, while it executed (it printed its host keys then)
     errors: list[str] = field(default_factory=list)
 
 
@@ -84,8 +84,8 @@ class Service:
 
     def reset(self) -> None:
         fresh = Service()
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(fresh, name))
+        for each in fields(self):
+            setattr(self, each.name, getattr(fresh, each.name))
 
     def step(self, call: str, argument: str = "") -> None:
         """A call of the backend: counted, recorded, and the faults chosen for it injected."""
@@ -96,10 +96,6 @@ class Service:
             os.kill(os.getpid(), signalled[1])  # its handler runs in the main thread, as a user's would
         if number in self.fail_at.get(call, set()):
             raise BackendError(f"the memory service failed {call} #{number}")
-
-    def live(self) -> list[MemoryTask]:
-        """The tasks that exist (a deleted task is gone at once)."""
-        return list(self.tasks.values())
 
 
 SERVICE = Service()
@@ -136,7 +132,8 @@ class MemoryBackend:
 
     def launched(self, launch_id: str) -> list[TaskView]:
         self.service.step("launched", launch_id)
-        return [self._view_of(task) for task in self.service.live() if task.request.launch_id == launch_id]
+        found = [task for task in self.service.tasks.values() if task.request.launch_id == launch_id]
+        return [self._view_of(task) for task in found]
 
     def view(self, task_id: str) -> TaskView:
         self.service.step("view", task_id)
@@ -165,7 +162,7 @@ class MemoryBackend:
 
     def tasks(self) -> list[TaskView]:
         self.service.step("tasks")
-        return [self._view_of(task) for task in self.service.live()]
+        return [self._view_of(task) for task in self.service.tasks.values()]
 
     # --- Storage --------------------------------------------------------------------------------
 
