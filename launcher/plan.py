@@ -146,7 +146,9 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     snapshot_seconds = (
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
-    checked_data = check_options(options.uploads, options.results, snapshot_seconds, local=options.local)
+    checked_data = check_options(
+        options.uploads, options.results, snapshot_seconds, tasks.backend_name(options.local)
+    )
     max_queue = options.worker.max_queue
     work = worker.plan(
         options.worker, local=options.local, environ=os.environ,

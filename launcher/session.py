@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
-from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
+from qimg.launcher import bucket_io, kept_logins, launch, reconnect, records, signals, sshconfig, tasks
 from qimg.launcher.backends.base import TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
@@ -37,7 +37,7 @@ class Reporter(Protocol):
     def ready(self, record: TaskRecord) -> None: ...
 
 
-def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | None = None) -> int:
+def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress | None = None) -> int:
     """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
 
     The record is written before the request that creates the task, and signals are held while the
@@ -56,7 +56,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
         with signals.as_errors():
             try:
                 if plan.data is not None:  # its buckets, before the task that reads them
-                    results.stage(backend, plan.data, request.name, reporter.note, transfers)
+                    bucket_io.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
                     try:
                         task_id = backend.submit(request)
@@ -146,7 +146,7 @@ def _end(
     plan: LaunchPlan,
     task_id: str,
     reporter: Reporter,
-    transfers: data.Progress | None = None,
+    transfers: bucket_io.Progress | None = None,
     *,
     unresolved: bool = False,
 ) -> None:
@@ -162,7 +162,7 @@ def _end(
     interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
     if plan.data is not None and task_id:
         try:
-            results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
         except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
             reporter.note(f"task {task_id} not deleted: {error}; `qimg stop {name}` deletes it once done")
             if error.interrupted is not None:
@@ -176,7 +176,7 @@ def _end(
     stopped = not unresolved and all(line.endswith("stopped and deleted") for line in lines)
     if plan.data is not None and not task_id:
         if stopped:  # no task of the launch is left to read them
-            results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
         else:
             buckets = " and ".join(plan.data.buckets)
             reporter.note(

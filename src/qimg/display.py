@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from qimg.builder.push import LayerProgress
     from qimg.launcher.backends.base import TaskView
+    from qimg.launcher.bucket_io import BucketInfo
     from qimg.launcher.check import CheckResult
-    from qimg.launcher.data import BucketInfo
     from qimg.launcher.doctor import DoctorReport
     from qimg.launcher.records import TaskRecord
     from qimg.launcher.tasks import IdleStop

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qimg.errors import QimgError
-from qimg.launcher import data, results
+from qimg.launcher import bucket_io, data
 from qimg.launcher.backends import registry
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
@@ -333,21 +333,21 @@ def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
     (source / "sub").mkdir(parents=True)
     (source / "a.txt").write_text("a")
     (source / "sub" / "zz-last").write_text("fine")
-    checked = data.check_options((source,), None, 0, local=False)
+    checked = data.check_options((source,), None, 0, registry.DEFAULT)
     assert checked is not None
     plan = checked.planned("race", "0123abcd0123abcd")
     swap(source, outside)
     backend = registry.open_backend("qarnot")
     notes: list[str] = []
     with pytest.raises(QimgError, match="changed during the upload") as refused:
-        results.stage(backend, plan, "race", notes.append, None)
+        bucket_io.stage(backend, plan, "race", notes.append, None)
     assert "\n" not in str(refused.value)
     sent = [
         storage.client.get_object(Bucket=plan.inputs_bucket, Key=item["Key"])["Body"].read()
         for item in storage.client.list_objects_v2(Bucket=plan.inputs_bucket).get("Contents", [])
     ]
     assert b"TOP-SECRET-OUTSIDE" not in sent
-    results.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
+    bucket_io.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
     assert storage.bucket_names() == []
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from qimg.builder.spec import Distro
 from qimg.errors import UsageError
 from qimg.files import user_path
 
@@ -22,15 +23,21 @@ app = typer.Typer(
 )
 
 
-class DistroChoice(str, Enum):
-    AUTO = "auto"
-    DEBIAN = "debian"
-    RHEL = "rhel"
-    ALPINE = "alpine"
-
-
 # Options shared by `render` and `build`.
 BaseOpt = Annotated[str, typer.Option("--base", help="Base image.")]
+
+
+# --distro's choices: auto, and every family of the Distro enum (one list to keep). Typer wants an enum
+# to show and check choices; to the code the value is the plain string it is.
+class _Choice(str, Enum):
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+if TYPE_CHECKING:
+    DistroChoice = str
+else:
+    DistroChoice = _Choice("DistroChoice", [(name, name) for name in ("auto", *(f.value for f in Distro))])
 DistroOpt = Annotated[
     DistroChoice,
     typer.Option("--distro", help="Distro family; auto reads /etc/os-release of a local base image."),

@@ -15,9 +15,10 @@ from qimg.commands.common import LocalOpt, NameArg, app, typed_path
 @app.command()
 def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     """Upload a running task's working directory (/job) to its results bucket, now."""
-    from qimg.launcher import results
+    from qimg.launcher import bucket_io
+    from qimg.launcher.backends import registry
 
-    bucket = results.snapshot(name, local)
+    bucket = bucket_io.snapshot(name, registry.LOCAL if local else registry.DEFAULT)
     print(f"snapshot of {name} in bucket {bucket}: `qimg fetch {name} [DIR]` downloads it")
 
 
@@ -33,8 +34,9 @@ def fetch(
     local: LocalOpt = False,
 ) -> None:
     """Download a task's results bucket: what its last snapshot, its end or its cancellation uploaded."""
-    from qimg.launcher import results
+    from qimg.launcher import bucket_io
+    from qimg.launcher.backends import registry
 
     with display.TransferBars(display.stderr()) as bars:
-        fetched = results.fetch(name, directory, local, bars)
+        fetched = bucket_io.fetch(name, directory, registry.LOCAL if local else registry.DEFAULT, bars)
     print(f"fetched {fetched.files} files ({fetched.size} bytes) from {fetched.bucket} into {fetched.target}")

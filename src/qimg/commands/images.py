@@ -14,7 +14,6 @@ from qimg import display
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
 from qimg.commands.common import (
     BaseOpt,
-    DistroChoice,
     DistroOpt,
     GidOpt,
     JsonOpt,
@@ -35,7 +34,7 @@ from qimg.files import atomic_write
 
 @app.command()
 def render(
-    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = "auto", user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
     root_login: RootLoginOpt = None,
     output: Annotated[
@@ -49,7 +48,7 @@ def render(
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
-    text = render_dockerfile(replace(spec, distro=distros.resolve(distro.value, base)))
+    text = render_dockerfile(replace(spec, distro=distros.resolve(distro, base)))
     if output is None:
         sys.stdout.write(text)
         return
@@ -61,7 +60,7 @@ def render(
 
 @app.command()
 def build(
-    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = "auto", user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
     root_login: RootLoginOpt = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Image name (default qimg/USER:latest).")] = None,
@@ -87,7 +86,7 @@ def build(
                 status.update(step)
 
             built = build_image(
-                spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
+                spec, distro, tag, no_cache=no_cache, pull=pull, on_step=show_step,
                 on_output=lambda line: display.say(console, f"  {line}", "dim"),
             )  # fmt: skip
     except BuildFailed as failure:

@@ -75,12 +75,15 @@ def stop(
     """Abort and delete a task (or all of them): nothing keeps running or billing. Its results, if it
     has a results bucket, are downloaded first."""
     from qimg.errors import BackendError, TaskNotFound
-    from qimg.launcher import data, results, tasks
+    from qimg.launcher import bucket_io, tasks
+    from qimg.launcher.backends import registry
+    from qimg.launcher.backends.base import STORAGE
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    if purge and local:
-        raise UsageError("--purge deletes Qarnot buckets: the local engine has none (drop --local)")
+    chosen = registry.LOCAL if local else registry.DEFAULT
+    if purge:
+        registry.check(chosen, STORAGE, "--purge")
     console = display.stderr()
 
     def note(line: str) -> None:
@@ -89,7 +92,7 @@ def stop(
     missing: TaskNotFound | None = None
     with display.TransferBars(console) as bars:
         try:
-            backend, stopped, problems = tasks.stop(name, local, results.results_first(note, bars))
+            backend, stopped, problems = tasks.stop(name, local, bucket_io.results_first(note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise
@@ -105,7 +108,7 @@ def stop(
     if not stopped and missing is None:
         print(f"no qimg task on {backend}")
     if purge:
-        deleted, kept, failures = data.purge(name, note)
+        deleted, kept, failures = bucket_io.purge(name, chosen)
         for bucket in deleted:
             print(f"deleted bucket {bucket}")
         if failures:
@@ -128,13 +131,13 @@ def list_tasks(
 
     now = datetime.now(timezone.utc)
     if show_buckets:
-        from qimg.launcher import data
+        from qimg.launcher import bucket_io
+        from qimg.launcher.backends import registry
 
-        found_buckets = data.list_buckets(local)
+        chosen = registry.LOCAL if local else registry.DEFAULT
+        found_buckets = bucket_io.list_buckets(chosen)
         if as_json:
-            print(
-                json.dumps({"backend": "qarnot", "buckets": [bucket.as_dict() for bucket in found_buckets]})
-            )
+            print(json.dumps({"backend": chosen, "buckets": [bucket.as_dict() for bucket in found_buckets]}))
             return
         display.print_buckets(found_buckets, now)
         return
