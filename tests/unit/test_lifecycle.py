@@ -235,7 +235,7 @@ def data_planned(tmp_path: Path, *, results: bool) -> data.DataPlan:
     source.mkdir()
     for name in ("a.txt", "b.txt"):
         (source / name).write_text(name)
-    checked = data.check_options((source,), tmp_path / "results" if results else None, 0, local=False)
+    checked = data.check_options((source,), tmp_path / "results" if results else None, 0, "memory")
     assert checked is not None
     return checked.planned(NAME, "0123abcd0123abcd")
 
