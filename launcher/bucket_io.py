@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from qimg.errors import BackendError, Interrupted, QimgError, ResultsUploading, TaskNotFound, UsageError
 from qimg.files import user_path
-from qimg.launcher import buckets, records, signals, tasks
+from qimg.launcher import buckets, names, records, signals
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import ENDED_STATES, EXECUTING, STORAGE, Backend, BucketView, Storage
 from qimg.launcher.buckets import INPUTS, RESULTS
@@ -290,7 +290,7 @@ def results_first(note: Note, progress: Progress | None) -> Callable[[Backend, s
 def snapshot(task: str, backend: str) -> str:
     """`qimg snapshot NAME`: the task's working directory uploaded to its results bucket, now."""
     registry.check(backend, STORAGE, "qimg snapshot")
-    found = tasks.resolve(task, backend == registry.LOCAL)
+    found = names.resolve(task, backend)
     store = registry.require(found.backend, STORAGE, "qimg snapshot")
     view = found.backend.view(found.task_id)
     if not view.result_bucket:

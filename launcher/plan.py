@@ -21,9 +21,9 @@ from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
-from qimg.launcher import account, contract, records, sshconfig, tasks, worker
+from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
-from qimg.launcher.backends.base import Backend, TaskRequest
+from qimg.launcher.backends.base import Account, Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
@@ -147,7 +147,10 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
     checked_data = check_options(
-        options.uploads, options.results, snapshot_seconds, tasks.backend_name(options.local)
+        options.uploads,
+        options.results,
+        snapshot_seconds,
+        registry.LOCAL if options.local else registry.DEFAULT,
     )
     max_queue = options.worker.max_queue
     work = worker.plan(
@@ -164,7 +167,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         check_registry_reachable(ref)
 
     images = images or Engine.from_env()
-    backend = registry.open_backend(tasks.backend_name(options.local))
+    backend = registry.open_backend(registry.LOCAL if options.local else registry.DEFAULT)
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, options.local)
@@ -196,7 +199,7 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
     notes: list[str] = []
-    if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
+    if isinstance(backend, Account):  # Qarnot: the account can hold this launch
         notes = account.check_launch(backend, request, batch=batch)
     return LaunchPlan(
         backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,

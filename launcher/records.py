@@ -88,7 +88,7 @@ class TaskRecord:
         _expect(isinstance(data, dict), "not a JSON object")
         name = _matching(data, "name", _NAME)
         backend = data.get("backend")
-        _expect(isinstance(backend, str) and backend in registry.REGISTERED, "backend")  # one registered
+        _expect(isinstance(backend, str) and backend in registry.REGISTERED, "backend")
         user = data.get("user")
         _expect(user == "root" or (isinstance(user, str) and USER_NAME.fullmatch(user) is not None), "user")
         ppk = data.get("ppk")

@@ -20,8 +20,8 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
-from qimg.launcher import bucket_io, kept_logins, launch, reconnect, records, signals, sshconfig, tasks
-from qimg.launcher.backends.base import TaskView
+from qimg.launcher import bucket_io, kept_logins, launch, names, reconnect, records, signals, sshconfig
+from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
@@ -50,8 +50,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress
     )
     session_follows = plan.connect or plan.command is not None
     with records.launching(request.name), kept_logins.kept(session_follows) as kept:
-        for problem in tasks.claim_name(pending, backend):
-            reporter.note(problem)
+        names.claim_name(pending, backend)
         task_id = ""
         with signals.as_errors():
             try:
@@ -90,13 +89,14 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
         if not session_follows:  # tunnels only: held until Ctrl-C; the task stays
-            return run_over_ssh(record, None, plan.tunnels, note=reporter.note)
+            return run_over_ssh(record, None, plan.tunnels, backend=backend, note=reporter.note)
         try:
             with signals.as_errors():
                 return run_over_ssh(
                     record,
                     plan.command,
                     plan.tunnels,
+                    backend=backend,
                     interactive=plan.connect,
                     ssh_options=kept_logins.client_options(kept),
                 )
@@ -136,8 +136,7 @@ def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tupl
         plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances,
         plan.request.launch_id,
     )  # fmt: skip
-    for problem in sshconfig.save(record):
-        reporter.note(problem)
+    sshconfig.save(record)
     reporter.ready(record)
     return record
 
@@ -188,8 +187,7 @@ def _end(
         )
     if stopped:
         try:
-            for problem in sshconfig.forget(name):
-                reporter.note(problem)
+            sshconfig.forget(name)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
             reporter.note(f"could not forget {name}: {error}")
     if interrupted is not None:
@@ -206,6 +204,7 @@ def run_over_ssh(
     command: str | None,
     tunnels: tuple[Tunnel, ...] = (),
     *,
+    backend: Backend,
     interactive: bool = False,
     note: Callable[[str], None] | None = None,
     ssh_options: tuple[str, ...] = (),
@@ -214,7 +213,8 @@ def run_over_ssh(
     again when the link drops, with a `note` each time: `reconnect.hold`), or the command on every
     instance at once (tunnels on the first), each ssh with `ssh_options`. Returns the first non-zero
     exit code, else 0. Notes go to stderr unless `note` says otherwise. ssh never outlives qimg:
-    SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
+    SIGTERM or SIGHUP ends it too (and raises Interrupted). `backend` is the task's, opened: the tunnels
+    alone ask it whether the task lives when their link drops."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
     first = [*ssh_options, *(option for tunnel in tunnels for option in tunnel.ssh_option)]  # the tunnels
     if tunnels:
@@ -227,7 +227,7 @@ def run_over_ssh(
         try:
             with signals.as_errors():
                 return reconnect.hold(
-                    record, tunnels, functools.partial(_until_down, argv), note or _to_stderr
+                    backend, record, tunnels, functools.partial(_until_down, argv), note or _to_stderr
                 )
         except Interrupted as interruption:
             if interruption.exit_code == 128 + signal.SIGINT:
@@ -305,26 +305,29 @@ def _running(commands: list[list[str]], **popen: Any) -> Iterator[list[subproces
                 process.stdout.close()
 
 
-def ssh(name: str, local: bool, command: list[str] | None) -> int:
+def ssh(name: str, backend: str, command: list[str] | None) -> int:
     """`qimg ssh NAME [-- CMD]`: a shell on the first instance, or the command on every instance."""
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     # As ssh does: the words are joined with spaces and the remote shell parses them.
-    return run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
+    return run_over_ssh(
+        target.record, " ".join(command) if command else None, backend=target.backend, interactive=not command
+    )
 
 
-def putty_commands(name: str, local: bool, command: list[str] | None) -> list[str]:
+def putty_commands(name: str, backend: str, command: list[str] | None) -> list[str]:
     """`qimg ssh NAME --putty`: the plink command of each instance, printable."""
-    record, _backend = tasks.login_record(name, local)
+    record = names.login(name, backend).record
     return [
         sshconfig.printable([*sshconfig.putty_argv(record, instance), *(command or [])])
         for instance in record.instances
     ]
 
 
-def tunnel(name: str, local: bool, forward: Tunnel, note: Callable[[str], None]) -> int:
+def tunnel(name: str, backend: str, forward: Tunnel, note: Callable[[str], None]) -> int:
     """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind),
-    across dropped links while the task lives; `note` gets what the user should know."""
+    across dropped links while the task lives (one connection to its backend); `note` gets what the
+    user should know."""
     check_port_free(forward)
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     note(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
-    return run_over_ssh(record, None, (forward,), note=note)
+    return run_over_ssh(target.record, None, (forward,), backend=target.backend, note=note)

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from qimg import notices
 from qimg.errors import FileError, UsageError
 from qimg.files import NotRegularFile, atomic_write, locked, read_regular
 from qimg.launcher import records
@@ -97,32 +98,34 @@ def close_masters(record: TaskRecord, instances: list[InstanceRecord] | None = N
             )  # fmt: skip
 
 
-def save(record: TaskRecord) -> list[str]:
-    """Store the record and rewrite both files with it. Returns the problems met (broken records set
-    aside), one line each, for the user."""
+def save(record: TaskRecord) -> None:
+    """Store the record and rewrite both files with it (broken records met are said: `write_files`)."""
     records.store(record)
-    return write_files()
+    write_files()
 
 
-def forget(name: str) -> list[str]:
-    """Drop a task that is over: its ssh masters, its record, its entries. Returns the problems met,
-    as `save`."""
-    with contextlib.suppress(records.BrokenRecord):  # a broken record is moved aside by load()
+def forget(name: str) -> None:
+    """Drop a task that is over: its ssh masters, its record, its entries (as `save`)."""
+    try:
         record = records.load(name)
+    except records.BrokenRecord as broken:  # moved aside by load(): nothing of it is left to close
+        notices.warn(str(broken))
+    else:
         if record is not None:
             close_masters(record)
     records.remove(name)
-    return write_files()
+    write_files()
 
 
-def write_files() -> list[str]:
+def write_files() -> None:
     """Both ssh files, from every readable record: a refreshed instance replaces its old entry and key.
-    Returns one line for each broken record, which is set aside and left out; FileError if a file
+    A broken record is set aside, left out and said (notices), one line each; FileError if a file
     cannot be written."""
     with locked(ssh_dir() / ".lock"):
         found, problems = records.all_records()
         _write(found)
-    return problems
+    for problem in problems:
+        notices.warn(problem)
 
 
 def _write(found: list[TaskRecord]) -> None:

@@ -22,12 +22,11 @@ if TYPE_CHECKING:
     from rich.status import Status
 
     from qimg.builder.push import LayerProgress
-    from qimg.launcher.backends.base import TaskView
+    from qimg.launcher.backends.base import IdleStop, TaskView
     from qimg.launcher.bucket_io import BucketInfo
     from qimg.launcher.check import CheckResult
     from qimg.launcher.doctor import DoctorReport
     from qimg.launcher.records import TaskRecord
-    from qimg.launcher.tasks import IdleStop
     from qimg.launcher.tunnels import Tunnel
 
 

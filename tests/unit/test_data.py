@@ -300,7 +300,7 @@ class Uploading(Memory):
 def stop_all(memory: Memory, monkeypatch: pytest.MonkeyPatch, notes: list[str]) -> None:
     monkeypatch.setattr(registry, "open_backend", lambda *_args: memory)
     with notices.to(notes.append):
-        tasks.stop(None, False, bucket_io.results_first(notes.append, None))
+        tasks.stop(None, registry.DEFAULT, bucket_io.results_first(notes.append, None))
 
 
 def test_the_wait_for_the_results_keeps_to_the_budget_and_rides_out_failed_reads(

@@ -401,9 +401,9 @@ def test_a_stop_that_fails_keeps_the_record_for_qimg_stop(memory: Service, login
     )
     record = records.load(NAME)
     assert record is not None and record.task_id == task_id and record.backend == "memory"
-    # `qimg stop NAME` finds it by its record, on the backend the record names, and stops it.
-    name, stopped, problems = tasks.stop(NAME, False)
-    assert (name, stopped, problems) == ("memory", [(NAME, task_id)], [])
+    # `qimg stop NAME` (without an option: the default backend) finds it by its record, on the
+    # backend the record names, and stops it.
+    assert tasks.stop(NAME, registry.DEFAULT) == ("memory", [(NAME, task_id)])
     assert_nothing_left(memory)
 
 

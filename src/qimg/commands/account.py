@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from qimg.commands.common import JsonOpt, app
+from qimg.commands.common import JsonOpt, app, backend_of
 
 if TYPE_CHECKING:
     from qimg.launcher.backends.base import Quota
@@ -17,9 +17,10 @@ def profiles(as_json: JsonOpt = False) -> None:
     marked gpu are the ones `qimg run --gpu` takes."""
     from qimg.launcher import account
 
-    found = account.profiles(account.open_account())
+    backend = backend_of(False)
+    found = account.profiles(account.open_account(backend, "qimg profiles"))
     if as_json:
-        print(json.dumps({"backend": "qarnot", "profiles": [profile.as_dict() for profile in found]}))
+        print(json.dumps({"backend": backend, "profiles": [profile.as_dict() for profile in found]}))
         return
     width = max((len(profile.name) for profile in found), default=0)
     print("profiles of the Qarnot account (ssh: `qimg run --profile NAME` can log in):")
@@ -37,11 +38,12 @@ def hardware(as_json: JsonOpt = False) -> None:
     """The hardware the account may ask for, and the `qimg run` option that asks for it."""
     from qimg.launcher import account
 
-    offers = account.open_account().hardware_offers()
+    backend = backend_of(False)
+    offers = account.open_hardware(backend, "qimg hardware").hardware_offers()
     rows = [(offer.kind, offer.value, account.option_for(offer)) for offer in offers]
     if as_json:
         hardware_list = [{"kind": kind, "value": value, "option": option} for kind, value, option in rows]
-        print(json.dumps({"backend": "qarnot", "hardware": hardware_list}))
+        print(json.dumps({"backend": backend, "hardware": hardware_list}))
         return
     if not rows:
         print("the Qarnot account lists no hardware constraints")
@@ -60,9 +62,10 @@ def account_command(as_json: JsonOpt = False) -> None:
 
     from qimg.launcher import account
 
-    view = account.summary(account.open_account())
+    backend = backend_of(False)
+    view = account.summary(account.open_account(backend, "qimg account"))
     if as_json:
-        print(json.dumps({"backend": "qarnot", **asdict(view)}))
+        print(json.dumps({"backend": backend, **asdict(view)}))
         return
     print(f"balance: {'unknown' if view.balance is None else f'{view.balance:.2f} EUR'}")
     print(

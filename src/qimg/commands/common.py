@@ -81,11 +81,11 @@ def typed_path(text: str) -> Path:
         raise typer.BadParameter(str(error)) from None
 
 
-def warn(problems: list[str]) -> None:
-    from qimg.display import shown
+def backend_of(local: bool) -> str:
+    """The backend a command uses, by its registered name: the user's `--local`, or the default."""
+    from qimg.launcher.backends import registry
 
-    for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
-        print(f"qimg: warning: {shown(problem)}", file=sys.stderr)
+    return registry.LOCAL if local else registry.DEFAULT
 
 
 def stdin_line() -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import JsonOpt, app
+from qimg.commands.common import JsonOpt, app, backend_of
 from qimg.errors import QimgError, UsageError
 
 
@@ -40,7 +40,7 @@ def doctor(
         )
     from qimg.launcher import doctor as probes
 
-    plan = probes.plan_doctor(image, profile, timeout)
+    plan = probes.plan_doctor(image, profile, timeout, backend_of(False))
     console = display.stderr()
     for line in plan.estimate():
         display.say(console, line)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from qimg import display
+from qimg import display, notices
 from qimg.commands.common import (
     JsonOpt,
     LocalOpt,
@@ -145,7 +145,7 @@ def run(
     out = sys.stderr if command is not None else sys.stdout
     tunnels = parse_tunnels(options.tunnels)
     ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
-    with display.RunReporter(display.stderr(), ready) as reporter:
+    with display.RunReporter(display.stderr(), ready) as reporter, notices.to(reporter.note):
         plan = plan_launch(options)
         for note in (*plan.notes, cluster_note(plan.request)):
             if note:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from qimg import display
-from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
+from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app, backend_of
 from qimg.errors import UsageError
 
 
@@ -25,9 +25,9 @@ def ssh_command(
     from qimg.launcher import session
 
     if putty:
-        print("\n".join(session.putty_commands(name, local, command)))
+        print("\n".join(session.putty_commands(name, backend_of(local), command)))
         return
-    raise typer.Exit(session.ssh(name, local, command))
+    raise typer.Exit(session.ssh(name, backend_of(local), command))
 
 
 @app.command()
@@ -42,7 +42,7 @@ def tunnel(
 
     console = display.stderr()
     raise typer.Exit(
-        session.tunnel(name, local, parse_tunnel(ports), lambda line: display.say(console, line))
+        session.tunnel(name, backend_of(local), parse_tunnel(ports), lambda line: display.say(console, line))
     )
 
 
@@ -53,14 +53,14 @@ def logs(
     local: LocalOpt = False,
 ) -> None:
     """Print a task's output (stdout, then stderr)."""
-    from qimg.launcher.tasks import follow_output
+    from qimg.launcher.logs import follow_output
 
     def write(text: str, is_stderr: bool) -> None:
         stream = sys.stderr if is_stderr else sys.stdout
         stream.write(text)
         stream.flush()
 
-    follow_output(name, local, follow, write)
+    follow_output(name, backend_of(local), follow, write)
 
 
 @app.command()
@@ -81,7 +81,7 @@ def stop(
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    chosen = registry.LOCAL if local else registry.DEFAULT
+    chosen = backend_of(local)
     if purge:
         registry.check(chosen, STORAGE, "--purge")
     console = display.stderr()
@@ -92,17 +92,11 @@ def stop(
     missing: TaskNotFound | None = None
     with display.TransferBars(console) as bars:
         try:
-            backend, stopped, problems = tasks.stop(name, local, bucket_io.results_first(note, bars))
+            backend, stopped = tasks.stop(name, chosen, bucket_io.results_first(note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise
-            backend, stopped, problems, missing = (
-                tasks.backend_name(local),
-                [],
-                [],
-                gone,
-            )  # buckets may be left
-    warn(problems)
+            backend, stopped, missing = chosen, [], gone  # buckets may be left
     for task_name, task_id in stopped:
         print(display.shown(f"stopped {task_name} ({task_id})"))
     if not stopped and missing is None:
@@ -132,19 +126,17 @@ def list_tasks(
     now = datetime.now(timezone.utc)
     if show_buckets:
         from qimg.launcher import bucket_io
-        from qimg.launcher.backends import registry
 
-        chosen = registry.LOCAL if local else registry.DEFAULT
+        chosen = backend_of(local)
         found_buckets = bucket_io.list_buckets(chosen)
         if as_json:
             print(json.dumps({"backend": chosen, "buckets": [bucket.as_dict() for bucket in found_buckets]}))
             return
         display.print_buckets(found_buckets, now)
         return
-    from qimg.launcher import records, tasks
+    from qimg.launcher import tasks
 
-    warn(records.all_records()[1])
-    listing = tasks.list_tasks(local)
+    listing = tasks.list_tasks(backend_of(local))
     if as_json:
         rows = [
             {
@@ -167,7 +159,7 @@ def ssh_config(
     """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
     from qimg.launcher import sshconfig
 
-    warn(sshconfig.write_files())  # rewritten from the records: a file moved or damaged is made again
+    sshconfig.write_files()  # rewritten from the records: a file moved or damaged is made again
     if not install:
         print(sshconfig.config_path())
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import LocalOpt, NameArg, app
+from qimg.commands.common import LocalOpt, NameArg, app, backend_of
 
 InstanceOpt = Annotated[
     int, typer.Option("--instance", help="Which instance of the task (0, 1, ...).", min=0)
@@ -24,7 +24,7 @@ def cp(
     """Copy files or directories (recursively) between this machine and a task; exit code of the copy."""
     from qimg.launcher import transfer
 
-    raise typer.Exit(transfer.copy(source, target, instance, local))
+    raise typer.Exit(transfer.copy(source, target, instance, backend_of(local)))
 
 
 @app.command()
@@ -45,7 +45,7 @@ def code(
 
     if not print_link:
         editor.require_code()
-    space = editor.workspace(name, path, instance, local)
+    space = editor.workspace(name, path, instance, backend_of(local))
     hint = editor.include_hint(Path.home() / ".ssh" / "config")
     if hint:
         display.say(display.stderr(), hint)
