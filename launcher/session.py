@@ -71,9 +71,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress
                         plan, task_id, reporter,
                         kept_logins.readiness_options(kept, loopback=backend.name == "local"),
                     )  # fmt: skip
-            except BaseException as failure:
-                for line in getattr(failure, "details", ()):
-                    reporter.note(f"  {line}")
+            except BaseException as failure:  # its details are shown with it, by the entry point
                 _end(plan, task_id, reporter, transfers, unresolved=isinstance(failure, CreationUnresolved))
                 raise
         if plan.batch:  # over: ended here, where a failure of the ending is not ended again above

@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qimg import notices
@@ -194,6 +195,43 @@ def putty_argv(record: TaskRecord, instance: InstanceRecord, options: tuple[str,
         "plink", "-ssh", "-P", str(instance.endpoint.port), "-l", record.user, "-i", str(ppk),
         *" ".join(pins).split(), *options, instance.endpoint.host,
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InstanceLogin:
+    """How to log into one instance of a task: what `qimg run` prints once the task is ready."""
+
+    index: int
+    alias: str
+    host: str
+    port: int
+    user: str
+    ssh_command: str
+    host_key: str  # the first pinned ("" when none)
+    putty_command: str | None  # asked for with --putty
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            key: value for key, value in asdict(self).items() if key != "putty_command" or value is not None
+        }
+
+
+def logins(record: TaskRecord, putty: bool, forwards: tuple[str, ...] = ()) -> list[InstanceLogin]:
+    """Each instance's login, printable: ssh through qimg's config, and with `putty` plink too (it
+    reads no config: the tunnels' `forwards` are on its command line)."""
+    return [
+        InstanceLogin(
+            index=instance.index,
+            alias=(host := alias(record.name, instance.index)),
+            host=instance.endpoint.host,
+            port=instance.endpoint.port,
+            user=record.user,
+            ssh_command=printable(config_argv(host)),
+            host_key=instance.host_keys[0] if instance.host_keys else "",
+            putty_command=printable(putty_argv(record, instance, forwards)) if putty else None,
+        )
+        for instance in record.instances
+    ]
 
 
 def printable(argv: list[str]) -> str:

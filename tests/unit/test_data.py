@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from qimg import notices
-from qimg.display import TransferBars
+from qimg.display.data import TransferBars
 from qimg.errors import BackendError, Interrupted, TaskNotFound, UsageError
 from qimg.launcher import bucket_io, data, tasks
 from qimg.launcher.backends import registry

@@ -4,17 +4,62 @@ small terminal helpers (stdin secrets, registry credentials)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
+from typer.core import TyperGroup
 
 from qimg.builder.spec import Distro
 from qimg.errors import UsageError
 from qimg.files import user_path
 
+# The command groups, in the order of the work: `qimg --help` lists each command under its group
+# (`rich_help_panel`), the groups in this order.
+IMAGES, TASKS, DATA, ACCOUNT, KEYS = "Images", "Tasks", "Data", "Account", "Keys"
+GROUPS = (IMAGES, TASKS, DATA, ACCOUNT, KEYS)
+
+
+class _HelpFormatter(Protocol):  # what of click's formatter the listing uses
+    width: int
+
+    def section(self, name: str) -> AbstractContextManager[None]: ...
+    def write_dl(self, rows: Sequence[tuple[str, str]]) -> None: ...
+
+
+class _Grouped(TyperGroup):
+    """Commands listed by group, each group under its own heading, without rich (which typer would
+    need to draw its panels: `qimg --help` stays fast)."""
+
+    def list_commands(self, ctx: object) -> list[str]:
+        # Within a group, the order of registration (the modules' imports, then each module's order).
+        return sorted(self.commands, key=lambda name: GROUPS.index(self._group(name)))
+
+    def format_commands(self, ctx: object, formatter: _HelpFormatter) -> None:
+        listed = [name for name in self.list_commands(ctx) if not self.commands[name].hidden]
+        width = max(map(len, listed), default=0)  # one column for every group
+        for group in GROUPS:
+            rows = [
+                (name.ljust(width), self.commands[name].get_short_help_str(formatter.width - 6 - width))
+                for name in listed
+                if self._group(name) == group
+            ]
+            if rows:
+                with formatter.section(group):
+                    formatter.write_dl(rows)
+
+    def _group(self, name: str) -> str:
+        group = getattr(self.commands[name], "rich_help_panel", None)
+        if group not in GROUPS:
+            raise AssertionError(f"command {name} has no group of {GROUPS}: give it rich_help_panel")
+        return str(group)
+
+
 app = typer.Typer(
+    cls=_Grouped,
     help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
     no_args_is_help=True,
     add_completion=False,

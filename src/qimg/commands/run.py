@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qimg import display, notices
 from qimg.commands.common import (
+    TASKS,
     JsonOpt,
     LocalOpt,
     PasswordStdinOpt,
@@ -20,6 +19,8 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
+from qimg.display import stderr
+from qimg.display import tasks as display
 from qimg.errors import UsageError
 
 UploadOpt = Annotated[
@@ -30,7 +31,7 @@ UploadOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def run(
     image: Annotated[
         str | None,
@@ -122,7 +123,9 @@ def run(
     ] = None,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
+    from qimg.launcher import sshconfig
     from qimg.launcher.plan import LaunchOptions, plan_launch
+    from qimg.launcher.records import TaskRecord
     from qimg.launcher.session import run_task
     from qimg.launcher.tunnels import parse_tunnels
     from qimg.launcher.worker import WorkerOptions, cluster_note
@@ -143,9 +146,12 @@ def run(
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
     out = sys.stderr if command is not None else sys.stdout
-    tunnels = parse_tunnels(options.tunnels)
-    ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
-    with display.RunReporter(display.stderr(), ready) as reporter, notices.to(reporter.note):
+    forwards = tuple(option for tunnel in parse_tunnels(options.tunnels) for option in tunnel.ssh_option)
+
+    def ready(record: TaskRecord) -> None:
+        display.ready(record, sshconfig.logins(record, putty, forwards), as_json, out)
+
+    with display.RunReporter(stderr(), ready) as reporter:
         plan = plan_launch(options)
         for note in (*plan.notes, cluster_note(plan.request)):
             if note:
