@@ -39,6 +39,7 @@ from qimg.launcher import data, records, session, tasks
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import HARDWARE, STORAGE, TaskRequest, TaskView
 from qimg.launcher.keys.read import read_login_key
+from qimg.launcher.launch import Readiness
 from qimg.launcher.plan import LaunchPlan, Login
 from qimg.launcher.records import TaskRecord
 from tests.backends import memory as memory_backend
@@ -108,9 +109,14 @@ def launch_plan(
     )  # fmt: skip
     if data_plan is not None:
         request = data_plan.applied(request)
+    login = Login("alice", read_login_key(key))
+    wait = Readiness(
+        user=login.user, identity=login.key.identity, timeout=timeout,
+        queue_timeout=request.max_queue_seconds, entries=request.entries, instances=request.instances,
+    )  # fmt: skip
     return LaunchPlan(
-        registry.open_backend("memory"), request, Login("alice", read_login_key(key)), timeout, keep, (),
-        command, False, data_plan, (), batch,
+        backend=registry.open_backend("memory"), request=request, login=login, wait=wait, keep=keep,
+        tunnels=(), command=command, connect=False, data=data_plan, batch=batch,
     )  # fmt: skip
 
 
