@@ -30,9 +30,8 @@ GOOD = {
 
 
 @pytest.fixture(autouse=True)
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    return tmp_path / "qimg" / "data"
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "qimg" / "data"  # in the isolated state folder (tests/conftest.py)
 
 
 def test_a_record_round_trips(state: Path) -> None:

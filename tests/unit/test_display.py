@@ -34,7 +34,7 @@ def test_the_ready_lines_and_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """How to log in, from the launcher's logins: display draws them and reads no ssh config itself."""
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the state folder inside the home: shown as ~/...
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     instance = InstanceRecord(0, Endpoint("127.0.0.1", 2222), ["ssh-ed25519 AAAAkey"])
     record = TaskRecord("web", "local", "c0ffee", "alice", tmp_path / "id", instances=[instance])

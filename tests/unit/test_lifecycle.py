@@ -66,12 +66,6 @@ class Reporter:
         self.ready_lines.append(record)
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-
-
 def keygen(path: Path) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
@@ -206,8 +200,8 @@ def test_a_name_held_by_a_running_task_creates_nothing(memory: Service, login_ke
 def test_a_name_that_cannot_be_claimed_creates_nothing(
     memory: Service, login_key: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "state" / "qimg").mkdir(parents=True)
-    (tmp_path / "state" / "qimg" / "tasks").write_text("not a folder")
+    (tmp_path / "qimg").mkdir(parents=True)
+    (tmp_path / "qimg" / "tasks").write_text("not a folder")
     _, outcome = run(launch_plan(login_key))
     assert isinstance(outcome, FileError)
     assert "submit" not in memory.counts and memory.tasks == {}

@@ -28,7 +28,6 @@ class Listing:
 @pytest.fixture
 def broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The record of task web is broken; the backends opened are counted."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     (tmp_path / "qimg" / "tasks").mkdir(parents=True)
     (tmp_path / "qimg" / "tasks" / "web.json").write_text("{garbled")
     opened: list[str] = []

@@ -30,9 +30,8 @@ def record(name: str, port: int = 50001) -> TaskRecord:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    return tmp_path / "qimg"
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "qimg"  # the isolated state folder (tests/conftest.py)
 
 
 BROKEN = {

@@ -105,7 +105,6 @@ def test_a_launch_checks_every_path_its_logins_give_ssh(
 
 
 def test_a_record_ssh_cannot_be_given_is_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     good = TaskRecord("t1", "local", "id-1", "alice", Path('/k/o"b/id'), None, [])
     records.store(good)
     assert records.load("t1") == good
