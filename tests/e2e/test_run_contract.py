@@ -28,11 +28,10 @@ from qimg.launcher.containers import PURPOSE_LABEL
 from qimg.launcher.keys.wire import PublicKey, mpint, string
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 SECRET = "QARNOT_SECRET__DOCKER_REGISTRY_PASSWORD"
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}  # had qimg asked the engine: exit 1
 
