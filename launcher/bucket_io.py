@@ -406,12 +406,18 @@ def list_buckets(backend: str) -> list[BucketInfo]:
     return sorted(found, key=lambda info: (info.created is None, info.created or datetime.min, info.name))
 
 
-def purge(task: str | None, backend: str) -> tuple[list[str], list[str], list[str]]:
+def purge(
+    task: str | None, backend: str, opened: Backend | None = None
+) -> tuple[list[str], list[str], list[str]]:
     """`qimg stop --purge`: delete the buckets of task `task` (of every task: None) on the backend
     named `backend`. Kept, with a warning: the buckets of a task that is running, and results not
     downloaded since their task stopped. A bucket that cannot be deleted does not keep the others:
-    each is tried. Returns (deleted, kept, failures), a failure being "BUCKET: why"."""
-    opened, store = _open_storage(backend, "--purge")
+    each is tried. Returns (deleted, kept, failures), a failure being "BUCKET: why". `opened`: the
+    backend the command has opened already (its stop), else it is opened here."""
+    if opened is None:
+        opened, store = _open_storage(backend, "--purge")
+    else:
+        store = registry.require(opened, STORAGE, "--purge")
     running = {view.name for view in opened.tasks() if not view.ended}
     deleted, kept, failures = [], [], []
     for view in _qimg_buckets(store):

@@ -61,13 +61,14 @@ def list_tasks(backend: str) -> Listing:
 
 def stop(
     name: str | None, backend: str, before: Callable[[Backend, str, str], None] | None = None
-) -> tuple[str, list[tuple[str, str]]]:
+) -> tuple[Backend, list[tuple[str, str]]]:
     """Abort and delete one task, or every qimg task of `backend` (name None); drop their records.
     A task already gone counts as stopped; one that fails does not stop the others: all are tried,
     then the failures are raised together. A record that cannot be dropped does not keep a task
     running: the FileError comes after the stops. `before(backend, name, id)` runs before each task
-    is deleted (its results are saved there). Returns the backend's name and each (name, id)
-    stopped; what the user should know on the way (broken records set aside) goes to `notices`."""
+    is deleted (its results are saved there). Returns the backend, opened (`stop --purge` goes on
+    with it), and each (name, id) stopped; what the user should know on the way (broken records set
+    aside) goes to `notices`."""
     stopped: list[tuple[str, str]] = []
     failures: list[str] = []
     # SIGINT, SIGTERM, SIGHUP end the command as they end others (Interrupted, from cli.main), but
@@ -109,7 +110,7 @@ def stop(
         _drop_stale(opened)
     if failures:
         raise BackendError(f"could not stop {len(failures)} of {len(targets)} tasks: {'; '.join(failures)}")
-    return opened.name, stopped
+    return opened, stopped
 
 
 def _launch_of(name: str, backend: str) -> tuple[Backend, list[str]]:

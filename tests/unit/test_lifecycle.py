@@ -404,7 +404,8 @@ def test_a_stop_that_fails_keeps_the_record_for_qimg_stop(memory: Service, login
     assert record is not None and record.task_id == task_id and record.backend == "memory"
     # `qimg stop NAME` (without an option: the default backend) finds it by its record, on the
     # backend the record names, and stops it.
-    assert tasks.stop(NAME, registry.DEFAULT) == ("memory", [(NAME, task_id)])
+    opened, stopped = tasks.stop(NAME, registry.DEFAULT)
+    assert (opened.name, stopped) == ("memory", [(NAME, task_id)])
     assert_nothing_left(memory)
 
 

@@ -77,16 +77,17 @@ def stop(
     if purge:
         registry.check(chosen, STORAGE, "--purge")
     missing: TaskNotFound | None = None
+    opened = None
     with data_display.TransferBars(stderr()) as bars:
         try:
-            backend, stopped = tasks.stop(name, chosen, bucket_io.results_first(bars.note, bars))
+            opened, stopped = tasks.stop(name, chosen, bucket_io.results_first(bars.note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise
-            backend, stopped, missing = chosen, [], gone  # buckets may be left
-    display.stopped(backend, stopped, say_none=missing is None)
+            stopped, missing = [], gone  # buckets may be left
+    display.stopped(opened.name if opened else chosen, stopped, say_none=missing is None)
     if purge:
-        deleted, kept, failures = bucket_io.purge(name, chosen)
+        deleted, kept, failures = bucket_io.purge(name, chosen, opened)
         display.buckets_deleted(deleted)
         if failures:
             raise BackendError(
