@@ -22,8 +22,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from qimg.errors import QimgError
+
+if TYPE_CHECKING:
+    from qimg.launcher.backends.base import TaskView
+    from qimg.launcher.records import TaskRecord
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = (
@@ -243,3 +250,25 @@ def run_qimg_on_terminal(
         os.close(master)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", shown.decode("utf-8", "replace"))
     return code, text.replace("\r\n", "\n")
+
+
+@dataclass
+class Recorder:
+    """A `session.Reporter` that keeps what a terminal would have shown of a launch; with
+    `fail_on_ready`, the caller fails to show the ready lines (after the task is ready)."""
+
+    fail_on_ready: bool = False
+    states: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ready_records: list[TaskRecord] = field(default_factory=list)
+
+    def status(self, view: TaskView, elapsed: float) -> None:
+        self.states.append(view.state)
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
+
+    def ready(self, record: TaskRecord) -> None:
+        self.ready_records.append(record)
+        if self.fail_on_ready:
+            raise QimgError("the caller could not show the task")

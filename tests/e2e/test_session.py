@@ -8,36 +8,14 @@ import pytest
 from qimg.errors import QimgError
 from qimg.launcher import records
 from qimg.launcher.backends import registry
-from qimg.launcher.backends.base import TaskView
 from qimg.launcher.backends.local import TASK_LABEL
 from qimg.launcher.options import LaunchOptions
 from qimg.launcher.plan import plan_launch
-from qimg.launcher.records import TaskRecord
 from qimg.launcher.session import run_task
 from tests.e2e.conftest import User
+from tests.helpers import Recorder
 
 pytestmark = pytest.mark.docker
-
-
-class Recorder:
-    """A Reporter that keeps what a terminal would have shown."""
-
-    def __init__(self, fail_on_ready: bool = False) -> None:
-        self.states: list[str] = []
-        self.notes: list[str] = []
-        self.ready_records: list[TaskRecord] = []
-        self.fail_on_ready = fail_on_ready
-
-    def status(self, view: TaskView, elapsed: float) -> None:
-        self.states.append(view.state)
-
-    def note(self, line: str) -> None:
-        self.notes.append(line)
-
-    def ready(self, record: TaskRecord) -> None:
-        self.ready_records.append(record)
-        if self.fail_on_ready:
-            raise QimgError("the caller could not show the task")
 
 
 @pytest.fixture

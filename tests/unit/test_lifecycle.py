@@ -21,7 +21,6 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,33 +36,16 @@ from qimg.errors import (
 )
 from qimg.launcher import data, records, session, tasks
 from qimg.launcher.backends import registry
-from qimg.launcher.backends.base import HARDWARE, STORAGE, TaskRequest, TaskView
+from qimg.launcher.backends.base import HARDWARE, STORAGE, TaskRequest
 from qimg.launcher.keys.read import read_login_key
 from qimg.launcher.launch import Readiness
 from qimg.launcher.plan import LaunchPlan, Login
 from qimg.launcher.records import TaskRecord
 from tests.backends import memory as memory_backend
 from tests.backends.memory import Service
+from tests.helpers import Recorder
 
 NAME = "t1"
-
-
-@dataclass
-class Reporter:
-    """What the user is shown of a launch."""
-
-    states: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    ready_lines: list[TaskRecord] = field(default_factory=list)
-
-    def status(self, view: TaskView, elapsed: float) -> None:
-        self.states.append(view.state)
-
-    def note(self, line: str) -> None:
-        self.notes.append(line)
-
-    def ready(self, record: TaskRecord) -> None:
-        self.ready_lines.append(record)
 
 
 def keygen(path: Path) -> Path:
@@ -114,9 +96,9 @@ def launch_plan(
     )  # fmt: skip
 
 
-def run(plan: LaunchPlan) -> tuple[Reporter, BaseException | int]:
+def run(plan: LaunchPlan) -> tuple[Recorder, BaseException | int]:
     """The launch, as `qimg run` makes it: what it showed, and its exit code or its error."""
-    shown = Reporter()
+    shown = Recorder()
     try:
         return shown, session.run_task(plan, shown)
     except (Exception, KeyboardInterrupt) as error:  # the error is the outcome tested
