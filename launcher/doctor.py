@@ -252,7 +252,8 @@ def open_backend(name: str) -> DoctorBackend:
 
 def plan_doctor(image: str | None, profile: str | None, timeout: float, backend: str) -> DoctorPlan:
     """The image, the profile and the RAM value of the probes, and the account's room for them."""
-    from qimg.launcher.plan import check_registry_reachable, check_timeout
+    from qimg.launcher.options import check_timeout
+    from qimg.launcher.plan import check_registry_reachable
 
     check_timeout(timeout)
     ref = ImageRef.parse(image or DEFAULT_IMAGE, "--image")

@@ -1,14 +1,17 @@
 """The options of `qimg run`, each written once: its field here (name, type, default) with its flag
 and help. The command's parameters are made from these fields (`commands/run.py`), the plan checks
 them (`plan.plan_launch`, `worker.plan`), and what they become travels in the plan to the backend's
-request. Standard library only: the CLI reads the fields at every start.
+request. Light (the standard library and `errors`): the CLI reads the fields at every start.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from qimg.errors import UsageError
 
 FLAG = "qimg.flag"  # the metadata key of a field the user gives as an option
 
@@ -25,6 +28,13 @@ class Flag:
 def option(default: Any, spelling: str, help: str) -> Any:
     """A field the user gives as `spelling`."""
     return field(default=default, metadata={FLAG: Flag(spelling, help)})
+
+
+def check_timeout(seconds: float) -> float:
+    """A `--timeout` (of run, check and doctor): seconds above 0."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"invalid --timeout {seconds}: give a number of seconds above 0")
+    return seconds
 
 
 def _default_backend() -> str:

@@ -6,7 +6,6 @@ Bad input ends here, as a UsageError: no task is ever created for it.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import secrets
@@ -27,7 +26,7 @@ from qimg.launcher.backends.base import ACCOUNT, Account, Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.launch import Readiness
-from qimg.launcher.options import LaunchOptions
+from qimg.launcher.options import LaunchOptions, check_timeout
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
 
@@ -74,12 +73,6 @@ def parse_duration(text: str, option: str) -> int:
     )
     if seconds <= 0:
         raise UsageError(f"invalid {option} {text!r}: give a duration above 0 such as 3600, 90m or 12h")
-    return seconds
-
-
-def check_timeout(seconds: float) -> float:
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"invalid --timeout {seconds}: give a number of seconds above 0")
     return seconds
 
 

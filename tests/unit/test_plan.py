@@ -19,8 +19,8 @@ from qimg.builder.spec import ImageSpec
 from qimg.errors import UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
-from qimg.launcher.options import LaunchOptions
-from qimg.launcher.plan import LaunchPlan, check_timeout, parse_duration, plan_launch
+from qimg.launcher.options import LaunchOptions, check_timeout
+from qimg.launcher.plan import LaunchPlan, parse_duration, plan_launch
 
 if TYPE_CHECKING:
     from qimg.engine_api import Engine
