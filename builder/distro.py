@@ -8,12 +8,7 @@ from qimg.builder.spec import Distro
 from qimg.engine_api import Engine
 from qimg.errors import UsageError
 
-_FAMILIES = {
-    "debian": Distro.DEBIAN, "ubuntu": Distro.DEBIAN,
-    "rhel": Distro.RHEL, "fedora": Distro.RHEL, "centos": Distro.RHEL, "rocky": Distro.RHEL,
-    "almalinux": Distro.RHEL, "ol": Distro.RHEL, "amzn": Distro.RHEL,
-    "alpine": Distro.ALPINE,
-}  # fmt: skip
+_FAMILIES = {os_id: family for family in Distro for os_id in family.os_ids}
 _CHOICES = "--distro " + "|".join(d.value for d in Distro)
 
 
@@ -50,4 +45,4 @@ def detect(engine: Engine, base: str) -> Distro:
 
 def resolve(choice: str, base: str, engine: Engine | None = None) -> Distro:
     """The distro family named by `--distro`, or with "auto" the one the base image says it is."""
-    return Distro(choice) if choice != "auto" else detect(engine or Engine.from_env(), base)
+    return Distro.named(choice) if choice != "auto" else detect(engine or Engine.from_env(), base)

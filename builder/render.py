@@ -16,14 +16,8 @@ import jinja2
 
 from qimg import __version__
 from qimg.builder import labels
-from qimg.builder.spec import Distro, ImageSpec
+from qimg.builder.spec import ImageSpec
 
-# What each family needs besides openssh-server: useradd and friends (shadow), and bash for users.
-_FAMILY_PACKAGES = {
-    Distro.DEBIAN: ("openssh-server",),
-    Distro.RHEL: ("openssh-server", "shadow-utils"),
-    Distro.ALPINE: ("openssh-server", "shadow", "bash"),
-}
 # Scripts copied into the build context as they are (mode 0755); the Dockerfile installs them.
 _SCRIPTS = ("qimg-setup.sh", "qimg-start.sh", "qimg-idle.sh")
 _SSHD_CONFIG = "sshd-qimg.conf"
@@ -43,7 +37,7 @@ def _templates() -> jinja2.Environment:
 
 def packages(spec: ImageSpec) -> tuple[str, ...]:
     """Packages to install, in a stable order (so the install layer is cached across users)."""
-    wanted = [*_FAMILY_PACKAGES[spec.distro], *(("sudo",) if spec.sudo else ()), *spec.packages]
+    wanted = [*spec.distro.packages, *(("sudo",) if spec.sudo else ()), *spec.packages]
     return tuple(dict.fromkeys(wanted))
 
 

@@ -14,11 +14,31 @@ from qimg.errors import UsageError
 
 
 class Distro(str, Enum):
-    """A distro family: one template and one package manager each."""
+    """A distro family: its template (`images/VALUE.Dockerfile.j2`), the os-release IDs that belong
+    to it (`--distro auto` reads ID, then ID_LIKE), and the packages its images need besides the
+    user's: openssh-server, useradd and friends (shadow), bash for users. A new family is a member
+    here and its template."""
 
-    DEBIAN = "debian"
-    RHEL = "rhel"
-    ALPINE = "alpine"
+    os_ids: tuple[str, ...]
+    packages: tuple[str, ...]
+
+    def __new__(cls, value: str, os_ids: tuple[str, ...], packages: tuple[str, ...]) -> Distro:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.os_ids, member.packages = os_ids, packages
+        return member
+
+    @classmethod
+    def named(cls, value: str) -> Distro:
+        return next(family for family in cls if family.value == value)
+
+    DEBIAN = "debian", ("debian", "ubuntu"), ("openssh-server",)
+    RHEL = (
+        "rhel",
+        ("rhel", "fedora", "centos", "rocky", "almalinux", "ol", "amzn"),
+        ("openssh-server", "shadow-utils"),
+    )
+    ALPINE = "alpine", ("alpine",), ("openssh-server", "shadow", "bash")
 
 
 DEFAULT_BASE = "debian:bookworm-slim"

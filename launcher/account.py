@@ -9,16 +9,19 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
 
-from qimg.errors import BackendError, UsageError
+from qimg.errors import UsageError
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
+    ACCOUNT,
+    HARDWARE,
     MB_PER_GB,
     ORGANISATION_PREFIX,
     RESERVATION_PREFIX,
+    Account,
     AccountView,
     Hardware,
+    HardwareChoice,
     HardwareOffer,
     Quota,
     TaskRequest,
@@ -35,19 +38,6 @@ OPTIONS = {SPECIFIC: "--hardware", GPU: "--gpu", SSD: "--ssd", CORES: "--cores",
 QUOTA_NAMES = {"Flex": "flex", "OnDemand": "on-demand"}
 
 
-@runtime_checkable
-class AccountBackend(Protocol):
-    """A backend with an account behind it (Qarnot's)."""
-
-    def profile_names(self) -> list[str]: ...
-
-    def hardware_offers(self) -> list[HardwareOffer]: ...
-
-    def account(self) -> AccountView: ...
-
-    def balance(self) -> float | None: ...
-
-
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -59,19 +49,23 @@ class Profile:
         return {"name": self.name, "ssh": self.ssh, "cluster": self.cluster, "gpu": self.gpu}
 
 
-def open_account() -> AccountBackend:
-    backend = registry.open_backend("qarnot")
-    if not isinstance(backend, AccountBackend):
-        raise BackendError(f"the {backend.name} backend has no account")
-    return backend
+def open_account(backend: str, what: str) -> Account:
+    """The backend called `backend`, opened for its account, or the one line saying it has none."""
+    return registry.require(registry.open_backend(backend), ACCOUNT, what)
 
 
-def summary(backend: AccountBackend) -> AccountView:
+def open_hardware(backend: str, what: str) -> HardwareChoice:
+    """The backend called `backend`, opened for the machines it may ask for, or the one line saying
+    it chooses none."""
+    return registry.require(registry.open_backend(backend), HARDWARE, what)
+
+
+def summary(backend: Account) -> AccountView:
     """Counts, quotas and the balance (a launch's checks leave the balance out: it is not needed)."""
     return replace(backend.account(), balance=backend.balance())
 
 
-def profiles(backend: AccountBackend) -> list[Profile]:
+def profiles(backend: Account) -> list[Profile]:
     return [
         Profile(name, is_ssh_profile(name), is_cluster_profile(name), is_gpu_profile(name))
         for name in sorted(backend.profile_names())
@@ -90,16 +84,17 @@ def option_for(offer: HardwareOffer) -> str | None:
     return f"{option} {offer.value}" if offer.value else option
 
 
-def check_launch(backend: AccountBackend, request: TaskRequest, *, batch: bool = False) -> list[str]:
+def check_launch(backend: Account, request: TaskRequest, *, batch: bool = False) -> list[str]:
     """The profile, the hardware and the quotas, checked before the request is sent (and before any
     upload). Returns what the user should know (an organisation quota that may hold the task in the
-    queue). A `batch` task (its command is the task: no login) needs no ssh profile."""
+    queue). A `batch` task (its command is the task: no login) needs no ssh profile. An account
+    whose backend chooses no machines (no `HardwareChoice`) offers no hardware."""
     names = backend.profile_names()
     check_known("--profile", request.profile, names, "qimg profiles")
     check_profile(request, names, batch=batch)
     hardware = request.hardware
     if hardware != Hardware():
-        check_hardware(hardware, backend.hardware_offers())
+        check_hardware(hardware, backend.hardware_offers() if isinstance(backend, HardwareChoice) else [])
     return check_quotas(request, backend.account())
 
 

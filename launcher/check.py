@@ -22,7 +22,7 @@ from qimg.engine_api import Engine, labels_of
 from qimg.errors import NotReady, UsageError
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
-from qimg.launcher.plan import check_timeout
+from qimg.launcher.options import check_timeout
 from qimg.launcher.ssh import Endpoint, free_local_port, pinned_argv, read_banner, wait_until_ready
 
 # What `sshd -T` must say, whatever the base image's own sshd_config says.

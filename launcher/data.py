@@ -12,7 +12,12 @@ it is deleted, snapshots on demand, fetch, and the clean-up of the buckets qimg 
 - What qimg knows of a task's data lives in its state directory: `data/NAME.json` (the buckets of the
   latest launch of NAME, and where its results go) and `data/pending/BUCKET` (results not downloaded
   yet). Both are read back as untrusted input.
-- The local engine has no buckets: every data option and command is refused there, in one line.
+- A backend without buckets (`registry`'s STORAGE: the local engine) refuses every data option and
+  command, in one line.
+
+This room holds what qimg plans and knows, with nothing moved: the options checked (and the storage
+asked once that it answers), the launch's buckets named (`DataPlan`), `DataRecord` and the pending
+marks. The bytes move in `bucket_io`.
 """
 
 from __future__ import annotations
@@ -20,36 +25,20 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from qimg.errors import QimgError, UsageError
+from qimg.errors import UsageError
 from qimg.files import atomic_write, read_regular
 from qimg.launcher import buckets, records
 from qimg.launcher.backends import registry
-from qimg.launcher.backends.base import Backend, BucketView, Storage, TaskRequest
+from qimg.launcher.backends.base import STORAGE, Backend, TaskRequest
 from qimg.launcher.buckets import INPUTS, RESULTS, Upload
 from qimg.state import state_dir
 
 WORKDIR = "/job"  # DOCKER_WORKDIR: set explicitly, the platform's default is not documented
 _PATH = re.compile(r"/[^\x00-\x1f\x7f]{0,4095}")
-
-# Progress of a transfer: (what, bytes done, bytes in all). Called from the transfer's threads.
-Progress = Callable[[str, int, int], None]
-Note = Callable[[str], None]
-
-
-def no_progress(_what: str, _done: int, _total: int) -> None:
-    return
-
-
-def storage_of(backend: Backend, what: str) -> Storage:
-    if isinstance(backend, Storage):
-        return backend
-    raise UsageError(f"{what} uses Qarnot's buckets: the local engine has none (drop --local)")
 
 
 # --- a launch's data, planned ---------------------------------------------------------------------
@@ -101,16 +90,15 @@ def inputs_left_out(names: list[str]) -> str:
 
 
 def check_options(
-    uploads: tuple[Path, ...], results: Path | None, snapshot_seconds: int, *, local: bool
+    uploads: tuple[Path, ...], results: Path | None, snapshot_seconds: int, backend: str
 ) -> CheckedData | None:
-    """--upload, --results and --snapshot-every checked, every directory walked; UsageError otherwise."""
-    if not (uploads or results or snapshot_seconds):
+    """--upload, --results and --snapshot-every checked for the backend named `backend`, every
+    directory walked; UsageError otherwise."""
+    values = {"--upload": uploads, "--results": results, "--snapshot-every": snapshot_seconds}
+    given = [option for option, value in values.items() if value]
+    if not given:
         return None
-    if local:
-        raise UsageError(
-            "--upload, --results and --snapshot-every use Qarnot's buckets: the local engine has none "
-            "(drop --local)"
-        )
+    registry.check(backend, STORAGE, given[0])  # the first one given names the refusal
     if snapshot_seconds and results is None:
         raise UsageError("--snapshot-every snapshots into the results bucket: give --results DIR too")
     walked: dict[str, Upload] = {}
@@ -130,7 +118,7 @@ def check_options(
 
 def check_storage(backend: Backend) -> None:
     """Before anything is created: the backend has bucket storage, and it answers."""
-    storage_of(backend, "--upload/--results").buckets()
+    registry.require(backend, STORAGE, "--upload/--results").buckets()
 
 
 # --- what this machine remembers ------------------------------------------------------------------
@@ -213,84 +201,3 @@ def mark_pending(bucket: str, pending: bool) -> None:
         atomic_write(_pending_path(bucket), "")
     else:
         _pending_path(bucket).unlink(missing_ok=True)
-
-
-# --- moving bytes ---------------------------------------------------------------------------------
-
-
-def bucket_parts(bucket: str) -> tuple[str, str] | None:
-    parsed = buckets.parse_bucket(bucket)
-    return (parsed.task, parsed.kind) if parsed else None
-
-
-def qimg_buckets(store: Storage) -> list[BucketView]:
-    return [view for view in store.buckets() if buckets.parse_bucket(view.name) is not None]
-
-
-@dataclass(frozen=True)
-class BucketInfo:
-    name: str
-    task: str
-    kind: str  # "inputs" or "results"
-    objects: int
-    size: int
-    created: datetime | None
-    pending: bool  # results not downloaded since the task stopped
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name, "task": self.task, "kind": self.kind, "objects": self.objects,
-            "bytes": self.size, "created": self.created.isoformat() if self.created else None,
-            "pending_download": self.pending,
-        }  # fmt: skip
-
-
-def list_buckets(local: bool) -> list[BucketInfo]:
-    """`qimg ls --buckets`: the buckets qimg made (their names say so), oldest first."""
-    if local:
-        raise UsageError("--buckets lists Qarnot buckets: the local engine has none (drop --local)")
-    store = storage_of(registry.open_backend("qarnot"), "--buckets")
-    found = []
-    for view in qimg_buckets(store):
-        parsed = buckets.parse_bucket(view.name)
-        assert parsed is not None  # filtered above
-        listed = store.objects(view.name)
-        found.append(BucketInfo(
-            view.name, parsed.task, "inputs" if parsed.kind == INPUTS else "results", len(listed),
-            sum(item.size for item in listed), view.created, is_pending(view.name),
-        ))  # fmt: skip
-    return sorted(found, key=lambda info: (info.created is None, info.created or datetime.min, info.name))
-
-
-def purge(task: str | None, note: Note) -> tuple[list[str], list[str], list[str]]:
-    """`qimg stop --purge`: delete the buckets of task `task` (of every task: None). Kept, and said:
-    the buckets of a task that is running, and results not downloaded since their task stopped. A
-    bucket that cannot be deleted does not keep the others: each is tried. Returns (deleted, kept,
-    failures), a failure being "BUCKET: why"."""
-    backend = registry.open_backend("qarnot")
-    store = storage_of(backend, "--purge")
-    running = {view.name for view in backend.tasks() if not view.ended}
-    deleted, kept, failures = [], [], []
-    for view in qimg_buckets(store):
-        parsed = buckets.parse_bucket(view.name)
-        assert parsed is not None  # filtered above
-        if task is not None and parsed.task != task:
-            continue
-        if parsed.task in running:
-            note(f"kept {view.name}: task {parsed.task} is running")
-            kept.append(view.name)
-        elif is_pending(view.name):
-            note(f"kept {view.name}: its results were never downloaded: `qimg fetch {view.name} DIR` first")
-            kept.append(view.name)
-        else:
-            try:
-                store.delete_bucket(view.name)
-            except QimgError as error:
-                failures.append(f"{view.name}: {error}")
-                continue
-            deleted.append(view.name)
-    for name in {parts[0] for parts in map(bucket_parts, deleted) if parts}:
-        record = load(name)
-        if record is not None and not {record.inputs, record.results} - {"", *deleted}:
-            forget(name)
-    return deleted, kept, failures

@@ -27,14 +27,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from qimg import notices
 from qimg.builder.spec import ImageRef
 from qimg.errors import BackendError, Interrupted, QimgError, TaskNotFound, UsageError, first_line
 from qimg.launcher import account, launch, signals
-from qimg.launcher.account import AccountBackend
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
+    ACCOUNT,
+    HARDWARE,
+    STORAGE,
+    Account,
     Backend,
     Hardware,
+    HardwareChoice,
     Storage,
     TaskRequest,
     TaskView,
@@ -78,8 +83,9 @@ CHECKS = {
 
 
 @runtime_checkable
-class DoctorBackend(Backend, Storage, AccountBackend, Protocol):
-    """Qarnot's backend: tasks, buckets, the account, and what a task has cost."""
+class DoctorBackend(Backend, Storage, Account, HardwareChoice, Protocol):
+    """A backend with every capability (Qarnot's): tasks, buckets, the account and its machines; its
+    settings (where it is), and what a task has cost."""
 
     settings: QarnotSettings
 
@@ -134,6 +140,7 @@ class SpentTask:
 
 @dataclass
 class DoctorReport:
+    backend: str  # its name
     profile: str
     image: str
     findings: dict[str, Finding] = field(default_factory=dict)
@@ -155,7 +162,7 @@ class DoctorReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "backend": "qarnot", "profile": self.profile, "image": self.image,
+            "backend": self.backend, "profile": self.profile, "image": self.image,
             "checks": {finding.check: finding.as_dict() for finding in self.rows},
             "tasks": [{"name": t.name, "id": t.id, "credits": t.credits} for t in self.tasks],
             "credits": self.credits, "left": self.left,
@@ -232,35 +239,40 @@ def _shown(text: str, limit: int = 120) -> str:
 # --- the plan: checked before anything is created ----------------------------------------------------
 
 
-def open_backend() -> DoctorBackend:
-
-    backend = registry.open_backend("qarnot")
-    if not isinstance(backend, DoctorBackend):
+def open_backend(name: str) -> DoctorBackend:
+    """The backend called `name`, opened for the probes: each capability they use is asked for."""
+    backend = registry.open_backend(name)
+    registry.require(backend, STORAGE, "qimg doctor")
+    registry.require(backend, ACCOUNT, "qimg doctor")
+    registry.require(backend, HARDWARE, "qimg doctor")
+    if not isinstance(backend, DoctorBackend):  # neither settings nor credits: not a cloud's account
         raise BackendError(f"the {backend.name} backend cannot run qimg doctor")
     return backend
 
 
-def plan_doctor(image: str | None, profile: str | None, timeout: float) -> DoctorPlan:
+def plan_doctor(image: str | None, profile: str | None, timeout: float, backend: str) -> DoctorPlan:
     """The image, the profile and the RAM value of the probes, and the account's room for them."""
-    from qimg.launcher.plan import check_registry_reachable, check_timeout
+    from qimg.launcher.options import check_timeout
+    from qimg.launcher.plan import check_registry_reachable
 
     check_timeout(timeout)
     ref = ImageRef.parse(image or DEFAULT_IMAGE, "--image")
     if ref.digest:
         raise UsageError(f"--image {ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: give REPOSITORY:TAG")
     check_registry_reachable(ref)
-    backend = open_backend()
-    chosen = _profile(profile, backend.profile_names())
+    opened = open_backend(backend)
+    chosen = _profile(profile, opened.profile_names())
     ram_offers = tuple(
         sorted(
             float(offer.value)
-            for offer in backend.hardware_offers()
+            for offer in opened.hardware_offers()
             if offer.kind == "MinimumRamHardwareConstraint" and _is_size(offer.value)
         )
     )
     ram_mb = int(ram_offers[-1]) + RAM_EXTRA_MB if ram_offers else RAM_WITHOUT_OFFERS_MB
-    account.check_quotas(TaskRequest("doctor", str(ref), chosen, 1), backend.account())
-    return DoctorPlan(backend, ref, chosen, ram_mb, ram_offers, backend.balance(), timeout)
+    for note in account.check_quotas(TaskRequest("doctor", str(ref), chosen, 1), opened.account()):
+        notices.warn(note)  # the organisation's quota is busy: the probes may queue
+    return DoctorPlan(opened, ref, chosen, ram_mb, ram_offers, opened.balance(), timeout)
 
 
 def _profile(asked: str | None, names: list[str]) -> str:
@@ -303,7 +315,7 @@ class _Task:
 class _Run:
     def __init__(self, plan: DoctorPlan, note: Callable[[str], None]) -> None:
         self.plan, self.backend, self.note = plan, plan.backend, note
-        self.report = DoctorReport(plan.profile, str(plan.image))
+        self.report = DoctorReport(plan.backend.name, plan.profile, str(plan.image))
         self.last_look = 0.0
 
     def pace(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from qimg.errors import QimgError, UsageError
-from qimg.launcher import session, sshconfig, tasks, transfer
+from qimg.launcher import names, processes, sshconfig, transfer
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -56,11 +56,11 @@ def _is_text(path: str) -> bool:
     return True
 
 
-def workspace(name: str, path: str | None, instance: int, local: bool) -> Workspace:
+def workspace(name: str, path: str | None, instance: int, backend: str) -> Workspace:
     """The task's pinned host (followed if it moved) and the folder to open there."""
     if path is not None and (not path or _CONTROL.search(path) or not _is_text(path)):
         raise UsageError(f"code: {path[:60]!r} is not a folder path")
-    record, _backend = tasks.login_record(name, local)
+    record = names.login(name, backend).record
     return Workspace(transfer.instance_host(record, instance), remote_folder(record.user, path))
 
 
@@ -85,4 +85,4 @@ def require_code() -> None:
 
 def open_in_code(space: Workspace) -> int:
     """`code --remote ssh-remote+HOST FOLDER`: its exit code."""
-    return session.foreground(space.argv)
+    return processes.foreground(space.argv)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from qimg.errors import LaunchFailed, QimgError
@@ -39,27 +40,39 @@ StatusCallback = Callable[[TaskView, float], None]
 HostKeyReaders = dict[tuple[int, int], Callable[[], list[str]]]
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What the wait for a launch needs, as its plan made it: who logs in with which key, the two
+    clocks, and what the request asked for. The task may stay queued `queue_timeout` seconds (None:
+    `timeout`), and once it left the queue it has `timeout` seconds to be ready; a long queue never
+    eats the time given to the start. Only `entries` are logged into (None: all; a cluster's workers
+    have no forward). `instances`, the request's count: a task the backend describes with another
+    count lost instances (or is not the one launched), and is never ready on what is left."""
+
+    user: str
+    identity: Path
+    timeout: float
+    queue_timeout: float | None = None
+    entries: tuple[int, ...] | None = None
+    instances: int | None = None
+
+    @property
+    def queue_bound(self) -> float:
+        return self.timeout if self.queue_timeout is None else self.queue_timeout
+
+
 def wait_ready(
     backend: Backend,
     task_id: str,
-    user: str,
-    identity: Path,
-    timeout: float,
+    wait: Readiness,
     on_status: StatusCallback | None = None,
     ssh_options: tuple[str, ...] = (),
-    entries: tuple[int, ...] | None = None,
-    queue_timeout: float | None = None,
-    expected_instances: int | None = None,
 ) -> list[InstanceRecord]:
-    """Every instance pinned, in order (only `entries` are waited for: a cluster's workers have no
-    forward); LaunchFailed when the task ends or a bound passes. Two clocks: the task may stay queued
-    `queue_timeout` seconds (default `timeout`), and once it left the queue it has `timeout` seconds
-    to be ready; a long queue never eats the time given to the start. `ssh_options` go to the logins
-    that prove readiness (the session keeps them open to reuse). `expected_instances`, the request's:
-    a task the backend describes with another count lost instances (or is not the one launched), and
-    is never ready on what is left."""
+    """Every instance pinned, in order; LaunchFailed when the task ends or a bound of `wait` passes.
+    `ssh_options` go to the logins that prove readiness (the session keeps them open to reuse)."""
+    user, identity, timeout, entries = wait.user, wait.identity, wait.timeout, wait.entries
     started = time.monotonic()
-    queued_until = started + (timeout if queue_timeout is None else queue_timeout)
+    queued_until = started + wait.queue_bound
     deadline: float | None = None  # set when the task leaves the queue
     api_pause, next_poll = API_FIRST_PAUSE, 0.0
     pinned: dict[int, InstanceRecord] = {}
@@ -87,10 +100,9 @@ def wait_ready(
                     on_status(view, now - started)
                 if view.ended:
                     raise logins.failure(view, f"task {view.state.lower()} before ssh was ready")
-                if expected_instances is not None and view.instance_count != expected_instances:
+                if wait.instances is not None and view.instance_count != wait.instances:
                     raise logins.failure(
-                        view,
-                        f"the task has {view.instance_count} instances, {expected_instances} were launched",
+                        view, f"the task has {view.instance_count} instances, {wait.instances} were launched"
                     )
             if view.state == EXECUTING:
                 logins.start(view, pinned)
@@ -121,10 +133,11 @@ SETTLING_STATES = frozenset({"UploadingResults", "DownloadingResults", "PendingC
 
 
 def wait_end(
-    backend: Backend, task_id: str, queue_timeout: float, on_status: StatusCallback | None = None
+    backend: Backend, task_id: str, wait: Readiness, on_status: StatusCallback | None = None
 ) -> TaskView:
     """The view of a batch task (its command is the task) once it is over. Its queue is bounded as
     wait_ready bounds it; its run by its own deadline (--max-time, enforced inside the task)."""
+    queue_timeout = wait.queue_bound
     started = time.monotonic()
     pause = API_FIRST_PAUSE
     while True:
@@ -197,7 +210,9 @@ class _Logins:
             del self.running[index]
             keys, error = attempt.result()
             if keys:
-                pinned[index] = InstanceRecord(index, forward, keys, instance.attempt)
+                pinned[index] = InstanceRecord(
+                    index=index, endpoint=forward, host_keys=keys, attempt=instance.attempt
+                )
                 self.retry_at.pop(index, None)
                 self.pauses.pop(index, None)
                 continue

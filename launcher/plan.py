@@ -6,13 +6,12 @@ Bad input ends here, as a UsageError: no task is ever created for it.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,40 +20,17 @@ from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
 from qimg.errors import UsageError
-from qimg.launcher import account, contract, records, sshconfig, tasks, worker
+from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
-from qimg.launcher.backends.base import Backend, TaskRequest
+from qimg.launcher.backends.base import ACCOUNT, Account, Backend, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
+from qimg.launcher.launch import Readiness
+from qimg.launcher.options import LaunchOptions, check_timeout
+from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
-from qimg.launcher.worker import WorkerOptions
 
-DEFAULT_PROFILE = "docker-network-ssh"
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """What the user asked for, unchecked."""
-
-    image: str | None = None  # default: the last pushed, or with `local` the last built
-    local: bool = False
-    key: Path | None = None
-    user: str | None = None
-    instances: int = 1
-    name: str | None = None
-    profile: str = DEFAULT_PROFILE
-    tunnels: tuple[str, ...] = ()
-    connect: bool = False
-    command: str | None = None
-    timeout: float = 600.0
-    max_time: str = "12h"
-    idle_stop: str | None = None  # stop after this long without an ssh session (inside the task)
-    keep: bool = False
-    registry_auth: tuple[str, str] | None = None  # (username, password); unused with `local`
-    uploads: tuple[Path, ...] = ()  # directories for the task's working directory
-    results: Path | None = None  # where the task's results are downloaded
-    snapshot_every: str | None = None  # a duration: periodic snapshots of the results
-    worker: WorkerOptions = field(default_factory=WorkerOptions)  # environment, secrets, hardware, scheduling
+MAX_INSTANCES = 64
 
 
 @dataclass(frozen=True)
@@ -70,7 +46,7 @@ class LaunchPlan:
     backend: Backend
     request: TaskRequest
     login: Login
-    timeout: float
+    wait: Readiness  # until ready (or, for a batch task, until over)
     keep: bool
     tunnels: tuple[Tunnel, ...]
     command: str | None
@@ -78,6 +54,15 @@ class LaunchPlan:
     data: DataPlan | None = None  # buckets: inputs uploaded before, results downloaded at the end
     notes: tuple[str, ...] = ()  # what the user should know before the launch (a busy organisation quota)
     batch: bool = False  # --command is the task's own command (a profile without ssh): no login
+
+    def record(self, task_id: str = "", instances: Sequence[InstanceRecord] = ()) -> TaskRecord:
+        """The launch's record: before the task exists (no id), once created, once every instance is
+        pinned."""
+        return TaskRecord(
+            name=self.request.name, backend=self.backend.name, task_id=task_id, user=self.login.user,
+            identity=self.login.key.identity, ppk=self.login.key.ppk, instances=list(instances),
+            launch_id=self.request.launch_id,
+        )  # fmt: skip
 
 
 def parse_duration(text: str, option: str) -> int:
@@ -88,12 +73,6 @@ def parse_duration(text: str, option: str) -> int:
     )
     if seconds <= 0:
         raise UsageError(f"invalid {option} {text!r}: give a duration above 0 such as 3600, 90m or 12h")
-    return seconds
-
-
-def check_timeout(seconds: float) -> float:
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"invalid --timeout {seconds}: give a number of seconds above 0")
     return seconds
 
 
@@ -116,11 +95,11 @@ def check_registry_reachable(ref: ImageRef) -> None:
         )
 
 
-def registry_auth(ref: ImageRef, given: tuple[str, str] | None, local: bool) -> tuple[str, str] | None:
-    """What a Qarnot task pulls with: the credentials given, else the Docker config's for the image's
-    registry, Docker Hub included. None with `local`: the engine has the image, and a container's
+def registry_auth(ref: ImageRef, given: tuple[str, str] | None, on_registry: bool) -> tuple[str, str] | None:
+    """What a task pulls with, `on_registry`: the credentials given, else the Docker config's for the
+    image's registry, Docker Hub included. None otherwise: the engine has the image, and a container's
     environment is no place for a password."""
-    if local:
+    if not on_registry:
         return None
     return given or engine.registry_credentials(ref.registry)
 
@@ -128,10 +107,12 @@ def registry_auth(ref: ImageRef, given: tuple[str, str] | None, local: bool) -> 
 def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchPlan:
     """Check everything, then find the image and its login; the engine is asked only after the
     user's own input passed."""
+    if options.connect and options.as_json:
+        raise UsageError("--connect opens a terminal session: it does not go with --json")
     if options.connect and options.command is not None:
         raise UsageError("--connect opens a terminal session: it does not go with --command")
-    if not 1 <= options.instances <= 64:
-        raise UsageError(f"invalid --instances {options.instances}: from 1 to 64")
+    if not 1 <= options.instances <= MAX_INSTANCES:
+        raise UsageError(f"invalid --instances {options.instances}: from 1 to {MAX_INSTANCES}")
     tunnels = parse_tunnels(options.tunnels)
     timeout = check_timeout(options.timeout)
     max_seconds = parse_duration(options.max_time, "--max-time")
@@ -146,66 +127,91 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     snapshot_seconds = (
         parse_duration(options.snapshot_every, "--snapshot-every") if options.snapshot_every else 0
     )
-    checked_data = check_options(options.uploads, options.results, snapshot_seconds, local=options.local)
+    checked_data = check_options(options.uploads, options.results, snapshot_seconds, options.backend)
     max_queue = options.worker.max_queue
     work = worker.plan(
-        options.worker, local=options.local, environ=os.environ,
+        options.worker, backend=options.backend, environ=os.environ,
         max_queue_seconds=parse_duration(max_queue, "--max-queue") if max_queue is not None else None,
     )  # fmt: skip
     key = read_login_key(options.key)
     sshconfig.check_login_paths(key.identity)
-    remembered = state.LAST_BUILT if options.local else state.LAST_PUSHED
+    on_registry = registry.registration(options.backend).pulls_from_registry
+    remembered = state.LAST_PUSHED if on_registry else state.LAST_BUILT
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
     if ref.digest:
         raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")
-    if not options.local:
+    if on_registry:
         check_registry_reachable(ref)
 
     images = images or Engine.from_env()
-    backend = registry.open_backend(tasks.backend_name(options.local))
+    backend = registry.open_backend(options.backend)
     if checked_data is not None:
         check_storage(backend)
-    auth = registry_auth(ref, options.registry_auth, options.local)
-    user, start = image_login(images, ref, options.user, on_registry=not options.local, auth=auth)
-    if batch and start.user:
-        raise UsageError(
-            f"--profile {options.profile} has no ssh, so --command runs through the start script of images "
-            f"qimg built, and {ref} is not one: build one on it with `qimg build --base {ref}`"
-        )
-    if idle_seconds and start.user:  # only images qimg did not build are started as another user
-        raise UsageError(
-            f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
-            f"build it with `qimg build --base {ref}`"
-        )
+    auth = registry_auth(ref, options.registry_auth, on_registry)
+    user, start = image_login(images, ref, options.user, on_registry=on_registry, auth=auth)
+    check_start(options, ref, start, batch=batch, idle=bool(idle_seconds))
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
     # counted again from each start).
     deadline = int(time.time()) + max_seconds
     launch_id = secrets.token_hex(8)
     request = TaskRequest(
-        name, str(ref), options.profile, options.instances,
-        contract.task_constants(
-            ref, key, start, max_seconds, deadline, auth, idle_seconds, options.command if batch else None
+        name=name, image=str(ref), profile=options.profile, instances=options.instances,
+        constants=contract.task_constants(
+            ref, key, start, max_seconds=max_seconds, deadline=deadline, registry_auth=auth,
+            idle_seconds=idle_seconds, batch_command=options.command if batch else None,
         ),
-        launch_id,
+        launch_id=launch_id,
     )  # fmt: skip
     data_plan = checked_data.planned(name, launch_id) if checked_data else None
     if data_plan is not None:
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
-    notes: list[str] = []
-    if isinstance(backend, account.AccountBackend):  # Qarnot: the account can hold this launch
-        notes = account.check_launch(backend, request, batch=batch)
+    # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
+    # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
+    wait = Readiness(
+        user=user, identity=key.identity, timeout=timeout, queue_timeout=request.max_queue_seconds,
+        entries=request.entries, instances=request.instances,
+    )  # fmt: skip
     return LaunchPlan(
-        backend, request, Login(user, key), timeout, options.keep, tunnels, options.command, options.connect,
-        data_plan, tuple(notes), batch,
+        backend=backend, request=request, login=Login(user, key), wait=wait, keep=options.keep,
+        tunnels=tunnels, command=options.command, connect=options.connect, data=data_plan,
+        notes=launch_notes(backend, request, batch), batch=batch,
     )  # fmt: skip
 
 
+def check_start(
+    options: LaunchOptions, ref: ImageRef, start: contract.Start, *, batch: bool, idle: bool
+) -> None:
+    """What needs qimg's start script, refused on an image qimg did not build (started as another user)."""
+    if batch and start.user:
+        raise UsageError(
+            f"--profile {options.profile} has no ssh, so --command runs through the start script of images "
+            f"qimg built, and {ref} is not one: build one on it with `qimg build --base {ref}`"
+        )
+    if idle and start.user:
+        raise UsageError(
+            f"--idle-stop: {ref} was not built by qimg, so nothing in it watches for ssh sessions: "
+            f"build it with `qimg build --base {ref}`"
+        )
+
+
+def launch_notes(backend: Backend, request: TaskRequest, batch: bool) -> tuple[str, ...]:
+    """What the user should know before the launch; on a backend with an account, once the account
+    was found to hold it (profile, hardware, quotas)."""
+    notes = account.check_launch(backend, request, batch=batch) if isinstance(backend, Account) else []
+    cluster = worker.cluster_note(request)
+    return (*notes, cluster) if cluster else tuple(notes)
+
+
 def is_batch(options: LaunchOptions) -> bool:
-    """--command on a Qarnot profile without ssh: the command is the task's own, run without a login
-    (qimg waits for the task to end and prints its output). What needs a login is refused."""
-    if options.local or options.command is None or account.is_ssh_profile(options.profile):
+    """--command on a profile without ssh: the command is the task's own, run without a login (qimg
+    waits for the task to end and prints its output). What needs a login is refused. Profiles are an
+    account's: a backend without one (the local engine) runs no batch task."""
+    if (
+        options.command is None or account.is_ssh_profile(options.profile)
+        or not registry.can(options.backend, ACCOUNT)
+    ):  # fmt: skip
         return False
     for option, given in (
         ("--tunnel", bool(options.tunnels)),

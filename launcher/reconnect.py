@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from qimg.errors import QimgError, TaskNotFound, first_line
 from qimg.launcher import launch
-from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import Backend
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
@@ -45,9 +44,14 @@ Connect = Callable[[Callable[[], None]], Link]
 
 
 def hold(
-    record: TaskRecord, tunnels: tuple[Tunnel, ...], connect: Connect, note: Callable[[str], None]
+    backend: Backend,
+    record: TaskRecord,
+    tunnels: tuple[Tunnel, ...],
+    connect: Connect,
+    note: Callable[[str], None],
 ) -> int:
     """Keep the tunnels open until a signal ends qimg (the caller's), or the task is gone (TaskNotFound).
+    `backend` is the task's, opened by the command: it is asked whether the task lives when the link drops.
 
     A first connection that never comes up is not retried: what ssh said (a refused key, a changed
     host key) is passed on, and its exit code returned, as a plain ssh would do."""
@@ -56,7 +60,6 @@ def hold(
         for line in link.stderr.splitlines():
             note(line.rstrip())
         return link.code
-    backend = registry.open_backend(record.backend)
     pause, why, ended_since = FIRST_PAUSE, link.why, None
     back_up = functools.partial(note, f"tunnel to {record.name} up again")
     while True:

@@ -21,10 +21,10 @@ from typing import Any
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
 from qimg.files import atomic_write, locked, read_regular
+from qimg.launcher.backends import registry
 from qimg.launcher.ssh import Endpoint, is_host_key, path_problem
 from qimg.state import state_dir
 
-BACKENDS = ("qarnot", "local")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _PATH = re.compile(r"/.{1,4095}", re.S)  # absolute; what ssh can be given is `path_problem`'s to say
@@ -88,7 +88,7 @@ class TaskRecord:
         _expect(isinstance(data, dict), "not a JSON object")
         name = _matching(data, "name", _NAME)
         backend = data.get("backend")
-        _expect(backend in BACKENDS, "backend")
+        _expect(isinstance(backend, str) and backend in registry.REGISTERED, "backend")
         user = data.get("user")
         _expect(user == "root" or (isinstance(user, str) and USER_NAME.fullmatch(user) is not None), "user")
         ppk = data.get("ppk")
@@ -102,8 +102,9 @@ class TaskRecord:
         task_id = data.get("task_id")
         _expect(_is_id(task_id) or (task_id == "" and launch_id != ""), "task_id")  # "": being created
         return cls(
-            name, str(backend), str(task_id), str(user), Path(str(identity)),
-            Path(ppk) if ppk else None, [_instance(item) for item in instances], str(launch_id),
+            name=name, backend=str(backend), task_id=str(task_id), user=str(user),
+            identity=Path(str(identity)), ppk=Path(ppk) if ppk else None,
+            instances=[_instance(item) for item in instances], launch_id=str(launch_id),
         )  # fmt: skip
 
 

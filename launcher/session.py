@@ -8,20 +8,28 @@ interactive session, the task is stopped unless the plan says keep.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import shlex
 import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
+from qimg import notices
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
-from qimg.launcher import data, kept_logins, launch, reconnect, records, results, signals, sshconfig, tasks
-from qimg.launcher.backends.base import TaskView
+from qimg.launcher import (
+    bucket_io,
+    kept_logins,
+    launch,
+    names,
+    processes,
+    reconnect,
+    records,
+    signals,
+    sshconfig,
+)
+from qimg.launcher.backends import registry
+from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.plan import LaunchPlan
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.tunnels import Tunnel, check_port_free
@@ -37,44 +45,38 @@ class Reporter(Protocol):
     def ready(self, record: TaskRecord) -> None: ...
 
 
-def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | None = None) -> int:
+def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress | None = None) -> int:
     """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
 
     The record is written before the request that creates the task, and signals are held while the
     request runs: whatever happens, the launch's tasks are known (by id, else by the launch's tag)
     and stopped on the way out of a failure.
     """
-    backend, request, key = plan.backend, plan.request, plan.login.key
-    pending = TaskRecord(
-        request.name, backend.name, "", plan.login.user, key.identity, key.ppk, [], request.launch_id
-    )
+    backend, request = plan.backend, plan.request
     session_follows = plan.connect or plan.command is not None
     with records.launching(request.name), kept_logins.kept(session_follows) as kept:
-        for problem in tasks.claim_name(pending, backend):
-            reporter.note(problem)
+        names.claim_name(plan.record(), backend)
         task_id = ""
         with signals.as_errors():
             try:
                 if plan.data is not None:  # its buckets, before the task that reads them
-                    results.stage(backend, plan.data, request.name, reporter.note, transfers)
+                    bucket_io.stage(backend, plan.data, request.name, reporter.note, transfers)
                 with signals.deferred():
                     try:
                         task_id = backend.submit(request)
                     except CreatedButFailed as failure:  # it exists: recorded, then stopped below
                         task_id = failure.task_id
-                        records.store(replace(pending, task_id=task_id))
+                        records.store(plan.record(task_id=task_id))
                         raise
-                    records.store(replace(pending, task_id=task_id))
+                    records.store(plan.record(task_id=task_id))
                 if plan.batch:
                     ended = _run_batch(plan, task_id, reporter)
                 else:
                     record = _ready(
                         plan, task_id, reporter,
-                        kept_logins.readiness_options(kept, loopback=backend.name == "local"),
+                        kept_logins.readiness_options(kept, loopback=backend.name == registry.LOCAL),
                     )  # fmt: skip
-            except BaseException as failure:
-                for line in getattr(failure, "details", ()):
-                    reporter.note(f"  {line}")
+            except BaseException as failure:  # its details are shown with it, by the entry point
                 _end(plan, task_id, reporter, transfers, unresolved=isinstance(failure, CreationUnresolved))
                 raise
         if plan.batch:  # over: ended here, where a failure of the ending is not ended again above
@@ -86,17 +88,19 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
             )
             return 1
         if not (session_follows or plan.tunnels):
-            stop_hint = f"qimg stop {request.name}" + (" --local" if backend.name == "local" else "")
+            chosen_by = registry.registration(backend.name).option  # --local
+            stop_hint = f"qimg stop {request.name}" + (f" {chosen_by}" if chosen_by else "")
             reporter.note(f"the task keeps running (and billing) until: {stop_hint}")
             return 0
         if not session_follows:  # tunnels only: held until Ctrl-C; the task stays
-            return run_over_ssh(record, None, plan.tunnels, note=reporter.note)
+            return run_over_ssh(record, None, plan.tunnels, backend=backend, note=reporter.note)
         try:
             with signals.as_errors():
                 return run_over_ssh(
                     record,
                     plan.command,
                     plan.tunnels,
+                    backend=backend,
                     interactive=plan.connect,
                     ssh_options=kept_logins.client_options(kept),
                 )
@@ -107,8 +111,7 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: data.Progress | No
 def _run_batch(plan: LaunchPlan, task_id: str, reporter: Reporter) -> TaskView:
     """A batch task (its command is the task): wait for its end and print each instance's output
     (qimg's own lines left out). Its view once over; the caller ends the launch (0 on Success)."""
-    queue_timeout = plan.request.max_queue_seconds or plan.timeout
-    view = launch.wait_end(plan.backend, task_id, queue_timeout, reporter.status)
+    view = launch.wait_end(plan.backend, task_id, plan.wait, reporter.status)
     for index in range(view.instance_count):
         for stderr, stream in ((False, sys.stdout), (True, sys.stderr)):
             stream.write(batch_output(plan.backend.output(task_id, index, stderr=stderr)))
@@ -124,20 +127,9 @@ def batch_output(text: str) -> str:
 
 def _ready(plan: LaunchPlan, task_id: str, reporter: Reporter, ssh_options: tuple[str, ...]) -> TaskRecord:
     """Wait for every instance, record the pins, and show the caller how to log in."""
-    # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
-    # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
-    instances = launch.wait_ready(
-        plan.backend, task_id, plan.login.user, plan.login.key.identity, plan.timeout, reporter.status,
-        ssh_options, plan.request.entries, queue_timeout=plan.request.max_queue_seconds,
-        expected_instances=plan.request.instances,
-    )  # fmt: skip
-    key = plan.login.key
-    record = TaskRecord(
-        plan.request.name, plan.backend.name, task_id, plan.login.user, key.identity, key.ppk, instances,
-        plan.request.launch_id,
-    )  # fmt: skip
-    for problem in sshconfig.save(record):
-        reporter.note(problem)
+    instances = launch.wait_ready(plan.backend, task_id, plan.wait, reporter.status, ssh_options)
+    record = plan.record(task_id=task_id, instances=instances)
+    sshconfig.save(record)
     reporter.ready(record)
     return record
 
@@ -146,7 +138,7 @@ def _end(
     plan: LaunchPlan,
     task_id: str,
     reporter: Reporter,
-    transfers: data.Progress | None = None,
+    transfers: bucket_io.Progress | None = None,
     *,
     unresolved: bool = False,
 ) -> None:
@@ -162,7 +154,7 @@ def _end(
     interrupted: Interrupted | None = None  # during the results: raised once the task is stopped
     if plan.data is not None and task_id:
         try:
-            results.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, task_id, reporter.note, transfers)
         except ResultsUploading as error:  # its record stays: `qimg stop NAME` deletes it later
             reporter.note(f"task {task_id} not deleted: {error}; `qimg stop {name}` deletes it once done")
             if error.interrupted is not None:
@@ -176,7 +168,7 @@ def _end(
     stopped = not unresolved and all(line.endswith("stopped and deleted") for line in lines)
     if plan.data is not None and not task_id:
         if stopped:  # no task of the launch is left to read them
-            results.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
+            bucket_io.end_of_launch(plan.backend, plan.data, name, "", reporter.note, transfers)
         else:
             buckets = " and ".join(plan.data.buckets)
             reporter.note(
@@ -188,10 +180,9 @@ def _end(
         )
     if stopped:
         try:
-            for problem in sshconfig.forget(name):
-                reporter.note(problem)
+            sshconfig.forget(name)
         except QimgError as error:  # a record of a task that is over is only stale: said, not fatal
-            reporter.note(f"could not forget {name}: {error}")
+            notices.warn(f"could not forget {name}: {error}")
     if interrupted is not None:
         raise interrupted
 
@@ -206,6 +197,7 @@ def run_over_ssh(
     command: str | None,
     tunnels: tuple[Tunnel, ...] = (),
     *,
+    backend: Backend,
     interactive: bool = False,
     note: Callable[[str], None] | None = None,
     ssh_options: tuple[str, ...] = (),
@@ -214,117 +206,60 @@ def run_over_ssh(
     again when the link drops, with a `note` each time: `reconnect.hold`), or the command on every
     instance at once (tunnels on the first), each ssh with `ssh_options`. Returns the first non-zero
     exit code, else 0. Notes go to stderr unless `note` says otherwise. ssh never outlives qimg:
-    SIGTERM or SIGHUP ends it too (and raises Interrupted)."""
+    SIGTERM or SIGHUP ends it too (and raises Interrupted). `backend` is the task's, opened: the tunnels
+    alone ask it whether the task lives when their link drops."""
     hosts = [sshconfig.alias(record.name, instance.index) for instance in record.instances]
     first = [*ssh_options, *(option for tunnel in tunnels for option in tunnel.ssh_option)]  # the tunnels
     if tunnels:
         first += ["-o", "ExitOnForwardFailure=yes"]
     if interactive:  # Ctrl-C belongs to the remote shell
         with signals.as_errors(interrupt=False):
-            return _children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
+            return processes.children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
     if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running
-        argv = sshconfig.config_argv(hosts[0], options=(*_OWN_LINK, *first, "-N"))
+        argv = sshconfig.config_argv(hosts[0], options=(*processes.OWN_LINK, *first, "-N"))
         try:
             with signals.as_errors():
                 return reconnect.hold(
-                    record, tunnels, functools.partial(_until_down, argv), note or _to_stderr
+                    backend, record, tunnels, functools.partial(_link, argv), note or notices.warn
                 )
         except Interrupted as interruption:
             if interruption.exit_code == 128 + signal.SIGINT:
                 return 0
             raise
     options = [tuple(first)] + [ssh_options] * (len(hosts) - 1)
-    return _children([
+    return processes.children([
         sshconfig.config_argv(host, remote_command(command), options=host_options)
         for host, host_options in zip(hosts, options, strict=True)
     ])  # fmt: skip
 
 
-def foreground(argv: list[str]) -> int:
-    """One command on the user's terminal (scp, code), which ends with qimg: SIGTERM and SIGHUP end it
-    too. Returns its exit code."""
-    with signals.as_errors():
-        return _children([argv], terminal=True)
+def _link(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
+    return reconnect.Link(*processes.until_down(argv, on_up))
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _children(commands: list[list[str]], *, terminal: bool = False) -> int:
-    """Run the commands at once and wait for all; whatever ends the wait ends them too. Returns the
-    first non-zero exit code, in the commands' order, else 0."""
-    with _running(commands, stdin=None if terminal else subprocess.DEVNULL) as processes:
-        codes = [process.wait() for process in processes]
-    return next((code for code in codes if code), 0)
-
-
-_UP = "qimg-link-up"  # what the tunnel's ssh prints (its LocalCommand) once connected with its forwards
-# Tunnels get a connection of their own (no master: the forwards end with their ssh), which says when
-# it is up.
-_OWN_LINK = ("-o", "ControlPath=none", "-o", "PermitLocalCommand=yes", "-o", f"LocalCommand=echo {_UP}")
-
-
-def _until_down(argv: list[str], on_up: Callable[[], None]) -> reconnect.Link:
-    """One ssh holding tunnels, until it ends. Its messages are kept (in a file: it may write for hours
-    and nobody reads them meanwhile) for the one line the user gets about a drop."""
-    with (
-        tempfile.TemporaryFile() as messages,
-        _running([argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=messages) as (process,),
-    ):
-        assert process.stdout is not None  # a pipe, as asked
-        up = process.stdout.readline().strip() == _UP.encode()  # the line, or "" when ssh ends first
-        if up:
-            on_up()
-        code = process.wait()
-        messages.seek(0)
-        return reconnect.Link(code, up, messages.read().decode("utf-8", "replace"))
-
-
-@contextlib.contextmanager
-def _running(commands: list[list[str]], **popen: Any) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """The commands started; on the way out, whatever ends the caller's wait, those still running are
-    terminated (killed if they linger)."""
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for argv in commands:
-            # The hook only calls prctl and getppid: no lock another thread could hold at the fork.
-            tie = signals.dies_with_qimg()
-            processes.append(subprocess.Popen(argv, preexec_fn=tie, **popen))  # noqa: PLW1509
-        yield processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-def ssh(name: str, local: bool, command: list[str] | None) -> int:
+def ssh(name: str, backend: str, command: list[str] | None) -> int:
     """`qimg ssh NAME [-- CMD]`: a shell on the first instance, or the command on every instance."""
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     # As ssh does: the words are joined with spaces and the remote shell parses them.
-    return run_over_ssh(record, " ".join(command) if command else None, interactive=not command)
+    return run_over_ssh(
+        target.record, " ".join(command) if command else None, backend=target.backend, interactive=not command
+    )
 
 
-def putty_commands(name: str, local: bool, command: list[str] | None) -> list[str]:
+def putty_commands(name: str, backend: str, command: list[str] | None) -> list[str]:
     """`qimg ssh NAME --putty`: the plink command of each instance, printable."""
-    record, _backend = tasks.login_record(name, local)
+    record = names.login(name, backend).record
     return [
         sshconfig.printable([*sshconfig.putty_argv(record, instance), *(command or [])])
         for instance in record.instances
     ]
 
 
-def tunnel(name: str, local: bool, forward: Tunnel, note: Callable[[str], None]) -> int:
+def tunnel(name: str, backend: str, forward: Tunnel, note: Callable[[str], None]) -> int:
     """`qimg tunnel NAME PORTS`: the forward, held until Ctrl-C (it fails loudly if it cannot bind),
-    across dropped links while the task lives; `note` gets what the user should know."""
+    across dropped links while the task lives (one connection to its backend); `note` gets what the
+    user should know."""
     check_port_free(forward)
-    record, _backend = tasks.login_record(name, local)
+    target = names.login(name, backend)
     note(f"forwarding 127.0.0.1:{forward.local} -> {name}:{forward.remote}; Ctrl-C to close")
-    return run_over_ssh(record, None, (forward,), note=note)
+    return run_over_ssh(target.record, None, (forward,), backend=target.backend, note=note)

@@ -22,8 +22,10 @@ import re
 import shlex
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from qimg import notices
 from qimg.errors import FileError, UsageError
 from qimg.files import NotRegularFile, atomic_write, locked, read_regular
 from qimg.launcher import records
@@ -97,32 +99,34 @@ def close_masters(record: TaskRecord, instances: list[InstanceRecord] | None = N
             )  # fmt: skip
 
 
-def save(record: TaskRecord) -> list[str]:
-    """Store the record and rewrite both files with it. Returns the problems met (broken records set
-    aside), one line each, for the user."""
+def save(record: TaskRecord) -> None:
+    """Store the record and rewrite both files with it (broken records met are said: `write_files`)."""
     records.store(record)
-    return write_files()
+    write_files()
 
 
-def forget(name: str) -> list[str]:
-    """Drop a task that is over: its ssh masters, its record, its entries. Returns the problems met,
-    as `save`."""
-    with contextlib.suppress(records.BrokenRecord):  # a broken record is moved aside by load()
+def forget(name: str) -> None:
+    """Drop a task that is over: its ssh masters, its record, its entries (as `save`)."""
+    try:
         record = records.load(name)
+    except records.BrokenRecord as broken:  # moved aside by load(): nothing of it is left to close
+        notices.warn(str(broken))
+    else:
         if record is not None:
             close_masters(record)
     records.remove(name)
-    return write_files()
+    write_files()
 
 
-def write_files() -> list[str]:
+def write_files() -> None:
     """Both ssh files, from every readable record: a refreshed instance replaces its old entry and key.
-    Returns one line for each broken record, which is set aside and left out; FileError if a file
+    A broken record is set aside, left out and said (notices), one line each; FileError if a file
     cannot be written."""
     with locked(ssh_dir() / ".lock"):
         found, problems = records.all_records()
         _write(found)
-    return problems
+    for problem in problems:
+        notices.warn(problem)
 
 
 def _write(found: list[TaskRecord]) -> None:
@@ -191,6 +195,43 @@ def putty_argv(record: TaskRecord, instance: InstanceRecord, options: tuple[str,
         "plink", "-ssh", "-P", str(instance.endpoint.port), "-l", record.user, "-i", str(ppk),
         *" ".join(pins).split(), *options, instance.endpoint.host,
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InstanceLogin:
+    """How to log into one instance of a task: what `qimg run` prints once the task is ready."""
+
+    index: int
+    alias: str
+    host: str
+    port: int
+    user: str
+    ssh_command: str
+    host_key: str  # the first pinned ("" when none)
+    putty_command: str | None  # asked for with --putty
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            key: value for key, value in asdict(self).items() if key != "putty_command" or value is not None
+        }
+
+
+def logins(record: TaskRecord, putty: bool, forwards: tuple[str, ...] = ()) -> list[InstanceLogin]:
+    """Each instance's login, printable: ssh through qimg's config, and with `putty` plink too (it
+    reads no config: the tunnels' `forwards` are on its command line)."""
+    return [
+        InstanceLogin(
+            index=instance.index,
+            alias=(host := alias(record.name, instance.index)),
+            host=instance.endpoint.host,
+            port=instance.endpoint.port,
+            user=record.user,
+            ssh_command=printable(config_argv(host)),
+            host_key=instance.host_keys[0] if instance.host_keys else "",
+            putty_command=printable(putty_argv(record, instance, forwards)) if putty else None,
+        )
+        for instance in record.instances
+    ]
 
 
 def printable(argv: list[str]) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from qimg.errors import UsageError
 from qimg.files import user_path
-from qimg.launcher import records, session, sshconfig, tasks
+from qimg.launcher import names, processes, records, sshconfig
 from qimg.launcher.records import TaskRecord
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -83,9 +83,9 @@ def scp_argv(src: Operand, dst: Operand, host: str) -> list[str]:
     return ["scp", "-F", str(sshconfig.config_path()), "-s", "-r", "--", src.for_scp(host), dst.for_scp(host)]
 
 
-def copy(source: str, target: str, instance: int, local: bool) -> int:
+def copy(source: str, target: str, instance: int, backend: str) -> int:
     """`qimg cp SRC DST`: scp's exit code (non-zero when any file failed)."""
     src, dst, name = plan_copy(source, target)
-    record, _backend = tasks.login_record(name, local)
+    record = names.login(name, backend).record
     host = instance_host(record, instance)
-    return session.foreground(scp_argv(src, dst, host))
+    return processes.foreground(scp_argv(src, dst, host))

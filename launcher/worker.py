@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from qimg.errors import UsageError
-from qimg.launcher.backends.base import MB_PER_GB, Hardware, TaskRequest, is_cluster_profile
+from qimg.launcher.backends import registry
+from qimg.launcher.backends.base import HARDWARE, MB_PER_GB, Hardware, TaskRequest, is_cluster_profile
 from qimg.launcher.contract import check_constants
+from qimg.launcher.options import WorkerOptions
 
 # `--scheduling` names, and Qarnot's.
 SCHEDULING = {"flex": "Flex", "on-demand": "OnDemand", "reserved": "Reserved"}
@@ -51,22 +53,6 @@ SUBSTITUTION = "which Qarnot replaces with a task value before the container sta
 
 
 @dataclass(frozen=True)
-class WorkerOptions:
-    """What the user asked for, unchecked."""
-
-    env: tuple[str, ...] = ()  # KEY=VALUE
-    secrets: tuple[str, ...] = ()  # NAMEs of variables of qimg's environment
-    cores: int | None = None
-    ram_gb: float | None = None
-    gpu: bool = False
-    ssd: bool = False
-    hardware: tuple[str, ...] = ()  # specific hardware keys
-    scheduling: str = "flex"
-    reservation: str | None = None  # with scheduling "reserved": the reservation's name
-    max_queue: str | None = None  # a duration, parsed by the plan
-
-
-@dataclass(frozen=True)
 class WorkerPlan:
     """The checked options, ready to go into a request."""
 
@@ -97,28 +83,29 @@ class WorkerPlan:
 
 
 def plan(
-    options: WorkerOptions, *, local: bool, max_queue_seconds: int | None, environ: Mapping[str, str]
+    options: WorkerOptions, *, backend: str, max_queue_seconds: int | None, environ: Mapping[str, str]
 ) -> WorkerPlan:
-    """Every option checked; secret values read from `environ` (qimg's environment)."""
-    if local:
-        check_local(options, max_queue_seconds)
+    """Every option checked for the backend named `backend`; secret values read from `environ` (qimg's
+    environment)."""
+    check_machine_choice(options, backend, max_queue_seconds)
     return WorkerPlan(
         environment_constants(options.env, options.secrets, environ), hardware(options),
         scheduling(options.scheduling), max_queue_seconds, reservation(options),
     )  # fmt: skip
 
 
-def check_local(options: WorkerOptions, max_queue_seconds: int | None) -> None:
-    """Hardware and scheduling are Qarnot's: on the local engine they would silently mean nothing."""
+def check_machine_choice(options: WorkerOptions, backend: str, max_queue_seconds: int | None) -> None:
+    """Hardware and scheduling need a backend that chooses machines: elsewhere (the local engine) they
+    would silently mean nothing."""
     asked = [
         ("--cores", options.cores is not None), ("--ram", options.ram_gb is not None),
         ("--gpu", options.gpu), ("--ssd", options.ssd), ("--hardware", bool(options.hardware)),
-        ("--scheduling", options.scheduling != "flex"), ("--reservation", options.reservation is not None),
-        ("--max-queue", max_queue_seconds is not None),
+        ("--scheduling", options.scheduling != WorkerOptions.scheduling),  # its default: flex
+        ("--reservation", options.reservation is not None), ("--max-queue", max_queue_seconds is not None),
     ]  # fmt: skip
     for option, given in asked:
         if given:
-            raise UsageError(f"{option} is for Qarnot: with --local the task runs on this machine's engine")
+            registry.check(backend, HARDWARE, option)
 
 
 def environment_constants(

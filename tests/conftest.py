@@ -1,36 +1,43 @@
-"""Fixtures shared by every suite: each test's own HOME and XDG directories, and the Docker engine
-(provided by `make test`) for the suites that need it."""
+"""Fixtures shared by every suite: the one isolation of each test from the user's files (autouse), and
+the Docker engine (provided by `make test`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from pathlib import Path
 
 import docker
 import pytest
 
 from qimg.engine_api import Engine
 
-# The XDG base directories, each a folder of the test's own HOME (as pip's `isolate` fixture does). Not
-# XDG_RUNTIME_DIR: nothing of qimg's reads it, and sockets need short paths (qimg keeps them in its state).
-XDG = {
-    "XDG_CONFIG_HOME": ".config",
-    "XDG_CACHE_HOME": ".cache",
-    "XDG_DATA_HOME": ".local/share",
-    "XDG_STATE_HOME": ".local/state",
-}
+# pip's download cache, read before any test moves HOME: content-addressed, shared by design (a test that
+# installs the wheel should not download setuptools again), and nothing of qimg's is kept there.
+PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+)
 
 
 @pytest.fixture(autouse=True)
-def isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test reads or writes the machine's HOME (qimg's state, ~/.qarnot, ~/.ssh/config, keys). The HOME
-    is a folder apart from `tmp_path`, which tests list. ssh still finds ~/.ssh through the passwd entry, not
-    $HOME: the tests that run ssh give it a config and key of their own (tests/e2e/conftest.py `User`)."""
+def isolate(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test has a home and XDG folders of its own (pip's `isolate`), and no Qarnot settings: nothing
+    it runs, in process or in a child, reads or writes the user's ~/.ssh, ~/.config, ~/.docker, qimg's
+    state or their token. The state folder is `tmp_path` itself (qimg's state: `tmp_path / "qimg"`,
+    made only when written); the home, returned, is a folder of its own beside it. A test about paths
+    may set its own on top."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
-    for variable, folder in XDG.items():
-        (home / folder).mkdir(parents=True)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    for variable, folder in (
+        ("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share"),
+    ):  # fmt: skip
         monkeypatch.setenv(variable, str(home / folder))
-    yield
+    monkeypatch.setenv("PIP_CACHE_DIR", PIP_CACHE)
+    for variable in [name for name in os.environ if name.startswith("QARNOT_")]:
+        monkeypatch.delenv(variable)
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from qimg.errors import QimgError
+
+if TYPE_CHECKING:
+    from qimg.launcher.backends.base import TaskView
+    from qimg.launcher.records import TaskRecord
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = (
@@ -31,9 +38,6 @@ PACKAGE = (
 )  # its subpackages builder, launcher, images are links to the top-level folders
 # What setuptools reads besides the package: the metadata and the long description.
 PROJECT_FILES = ("pyproject.toml", "README.md")
-# The environment before the `isolate` fixture (tests/conftest.py) gives each test its own HOME: pip and
-# the wheel build read the machine's pip configuration and cache from the real one.
-MACHINE_ENV = dict(os.environ)
 # Made by tools, never part of a distribution.
 GENERATED = (
     ".venv",
@@ -90,14 +94,14 @@ def tree_digest() -> str:
 
 def make_venv(path: Path) -> Path:
     """A fresh virtual environment; its python."""
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, env=MACHINE_ENV)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path / "bin" / "python"
 
 
 def pip_install(python: Path, *requirements: str) -> None:
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
-        check=True, cwd=python.parent, capture_output=True, text=True, env=MACHINE_ENV,
+        check=True, cwd=python.parent, capture_output=True, text=True,
     )  # fmt: skip
 
 
@@ -122,11 +126,11 @@ def qimg_executable() -> str:
             subprocess.run(
                 [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
                  "--outdir", str(Path(scratch) / "dist"), str(tree)],
-                check=True, capture_output=True, text=True, env=MACHINE_ENV,
+                check=True, capture_output=True, text=True,
             )  # fmt: skip
             (wheel,) = (Path(scratch) / "dist").glob("qimg-*.whl")
             uninstall = [str(python), "-m", "pip", "uninstall", "-y", "qimg"]
-            subprocess.run(uninstall, check=True, capture_output=True, env=MACHINE_ENV)
+            subprocess.run(uninstall, check=True, capture_output=True)
             pip_install(python, str(wheel))  # and its dependencies, from the pip cache after the first time
         marker.write_text(digest)
     return str(script)
@@ -246,3 +250,25 @@ def run_qimg_on_terminal(
         os.close(master)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", shown.decode("utf-8", "replace"))
     return code, text.replace("\r\n", "\n")
+
+
+@dataclass
+class Recorder:
+    """A `session.Reporter` that keeps what a terminal would have shown of a launch; with
+    `fail_on_ready`, the caller fails to show the ready lines (after the task is ready)."""
+
+    fail_on_ready: bool = False
+    states: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ready_records: list[TaskRecord] = field(default_factory=list)
+
+    def status(self, view: TaskView, elapsed: float) -> None:
+        self.states.append(view.state)
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
+
+    def ready(self, record: TaskRecord) -> None:
+        self.ready_records.append(record)
+        if self.fail_on_ready:
+            raise QimgError("the caller could not show the task")

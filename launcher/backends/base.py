@@ -7,9 +7,10 @@ prefixed by the instance id), so that readiness, pinning, ssh and clean-up are w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import BinaryIO, Generic, Protocol, TypeVar, runtime_checkable
 
 from qimg.launcher.ssh import Endpoint
@@ -31,6 +32,50 @@ ENDED_STATES = frozenset({
 
 # The constant of a task launched with --idle-stop: its instances' watchers print when it stops.
 IDLE_STOP_CONSTANT = "QIMG_IDLE_STOP"
+
+# What the idle watcher of each instance (images/qimg-idle.sh) prints, in the task's output.
+_IDLE_LINE = re.compile(r"(?:(\d+)> )?qimg-idle: (?:stop-at (\d{1,10})\b|(in-use)\b|(no ssh session)\b)")
+
+
+@dataclass(frozen=True)
+class IdleStop:
+    """When a task launched with --idle-stop stops by itself, as its instances' watchers last said:
+    not while an ssh session is open on one of them, else at `stop_at` (the last instance's) unless
+    someone logs in before."""
+
+    session_open: bool
+    stop_at: datetime | None
+
+    def seconds_left(self, now: datetime) -> int | None:
+        return None if self.stop_at is None else max(0, int((self.stop_at - now).total_seconds()))
+
+    def as_dict(self, now: datetime) -> dict[str, object]:
+        return {
+            "session_open": self.session_open, "seconds_left": self.seconds_left(now),
+            "stop_at": self.stop_at.isoformat() if self.stop_at else None,
+        }  # fmt: skip
+
+
+def idle_stop_in(output: str) -> IdleStop | None:
+    """What the watchers' lines in a task's output (every instance, lines prefixed "N> ") say; None
+    when they say nothing: no --idle-stop, an image without the watcher, lines gone from the buffer."""
+    last: dict[int, tuple[bool, int]] = {}  # instance -> (a session is open, stop-at epoch)
+    for line in output.splitlines():
+        match = _IDLE_LINE.match(line)
+        if match is None:
+            continue
+        index = int(match.group(1) or 0)
+        if match.group(2):
+            last[index] = (False, int(match.group(2)))
+        elif match.group(3):
+            last[index] = (True, 0)
+        else:
+            last.pop(index, None)  # this instance stopped; a restart of it prints again
+    if not last:
+        return None
+    if any(session_open for session_open, _ in last.values()):
+        return IdleStop(True, None)
+    return IdleStop(False, datetime.fromtimestamp(max(at for _, at in last.values()), timezone.utc))
 
 
 def is_cluster_profile(profile: str) -> bool:

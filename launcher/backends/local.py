@@ -65,7 +65,7 @@ FORWARDED_LABEL = f"{PREFIX}forwarded"
 class LocalBackend:
     """Tasks on the local engine, one container per instance."""
 
-    name = "local"
+    name: str  # what the registry calls it, set when it opens the backend
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine.from_env()

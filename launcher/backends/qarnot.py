@@ -12,7 +12,8 @@ not, and how it is met here:
   do not carry, and the count of requests (S3 ones included) come from urllib3's own report of each
   response (`qarnot_exchanges`).
 
-Buckets are in `qarnot_buckets`, and the task documents read into views in `qarnot_views`.
+Buckets are a `QarnotStorage` (`qarnot_storage`) the backend holds and hands its bucket calls to, and
+the task documents are read into views in `qarnot_views`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 from qimg.errors import (
@@ -40,14 +41,17 @@ from qimg.launcher.backends import qarnot_worker
 from qimg.launcher.backends.base import (
     TASK_TAG,
     AccountView,
+    BucketView,
+    BytesMoved,
     HardwareOffer,
+    ObjectView,
     TaskRequest,
     TaskView,
     launch_tag,
 )  # fmt: skip
-from qimg.launcher.backends.qarnot_buckets import QarnotBuckets, bound_requests
 from qimg.launcher.backends.qarnot_config import QarnotSettings, settings
 from qimg.launcher.backends.qarnot_exchanges import Exchanges
+from qimg.launcher.backends.qarnot_storage import QarnotStorage
 from qimg.launcher.backends.qarnot_views import output_text, skip_bucket_creation_on_read, task_view
 
 T = TypeVar("T")
@@ -72,8 +76,8 @@ SNAPSHOT_FIRST_PAUSE, SNAPSHOT_MAX_PAUSE = 0.2, 2.0  # seconds between looks at 
 REQUEST_BUDGET = 1.8
 
 
-class QarnotBackend(QarnotBuckets):
-    name = "qarnot"
+class QarnotBackend:
+    name: str  # what the registry calls it, set when it opens the backend
 
     def __init__(self, config: QarnotSettings | None = None) -> None:
         import qarnot
@@ -112,14 +116,30 @@ class QarnotBackend(QarnotBuckets):
             if attempt == CONNECT_ATTEMPTS or answered not in TRANSIENT:
                 raise BackendError(f"cannot reach Qarnot at {self.settings.shown_url}: it answers {answered}")
             time.sleep(0.5 * attempt)
-        self.exchanges.watch(self.connection.storage)  # the S3 endpoint the settings named
+        self.storage = QarnotStorage(self.connection, self.settings, self.exchanges)
         if self.connection.s3client is not None:
             skip_bucket_creation_on_read(self.connection.s3client)
-            # The SDK's S3 client, and the one inside its S3 resource (Bucket.delete, list_files).
-            for client in (self.connection.s3client, self.connection.s3resource.meta.client):
-                bound_requests(client, self.connection.storage, self.settings.request_timeout)
         self._tasks: dict[str, Any] = {}
         self._fresh: dict[str, TaskView] = {}  # views read by the request that created the task
+
+    # `Storage`: the buckets are the storage's; snapshot and abort, below, act on tasks.
+    def buckets(self) -> list[BucketView]:
+        return self.storage.buckets()
+
+    def create_bucket(self, name: str) -> None:
+        self.storage.create_bucket(name)
+
+    def delete_bucket(self, name: str) -> None:
+        self.storage.delete_bucket(name)
+
+    def objects(self, bucket: str) -> list[ObjectView]:
+        return self.storage.objects(bucket)
+
+    def upload(self, bucket: str, key: str, source: BinaryIO | None, moved: BytesMoved) -> None:
+        self.storage.upload(bucket, key, source, moved)
+
+    def download(self, bucket: str, key: str, target: BinaryIO, moved: BytesMoved) -> None:
+        self.storage.download(bucket, key, target, moved)
 
     @property
     def requests_sent(self) -> int:

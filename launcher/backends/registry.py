@@ -27,17 +27,25 @@ class Registration:
     target: str  # "package.module:Class", imported when the backend is opened
     described: str  # in a sentence: "Qarnot", "the local engine"
     option: str = ""  # the option that chooses it ("" for the default)
+    # Where a task's image comes from: its registry, pulled by the backend's machines (Qarnot), or
+    # this machine's engine (local): where `qimg run` looks for it, and whether it needs credentials.
+    pulls_from_registry: bool = True
 
 
 REGISTERED: dict[str, Registration] = {}
 
 
-def register(name: str, target: str, described: str, option: str = "") -> None:
-    REGISTERED[name] = Registration(name, target, described, option)
+def register(
+    name: str, target: str, described: str, option: str = "", *, pulls_from_registry: bool = True
+) -> None:
+    REGISTERED[name] = Registration(name, target, described, option, pulls_from_registry)
 
 
 register("qarnot", "qimg.launcher.backends.qarnot:QarnotBackend", "Qarnot")
-register("local", "qimg.launcher.backends.local:LocalBackend", "the local engine", "--local")
+register(
+    "local", "qimg.launcher.backends.local:LocalBackend", "the local engine", "--local",
+    pulls_from_registry=False,
+)  # fmt: skip
 DEFAULT, LOCAL = "qarnot", "local"
 
 
@@ -56,7 +64,9 @@ def backend_class(name: str) -> type[Backend]:
 
 def open_backend(name: str) -> Backend:
     """The backend called `name`, connected (Qarnot: needs a token; local: the Docker engine)."""
-    return backend_class(name)()
+    backend = backend_class(name)()
+    backend.name = name  # called what it was registered as: its name is written here only
+    return backend
 
 
 def can(name: str, capability: Capability[T]) -> bool:

@@ -14,13 +14,15 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from qimg import __version__
+from qimg import __version__, notices
 from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
 from qimg.launcher import signals
 
-# Each registers its commands on `app` when imported.
+# Each registers its commands on `app` when imported, each under its group (`rich_help_panel`):
+# `qimg --help` lists the groups in the order of the work (`common.GROUPS`), and within a group the
+# commands in the order they were registered (the modules' import above, then each module's order).
 COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
 
 
@@ -39,13 +41,35 @@ def _root(
     """ssh-ready container images for Qarnot tasks."""
 
 
+def warning(text: str) -> None:
+    """Where warnings go unless a live display takes them: a line on stderr, escaped (it may quote
+    outside text: a record's path, a reply)."""
+    from qimg.display import shown
+
+    print(notices.line(shown(text)), file=sys.stderr, flush=True)
+
+
+def report(error: QimgError) -> None:
+    """The one place an error is shown: its details (the context), then its line (message and hint).
+    Its text may quote outside text (a reply, a name, a build's output): shown escaped."""
+    from qimg import display
+
+    if error.details:
+        console = display.stderr()
+        if error.details_title:
+            display.say(console, error.details_title, "red")
+        for line in error.details:
+            display.say(console, f"  {line}")
+    print(f"qimg: error: {display.shown(str(error))}", file=sys.stderr)
+
+
 def main() -> NoReturn:
     """Run the CLI; every failure the user can act on ends as one line and an exit code."""
     try:
         # Every command, not only those that hold a task: Ctrl-C, SIGTERM and SIGHUP raise Interrupted
         # (typer would turn a KeyboardInterrupt into a silent 130, and the other two would kill qimg
         # before any clean-up). Commands that must hold or ignore them install their own for a while.
-        with signals.as_errors():
+        with signals.as_errors(), notices.to(warning):
             code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
     except typer.TyperException as error:  # options typer itself rejects (types, choices, unknown ones)
         context = getattr(error, "ctx", None)
@@ -58,10 +82,8 @@ def main() -> NoReturn:
     except Interrupted as interruption:  # what the user did, not an error of qimg's
         print(f"qimg: {interruption}", file=sys.stderr)
         sys.exit(interruption.exit_code)
-    except QimgError as error:  # its text may quote outside text (a reply, a name): shown escaped
-        from qimg.display import shown
-
-        print(f"qimg: error: {shown(str(error))}", file=sys.stderr)
+    except QimgError as error:
+        report(error)
         sys.exit(error.exit_code)
     finally:
         # The command has closed what it opened (context managers): the collections of interpreter

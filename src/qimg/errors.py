@@ -1,6 +1,9 @@
 """Every error the user can see: the CLI turns each into one line and an exit code.
 
-Modules raise these (never print); `str(error)` is the whole message: what is wrong, how to fix it.
+Modules raise these (never print). An error carries all the entry point shows (pip's
+`DiagnosticPipError` model): its message (what is wrong), its hint (how to fix it) and its details
+(the context lines shown above it: a build step's last output, what a failed task printed).
+`str(error)` is the one line: the message, then the hint after "; ".
 """
 
 from __future__ import annotations
@@ -11,9 +14,17 @@ from pathlib import Path
 
 
 class QimgError(Exception):
-    """A failure the user can act on."""
+    """A failure the user can act on: `message`, `hint`, and `details` shown under `details_title`
+    (plain text: the entry point escapes them)."""
 
     exit_code = 1
+
+    def __init__(
+        self, message: str, *, hint: str = "", details: tuple[str, ...] = (), details_title: str = ""
+    ) -> None:
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.message, self.hint = message, hint
+        self.details, self.details_title = details, details_title
 
 
 class UsageError(QimgError):
@@ -29,8 +40,7 @@ class FileError(QimgError):
     @classmethod
     def of(cls, action: str, path: Path, error: OSError) -> FileError:
         """The error "cannot ACTION PATH: the system's reason; what to do about it"."""
-        fix = _file_fix(action, path, error)
-        return cls(f"cannot {action} {path}: {error.strerror or error}" + (f"; {fix}" if fix else ""))
+        return cls(f"cannot {action} {path}: {error.strerror or error}", hint=_file_fix(action, path, error))
 
 
 def _file_fix(action: str, path: Path, error: OSError) -> str:
@@ -58,7 +68,7 @@ class DockerUnavailable(QimgError):
 
 class BuildFailed(QimgError):
     """`docker build` stopped: `step` is the printable "step 5/9 (RUN apt-get ...)" ("" when the build
-    stopped before its first step), `tail` that step's own last lines, plain text."""
+    stopped before its first step), `tail` that step's own last lines, plain text (its details)."""
 
     def __init__(
         self,
@@ -72,7 +82,7 @@ class BuildFailed(QimgError):
         summary: str = "",
         command_exit_code: int | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, details=tail, details_title=f"last output of {step or 'the build'}:")
         self.step = step
         self.tail = tail
         self.number = number  # 1-based index of the failing step, 0 before the first one
@@ -132,8 +142,7 @@ class LaunchFailed(QimgError):
     """The task failed or was stopped before it was ready; `details` says what it printed."""
 
     def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.details = details
+        super().__init__(message, details=details)
 
 
 class Interrupted(QimgError):

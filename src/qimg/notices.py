@@ -20,7 +20,12 @@ def warn(text: str) -> None:
     if _destinations:
         _destinations[-1](text)
     else:
-        print(f"qimg: warning: {text}", file=sys.stderr)
+        print(line(text), file=sys.stderr)
+
+
+def line(text: str) -> str:
+    """How a warning reads, wherever it is drawn."""
+    return f"qimg: warning: {text}"
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, serve_registry
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry, serve_registry
 from tests.fakes.s3 import S3, serve_s3
 from tests.helpers import run_qimg, start_qimg
 
@@ -58,7 +58,7 @@ def pushed_image(e2e_image: str, auth_registry: Registry, tmp_path_factory: pyte
     """The image in the authenticated registry, pushed by `qimg push`."""
     target = auth_registry.ref("team/alice:e2e")
     pushed = run_qimg(
-        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin",
+        "push", e2e_image, "--to", target, *LOGIN,
         env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("push-state"))}, stdin=REGISTRY_PASSWORD + "\n",
     )  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
@@ -90,6 +90,16 @@ class User:
         self, *args: str, stdin: str | None = None, timeout: float = 300, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout, cwd=cwd or self.workdir)
+
+    def launch(
+        self, image: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`qimg run IMAGE ARGS` on the fake Qarnot, logged into the test registry, with two minutes to
+        be ready; `env` on top of the user's."""
+        return run_qimg(
+            "run", image, *LOGIN, "--timeout", "120", *args, env={**self.env, **(env or {})},
+            stdin=REGISTRY_PASSWORD + "\n", cwd=self.workdir,
+        )  # fmt: skip
 
     def background(
         self, *args: str, stdin: int | IO[Any] | None = subprocess.DEVNULL, cwd: Path | None = None

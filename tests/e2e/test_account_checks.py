@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from qarnot.hardware_constraint import MinimumCoreHardware, MinimumRamHardware
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import Account, FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD
 from tests.fakes.s3 import S3
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 GPU_PROFILE = "docker-nvidia-network-ssh"
 RESERVATION = {
     "reservationName": "gpu-week",
@@ -33,12 +31,6 @@ RESERVATION = {
     "maxInstances": 4,
     "maxCores": 64,
 }
-
-
-def run(user: User, image: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_qimg(
-        "run", image, *LOGIN, "--timeout", "120", *args, env=user.env, stdin=REGISTRY_PASSWORD + "\n"
-    )
 
 
 def without(kind: str) -> Callable[[Account], None]:
@@ -98,7 +90,7 @@ def test_a_launch_the_account_cannot_take_is_refused_before_anything_exists(
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     (inputs / "data.txt").write_text("input\n")
-    result = run(user, pushed_image, "--upload", str(inputs), *args)  # inputs would go up first
+    result = user.launch(pushed_image, "--upload", str(inputs), *args)  # inputs would go up first
     assert_one_line_error(result, 2, *fragments)
     assert fake.count("POST", "/tasks") == 0
     assert storage.bucket_names() == []  # no bucket made, no input uploaded
@@ -113,7 +105,7 @@ def test_hardware_as_qimg_hardware_prints_it_is_taken_as_is_and_sent_in_qarnot_u
     assert ram == ["--ram 32", "--ram 64", "--ram 128"] and cores == ["--cores 8", "--cores 16", "--cores 32"]
     assert re.search(r"\n  MinimumRamHardwareConstraint +32000\.0 +--ram 32\n", user.qimg("hardware").stdout)
 
-    result = run(user, pushed_image, *ram[0].split(), *cores[1].split(), "--command", "true")
+    result = user.launch(pushed_image, *ram[0].split(), *cores[1].split(), "--command", "true")
     assert result.returncode == 0, result.stderr
     assert fake.body("POST", "/tasks")["hardwareConstraints"] == [
         {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
@@ -134,8 +126,8 @@ def test_the_fake_refuses_a_constraint_no_offer_satisfies_as_qarnot_does(fake: F
 
 def test_a_reserved_launch_targets_its_reservation(pushed_image: str, fake: FakeQarnot, user: User) -> None:
     reserve(fake.account)
-    result = run(
-        user, pushed_image, "--scheduling", "reserved", "--reservation", "gpu-week", "--command", "true"
+    result = user.launch(
+        pushed_image, "--scheduling", "reserved", "--reservation", "gpu-week", "--command", "true"
     )
     assert result.returncode == 0, result.stderr
     body = fake.body("POST", "/tasks")
@@ -149,7 +141,7 @@ def test_a_busy_organisation_quota_is_said_and_the_launch_goes_on(
     assert fake.account.organization is not None
     busy: dict[str, Any] = {"maxInstances": 128, "maxCores": 512, "runningInstancesCount": 128}
     fake.account.organization["flex"] = busy
-    result = run(user, pushed_image, "--command", "true")
+    result = user.launch(pushed_image, "--command", "true")
     assert result.returncode == 0, result.stderr
     assert (
         "the organisation flex quota cannot hold 1 more instances: 128 of 128 in use, 0 free: the task may "
@@ -189,8 +181,8 @@ def test_a_profile_without_ssh_runs_the_command_as_the_task(
 ) -> None:
     """Batch: the command is the task's own (through the start script, as the login user, with the
     environment an ssh session has); qimg waits for its end, prints its output, exits 0 on Success."""
-    result = run(
-        user, pushed_image, "--profile", "docker-batch", "--env", "GREETING=world",
+    result = user.launch(
+        pushed_image, "--profile", "docker-batch", "--env", "GREETING=world",
         "--command", 'echo "hello $GREETING"; id -un; echo warning >&2',
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -204,7 +196,7 @@ def test_a_profile_without_ssh_runs_the_command_as_the_task(
 
 
 def test_a_batch_command_that_fails_fails_the_run(pushed_image: str, fake: FakeQarnot, user: User) -> None:
-    result = run(user, pushed_image, "--profile", "docker-batch", "--command", "echo partial; exit 3")
+    result = user.launch(pushed_image, "--profile", "docker-batch", "--command", "echo partial; exit 3")
     assert result.returncode == 1, result.stderr
     assert result.stdout == "partial\n"
     assert "ended Failure" in result.stderr and "stopped and deleted" in result.stderr
@@ -222,7 +214,7 @@ def test_a_batch_command_that_fails_fails_the_run(pushed_image: str, fake: FakeQ
 def test_what_needs_a_login_is_refused_in_batch(
     pushed_image: str, fake: FakeQarnot, user: User, args: list[str], fragment: str
 ) -> None:
-    result = run(user, pushed_image, "--profile", "docker-batch", "--command", "true", *args)
+    result = user.launch(pushed_image, "--profile", "docker-batch", "--command", "true", *args)
     assert_one_line_error(result, 2, fragment)
     assert fake.count("POST", "/tasks") == 0
 
@@ -234,8 +226,8 @@ def test_a_batch_run_takes_inputs_and_brings_its_results_down(
     inputs.mkdir()
     (inputs / "data.txt").write_text("42\n")
     out = tmp_path / "out"
-    result = run(
-        user, pushed_image, "--name", "batch1", "--profile", "docker-batch", "--user", "root",
+    result = user.launch(
+        pushed_image, "--name", "batch1", "--profile", "docker-batch", "--user", "root",
         "--upload", str(inputs), "--results", str(out),
         "--command", "cat /job/inputs/data.txt; wc -c </job/inputs/data.txt >/job/size",
     )  # fmt: skip

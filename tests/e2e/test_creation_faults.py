@@ -14,7 +14,7 @@ import pytest
 
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
-from tests.e2e.test_launch_faults import run, start_run, wait_for
+from tests.e2e.test_launch_faults import start_run, wait_for
 from tests.fakes.qarnot import FakeQarnot, Faults
 from tests.fakes.s3 import S3
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.docker
 
 def launch_one(user: User, image: str, fake: FakeQarnot, name: str) -> None:
     """`qimg run` keeps the task: exactly one exists, a login works, and `stop` leaves nothing."""
-    result = run(user, image, "--name", name)
+    result = user.launch(image, "--name", name)
     assert result.returncode == 0, result.stderr
     assert [task.name for task in fake.live()] == [name], "one task, not two"
     login = user.qimg("ssh", name, "whoami")
@@ -58,7 +58,7 @@ def test_a_refused_creation_keeps_its_inputs(
     (tmp_path / "in" / "hello.txt").write_text("hi\n")
     fake.faults = Faults(create_refusals=[429, 503])
     upload = ("--upload", str(tmp_path / "in"), "--results", str(tmp_path / "out"))
-    launched = run(user, pushed_image, "--name", "inputs", *upload)
+    launched = user.launch(pushed_image, "--name", "inputs", *upload)
     assert launched.returncode == 0, launched.stderr
     seen = user.qimg("ssh", "inputs", "--", f"cat {WORKDIR}/in/hello.txt")
     assert seen.returncode == 0 and seen.stdout == "hi\n", seen.stderr
@@ -72,7 +72,7 @@ def test_refusals_that_never_end_fail_in_one_line_and_leave_nothing(
     pushed_image: str, fake: FakeQarnot, user: User
 ) -> None:
     fake.faults = Faults(create_refusals=[429] * 30)
-    result = run(user, pushed_image, "--name", "never")
+    result = user.launch(pushed_image, "--name", "never")
     assert result.returncode == 1, result.stderr
     assert "submitting the task" in result.stderr and "try again later" in result.stderr
     assert "Traceback" not in result.stderr and fake.tasks == {}

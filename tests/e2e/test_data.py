@@ -17,22 +17,17 @@ from pathlib import Path
 import pytest
 
 from qimg.errors import QimgError
-from qimg.launcher import data, results
+from qimg.launcher import bucket_io, data
 from qimg.launcher.backends import registry
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD
 from tests.fakes.s3 import S3
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 BINARY = bytes(range(256)) * 40 + os.urandom(9 * 1024 * 1024)  # past the SDK's 8 MB multipart threshold
-
-
-def run(user: User, image: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return user.qimg("run", image, *LOGIN, "--timeout", "120", *args, stdin=REGISTRY_PASSWORD + "\n")
 
 
 def make_tree(root: Path) -> Path:
@@ -67,7 +62,9 @@ def test_upload_snapshot_fetch_stop_round_trip(
 ) -> None:
     source = make_tree(tmp_path / "inputs")
     results = tmp_path / "results"
-    launched = run(user, pushed_image, "--name", "data1", "--upload", str(source), "--results", str(results))
+    launched = user.launch(
+        pushed_image, "--name", "data1", "--upload", str(source), "--results", str(results)
+    )
     assert launched.returncode == 0, launched.stderr
     (task,) = fake.tasks.values()
     assert task.constants["DOCKER_WORKDIR"] == WORKDIR == "/job"
@@ -112,7 +109,7 @@ def test_results_come_down_when_the_command_ends(
 ) -> None:
     results = tmp_path / "new" / "results"
     command = f"cd {WORKDIR} && mkdir -p deep/er && printf 'x\\000y' > deep/er/bin && echo done > r.txt"
-    result = run(user, pushed_image, "--name", "cmd1", "--results", str(results), "--snapshot-every", "1h",
+    result = user.launch(pushed_image, "--name", "cmd1", "--results", str(results), "--snapshot-every", "1h",
                  "--command", command)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (results / "r.txt").read_text() == "done\n"
@@ -167,7 +164,7 @@ def test_a_failed_download_keeps_the_bucket_until_it_is_fetched(
     pushed_image: str, fake: FakeQarnot, storage: S3, user: User, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
-    assert run(user, pushed_image, "--name", "evil", "--results", str(results)).returncode == 0
+    assert user.launch(pushed_image, "--name", "evil", "--results", str(results)).returncode == 0
     (task,) = fake.tasks.values()
     bucket = task.result_bucket
     assert user.qimg("ssh", "evil", "--", f"echo fine > {WORKDIR}/fine.txt").returncode == 0
@@ -207,7 +204,7 @@ def test_ls_buckets_and_purge_touch_only_qimgs(
         storage.client.create_bucket(Bucket=name)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "f").write_text("f")
-    result = run(user, pushed_image, "--name", "p1", "--upload", str(tmp_path / "in"), "--command", "true")
+    result = user.launch(pushed_image, "--name", "p1", "--upload", str(tmp_path / "in"), "--command", "true")
     assert result.returncode == 0, result.stderr
     (mine,) = [name for name in storage.bucket_names() if name not in others]
     listed = json.loads(user.qimg("ls", "--buckets", "--json").stdout)["buckets"]
@@ -265,7 +262,7 @@ def test_bad_data_options_create_nothing(
     make_args, fragment = BAD_RUNS[case]
     work = tmp_path / "work"
     work.mkdir()
-    result = run(user, pushed_image, *make_args(work))
+    result = user.launch(pushed_image, *make_args(work))
     assert_one_line_error(result, 2, fragment)
     assert fake.count("POST", "/tasks") == 0 and storage.bucket_names() == []
     files = [path for path in work.rglob("*") if path.is_file() and not path.is_symlink()]
@@ -300,7 +297,7 @@ def test_fetch_refuses_a_non_empty_directory_first(
 def test_no_bucket_storage_is_said_before_anything_is_created(
     pushed_image: str, fake: FakeQarnot, user: User, tmp_path: Path
 ) -> None:
-    result = run(user, pushed_image, "--upload", str(_dir(tmp_path / "in")))  # the fake's storage is off
+    result = user.launch(pushed_image, "--upload", str(_dir(tmp_path / "in")))  # the fake's storage is off
     assert_one_line_error(result, 1, "has no bucket storage")
     assert fake.count("POST", "/tasks") == 0
 
@@ -333,21 +330,21 @@ def test_a_link_swapped_in_after_the_walk_is_not_followed_by_the_upload(
     (source / "sub").mkdir(parents=True)
     (source / "a.txt").write_text("a")
     (source / "sub" / "zz-last").write_text("fine")
-    checked = data.check_options((source,), None, 0, local=False)
+    checked = data.check_options((source,), None, 0, registry.DEFAULT)
     assert checked is not None
     plan = checked.planned("race", "0123abcd0123abcd")
     swap(source, outside)
     backend = registry.open_backend("qarnot")
     notes: list[str] = []
     with pytest.raises(QimgError, match="changed during the upload") as refused:
-        results.stage(backend, plan, "race", notes.append, None)
+        bucket_io.stage(backend, plan, "race", notes.append, None)
     assert "\n" not in str(refused.value)
     sent = [
         storage.client.get_object(Bucket=plan.inputs_bucket, Key=item["Key"])["Body"].read()
         for item in storage.client.list_objects_v2(Bucket=plan.inputs_bucket).get("Contents", [])
     ]
     assert b"TOP-SECRET-OUTSIDE" not in sent
-    results.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
+    bucket_io.end_of_launch(backend, plan, "race", "", notes.append, None)  # no task: its bucket goes
     assert storage.bucket_names() == []
 
 
@@ -377,7 +374,7 @@ def test_results_come_down_although_reads_fail_while_the_task_uploads(
     fake.faults.status_while_uploading = 503
     results_dir = tmp_path / "results"
     command = f"echo done > {WORKDIR}/r.txt"
-    result = run(user, pushed_image, "--name", "up1", "--results", str(results_dir), "--command", command)
+    result = user.launch(pushed_image, "--name", "up1", "--results", str(results_dir), "--command", command)
     assert result.returncode == 0, result.stderr
     assert (results_dir / "r.txt").read_text() == "done\n", result.stderr
     assert fake.deleted_in == ["Cancelled"] and fake.tasks == {}
@@ -390,7 +387,7 @@ def test_a_signal_during_the_results_download_of_stop_exits_with_it(
 ) -> None:
     """adversarial-3 F5: exit 130/143 (not 0), the task stopped all the same, the results pending."""
     results_dir = tmp_path / "results"
-    assert run(user, pushed_image, "--name", "sig", "--results", str(results_dir)).returncode == 0
+    assert user.launch(pushed_image, "--name", "sig", "--results", str(results_dir)).returncode == 0
     made = user.qimg("ssh", "sig", "--", f"head -c 100000000 /dev/urandom > {WORKDIR}/big.bin")
     assert made.returncode == 0, made.stderr
     process = user.background("stop", "sig")
@@ -420,8 +417,17 @@ def test_the_login_user_owns_the_working_directory_and_writes_results_there(
         f"stat -c '%U %a' {WORKDIR} {WORKDIR}/data/f && echo made > {WORKDIR}/made.txt && "
         f"echo changed > {WORKDIR}/data/f"
     )
-    result = run(user, pushed_image, "--name", "own", "--upload", str(source), "--results", str(results_dir),
-                 "--command", command)  # fmt: skip
+    result = user.launch(
+        pushed_image,
+        "--name",
+        "own",
+        "--upload",
+        str(source),
+        "--results",
+        str(results_dir),
+        "--command",
+        command,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:2] == ["alice 755", "alice 644"], result.stdout
     assert (results_dir / "made.txt").read_text() == "made\n"
@@ -435,7 +441,7 @@ def test_a_failure_after_the_task_exists_stops_it_and_keeps_its_buckets(
     down, it is stopped, and no bucket is deleted under it (they stay for `stop --purge`)."""
     fake.faults.periodic_snapshot_refused = True
     results_dir = tmp_path / "results"
-    result = run(user, pushed_image, "--name", "after", "--upload", str(_dir(tmp_path / "in")),
+    result = user.launch(pushed_image, "--name", "after", "--upload", str(_dir(tmp_path / "in")),
                  "--results", str(results_dir), "--snapshot-every", "1h")  # fmt: skip
     assert result.returncode == 1 and "asking for periodic snapshots" in result.stderr, result.stderr
     assert fake.tasks == {} and fake.deleted_in == ["Cancelled"], result.stderr
@@ -455,7 +461,7 @@ def test_a_launch_whose_creation_reply_is_lost_finds_its_task_and_deletes_no_buc
         ("POST /tasks/paginate",),
         0.1,
     )
-    result = run(user, pushed_image, "--name", "lost", "--upload", str(_dir(tmp_path / "in")))
+    result = user.launch(pushed_image, "--name", "lost", "--upload", str(_dir(tmp_path / "in")))
     assert result.returncode == 0, result.stderr
     assert fake.count("POST", "/tasks") == 1 and len(fake.tasks) == 1 and fake.faults.hang_next == 0
     assert user.qimg("stop", "--purge", "lost").returncode == 0

@@ -11,7 +11,7 @@ import pytest
 from tests.badkeys import corpus
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
@@ -26,7 +26,7 @@ def test_a_bad_key_sends_nothing(pushed_image: str, fake: FakeQarnot, user: User
         ""
     )  # a private key beside it: the refusal must come from the key itself
     result = user.qimg(
-        "run", pushed_image, "--key", str(key), "--username", REGISTRY_USER, "--password-stdin",
+        "run", pushed_image, "--key", str(key), *LOGIN,
         stdin=REGISTRY_PASSWORD + "\n",
     )  # fmt: skip
     assert_one_line_error(result, 2, fragment)

@@ -13,20 +13,10 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
-from tests.helpers import assert_one_line_error, run_qimg
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD
+from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
-
-
-def run(
-    user: User, image: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run_qimg(
-        "run", image, *LOGIN, "--timeout", "120", *args, env={**user.env, **(env or {})},
-        stdin=REGISTRY_PASSWORD + "\n", timeout=300,
-    )  # fmt: skip
 
 
 def start_run(user: User, image: str) -> subprocess.Popen[str]:
@@ -52,7 +42,7 @@ def test_1_a_gateway_error_after_create_leaves_one_task(
     """[1] The API created the task, then the gateway answered 504: qimg does not submit again blindly,
     finds what the launch created by its tag, follows one task and deletes every other."""
     fake.faults = Faults(gateway_error_after_create=504, gateway_error_times=2)
-    result = run(user, pushed_image, "--command", "whoami")
+    result = user.launch(pushed_image, "--command", "whoami")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice"
     assert fake.count("POST", "/tasks") == 1  # creation is never retried by the SDK here
@@ -62,7 +52,7 @@ def test_1_a_gateway_error_after_create_leaves_one_task(
 def test_1_a_lost_read_after_create_keeps_the_task(pushed_image: str, fake: FakeQarnot, user: User) -> None:
     """[1] The GET the SDK sends right after the POST answers 404: the uuid is kept and followed."""
     fake.faults = Faults(missing_after_create=1)
-    result = run(user, pushed_image, "--command", "whoami")
+    result = user.launch(pushed_image, "--command", "whoami")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice" and fake.tasks == {}
 
@@ -86,7 +76,7 @@ def test_3_a_hung_reply_is_cut_and_the_read_retried(pushed_image: str, fake: Fak
     """[3] A reply that never comes: every request has a timeout (QARNOT_CLUSTER_TIMEOUT shortens it
     here), and a read that timed out is sent again."""
     fake.faults = Faults(hang_next=1, hang_paths=(r"GET /tasks/[0-9a-f-]{36}",))
-    result = run(user, pushed_image, "--command", "whoami", env={"QARNOT_CLUSTER_TIMEOUT": "2"})
+    result = user.launch(pushed_image, "--command", "whoami", env={"QARNOT_CLUSTER_TIMEOUT": "2"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice" and fake.tasks == {}
 
@@ -95,7 +85,7 @@ def test_3_ls_does_not_wait_for_a_failing_credits_endpoint(
     pushed_image: str, fake: FakeQarnot, user: User
 ) -> None:
     """[3] The credits endpoint answers 503: one request per task, no retries, and `ls` still lists."""
-    assert run(user, pushed_image, "--name", "cost").returncode == 0
+    assert user.launch(pushed_image, "--name", "cost").returncode == 0
     fake.faults = Faults(credits_unavailable=True)
     listed = user.qimg("ls", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -125,7 +115,7 @@ def test_10_stop_all_keeps_going_and_a_task_gone_counts_as_stopped(
     """[10] One DELETE refused does not leave the other tasks running; a task deleted elsewhere is
     stopped as far as qimg is concerned, and its record dropped."""
     for name in ("first", "second", "third"):
-        assert run(user, pushed_image, "--name", name).returncode == 0
+        assert user.launch(pushed_image, "--name", name).returncode == 0
     by_name = {task.name: task.uuid for task in fake.tasks.values()}
     fake.faults = Faults(delete_refused={by_name["first"]})
     refused = user.qimg("stop", "--all")

@@ -20,7 +20,7 @@ from qimg.launcher.backends.local import NAME_LABEL, TASK_LABEL
 from qimg.launcher.data import WORKDIR
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD
 from tests.fakes.s3 import S3
 from tests.helpers import assert_one_line_error
 
@@ -116,7 +116,7 @@ def test_upload_results_and_fetch_as_typed(
     (user.home / "more").mkdir()
     (user.home / "more" / "g.txt").write_text("more\n")
     launched = user.qimg(
-        "run", pushed_image, "--username", REGISTRY_USER, "--password-stdin", "--timeout", "120",
+        "run", pushed_image, *LOGIN, "--timeout", "120",
         "--name", "typed", "--upload", "../b/inputs", "--upload=~/more", "--results", "../b/results",
         stdin=REGISTRY_PASSWORD + "\n", cwd=here,
     )  # fmt: skip
@@ -142,7 +142,7 @@ def test_results_with_a_tilde_come_down_into_home(
 ) -> None:
     here, _there = dirs
     ran = user.qimg(
-        "run", pushed_image, "--username", REGISTRY_USER, "--password-stdin", "--timeout", "120",
+        "run", pushed_image, *LOGIN, "--timeout", "120",
         "--name", "tilde", "--results=~/out", "--command", f"echo done > {WORKDIR}/r.txt",
         stdin=REGISTRY_PASSWORD + "\n", cwd=here,
     )  # fmt: skip
@@ -253,7 +253,7 @@ def test_a_path_ssh_cannot_be_given_is_refused_before_a_qarnot_task(
     odd = tmp_path / "k${HOME}x"
     odd.mkdir()
     odd_user, options = odd_launch(user, where, odd)
-    ran = odd_user.qimg("run", pushed_image, *options, "--username", REGISTRY_USER, "--password-stdin",
+    ran = odd_user.qimg("run", pushed_image, *options, *LOGIN,
                         "--timeout", "20", "--command", "true", stdin=REGISTRY_PASSWORD + "\n")  # fmt: skip
     assert_one_line_error(ran, 2, str(odd), "'${'")
     assert fake.tasks == {} and not [request for request in fake.requests if request[0] == "POST"]

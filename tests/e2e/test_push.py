@@ -11,7 +11,7 @@ from docker.errors import APIError
 
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
@@ -34,7 +34,7 @@ def test_push_with_password_stdin_then_as_json(
 ) -> None:
     target = auth_registry.ref("team/alice:stdin")
     pushed = user.qimg(
-        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin", "--json",
+        "push", e2e_image, "--to", target, *LOGIN, "--json",
         stdin=REGISTRY_PASSWORD + "\n",
     )  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
@@ -64,9 +64,7 @@ def test_wrong_password_is_refused_and_nothing_is_claimed(
     docker_client: docker.DockerClient, e2e_image: str, auth_registry: Registry, user: User
 ) -> None:
     target = auth_registry.ref("team/alice:wrong")
-    pushed = user.qimg(
-        "push", e2e_image, "--to", target, "--username", REGISTRY_USER, "--password-stdin", stdin="nope\n"
-    )
+    pushed = user.qimg("push", e2e_image, "--to", target, *LOGIN, stdin="nope\n")
     assert_one_line_error(pushed, 1, target, "refused")
     assert pushed.stdout == ""
     with pytest.raises(APIError):

@@ -9,11 +9,10 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 
 
 def private_key(user: User) -> list[str]:

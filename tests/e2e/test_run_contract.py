@@ -28,11 +28,10 @@ from qimg.launcher.containers import PURPOSE_LABEL
 from qimg.launcher.keys.wire import PublicKey, mpint, string
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 SECRET = "QARNOT_SECRET__DOCKER_REGISTRY_PASSWORD"
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}  # had qimg asked the engine: exit 1
 
@@ -229,10 +228,10 @@ def test_local_tasks_are_their_owners_only(
         TaskRequest("mine", "debian:bookworm-slim", "local", 1, {"DOCKER_CMD": "sleep 300"}, "l1")
     )
     try:
-        assert [(task.name, task.id) for task in tasks.list_tasks(local=True).tasks] == [("mine", mine)]
+        assert [(task.name, task.id) for task in tasks.list_tasks("local").tasks] == [("mine", mine)]
         with pytest.raises(TaskNotFound):
             backend.view(another_owners_task)
-        assert tasks.stop(None, local=True)[1] == [("mine", mine)]
+        assert tasks.stop(None, "local")[1] == [("mine", mine)]
         theirs = docker_client.containers.list(filters={"label": f"{TASK_LABEL}={another_owners_task}"})
         assert len(theirs) == 1, "another user's task is left alone"
     finally:
@@ -256,7 +255,7 @@ def test_a_forged_task_container_of_ones_own_is_not_a_task(
         "debian:bookworm-slim", ["sleep", "300"], detach=True, labels=labels
     )
     try:
-        assert tasks.list_tasks(local=True).tasks == []
+        assert tasks.list_tasks("local").tasks == []
         with pytest.raises(TaskNotFound):
             LocalBackend(engine).view(forged_id)
     finally:

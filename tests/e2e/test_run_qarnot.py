@@ -18,19 +18,16 @@ from qimg.launcher.backends.qarnot import REQUEST_BUDGET
 from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot, Faults
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, REGISTRY_USER
 from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
-
-
-def run(user: User, image: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return user.qimg("run", image, *LOGIN, "--timeout", "120", *args, stdin=REGISTRY_PASSWORD + "\n")
 
 
 def test_build_push_run_command_with_a_pinned_key(pushed_image: str, fake: FakeQarnot, user: User) -> None:
-    result = run(user, pushed_image, "--command", 'id; echo "deadline=$QIMG_MAX_SECONDS"', "--max-time", "2h")
+    result = user.launch(
+        pushed_image, "--command", 'id; echo "deadline=$QIMG_MAX_SECONDS"', "--max-time", "2h"
+    )
     assert result.returncode == 0, result.stderr
     assert "uid=1000(alice) gid=1000(alice)" in result.stdout
     assert "deadline=7200" in result.stdout  # the login shell has the task's environment
@@ -47,7 +44,7 @@ def test_build_push_run_command_with_a_pinned_key(pushed_image: str, fake: FakeQ
 def test_constants_keep_running_ls_logs_ssh_stop(
     pushed_image: str, fake: FakeQarnot, user: User, docker_client: docker.DockerClient
 ) -> None:
-    launched = run(user, pushed_image, "--name", "keep1", "--json")
+    launched = user.launch(pushed_image, "--name", "keep1", "--json")
     assert launched.returncode == 0, launched.stderr
     info = json.loads(launched.stdout)
     (task,) = fake.tasks.values()
@@ -96,7 +93,7 @@ def test_constants_keep_running_ls_logs_ssh_stop(
 
 
 def test_three_instances(pushed_image: str, fake: FakeQarnot, user: User) -> None:
-    result = run(user, pushed_image, "--instances", "3", "--command", "echo instance=$INSTANCE_ID")
+    result = user.launch(pushed_image, "--instances", "3", "--command", "echo instance=$INSTANCE_ID")
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == ["instance=0", "instance=1", "instance=2"]
     assert fake.tasks == {}
@@ -105,7 +102,7 @@ def test_three_instances(pushed_image: str, fake: FakeQarnot, user: User) -> Non
 def test_tunnel_to_an_http_server_and_a_restart_on_a_new_port(
     pushed_image: str, fake: FakeQarnot, user: User
 ) -> None:
-    assert run(user, pushed_image, "--name", "web").returncode == 0
+    assert user.launch(pushed_image, "--name", "web").returncode == 0
     (task,) = fake.tasks.values()
     page = "mkdir -p /tmp/www && echo hello-from-the-task > /tmp/www/index.html"
     assert (
@@ -135,7 +132,7 @@ def test_tunnel_to_an_http_server_and_a_restart_on_a_new_port(
 def test_a_changed_host_key_is_refused(
     pushed_image: str, fake: FakeQarnot, user: User, docker_client
 ) -> None:
-    assert run(user, pushed_image, "--name", "pinned").returncode == 0
+    assert user.launch(pushed_image, "--name", "pinned").returncode == 0
     (task,) = fake.tasks.values()
     container = docker_client.containers.get(task.instances[0].container_id)
     # Someone else answers on the same address: a new host key, sshd reloaded.
@@ -163,7 +160,7 @@ def test_a_changed_host_key_is_refused(
 )
 def test_faults_still_end_in_a_login(pushed_image: str, fake: FakeQarnot, user: User, faults: Faults) -> None:
     fake.faults = faults
-    result = run(user, pushed_image, "--command", "whoami")
+    result = user.launch(pushed_image, "--command", "whoami")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice"
     assert fake.tasks == {}
@@ -171,7 +168,7 @@ def test_faults_still_end_in_a_login(pushed_image: str, fake: FakeQarnot, user: 
 
 def test_a_failing_task_is_explained_and_deleted(pushed_image: str, fake: FakeQarnot, user: User) -> None:
     fake.faults = Faults(failure=("NodeLost", "the node running instance 0 went away"))
-    result = run(user, pushed_image, "--command", "true")
+    result = user.launch(pushed_image, "--command", "true")
     assert result.returncode == 1
     assert "task error: NodeLost: the node running instance 0 went away" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("qimg: error: task failure before ssh was ready")
@@ -241,7 +238,7 @@ def test_polls_keep_within_the_request_budget(pushed_image: str, fake: FakeQarno
     task, every look at it waits until the launch's average is back within the budget, and the task
     the creation read back is the first look (it is not read again at once)."""
     fake.faults = Faults(forward_delay=3)  # the task executes for 3 s before its forward appears
-    launched = run(user, pushed_image, "--command", "true")
+    launched = user.launch(pushed_image, "--command", "true")
     assert launched.returncode == 0, launched.stderr
     (task_id,) = [path.split("/")[2] for method, path in fake.requests if method == "DELETE"]
     opened = fake.requests.index(("GET", "/settings"))

@@ -18,8 +18,11 @@ from qarnot.bucket import Bucket
 from qarnot.exceptions import QarnotGenericException
 
 from qimg.errors import BackendError
+from qimg.launcher.backends import registry
+from qimg.launcher.backends.base import STORAGE
 from qimg.launcher.backends.qarnot import QarnotBackend
 from qimg.launcher.backends.qarnot_config import QarnotSettings
+from qimg.launcher.backends.qarnot_storage import QarnotStorage
 from tests.fakes.qarnot import FakeQarnot, Faults
 from tests.fakes.s3 import S3
 
@@ -129,3 +132,23 @@ def test_bucket_requests_are_bounded_by_qimgs_timeout(
     with pytest.raises(BackendError, match="listing buckets"):
         backend.buckets()
     assert len(asked) == 3
+
+
+def test_the_storage_stands_on_its_own_and_the_backend_hands_it_the_bucket_calls(
+    fake: FakeQarnot, storage: S3
+) -> None:
+    """The Qarnot storage is an object made with what it needs (no attribute set by a subclass): made
+    alone on the backend's connection, what it does the backend's Storage calls see, and its S3
+    requests are counted with the cluster's."""
+    backend = backend_of(fake)
+    assert registry.require(backend, STORAGE, "the test") is backend
+    alone = QarnotStorage(backend.connection, backend.settings, backend.exchanges)
+    name = "qimg-alone-out-0123abcd"
+    sent = backend.requests_sent
+    alone.create_bucket(name)
+    try:
+        assert backend.requests_sent > sent  # counted for the request budget
+        assert [view.name for view in backend.buckets()] == [name] == storage.bucket_names()
+    finally:
+        backend.delete_bucket(name)
+    assert alone.buckets() == []

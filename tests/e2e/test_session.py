@@ -7,35 +7,15 @@ import pytest
 
 from qimg.errors import QimgError
 from qimg.launcher import records
-from qimg.launcher.backends.base import TaskView
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.local import TASK_LABEL
-from qimg.launcher.plan import LaunchOptions, plan_launch
-from qimg.launcher.records import TaskRecord
+from qimg.launcher.options import LaunchOptions
+from qimg.launcher.plan import plan_launch
 from qimg.launcher.session import run_task
 from tests.e2e.conftest import User
+from tests.helpers import Recorder
 
 pytestmark = pytest.mark.docker
-
-
-class Recorder:
-    """A Reporter that keeps what a terminal would have shown."""
-
-    def __init__(self, fail_on_ready: bool = False) -> None:
-        self.states: list[str] = []
-        self.notes: list[str] = []
-        self.ready_records: list[TaskRecord] = []
-        self.fail_on_ready = fail_on_ready
-
-    def status(self, view: TaskView, elapsed: float) -> None:
-        self.states.append(view.state)
-
-    def note(self, line: str) -> None:
-        self.notes.append(line)
-
-    def ready(self, record: TaskRecord) -> None:
-        self.ready_records.append(record)
-        if self.fail_on_ready:
-            raise QimgError("the caller could not show the task")
 
 
 @pytest.fixture
@@ -54,7 +34,7 @@ def test_a_whole_local_launch(
 ) -> None:
     options = LaunchOptions(
         image=e2e_image,
-        local=True,
+        backend=registry.LOCAL,
         key=as_user.public_key,
         name="direct",
         command="id -un; echo $INSTANCE_ID",
@@ -75,7 +55,7 @@ def test_a_caller_that_fails_at_ready_leaves_no_task(
     docker_client: docker.DockerClient, e2e_image: str, as_user: User
 ) -> None:
     """Whatever goes wrong once the task exists, the lifecycle stops it (nobody asked to keep it)."""
-    options = LaunchOptions(image=e2e_image, local=True, key=as_user.public_key, name="failing")
+    options = LaunchOptions(image=e2e_image, backend=registry.LOCAL, key=as_user.public_key, name="failing")
     recorder = Recorder(fail_on_ready=True)
     with pytest.raises(QimgError, match="could not show the task"):
         run_task(plan_launch(options), recorder)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import cast
@@ -17,22 +16,11 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
-LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 SECRET = "s3cr3t-'quoted' value"  # a quote, a space: the value survives the start script's quoting
 CLUSTER = "docker-cluster-network-ssh"
-
-
-def run(
-    user: User, image: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run_qimg(
-        "run", image, *LOGIN, "--timeout", "120", *args,
-        env={**user.env, **(env or {})}, stdin=REGISTRY_PASSWORD + "\n",
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -45,8 +33,8 @@ def kept(user: User) -> Iterator[list[str]]:
 
 
 def test_the_body_of_each_option_as_the_sdk_sends_it(pushed_image: str, fake: FakeQarnot, user: User) -> None:
-    result = run(
-        user, pushed_image, "--command", "true", "--env", "GREETING=hello world", "--secret", "API_TOKEN",
+    result = user.launch(
+        pushed_image, "--command", "true", "--env", "GREETING=hello world", "--secret", "API_TOKEN",
         "--cores", "16", "--ram", "32", "--gpu", "--ssd", "--hardware", "16c-128g-amd",
         "--scheduling", "on-demand", "--max-queue", "10m", "--profile", "docker-nvidia-network-ssh",
         env={"API_TOKEN": SECRET},
@@ -71,7 +59,7 @@ def test_the_body_of_each_option_as_the_sdk_sends_it(pushed_image: str, fake: Fa
 def test_without_options_the_body_asks_for_any_machine_on_flex(
     pushed_image: str, fake: FakeQarnot, user: User
 ) -> None:
-    assert run(user, pushed_image, "--command", "true").returncode == 0
+    assert user.launch(pushed_image, "--command", "true").returncode == 0
     body = fake.body("POST", "/tasks")
     assert body["hardwareConstraints"] == [] and body["schedulingType"] == "Flex"
     assert "maxTimeQueueSeconds" not in body
@@ -84,8 +72,8 @@ def test_environment_and_secret_in_ssh_sessions_and_nowhere_else(
     pushed_image: str, fake: FakeQarnot, user: User, docker_client: docker.DockerClient, kept: list[str]
 ) -> None:
     kept.append("worker")
-    launched = run(
-        user, pushed_image, "--name", "worker", "--env", "GREETING=hello world", "--secret", "API_TOKEN",
+    launched = user.launch(
+        pushed_image, "--name", "worker", "--env", "GREETING=hello world", "--secret", "API_TOKEN",
         env={"API_TOKEN": SECRET},
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr
@@ -125,7 +113,7 @@ def test_a_cluster_task_is_reached_through_its_master(
     pushed_image: str, fake: FakeQarnot, user: User, docker_client: docker.DockerClient, kept: list[str]
 ) -> None:
     kept.append("mpi")
-    launched = run(user, pushed_image, "--name", "mpi", "--profile", CLUSTER, "--instances", "3", "--json")
+    launched = user.launch(pushed_image, "--name", "mpi", "--profile", CLUSTER, "--instances", "3", "--json")
     assert launched.returncode == 0, launched.stderr
     note = "instance 0 is the master, the only one forwarded; ssh and --command reach it alone; 2 workers"
     assert note in launched.stderr
@@ -162,7 +150,7 @@ def test_a_local_cluster_runs_the_qarnot_way(e2e_image: str, user: User) -> None
 def test_an_unknown_profile_is_refused_with_the_closest_names(
     pushed_image: str, fake: FakeQarnot, user: User
 ) -> None:
-    result = run(user, pushed_image, "--profile", "docker-network-shh")
+    result = user.launch(pushed_image, "--profile", "docker-network-shh")
     assert_one_line_error(result, 2, "--profile docker-network-shh", "did you mean docker-network-ssh")
     assert fake.count("POST", "/tasks") == 0
 
@@ -190,7 +178,7 @@ def test_a_launch_the_quota_cannot_hold_is_refused(
     pushed_image: str, fake: FakeQarnot, user: User, setup, args: list[str], fragments: list[str]
 ) -> None:
     setup(fake.account)
-    result = run(user, pushed_image, *args)
+    result = user.launch(pushed_image, *args)
     assert_one_line_error(result, 2, *fragments)
     assert fake.count("POST", "/tasks") == 0
 
@@ -223,7 +211,7 @@ BAD: dict[str, tuple[list[str], str]] = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_values_send_nothing(pushed_image: str, fake: FakeQarnot, user: User, case: str) -> None:
     args, fragment = BAD[case]
-    result = run(user, pushed_image, *args, env={"API_TOKEN": SECRET})
+    result = user.launch(pushed_image, *args, env={"API_TOKEN": SECRET})
     assert_one_line_error(result, 2, fragment)
     assert SECRET not in result.stderr
     assert fake.count("POST", "/tasks") == 0

@@ -15,6 +15,8 @@ from qimg.launcher.ssh import free_local_port
 
 REGISTRY_USER = "qimg-tester"
 REGISTRY_PASSWORD = "s3cret-registry-password"
+# The options that log `qimg run`/`push` into this registry (the password on stdin).
+LOGIN = ("--username", REGISTRY_USER, "--password-stdin")
 
 
 @dataclass(frozen=True)

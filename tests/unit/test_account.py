@@ -10,7 +10,7 @@ import pytest
 
 from qimg.errors import UsageError
 from qimg.launcher import account
-from qimg.launcher.backends import qarnot_worker
+from qimg.launcher.backends import base, qarnot_worker
 from qimg.launcher.backends.base import AccountView, Hardware, HardwareOffer, Quota, TaskRequest
 
 PROFILES = ["docker-batch", "docker-network-ssh", "docker-cluster-network-ssh", "docker-nvidia-network-ssh"]
@@ -57,8 +57,8 @@ def ask(
 
 
 def test_the_account_backend_is_recognised() -> None:
-    assert isinstance(Account(view()), account.AccountBackend)
-    assert not isinstance(object(), account.AccountBackend)
+    assert isinstance(Account(view()), base.Account) and isinstance(Account(view()), base.HardwareChoice)
+    assert not isinstance(object(), base.Account)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from qimg.errors import UsageError
-from qimg.launcher.plan import LaunchOptions, is_batch
+from qimg.launcher.backends import registry
+from qimg.launcher.options import LaunchOptions
+from qimg.launcher.plan import is_batch
 from qimg.launcher.session import batch_output
 
 
@@ -18,7 +20,7 @@ from qimg.launcher.session import batch_output
         ({"profile": "docker-cluster-network", "command": "make"}, True),
         ({"profile": "docker-batch"}, False),  # no command: refused later, as qimg could not log in
         ({"profile": "docker-network-ssh", "command": "make"}, False),
-        ({"profile": "docker-batch", "command": "make", "local": True}, False),
+        ({"profile": "docker-batch", "command": "make", "backend": registry.LOCAL}, False),
     ],
 )
 def test_which_launches_are_batch(options: dict[str, Any], batch: bool) -> None:

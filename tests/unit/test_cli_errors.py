@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from qimg.cli import report
+from qimg.errors import BuildFailed, LaunchFailed, UsageError
 from tests.helpers import assert_one_line_error, run_qimg
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -111,3 +113,37 @@ def test_push_to_no_registry_prints_its_error_alone() -> None:
     result = run_qimg("push", "debian:bookworm-slim", "--to", "team/bar:1", env=NO_ENGINE)
     assert_one_line_error(result, 2, "team/bar:1 names no registry")
     assert result.stdout == ""
+
+
+# An error carries its details and hint; the entry point alone shows them (details, then the line).
+
+
+def test_an_error_is_shown_with_its_details_once(capsys: pytest.CaptureFixture[str]) -> None:
+    failure = BuildFailed(
+        "build failed at step 2/3 (RUN apt-get install x): exit code 100",
+        "step 2/3 (RUN apt-get install x)",
+        ("E: Unable to locate package x", "\x1b]52;c;SGk=\x07"),
+    )
+    report(failure)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "last output of step 2/3 (RUN apt-get install x):\n"
+        "  E: Unable to locate package x\n"
+        "  \\x1b]52;c;SGk=\\x07\n"
+        "qimg: error: build failed at step 2/3 (RUN apt-get install x): exit code 100\n"
+    )
+
+
+def test_a_failed_launch_shows_what_the_task_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    report(LaunchFailed("task failure before ssh was ready", ("task error: NodeLost: gone",)))
+    assert capsys.readouterr().err == (
+        "  task error: NodeLost: gone\nqimg: error: task failure before ssh was ready\n"
+    )
+
+
+def test_the_hint_follows_the_message_on_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    error = UsageError("--results: /x is a file", hint="name a new or empty directory")
+    assert str(error) == "--results: /x is a file; name a new or empty directory"
+    report(error)
+    assert capsys.readouterr().err == "qimg: error: --results: /x is a file; name a new or empty directory\n"

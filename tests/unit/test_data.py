@@ -15,9 +15,10 @@ from typing import Any, BinaryIO
 import pytest
 from rich.console import Console
 
-from qimg.display import TransferBars
-from qimg.errors import BackendError, Interrupted, TaskNotFound
-from qimg.launcher import data, results, tasks
+from qimg import notices
+from qimg.display.data import TransferBars
+from qimg.errors import BackendError, Interrupted, TaskNotFound, UsageError
+from qimg.launcher import bucket_io, data, tasks
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import EXECUTING, BucketView, ObjectView, TaskRequest, TaskView
 from qimg.launcher.data import DataRecord
@@ -29,9 +30,8 @@ GOOD = {
 
 
 @pytest.fixture(autouse=True)
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    return tmp_path / "qimg" / "data"
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "qimg" / "data"  # in the isolated state folder (tests/conftest.py)
 
 
 def test_a_record_round_trips(state: Path) -> None:
@@ -160,34 +160,59 @@ def planned(tmp_path: Path, results: bool = True) -> data.DataPlan:
     source = tmp_path / "src"
     (source / "sub").mkdir(parents=True)
     (source / "sub" / "a.txt").write_text("a")
-    checked = data.check_options((source,), tmp_path / "out" if results else None, 0, local=False)
+    checked = data.check_options((source,), tmp_path / "out" if results else None, 0, registry.DEFAULT)
     assert checked is not None
     return checked.planned("t1", "0123abcd0123abcd")
 
 
 def test_a_launch_that_never_got_its_task_deletes_its_buckets(tmp_path: Path, state: Path) -> None:
     memory, plan, notes = Memory(), planned(tmp_path), list[str]()
-    results.stage(memory, plan, "t1", notes.append, None)
+    bucket_io.stage(memory, plan, "t1", notes.append, None)
     assert memory.stored == {"qimg-t1-in-0123abcd": {"src/sub/a.txt": b"a"}, "qimg-t1-out-0123abcd": {}}
     assert data.load("t1") == DataRecord(
         "t1", "qimg-t1-in-0123abcd", "qimg-t1-out-0123abcd", tmp_path / "out"
     )
-    results.end_of_launch(memory, plan, "t1", "", notes.append, None)
+    bucket_io.end_of_launch(memory, plan, "t1", "", notes.append, None)
     assert memory.stored == {} and data.load("t1") is None
     assert notes == ["uploaded 1 files (1 B) to qimg-t1-in-0123abcd: the task sees them in /job/src"]
 
 
 def test_results_are_asked_for_and_downloaded_before_the_stop(tmp_path: Path) -> None:
     memory, plan, notes = Memory(), planned(tmp_path), list[str]()
-    results.stage(memory, plan, "t1", notes.append, None)
+    bucket_io.stage(memory, plan, "t1", notes.append, None)
     memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket=plan.results_bucket)
     memory.stored[plan.results_bucket] = {"src/sub/a.txt": b"a", "made.txt": b"made", "../evil": b"x"}
-    results.end_of_launch(memory, plan, "t1", "id1", notes.append, None)
+    with notices.to(notes.append):
+        bucket_io.end_of_launch(memory, plan, "t1", "id1", notes.append, None)
     assert memory.calls[-4:] == [("snapshot", "id1"), ("abort", "id1"), ("download", "src/sub/a.txt"),
                                  ("download", "made.txt")]  # fmt: skip
     assert (tmp_path / "out" / "made.txt").read_text() == "made" and not (tmp_path / "evil").exists()
     assert data.is_pending(plan.results_bucket)  # the unsafe key: not all of it came down
     assert any(f"qimg fetch {plan.results_bucket} DIR" in line for line in notes)
+
+
+REFUSED: dict[str, tuple[Callable[[Path], object], str]] = {
+    "--upload": (lambda tmp: data.check_options((tmp,), tmp / "out", 60, registry.LOCAL), "--upload"),
+    "--results": (lambda tmp: data.check_options((), tmp / "out", 0, registry.LOCAL), "--results"),
+    "fetch": (lambda tmp: bucket_io.fetch("t1", None, registry.LOCAL, None), "qimg fetch"),
+    "snapshot": (lambda _tmp: bucket_io.snapshot("t1", registry.LOCAL), "qimg snapshot"),
+    "ls --buckets": (lambda _tmp: bucket_io.list_buckets(registry.LOCAL), "--buckets"),
+    "purge": (lambda _tmp: bucket_io.purge(None, registry.LOCAL), "--purge"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_backend_without_buckets_refuses_data_in_one_line_before_opening_anything(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def opened(name: str) -> None:
+        raise AssertionError(f"{name} opened")
+
+    monkeypatch.setattr(registry, "open_backend", opened)
+    call, what = REFUSED[case]
+    with pytest.raises(UsageError) as refused:
+        call(tmp_path)
+    assert str(refused.value) == f"{what} is for Qarnot (buckets): the local engine has none (drop --local)"
 
 
 def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
@@ -200,7 +225,9 @@ def test_purge_keeps_a_running_tasks_buckets_and_results_not_downloaded(
     memory.views["id1"] = TaskView("id1", "run", EXECUTING, 1)
     data.mark_pending("qimg-pend-out-0000bbbb", True)
     notes: list[str] = []
-    assert data.purge(None, notes.append) == (
+    with notices.to(notes.append):
+        purged = bucket_io.purge(None, registry.DEFAULT)
+    assert purged == (
         ["qimg-done-out-0000cccc"],
         ["qimg-run-in-0000aaaa", "qimg-pend-out-0000bbbb"],
         [],
@@ -224,7 +251,8 @@ def test_purge_deletes_every_bucket_it_can_and_reports_the_others_together(
     for name in names:
         memory.create_bucket(name)
     memory.undeletable = {"qimg-evil-out-0123abcd", "qimg-evil-in-0123abcd"}
-    deleted, kept, failures = data.purge(None, list[str]().append)
+    with notices.to(list[str]().append):
+        deleted, kept, failures = bucket_io.purge(None, registry.DEFAULT)
     assert (deleted, kept) == (["qimg-a-out-0000aaaa", "qimg-z-in-0000cccc"], [])
     assert failures == [
         "qimg-evil-out-0123abcd: deleting bucket qimg-evil-out-0123abcd: InternalError",
@@ -270,7 +298,8 @@ class Uploading(Memory):
 
 def stop_all(memory: Memory, monkeypatch: pytest.MonkeyPatch, notes: list[str]) -> None:
     monkeypatch.setattr(registry, "open_backend", lambda *_args: memory)
-    tasks.stop(None, False, results.results_first(notes.append, None))
+    with notices.to(notes.append):
+        tasks.stop(None, registry.DEFAULT, bucket_io.results_first(notes.append, None))
 
 
 def test_the_wait_for_the_results_keeps_to_the_budget_and_rides_out_failed_reads(
@@ -289,7 +318,7 @@ def test_the_wait_for_the_results_keeps_to_the_budget_and_rides_out_failed_reads
 def test_a_task_still_uploading_at_the_end_of_the_wait_is_not_deleted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(results, "RESULTS_WAIT", 2.0)
+    monkeypatch.setattr(bucket_io, "RESULTS_WAIT", 2.0)
     memory, notes = Uploading(looks=1000, budget=0.2), list[str]()
     memory.views["id1"] = TaskView("id1", "t1", EXECUTING, 1, result_bucket="qimg-t1-out-0123abcd")
     memory.stored["qimg-t1-out-0123abcd"] = {}

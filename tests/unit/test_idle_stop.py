@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from qimg.builder.spec import ImageRef
+from qimg.launcher.backends.base import IdleStop, idle_stop_in
 from qimg.launcher.contract import Start, task_constants
 from qimg.launcher.keys.read import LoginKey
 from qimg.launcher.keys.wire import PublicKey
-from qimg.launcher.tasks import IdleStop, idle_stop_in
 from tests.helpers import assert_one_line_error, run_qimg
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}

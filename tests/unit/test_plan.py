@@ -19,7 +19,8 @@ from qimg.builder.spec import ImageSpec
 from qimg.errors import UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
-from qimg.launcher.plan import LaunchOptions, LaunchPlan, check_timeout, parse_duration, plan_launch
+from qimg.launcher.options import LaunchOptions, check_timeout
+from qimg.launcher.plan import LaunchPlan, parse_duration, plan_launch
 
 if TYPE_CHECKING:
     from qimg.engine_api import Engine
@@ -114,8 +115,9 @@ def test_docker_hub_credentials_come_from_the_docker_config(machine: Path) -> No
 
 def test_local_runs_put_no_registry_credentials_in_containers(machine: Path) -> None:
     constants = plan(
-        StubImages(ALICE_LABELS), image="reg.example.com/t/a:1", local=True, registry_auth=("u", "pw")
-    ).request.constants
+        StubImages(ALICE_LABELS), image="reg.example.com/t/a:1", backend=registry.LOCAL,
+        registry_auth=("u", "pw"),
+    ).request.constants  # fmt: skip
     assert not [name for name in constants if "REGISTRY" in name or "SECRET" in name]
     assert "pw" not in constants.values()
 
@@ -154,12 +156,13 @@ def test_an_invalid_login_user_is_refused(machine: Path, user: str) -> None:
 
 def test_foreign_images_run_as_root_and_must_have_sshd(machine: Path) -> None:
     found: dict[str, bytes | None] = {path: b"\x7fELF" for path in contract.FOREIGN_NEEDS}
-    constants = plan(StubImages({}, found), image="debian:bookworm-slim", local=True).request.constants
+    local = registry.LOCAL
+    constants = plan(StubImages({}, found), image="debian:bookworm-slim", backend=local).request.constants
     assert constants["DOCKER_USER"] == "root"
     assert constants["DOCKER_CMD"] == contract.foreign_start().command
     found["/usr/sbin/sshd"] = None
     with pytest.raises(UsageError, match=r"has no OpenSSH server .*: make an ssh-ready image") as refused:
-        plan(StubImages({}, found), image="debian:bookworm-slim", local=True)
+        plan(StubImages({}, found), image="debian:bookworm-slim", backend=registry.LOCAL)
     assert "qimg build --base library/debian:bookworm-slim" in str(refused.value)
 
 

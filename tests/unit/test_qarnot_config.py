@@ -13,11 +13,8 @@ from tests.helpers import assert_one_line_error, run_qimg
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("QARNOT_CLIENT_TOKEN", "QARNOT_CLUSTER_URL", "QARNOT_STORAGE_URL", "QARNOT_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+def home(isolate: Path) -> Path:
+    return isolate  # its own, with no Qarnot settings (tests/conftest.py)
 
 
 def write_conf(path: Path, token: str, url: str) -> Path:

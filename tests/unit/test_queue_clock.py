@@ -11,7 +11,7 @@ import pytest
 
 from qimg.errors import LaunchFailed
 from qimg.launcher.backends.base import TaskView
-from qimg.launcher.launch import wait_ready
+from qimg.launcher.launch import Readiness, wait_ready
 
 
 class States:
@@ -35,7 +35,8 @@ class States:
 def wait(backend: States, timeout: float, queue_timeout: float | None) -> tuple[str, float]:
     started = time.monotonic()
     with pytest.raises(LaunchFailed) as failed:
-        wait_ready(backend, "id", "alice", Path("/nonexistent"), timeout, queue_timeout=queue_timeout)  # type: ignore[arg-type]
+        wait = Readiness("alice", Path("/nonexistent"), timeout, queue_timeout=queue_timeout)
+        wait_ready(backend, "id", wait)  # type: ignore[arg-type]
     return str(failed.value), time.monotonic() - started
 
 

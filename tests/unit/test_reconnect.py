@@ -8,12 +8,13 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from qimg.errors import BackendError, LaunchFailed, QimgError, TaskNotFound
-from qimg.launcher import reconnect
-from qimg.launcher.backends.base import TaskView
+from qimg.launcher import reconnect, session
+from qimg.launcher.backends.base import Backend, TaskView
 from qimg.launcher.reconnect import Link
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.ssh import Endpoint, free_local_port
@@ -66,7 +67,6 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
         states: list[str | Exception], links: list[Link], refreshes: list[QimgError | None] | None = None
     ) -> Script:
         played = Script(states, links, refreshes or [])
-        monkeypatch.setattr("qimg.launcher.backends.registry.open_backend", lambda _name: played)
         monkeypatch.setattr("qimg.launcher.launch.refresh", played.refresh)
         clock = types.SimpleNamespace(sleep=played.sleep, monotonic=lambda: played.now)
         monkeypatch.setattr("qimg.launcher.reconnect.time", clock)
@@ -77,7 +77,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
 
 def hold(played: Script) -> int:
     tunnels = (Tunnel(free_local_port(), 8888),)
-    return reconnect.hold(RECORD, tunnels, played.connect, played.notes.append)
+    return reconnect.hold(cast(Backend, played), RECORD, tunnels, played.connect, played.notes.append)
 
 
 def test_a_first_connection_that_never_comes_up_is_not_retried(script: Callable[..., Script]) -> None:
@@ -138,4 +138,25 @@ def test_a_port_taken_meanwhile_is_an_error(script: Callable[..., Script]) -> No
         squatter.listen()
         port = squatter.getsockname()[1]
         with pytest.raises(QimgError, match=f"local port {port} is already in use"):
-            reconnect.hold(RECORD, (Tunnel(port, 8888),), played.connect, played.notes.append)
+            reconnect.hold(
+                cast(Backend, played), RECORD, (Tunnel(port, 8888),), played.connect, played.notes.append
+            )
+
+
+def test_qimg_tunnel_connects_to_its_backend_once(
+    script: Callable[..., Script], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend that found the task is the one asked whether it lives when the link drops."""
+    played = script(states=[TaskNotFound("gone")], links=[DROPPED])
+    opened: list[str] = []
+
+    def open_backend(name: str) -> Backend:
+        opened.append(name)
+        return cast(Backend, played)
+
+    monkeypatch.setattr("qimg.launcher.backends.registry.open_backend", open_backend)
+    monkeypatch.setattr("qimg.launcher.records.load", lambda _name: RECORD)
+    monkeypatch.setattr("qimg.launcher.session._link", lambda _argv, on_up: played.connect(on_up))
+    with pytest.raises(TaskNotFound, match="tunnel to web closed: the task is gone"):
+        session.tunnel("web", "qarnot", Tunnel(free_local_port(), 8888), played.notes.append)
+    assert opened == ["local"]  # the record's backend, opened once

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qimg import files
+from qimg import files, notices
 from qimg import state as qimg_state
 from qimg.errors import FileError
 from qimg.launcher import data, records, sshconfig
@@ -30,9 +30,8 @@ def record(name: str, port: int = 50001) -> TaskRecord:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    return tmp_path / "qimg"
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "qimg"  # the isolated state folder (tests/conftest.py)
 
 
 BROKEN = {
@@ -78,9 +77,13 @@ def test_a_record_that_cannot_be_set_aside_stays(state: Path) -> None:
 def test_the_ssh_files_report_broken_records(state: Path) -> None:
     (state / "tasks").mkdir(parents=True)
     (state / "tasks" / "junk.json").write_text("[]")
-    (problem,) = sshconfig.save(record("good"))
-    assert "junk.json is unreadable (not a JSON object)" in problem
-    assert sshconfig.forget("good") == []
+    warned: list[str] = []
+    with notices.to(warned.append):
+        sshconfig.save(record("good"))
+        (problem,) = warned
+        assert "junk.json is unreadable (not a JSON object)" in problem
+        sshconfig.forget("good")
+    assert warned == [problem]
     assert "Host" not in sshconfig.config_path().read_text()
 
 

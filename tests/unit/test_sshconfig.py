@@ -14,7 +14,6 @@ from qimg.launcher.ssh import Endpoint
 
 
 def test_ssh_files_are_rewritten_from_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     record = TaskRecord(
         "sim", "qarnot", "id-1", "alice", Path("/keys/id_ed25519"), None,
         [InstanceRecord(0, Endpoint("gw.example.com", 50001), ["ssh-ed25519 AAAAKEY0"]),

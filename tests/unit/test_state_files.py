@@ -76,7 +76,6 @@ def test_a_symbolic_link_is_written_through(tmp_path: Path) -> None:
 
 
 def test_an_image_built_but_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     (tmp_path / "qimg" / state.LAST_BUILT).mkdir(parents=True)
     with pytest.raises(FileError) as raised:
         state.remember(state.LAST_BUILT, "qimg/alice:latest")
@@ -93,7 +92,6 @@ def test_an_image_built_but_not_remembered(tmp_path: Path, monkeypatch: pytest.M
 def test_recall(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, expected: str | None
 ) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     if content is not None:
         (tmp_path / "qimg").mkdir()
         (tmp_path / "qimg" / state.LAST_PUSHED).write_bytes(content)
@@ -106,7 +104,6 @@ def test_recall(
 def test_recall_refuses_what_is_not_an_image_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
 ) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     (tmp_path / "qimg").mkdir()
     (tmp_path / "qimg" / state.LAST_BUILT).write_bytes(content)
     with pytest.raises(FileError, match="does not hold the name of the last image built: give the image"):
@@ -115,7 +112,6 @@ def test_recall_refuses_what_is_not_an_image_name(
 
 
 def test_recall_from_a_state_folder_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     (tmp_path / "qimg").write_text("")
     with pytest.raises(FileError, match=rf"cannot read .*; {tmp_path}/qimg is a file where a folder belongs"):
         state.recall(state.LAST_BUILT)

@@ -52,7 +52,6 @@ def test_bad_copies_are_refused(source: str, target: str, fragment: str) -> None
 
 
 def test_scp_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     src, dst, name = transfer.plan_copy("Sim:x", "sim:/in")
     assert name == "sim"

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from qimg.errors import UsageError
+from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import Hardware, TaskRequest, instance_command
 from qimg.launcher.contract import check_constants
-from qimg.launcher.worker import WorkerOptions, WorkerPlan, cluster_note, plan
+from qimg.launcher.options import WorkerOptions
+from qimg.launcher.worker import WorkerPlan, cluster_note, plan
 
 SECRET = "hunter2-value"
 ENVIRON = {"API_TOKEN": SECRET, "EMPTY": "", "DOLLAR": "p${ss}"}
@@ -19,7 +21,8 @@ BASE = {"DOCKER_REPO": "team/a", "DOCKER_CMD": "/usr/local/sbin/qimg-start", "DO
 
 
 def planned(local: bool = False, max_queue: int | None = None, **options: Any) -> WorkerPlan:
-    return plan(WorkerOptions(**options), local=local, max_queue_seconds=max_queue, environ=ENVIRON)
+    backend = registry.LOCAL if local else registry.DEFAULT
+    return plan(WorkerOptions(**options), backend=backend, max_queue_seconds=max_queue, environ=ENVIRON)
 
 
 def request(profile: str = "docker-network-ssh", instances: int = 1) -> TaskRequest:

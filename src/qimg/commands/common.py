@@ -4,16 +4,62 @@ small terminal helpers (stdin secrets, registry credentials)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
+from typer.core import TyperGroup
 
+from qimg.builder.spec import Distro
 from qimg.errors import UsageError
 from qimg.files import user_path
 
+# The command groups, in the order of the work: `qimg --help` lists each command under its group
+# (`rich_help_panel`), the groups in this order.
+IMAGES, TASKS, DATA, ACCOUNT, KEYS = "Images", "Tasks", "Data", "Account", "Keys"
+GROUPS = (IMAGES, TASKS, DATA, ACCOUNT, KEYS)
+
+
+class _HelpFormatter(Protocol):  # what of click's formatter the listing uses
+    width: int
+
+    def section(self, name: str) -> AbstractContextManager[None]: ...
+    def write_dl(self, rows: Sequence[tuple[str, str]]) -> None: ...
+
+
+class _Grouped(TyperGroup):
+    """Commands listed by group, each group under its own heading, without rich (which typer would
+    need to draw its panels: `qimg --help` stays fast)."""
+
+    def list_commands(self, ctx: object) -> list[str]:
+        # Within a group, the order of registration (the modules' imports, then each module's order).
+        return sorted(self.commands, key=lambda name: GROUPS.index(self._group(name)))
+
+    def format_commands(self, ctx: object, formatter: _HelpFormatter) -> None:
+        listed = [name for name in self.list_commands(ctx) if not self.commands[name].hidden]
+        width = max(map(len, listed), default=0)  # one column for every group
+        for group in GROUPS:
+            rows = [
+                (name.ljust(width), self.commands[name].get_short_help_str(formatter.width - 6 - width))
+                for name in listed
+                if self._group(name) == group
+            ]
+            if rows:
+                with formatter.section(group):
+                    formatter.write_dl(rows)
+
+    def _group(self, name: str) -> str:
+        group = getattr(self.commands[name], "rich_help_panel", None)
+        if group not in GROUPS:
+            raise AssertionError(f"command {name} has no group of {GROUPS}: give it rich_help_panel")
+        return str(group)
+
+
 app = typer.Typer(
+    cls=_Grouped,
     help="ssh-ready container images for Qarnot tasks: build, check, push, run and log in.",
     no_args_is_help=True,
     add_completion=False,
@@ -22,15 +68,21 @@ app = typer.Typer(
 )
 
 
-class DistroChoice(str, Enum):
-    AUTO = "auto"
-    DEBIAN = "debian"
-    RHEL = "rhel"
-    ALPINE = "alpine"
-
-
 # Options shared by `render` and `build`.
 BaseOpt = Annotated[str, typer.Option("--base", help="Base image.")]
+
+
+# --distro's choices: auto, and every family of the Distro enum (one list to keep). Typer wants an enum
+# to show and check choices; to the code the value is the plain string it is.
+class _Choice(str, Enum):
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+if TYPE_CHECKING:
+    DistroChoice = str
+else:
+    DistroChoice = _Choice("DistroChoice", [(name, name) for name in ("auto", *(f.value for f in Distro))])
 DistroOpt = Annotated[
     DistroChoice,
     typer.Option("--distro", help="Distro family; auto reads /etc/os-release of a local base image."),
@@ -74,11 +126,11 @@ def typed_path(text: str) -> Path:
         raise typer.BadParameter(str(error)) from None
 
 
-def warn(problems: list[str]) -> None:
-    from qimg.display import shown
+def backend_of(local: bool) -> str:
+    """The backend a command uses, by its registered name: the user's `--local`, or the default."""
+    from qimg.launcher.backends import registry
 
-    for problem in problems:  # broken state met on the way (a record set aside): said, and qimg goes on
-        print(f"qimg: warning: {shown(problem)}", file=sys.stderr)
+    return registry.LOCAL if local else registry.DEFAULT
 
 
 def stdin_line() -> str:

@@ -8,20 +8,20 @@ from typing import Annotated
 
 import typer
 
-from qimg import display
-from qimg.commands.common import LocalOpt, NameArg, app, typed_path
+from qimg.commands.common import DATA, LocalOpt, NameArg, app, backend_of, typed_path
+from qimg.display import data as display
+from qimg.display import stderr
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def snapshot(name: NameArg, local: LocalOpt = False) -> None:
     """Upload a running task's working directory (/job) to its results bucket, now."""
-    from qimg.launcher import results
+    from qimg.launcher import bucket_io
 
-    bucket = results.snapshot(name, local)
-    print(f"snapshot of {name} in bucket {bucket}: `qimg fetch {name} [DIR]` downloads it")
+    display.snapshot_taken(name, bucket_io.snapshot(name, backend_of(local)))
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def fetch(
     name: Annotated[str, typer.Argument(help="Task name, or a results bucket (`qimg ls --buckets`).")],
     directory: Annotated[
@@ -33,8 +33,8 @@ def fetch(
     local: LocalOpt = False,
 ) -> None:
     """Download a task's results bucket: what its last snapshot, its end or its cancellation uploaded."""
-    from qimg.launcher import results
+    from qimg.launcher import bucket_io
 
-    with display.TransferBars(display.stderr()) as bars:
-        fetched = results.fetch(name, directory, local, bars)
-    print(f"fetched {fetched.files} files ({fetched.size} bytes) from {fetched.bucket} into {fetched.target}")
+    with display.TransferBars(stderr()) as bars:
+        fetched = bucket_io.fetch(name, directory, backend_of(local), bars)
+    display.fetched(fetched)

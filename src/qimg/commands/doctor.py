@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from qimg import display
-from qimg.commands.common import JsonOpt, app
+from qimg.commands.common import ACCOUNT, JsonOpt, app, backend_of
+from qimg.display import account as display
 from qimg.errors import QimgError, UsageError
 
 
-@app.command()
+@app.command(rich_help_panel=ACCOUNT)
 def doctor(
     yes: Annotated[
         bool, typer.Option("--yes", help="Create the tasks without asking (needed without a terminal).")
@@ -40,19 +40,11 @@ def doctor(
         )
     from qimg.launcher import doctor as probes
 
-    plan = probes.plan_doctor(image, profile, timeout)
-    console = display.stderr()
-    for line in plan.estimate():
-        display.say(console, line)
-    if not yes and not _confirmed("Create them? [y/N] "):
+    plan = probes.plan_doctor(image, profile, timeout, backend_of(False))
+    display.estimate(plan.estimate())
+    if not yes and not display.confirmed("Create them? [y/N] "):
         raise QimgError("not confirmed: no task was created")
-    report = probes.run_doctor(plan, lambda line: display.say(console, f"  {line}", "dim"))
-    display.print_doctor(report, as_json)
+    report = probes.run_doctor(plan, display.probing)
+    display.doctor(report, as_json)
     if not report.complete:
         raise typer.Exit(1)
-
-
-def _confirmed(question: str) -> bool:
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    return sys.stdin.readline().strip().lower() in {"y", "yes"}

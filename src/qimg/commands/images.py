@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qimg import display
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
 from qimg.commands.common import (
+    IMAGES,
     BaseOpt,
-    DistroChoice,
     DistroOpt,
     GidOpt,
     JsonOpt,
@@ -29,13 +26,14 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
-from qimg.errors import BuildFailed, FileError, UsageError
+from qimg.display import images as display
+from qimg.errors import FileError, UsageError
 from qimg.files import atomic_write
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def render(
-    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = "auto", user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
     root_login: RootLoginOpt = None,
     output: Annotated[
@@ -49,9 +47,9 @@ def render(
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
-    text = render_dockerfile(replace(spec, distro=distros.resolve(distro.value, base)))
+    text = render_dockerfile(replace(spec, distro=distros.resolve(distro, base)))
     if output is None:
-        sys.stdout.write(text)
+        display.dockerfile(text)
         return
     try:
         atomic_write(output, text, mode=0o644)
@@ -59,9 +57,9 @@ def render(
         raise UsageError(f"-o: {error}") from None
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def build(
-    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = DistroChoice.AUTO, user: UserOpt = None,
+    base: BaseOpt = DEFAULT_BASE, distro: DistroOpt = "auto", user: UserOpt = None,
     uid: UidOpt = DEFAULT_ID, gid: GidOpt = DEFAULT_ID, sudo: SudoOpt = False, package: PackageOpt = None,
     root_login: RootLoginOpt = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Image name (default qimg/USER:latest).")] = None,
@@ -76,33 +74,16 @@ def build(
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
-    console = display.stderr()
-    try:
-        # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
-        # SIGINT, SIGTERM and SIGHUP raise Interrupted.
-        with console.status("building") as status:
-
-            def show_step(step: str) -> None:
-                display.say(console, step, "bold")
-                status.update(step)
-
-            built = build_image(
-                spec, distro.value, tag, no_cache=no_cache, pull=pull, on_step=show_step,
-                on_output=lambda line: display.say(console, f"  {line}", "dim"),
-            )  # fmt: skip
-    except BuildFailed as failure:
-        if failure.tail:
-            display.say(console, f"last output of {failure.step or 'the build'}:", "red")
-            for line in failure.tail:
-                display.say(console, f"  {line}")
-        raise
-    if as_json:
-        print(json.dumps(built.as_dict()))
-    else:
-        print(f"built {built.tag} ({built.id[:19]}, {built.size / 1e6:.0f} MB), login user {built.user}")
+    # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
+    # SIGINT, SIGTERM and SIGHUP raise Interrupted. A failure's last output is shown by cli.main.
+    with display.building() as steps:
+        built = build_image(
+            spec, distro, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
+        )
+    display.built(built, as_json)
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def check(
     image: Annotated[str | None, typer.Argument(help="Image to check (default: the last one built).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 60.0,
@@ -113,15 +94,12 @@ def check(
 
     ref, results = check_image(image, timeout)
     passed = all(result.passed for result in results)
-    if as_json:
-        print(json.dumps({"image": ref, "passed": passed, "checks": [r.as_dict() for r in results]}))
-    else:
-        display.print_checks(ref, results)
+    display.checks(ref, results, passed, as_json)
     if not passed:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=IMAGES)
 def push(
     image: Annotated[str | None, typer.Argument(help="Image to push (default: the last one built).")] = None,
     to: Annotated[
@@ -137,4 +115,4 @@ def push(
     auth = registry_auth(username, password_stdin)
     with display.layer_progress(as_json) as show:  # a signal (Interrupted): the retag made is undone
         pushed = push_image(image, to, auth, on_progress=show)
-    print(json.dumps(pushed.as_dict()) if as_json else pushed.pinned)
+    display.pushed(pushed, as_json)

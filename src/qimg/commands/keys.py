@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import JsonOpt, app, stdin_line, typed_path
+from qimg.commands.common import KEYS, JsonOpt, app, stdin_line, typed_path
+from qimg.display import keys as display
 from qimg.errors import UsageError
 
 
@@ -19,7 +19,7 @@ class KeyType(str, Enum):
     RSA = "rsa"
 
 
-@app.command()
+@app.command(rich_help_panel=KEYS)
 def keygen(
     key_type: Annotated[KeyType, typer.Option("--type", help="Key type.")] = KeyType.ED25519,
     bits: Annotated[
@@ -71,10 +71,4 @@ def keygen(
         written = generate.new_key_pair(
             key_type.value, bits, out, comment, with_ppk=ppk, force=force, passphrase=passphrase
         )
-    if as_json:
-        print(json.dumps(written.as_dict()))
-        return
-    for path in (written.private, written.public, written.ppk):
-        if path is not None:
-            print(f"wrote {path}")
-    print(f"{written.fingerprint} {written.public_line}")
+    display.written(written, as_json)

@@ -2,153 +2,133 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import inspect
 import sys
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qimg import display
 from qimg.commands.common import (
+    TASKS,
     JsonOpt,
     LocalOpt,
     PasswordStdinOpt,
     PuttyOpt,
     UsernameOpt,
     app,
+    backend_of,
     registry_auth,
     typed_path,
 )  # fmt: skip
-from qimg.errors import UsageError
+from qimg.display import stderr
+from qimg.display import tasks as display
+from qimg.launcher.options import FLAG, LaunchOptions
 
-UploadOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--upload", help="Directory the task finds in /job/<its name> (repeatable).", parser=typed_path
-    ),
-]
+if TYPE_CHECKING:
+    from qimg.launcher.records import TaskRecord
 
 
-@app.command()
 def run(
-    image: Annotated[
-        str | None,
-        typer.Argument(help="Image to run (default: the last pushed, or with --local the last built)."),
-    ] = None,
     ssh: Annotated[bool, typer.Option("--ssh", help="Wait until sshd accepts a login (the default).")] = True,
     local: LocalOpt = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinOpt = False,
-    key: Annotated[
-        Path | None,
-        typer.Option(
-            "--key", help="Public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub).", parser=typed_path
-        ),
-    ] = None,
-    user: Annotated[str | None, typer.Option("--user", help="Login user (default: the image's).")] = None,
-    instances: Annotated[int, typer.Option("--instances", help="Number of instances.", min=1, max=64)] = 1,
-    name: Annotated[str | None, typer.Option("--name", help="Task name (default USER-XXXX).")] = None,
-    profile: Annotated[str, typer.Option("--profile", help="Qarnot profile.")] = "docker-network-ssh",
-    tunnel: Annotated[
-        list[str] | None, typer.Option("--tunnel", help="LOCAL[:REMOTE] port to forward (repeatable).")
-    ] = None,
-    connect: Annotated[bool, typer.Option("--connect", help="Open an ssh session when ready.")] = False,
-    command: Annotated[
-        str | None, typer.Option("--command", help="Run this over ssh, exit with its code.")
-    ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = 600.0,
-    max_time: Annotated[
-        str, typer.Option("--max-time", help="Hard limit enforced inside the task: 3600, 90m, 12h, 2d.")
-    ] = "12h",
-    idle_stop: Annotated[
-        str | None,
-        typer.Option("--idle-stop", help="Stop the task after this long without an ssh session: 30m, 2h."),
-    ] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Never stop the task, even on failure.")] = False,
-    upload: UploadOpt = None,
-    results: Annotated[
-        Path | None,
-        typer.Option(
-            "--results",
-            help="New or empty directory: the task's /job comes down there when it ends.",
-            parser=typed_path,
-        ),
-    ] = None,
-    snapshot_every: Annotated[
-        str | None, typer.Option("--snapshot-every", help="Upload /job to the results this often: 30m, 2h.")
-    ] = None,
     putty: PuttyOpt = False,
     as_json: JsonOpt = False,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", help="KEY=VALUE for the task and its ssh sessions (repeatable)."),
-    ] = None,
-    secret: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--secret",
-            help="NAME of a variable of qimg's environment: sent write-only, seen only by the login user "
-            "as $NAME (repeatable).",
-        ),
-    ] = None,
-    cores: Annotated[
-        int | None, typer.Option("--cores", help="N cores per instance, as `qimg hardware` offers them.")
-    ] = None,
-    ram: Annotated[
-        float | None,
-        typer.Option(
-            "--ram", help="GB (decimal: 32 is 32000 MB) per instance, as `qimg hardware` offers them."
-        ),
-    ] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="A machine with a GPU.")] = False,
-    ssd: Annotated[bool, typer.Option("--ssd", help="A machine with an SSD.")] = False,
-    hardware: Annotated[
-        list[str] | None,
-        typer.Option("--hardware", help="Specific hardware by key (repeatable): `qimg hardware`."),
-    ] = None,
-    scheduling: Annotated[
-        str,
-        typer.Option(
-            "--scheduling", help="flex (may be preempted), on-demand or reserved (with --reservation)."
-        ),
-    ] = "flex",
-    reservation: Annotated[
-        str | None,
-        typer.Option("--reservation", help="With --scheduling reserved: the reservation (`qimg account`)."),
-    ] = None,
-    max_queue: Annotated[
-        str | None, typer.Option("--max-queue", help="Give up when queued longer: 600, 30m, 2h.")
-    ] = None,
+    **given: Any,
 ) -> None:
     """Launch an ssh-ready task, wait for a login with its host key pinned, print how to log in."""
-    from qimg.launcher.plan import LaunchOptions, plan_launch
+    from qimg.launcher import sshconfig
+    from qimg.launcher.plan import plan_launch
     from qimg.launcher.session import run_task
-    from qimg.launcher.tunnels import parse_tunnels
-    from qimg.launcher.worker import WorkerOptions, cluster_note
 
     del ssh  # the only mode: there is no launch without readiness
-    if connect and as_json:
-        raise UsageError("--connect opens a terminal session: it does not go with --json")
-    options = LaunchOptions(
-        image=image, local=local, key=key, user=user, instances=instances, name=name, profile=profile,
-        tunnels=tuple(tunnel or ()), connect=connect, command=command, timeout=timeout, max_time=max_time,
-        idle_stop=idle_stop, keep=keep, registry_auth=registry_auth(username, password_stdin),
-        uploads=tuple(upload or ()), results=results, snapshot_every=snapshot_every,
-        worker=WorkerOptions(
-            env=tuple(env or ()), secrets=tuple(secret or ()), cores=cores, ram_gb=ram, gpu=gpu, ssd=ssd,
-            hardware=tuple(hardware or ()), scheduling=scheduling, reservation=reservation,
-            max_queue=max_queue,
-        ),
+    options = described(
+        LaunchOptions, given, backend=backend_of(local),
+        registry_auth=registry_auth(username, password_stdin), as_json=as_json,
     )  # fmt: skip
     # stdout belongs to --command's output: then the ready lines go to stderr.
-    out = sys.stderr if command is not None else sys.stdout
-    tunnels = parse_tunnels(options.tunnels)
-    ready = functools.partial(display.print_ready, as_json=as_json, out=out, putty=putty, tunnels=tunnels)
-    with display.RunReporter(display.stderr(), ready) as reporter:
+    out = sys.stderr if options.command is not None else sys.stdout
+
+    def ready(record: TaskRecord) -> None:  # called by run_task, once the plan below exists
+        forwards = tuple(option for tunnel in plan.tunnels for option in tunnel.ssh_option)
+        display.ready(record, sshconfig.logins(record, putty, forwards), as_json, out)
+
+    with display.RunReporter(stderr(), ready) as reporter:  # warnings met while planning are its notes
         plan = plan_launch(options)
-        for note in (*plan.notes, cluster_note(plan.request)):
-            if note:
-                reporter.note(note)
+        for note in plan.notes:
+            reporter.note(note)
         code = run_task(plan, reporter, reporter.transfer)
     raise typer.Exit(code)
+
+
+def parameters(described: type) -> list[inspect.Parameter]:
+    """The typer parameters of a dataclass's fields that have a `Flag` (those of its dataclass fields
+    too), in order: their type, default and help as the fields say. A tuple is a repeatable option."""
+    hints = typing.get_type_hints(described)
+    made = []
+    for field in dataclasses.fields(described):
+        kind: Any = hints[field.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            made += parameters(kind)
+            continue
+        flag = field.metadata.get(FLAG)
+        if flag is None:
+            continue
+        default = field.default
+        repeated = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None
+        if repeated is not None:  # typer collects a repeated option in a list, None when not given
+            kind, default = list[repeated] | None, None  # type: ignore[valid-type]
+        parser = typed_path if Path in (repeated, *typing.get_args(kind), kind) else None
+        info = (
+            typer.Option(flag.spelling, help=flag.help, parser=parser)
+            if flag.spelling
+            else typer.Argument(help=flag.help)
+        )
+        made.append(
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                              annotation=Annotated[kind, info])
+        )  # fmt: skip
+    return made
+
+
+def described(kind: type[Any], given: dict[str, Any], **known: Any) -> Any:
+    """An instance of the dataclass `kind` from the values typer gave for its fields (a repeatable
+    option's list as a tuple), and the `known` ones."""
+    values = dict(known)
+    hints = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):
+        hint: Any = hints[field.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            values[field.name] = described(hint, given)
+        elif field.name in given:
+            value = given[field.name]
+            values[field.name] = tuple(value or ()) if typing.get_origin(hint) is tuple else value
+    return kind(**values)
+
+
+# How the ready task is shown: `run`'s own options, shown in --help after the launch's and before the
+# worker's.
+_SHOWING = ("putty", "as_json")
+
+
+def _signature() -> inspect.Signature:
+    """`run`'s own parameters after the image argument, then the options of `LaunchOptions`."""
+    own = [
+        p.replace(kind=p.KEYWORD_ONLY)
+        for p in inspect.signature(run, eval_str=True).parameters.values()
+        if p.kind is not p.VAR_KEYWORD
+    ]
+    image, *options = parameters(LaunchOptions)
+    worker_at = next(index for index, p in enumerate(options) if p.name == "env")
+    return inspect.Signature([
+        image, *(p for p in own if p.name not in _SHOWING), *options[:worker_at],
+        *(p for p in own if p.name in _SHOWING), *options[worker_at:],
+    ])  # fmt: skip
+
+
+run.__signature__ = _signature()  # type: ignore[attr-defined]
+app.command(rich_help_panel=TASKS)(run)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qimg import display
-from qimg.commands.common import JsonOpt, LocalOpt, NameArg, PuttyOpt, app, warn
+from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app, backend_of
+from qimg.display import data as data_display
+from qimg.display import note, stderr
+from qimg.display import tasks as display
 from qimg.errors import UsageError
 
 
-@app.command("ssh")
+@app.command("ssh", rich_help_panel=TASKS)
 def ssh_command(
     name: NameArg,
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
@@ -25,12 +25,12 @@ def ssh_command(
     from qimg.launcher import session
 
     if putty:
-        print("\n".join(session.putty_commands(name, local, command)))
+        display.lines(session.putty_commands(name, backend_of(local), command))
         return
-    raise typer.Exit(session.ssh(name, local, command))
+    raise typer.Exit(session.ssh(name, backend_of(local), command))
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def tunnel(
     name: NameArg,
     ports: Annotated[str, typer.Argument(help="LOCAL[:REMOTE], e.g. 8888 or 8888:8888.")],
@@ -40,30 +40,22 @@ def tunnel(
     from qimg.launcher import session
     from qimg.launcher.tunnels import parse_tunnel
 
-    console = display.stderr()
-    raise typer.Exit(
-        session.tunnel(name, local, parse_tunnel(ports), lambda line: display.say(console, line))
-    )
+    raise typer.Exit(session.tunnel(name, backend_of(local), parse_tunnel(ports), note))
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def logs(
     name: NameArg,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
     local: LocalOpt = False,
 ) -> None:
     """Print a task's output (stdout, then stderr)."""
-    from qimg.launcher.tasks import follow_output
+    from qimg.launcher.logs import follow_output
 
-    def write(text: str, is_stderr: bool) -> None:
-        stream = sys.stderr if is_stderr else sys.stdout
-        stream.write(text)
-        stream.flush()
-
-    follow_output(name, local, follow, write)
+    follow_output(name, backend_of(local), follow, display.output)
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def stop(
     name: Annotated[str | None, typer.Argument(help="Task name.")] = None,
     stop_all: Annotated[bool, typer.Option("--all", help="Stop every task qimg launched there.")] = False,
@@ -75,39 +67,28 @@ def stop(
     """Abort and delete a task (or all of them): nothing keeps running or billing. Its results, if it
     has a results bucket, are downloaded first."""
     from qimg.errors import BackendError, TaskNotFound
-    from qimg.launcher import data, results, tasks
+    from qimg.launcher import bucket_io, tasks
+    from qimg.launcher.backends import registry
+    from qimg.launcher.backends.base import STORAGE
 
     if bool(name) == stop_all:
         raise UsageError("name one task, or pass --all: qimg stop NAME | qimg stop --all")
-    if purge and local:
-        raise UsageError("--purge deletes Qarnot buckets: the local engine has none (drop --local)")
-    console = display.stderr()
-
-    def note(line: str) -> None:
-        display.say(console, line)
-
+    chosen = backend_of(local)
+    if purge:
+        registry.check(chosen, STORAGE, "--purge")
     missing: TaskNotFound | None = None
-    with display.TransferBars(console) as bars:
+    opened = None
+    with data_display.TransferBars(stderr()) as bars:
         try:
-            backend, stopped, problems = tasks.stop(name, local, results.results_first(note, bars))
+            opened, stopped = tasks.stop(name, chosen, bucket_io.results_first(bars.note, bars))
         except TaskNotFound as gone:
             if not purge:
                 raise
-            backend, stopped, problems, missing = (
-                tasks.backend_name(local),
-                [],
-                [],
-                gone,
-            )  # buckets may be left
-    warn(problems)
-    for task_name, task_id in stopped:
-        print(display.shown(f"stopped {task_name} ({task_id})"))
-    if not stopped and missing is None:
-        print(f"no qimg task on {backend}")
+            stopped, missing = [], gone  # buckets may be left
+    display.stopped(opened.name if opened else chosen, stopped, say_none=missing is None)
     if purge:
-        deleted, kept, failures = data.purge(name, note)
-        for bucket in deleted:
-            print(f"deleted bucket {bucket}")
+        deleted, kept, failures = bucket_io.purge(name, chosen, opened)
+        display.buckets_deleted(deleted)
         if failures:
             raise BackendError(
                 f"could not delete {len(failures)} bucket(s): {'; '.join(failures)} "
@@ -117,7 +98,7 @@ def stop(
             raise missing
 
 
-@app.command("ls")
+@app.command("ls", rich_help_panel=TASKS)
 def list_tasks(
     local: LocalOpt = False,
     as_json: JsonOpt = False,
@@ -128,34 +109,17 @@ def list_tasks(
 
     now = datetime.now(timezone.utc)
     if show_buckets:
-        from qimg.launcher import data
+        from qimg.launcher import bucket_io
 
-        found_buckets = data.list_buckets(local)
-        if as_json:
-            print(
-                json.dumps({"backend": "qarnot", "buckets": [bucket.as_dict() for bucket in found_buckets]})
-            )
-            return
-        display.print_buckets(found_buckets, now)
+        chosen = backend_of(local)
+        data_display.buckets(chosen, bucket_io.list_buckets(chosen), now, as_json)
         return
-    from qimg.launcher import records, tasks
+    from qimg.launcher import tasks
 
-    warn(records.all_records()[1])
-    listing = tasks.list_tasks(local)
-    if as_json:
-        rows = [
-            {
-                **task.as_dict(now),
-                "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
-            }
-            for task in listing.tasks
-        ]
-        print(json.dumps({"backend": listing.backend, "tasks": rows}))
-        return
-    display.print_tasks(listing.backend, listing.tasks, now, listing.idle_stops)
+    display.task_list(tasks.list_tasks(backend_of(local)), now, as_json)
 
 
-@app.command("ssh-config")
+@app.command("ssh-config", rich_help_panel=TASKS)
 def ssh_config(
     install: Annotated[
         bool, typer.Option("--install", help="Add one Include line for qimg's file to ~/.ssh/config.")
@@ -164,10 +128,10 @@ def ssh_config(
     """Print where qimg's ssh config is; --install makes plain `ssh qimg-NAME` work."""
     from qimg.launcher import sshconfig
 
-    warn(sshconfig.write_files())  # rewritten from the records: a file moved or damaged is made again
+    sshconfig.write_files()  # rewritten from the records: a file moved or damaged is made again
     if not install:
-        print(sshconfig.config_path())
+        display.lines([str(sshconfig.config_path())])
         return
     user_config = Path.home() / ".ssh" / "config"
     added = sshconfig.install_include(user_config)
-    print(f"{'added' if added else 'already there'}: Include {sshconfig.config_path()} in {user_config}")
+    display.include_installed(added, sshconfig.config_path(), user_config)

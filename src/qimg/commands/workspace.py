@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from qimg.commands.common import LocalOpt, NameArg, app
+from qimg.commands.common import TASKS, LocalOpt, NameArg, app, backend_of
 
 InstanceOpt = Annotated[
     int, typer.Option("--instance", help="Which instance of the task (0, 1, ...).", min=0)
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def cp(
     source: Annotated[str, typer.Argument(help="NAME:PATH on a task, or a local path.")],
     target: Annotated[str, typer.Argument(help="NAME:PATH on a task, or a local path.")],
@@ -24,10 +24,10 @@ def cp(
     """Copy files or directories (recursively) between this machine and a task; exit code of the copy."""
     from qimg.launcher import transfer
 
-    raise typer.Exit(transfer.copy(source, target, instance, local))
+    raise typer.Exit(transfer.copy(source, target, instance, backend_of(local)))
 
 
-@app.command()
+@app.command(rich_help_panel=TASKS)
 def code(
     name: NameArg,
     path: Annotated[
@@ -40,16 +40,17 @@ def code(
     local: LocalOpt = False,
 ) -> None:
     """Open a folder of a task in VS Code (Remote-SSH), through the pinned host qimg-NAME."""
-    from qimg import display
+    from qimg.display import note
+    from qimg.display import tasks as display
     from qimg.launcher import editor
 
     if not print_link:
         editor.require_code()
-    space = editor.workspace(name, path, instance, local)
+    space = editor.workspace(name, path, instance, backend_of(local))
     hint = editor.include_hint(Path.home() / ".ssh" / "config")
     if hint:
-        display.say(display.stderr(), hint)
+        note(hint)
     if print_link:
-        print(space.link)
+        display.lines([space.link])
         return
     raise typer.Exit(editor.open_in_code(space))

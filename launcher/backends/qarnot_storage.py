@@ -1,6 +1,7 @@
-"""Buckets of the Qarnot backend, through the SDK's connection: its Bucket for creating, listing and
-deleting, and its preconfigured S3 client (with the SDK's multipart settings) for transfers, whose
-byte callbacks draw the progress bars."""
+"""The storage of the Qarnot backend: its buckets, through the SDK's connection (its Bucket for creating,
+listing and deleting, and its preconfigured S3 client, with the SDK's multipart settings, for transfers,
+whose byte callbacks draw the progress bars). An object of its own, given what it needs; the backend
+holds one and hands its bucket calls to it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from typing import Any, BinaryIO, TypeVar
 from qimg.errors import BackendError, QimgError, first_line
 from qimg.launcher.backends.base import BucketView, BytesMoved, ObjectView
 from qimg.launcher.backends.qarnot_config import QarnotSettings
+from qimg.launcher.backends.qarnot_exchanges import Exchanges
 
 T = TypeVar("T")
 
 
-class QarnotBuckets:
-    """The `Storage` part of the Qarnot backend (which sets `connection` and `settings`)."""
+class QarnotStorage:
+    """The buckets of one Qarnot connection (`qarnot.Connection`). Its S3 requests are bounded by the
+    settings' request timeout and counted with the cluster's by `exchanges`."""
 
-    connection: Any  # qarnot.Connection
-    settings: QarnotSettings
+    def __init__(self, connection: Any, settings: QarnotSettings, exchanges: Exchanges) -> None:
+        self.connection, self.settings = connection, settings
+        exchanges.watch(connection.storage)  # the S3 endpoint the settings named
+        if connection.s3client is not None:
+            # The SDK's S3 client, and the one inside its S3 resource (Bucket.delete, list_files).
+            for client in (connection.s3client, connection.s3resource.meta.client):
+                bound_requests(client, connection.storage, settings.request_timeout)
 
     def _storage(self, what: str, action: Callable[[], T]) -> T:
         """One storage call with its failures turned into one-line errors."""

@@ -1,0 +1,101 @@
+"""What `render`, `build`, `check` and `push` show."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from qimg.display import print_json, say, shown, stderr
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from qimg.builder.build import BuiltImage
+    from qimg.builder.push import LayerProgress, Pushed
+    from qimg.launcher.check import CheckResult
+
+
+def dockerfile(text: str) -> None:
+    sys.stdout.write(text)
+
+
+class BuildSteps:
+    """The build's status line: each step printed (bold) and shown as the status, its output dim."""
+
+    def __init__(self, update: Callable[[str], None]) -> None:
+        self.console, self.update = stderr(), update
+
+    def step(self, line: str) -> None:
+        say(self.console, line, "bold")
+        self.update(line)
+
+    def output(self, line: str) -> None:
+        say(self.console, f"  {line}", "dim")
+
+
+@contextlib.contextmanager
+def building() -> Iterator[BuildSteps]:
+    """A status line while the build runs (a failure's last output is shown with its error)."""
+    with stderr().status("building") as status:
+        yield BuildSteps(status.update)
+
+
+def built(image: BuiltImage, as_json: bool) -> None:
+    if as_json:
+        print_json(image.as_dict())
+    else:
+        print(f"built {image.tag} ({image.id[:19]}, {image.size / 1e6:.0f} MB), login user {image.user}")
+
+
+def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool) -> None:
+    if as_json:
+        print_json({"image": ref, "passed": passed, "checks": [result.as_dict() for result in results]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"qimg check {ref}", title_justify="left")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(shown(result.name), "pass" if result.passed else "FAIL", shown(result.detail))
+    Console(highlight=False, width=max(100, Console().width)).print(table)
+
+
+@contextlib.contextmanager
+def layer_progress(quiet: bool) -> Iterator[Callable[[LayerProgress], None]]:
+    """One rich progress bar per layer, on stderr, from the first layer on: a push refused before it
+    starts prints nothing but its error (a live display started and stopped leaves a blank line)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=stderr(), transient=True,
+        disable=quiet,
+    )  # fmt: skip
+    bars: dict[str, TaskID] = {}
+
+    def show(layer: LayerProgress) -> None:
+        if not bars:
+            progress.start()
+        if layer.layer not in bars:
+            bars[layer.layer] = progress.add_task(shown(layer.layer), total=None)
+        total = layer.total or None
+        progress.update(
+            bars[layer.layer], description=shown(f"{layer.layer} {layer.status}"), total=total,
+            completed=layer.current if total else 0,
+        )  # fmt: skip
+
+    try:
+        yield show
+    finally:
+        if bars:
+            progress.stop()
+
+
+def pushed(image: Pushed, as_json: bool) -> None:
+    if as_json:
+        print_json(image.as_dict())
+    else:
+        print(image.pinned)
