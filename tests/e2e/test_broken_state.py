@@ -149,10 +149,8 @@ def test_stop_a_task_whose_record_is_broken(
 
 def test_a_build_that_cannot_be_remembered(e2e_image: str, tmp_path: Path) -> None:
     (tmp_path / "qimg" / "last-image").mkdir(parents=True)
-    result = run_qimg(
-        "build", "--user", "alice", "--package", "busybox", "--tag", IMAGE,  # cached: e2e_image built it
-        env={"XDG_STATE_HOME": str(tmp_path)},
-    )  # fmt: skip
+    # the state: tmp_path (tests/conftest.py isolate); the build is cached: e2e_image built it
+    result = run_qimg("build", "--user", "alice", "--package", "busybox", "--tag", IMAGE)
     assert result.returncode == 1
     assert last_line(result).startswith(
         f"qimg: error: {IMAGE} was built, but cannot be remembered as the last image built (cannot write "

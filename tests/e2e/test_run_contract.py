@@ -215,14 +215,13 @@ def another_owners_task(docker_client: docker.DockerClient) -> Iterator[str]:
 
 
 def test_local_tasks_are_their_owners_only(
-    docker_client: docker.DockerClient, engine: Engine, another_owners_task: str, tmp_path: Path,
+    docker_client: docker.DockerClient, engine: Engine, another_owners_task: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """ls, stop --all and lookups by id see the caller's tasks only. In-process, with an owner of its
     own, so that `stop --all` cannot stop the tasks of tests running beside it as the same user."""
     me = f"{os.getuid()}(contract-{uuid.uuid4().hex[:8]})"
     monkeypatch.setattr(local, "owner", lambda: me)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     backend = LocalBackend(engine)
     mine = backend.submit(
         TaskRequest("mine", "debian:bookworm-slim", "local", 1, {"DOCKER_CMD": "sleep 300"}, "l1")
@@ -239,13 +238,12 @@ def test_local_tasks_are_their_owners_only(
 
 
 def test_a_forged_task_container_of_ones_own_is_not_a_task(
-    docker_client: docker.DockerClient, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    docker_client: docker.DockerClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Anyone who reaches the engine can label a container as the caller's task, with an instance
     number no qimg writes: ls and lookups pass over it, without a traceback."""
     me = f"{os.getuid()}(contract-{uuid.uuid4().hex[:8]})"
     monkeypatch.setattr(local, "owner", lambda: me)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     forged_id = str(uuid.uuid4())
     labels = {
         PURPOSE_LABEL: "run", TASK_LABEL: forged_id, NAME_LABEL: "forged", INSTANCE_LABEL: "../../x",

@@ -64,8 +64,8 @@ def test_render_to_file_and_no_clobber_on_bad_input(tmp_path: Path) -> None:
     assert target.read_text() == "precious\n"
 
 
-def test_check_without_any_image(tmp_path: Path) -> None:
-    result = run_qimg("check", env={**NO_ENGINE, "XDG_STATE_HOME": str(tmp_path)})
+def test_check_without_any_image() -> None:
+    result = run_qimg("check", env=NO_ENGINE)
     assert_one_line_error(result, 2, "none built yet")
 
 

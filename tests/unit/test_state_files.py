@@ -122,7 +122,7 @@ def test_recall_from_a_state_folder_that_is_a_file(tmp_path: Path, monkeypatch: 
 
 def test_check_with_a_folder_as_last_image(tmp_path: Path) -> None:
     (tmp_path / "qimg" / "last-image").mkdir(parents=True)
-    result = run_qimg("check", env={**NO_ENGINE, "XDG_STATE_HOME": str(tmp_path)})
+    result = run_qimg("check", env=NO_ENGINE)  # the state: tmp_path (tests/conftest.py isolate)
     assert_one_line_error(result, 1, "cannot read", "last-image: Is a directory")
 
 
