@@ -17,7 +17,8 @@ die() { say "$*"; exit 1; }
 missing=""
 for pair in dockerd:docker.io docker-compose:docker-compose docker-registry:docker-registry \
             mmdebstrap:mmdebstrap ssh:openssh-client ssh-keygen:openssh-client htpasswd:apache2-utils \
-            puttygen:putty-tools; do
+            puttygen:putty-tools podman:podman newuidmap:uidmap slirp4netns:slirp4netns \
+            fuse-overlayfs:fuse-overlayfs; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 
@@ -66,4 +67,11 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         "$SUITE" "$tmp/rootfs.tar" "$MIRROR"
     docker import --change 'CMD ["bash"]' "$tmp/rootfs.tar" "$BASE_IMAGE" >/dev/null
     say "created $BASE_IMAGE"
+fi
+
+# Podman, the second engine the suite runs on: the base image copied into its (rootful) store, since
+# it cannot pull either.
+if ! podman image exists "$BASE_IMAGE"; then
+    say "copying $BASE_IMAGE into Podman's store"
+    docker save "$BASE_IMAGE" | podman load --quiet >/dev/null
 fi

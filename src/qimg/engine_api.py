@@ -18,16 +18,16 @@ import os
 import posixpath
 import re
 import shlex
-import socket
 import struct
 import tarfile
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
+from qimg import engine_transport
+from qimg.engine_transport import DEFAULT_HOST, EngineTarget, check_host
 from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
 _ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream (1 out, 2 err), size
@@ -50,34 +50,14 @@ class NotFound(EngineError):
     """404: no such image, container or file."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 class Engine:
-    def __init__(self, host: str = DEFAULT_HOST, timeout: float = TIMEOUT) -> None:
-        try:
-            parts = urlsplit(host)
-            port = parts.port  # ValueError too: a bracket left open ([::1:2375), a port not a number
-        except ValueError:
-            parts, port = urlsplit(""), None
-        if parts.scheme == "unix" and parts.path:
-            self.socket_path, self.address = parts.path, None
-        elif parts.scheme in {"tcp", "http"} and parts.hostname and port:
-            self.socket_path, self.address = "", (parts.hostname, port)
-        else:
-            raise UsageError(
-                f"DOCKER_HOST={host}: qimg reaches the engine through a unix socket or plain tcp "
-                "(unix:///var/run/docker.sock, tcp://HOST:PORT): unset it to use the local engine"
-            )
-        self.host, self.timeout = host, timeout
+    def __init__(self, target: EngineTarget, timeout: float = TIMEOUT) -> None:
+        check_host(target)
+        self.target, self.timeout = target, timeout
+
+    @property
+    def host(self) -> str:
+        return self.target.host
 
     @classmethod
     def from_env(cls) -> Engine:
@@ -85,7 +65,8 @@ class Engine:
             raise UsageError(
                 "DOCKER_TLS_VERIFY: qimg reaches the engine without TLS: unset it to use the local one"
             )
-        return cls(os.environ.get("DOCKER_HOST") or DEFAULT_HOST)
+        host = os.environ.get("DOCKER_HOST")
+        return cls(EngineTarget("DOCKER_HOST" if host else "the local engine", host or DEFAULT_HOST))
 
     def request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
@@ -97,11 +78,7 @@ class Engine:
         url = quote(path, safe="/:@") + (f"?{urlencode(query)}" if query else "")
         payload = json.dumps(body).encode() if body is not None else None
         sent = {"Content-Type": "application/json"} if payload is not None else {}
-        connection = (
-            _UnixConnection(self.socket_path, self.timeout)
-            if self.socket_path
-            else http.client.HTTPConnection(*self.address or ("", 0), timeout=self.timeout)
-        )
+        connection = engine_transport.connection(self.target, self.timeout)
         try:
             connection.request(method, url, payload, {**sent, **(headers or {})})
             reply = connection.getresponse()

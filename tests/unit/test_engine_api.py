@@ -21,6 +21,7 @@ from qimg.engine_api import (
     demultiplexed_tail,
     labels_of,
 )
+from qimg.engine_transport import EngineTarget
 from qimg.errors import BackendError, DockerUnavailable, UsageError
 from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
@@ -88,7 +89,7 @@ def test_tls_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_an_engine_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DockerUnavailable, match=r"does not answer at unix://.*: start it") as error:
-        Engine(f"unix://{tmp_path}/docker.sock").ping()
+        Engine(EngineTarget("test", f"unix://{tmp_path}/docker.sock")).ping()
     assert "\n" not in str(error.value)
 
 
@@ -120,7 +121,7 @@ def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Engine(f"unix://{path}"), replies
+        yield Engine(EngineTarget("test", f"unix://{path}")), replies
     finally:
         server.shutdown()
         server.server_close()
@@ -165,7 +166,7 @@ def test_ids_from_the_engine_never_reach_a_path_unchecked(
         engine.containers(["a=b"])
     # Refused before any request: the same call to an engine that is not there says the id, not the engine.
     with pytest.raises(EngineError, match="an id that is not one"):
-        Engine("unix:///nonexistent/docker.sock").inspect("../secrets")
+        Engine(EngineTarget("test", "unix:///nonexistent/docker.sock")).inspect("../secrets")
 
 
 def test_labels_are_read_as_text_only() -> None:
