@@ -4,12 +4,16 @@ the Docker engine (provided by `make test`)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
 from qimg.engine_api import Engine
+from tests.podman import serve_podman
 
 # pip's download cache, read before any test moves HOME: content-addressed, shared by design (a test that
 # installs the wheel should not download setuptools again), and nothing of qimg's is kept there.
@@ -49,3 +53,15 @@ def docker_client() -> docker.DockerClient:
 def engine() -> Engine:
     """The engine as the launcher speaks to it (its HTTP API, without the SDK)."""
     return Engine.from_env()
+
+
+@pytest.fixture(scope="session")
+def podman_rootful() -> Iterator[str]:
+    """Rootful Podman's Docker-compatible API (root's store, holding the base image): its `unix://` URL,
+    on a socket of this session's own (a short path: sockets' paths are limited to 108 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="qimg-podman-"))
+    try:
+        with serve_podman(folder / "podman.sock", folder / "service.log") as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

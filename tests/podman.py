@@ -1,0 +1,63 @@
+"""Podman's Docker-compatible API for the suites: `podman system service` started on a socket of the
+session's own, rootful (root's store, where scripts/ensure-env.sh copied the base image) or rootless (an
+unprivileged user's store, see `rootless_user`), and ended with the session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# How long a starting service may take to answer /_ping (a rootless one first sets up its user namespace).
+START_TIMEOUT = 60.0
+
+
+def answers_ping(path: Path) -> bool:
+    """Whether an engine answers `GET /_ping` with OK on the unix socket at `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: podman\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"OK")
+
+
+@contextmanager
+def serve_podman(
+    socket_path: Path, log: Path, *, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`podman system service` listening on `socket_path` until the block ends; its `unix://` URL.
+    `prefix` runs it as another user (runuser ...), `env` is its whole environment."""
+    argv = [*prefix, "podman", "system", "service", "--time=0", f"unix://{socket_path}"]
+    with log.open("wb") as output:
+        service = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # its own group: ended with everything it started, never with ours
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not answers_ping(socket_path):
+            if service.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"podman system service did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield f"unix://{socket_path}"
+    finally:
+        # SIGTERM to the service's own group: it stops listening; the containers it started (each under
+        # its own conmon, outside the group) are the tests' to remove.
+        os.killpg(service.pid, signal.SIGTERM)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait()
