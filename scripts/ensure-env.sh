@@ -75,3 +75,53 @@ if ! podman image exists "$BASE_IMAGE"; then
     say "copying $BASE_IMAGE into Podman's store"
     docker save "$BASE_IMAGE" | podman load --quiet >/dev/null
 fi
+
+# Where root lacks CAP_SYS_RESOURCE (a restricted VM or a container, as here), rootful Podman cannot give a
+# container its default limits (1048576 open files, 4194304 processes) and starts none: the limits Podman
+# itself runs with instead (its own process count is 32768).
+if ! prlimit --nofile=1048576:1048576 true 2>/dev/null; then
+    limits=/etc/containers/containers.conf.d/50-qimg-ulimits.conf
+    if [ ! -f "$limits" ]; then
+        say "rootful Podman: default_ulimits within this machine's limits ($limits)"
+        mkdir -p "$(dirname "$limits")"
+        printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=32768:32768"]\n' \
+            "$(ulimit -Hn)" "$(ulimit -Hn)" >"$limits"
+    fi
+fi
+
+# Rootless Podman, as the suite runs it: an unprivileged user of its own with a range of subordinate ids,
+# a runtime directory, the kernel's overlay in its user namespace, cgroupfs and a file event log (no
+# systemd session here), and the base image copied into its store.
+PODMAN_USER=${QIMG_PODMAN_USER:-qimgpod}
+PODMAN_HOME=/var/lib/$PODMAN_USER
+as_podman_user() {
+    runuser -u "$PODMAN_USER" -- env -i HOME="$PODMAN_HOME" XDG_RUNTIME_DIR="/run/user/$(id -u "$PODMAN_USER")" \
+        PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+if ! id -u "$PODMAN_USER" >/dev/null 2>&1 || [ ! -d "/run/user/$(id -u "$PODMAN_USER")" ] \
+        || ! as_podman_user podman image exists "$BASE_IMAGE" 2>/dev/null; then
+    [ "$(id -u)" = 0 ] || die "rootless Podman is not set up for the tests: run this as root once."
+    if ! id -u "$PODMAN_USER" >/dev/null 2>&1; then
+        say "creating $PODMAN_USER, the user of rootless Podman"
+        useradd --system --create-home --home-dir "$PODMAN_HOME" --shell /usr/sbin/nologin "$PODMAN_USER"
+    fi
+    # 65536 ids: every uid an image qimg builds may use (below 65536) maps to one of the host.
+    grep -q "^$PODMAN_USER:" /etc/subuid 2>/dev/null || usermod --add-subuids 524288-589823 "$PODMAN_USER"
+    grep -q "^$PODMAN_USER:" /etc/subgid 2>/dev/null || usermod --add-subgids 524288-589823 "$PODMAN_USER"
+    runtime=/run/user/$(id -u "$PODMAN_USER")
+    mkdir -p "$runtime" && chown "$PODMAN_USER:" "$runtime" && chmod 700 "$runtime"
+    config=$PODMAN_HOME/.config/containers
+    mkdir -p "$config"
+    printf '[storage]\ndriver = "overlay"\n' >"$config/storage.conf"
+    printf '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' >"$config/containers.conf"
+    chown -R "$PODMAN_USER:" "$PODMAN_HOME/.config"
+    if ! as_podman_user podman image exists "$BASE_IMAGE" 2>/dev/null; then
+        say "copying $BASE_IMAGE into $PODMAN_USER's Podman store"
+        podman save "$BASE_IMAGE" | as_podman_user podman load --quiet >/dev/null
+    fi
+fi
+# slirp4netns, rootless Podman's network, opens /dev/net/tun as the user: world-writable as udev makes it.
+if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+    [ "$(id -u)" = 0 ] || die "/dev/net/tun is not usable by rootless Podman: chmod 666 /dev/net/tun as root."
+    chmod 666 /dev/net/tun
+fi

@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from qimg.engine_api import Engine
-from tests.podman import serve_podman
+from tests.podman import serve_podman, serve_rootless_podman
 
 # pip's download cache, read before any test moves HOME: content-addressed, shared by design (a test that
 # installs the wheel should not download setuptools again), and nothing of qimg's is kept there.
@@ -65,3 +65,12 @@ def podman_rootful() -> Iterator[str]:
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def podman_rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Rootless Podman's Docker-compatible API (an unprivileged user's store, holding the base image, made
+    by scripts/ensure-env.sh): its `unix://` URL. The test process, root, reaches it as any user would
+    reach their own socket."""
+    with serve_rootless_podman(tmp_path_factory.mktemp("podman-rootless") / "service.log") as url:
+        yield url

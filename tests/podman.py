@@ -6,13 +6,19 @@ unprivileged user's store, see `rootless_user`), and ended with the session.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# The unprivileged user rootless Podman runs as (made by scripts/ensure-env.sh, with its store and config).
+ROOTLESS_USER = os.environ.get("QIMG_PODMAN_USER", "qimgpod")
 
 # How long a starting service may take to answer /_ping (a rootless one first sets up its user namespace).
 START_TIMEOUT = 60.0
@@ -61,3 +67,29 @@ def serve_podman(
         except subprocess.TimeoutExpired:
             os.killpg(service.pid, signal.SIGKILL)
             service.wait()
+
+
+@contextmanager
+def serve_rootless_podman(log: Path) -> Iterator[str]:
+    """`podman system service` as ROOTLESS_USER (with `runuser`, its environment made from nothing) on a
+    socket in a folder of the session's own in the user's runtime directory; its `unix://` URL. Every
+    session uses the same runtime directory: Podman's database records it and refuses another."""
+    try:
+        account = pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        raise RuntimeError(f"no user {ROOTLESS_USER} for rootless Podman: run `make env` as root") from None
+    runtime = Path(f"/run/user/{account.pw_uid}")
+    if not runtime.is_dir():
+        raise RuntimeError(f"no runtime directory {runtime} for rootless Podman: run `make env` as root")
+    folder = Path(tempfile.mkdtemp(prefix="qimg-", dir=runtime))
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    environment = {
+        "HOME": account.pw_dir, "XDG_RUNTIME_DIR": str(runtime), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }  # fmt: skip
+    try:
+        with serve_podman(
+            folder / "podman.sock", log, prefix=("runuser", "-u", ROOTLESS_USER, "--"), env=environment
+        ) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
