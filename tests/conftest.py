@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from qimg.engine_api import Engine
+from tests.engines import ENGINES, PODMAN_FIXTURES, LocalEngine, docker_host
 from tests.podman import serve_podman, serve_rootless_podman
 
 # pip's download cache, read before any test moves HOME: content-addressed, shared by design (a test that
@@ -74,3 +75,21 @@ def podman_rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     reach their own socket."""
     with serve_rootless_podman(tmp_path_factory.mktemp("podman-rootless") / "service.log") as url:
         yield url
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def local_engine(request: pytest.FixtureRequest) -> LocalEngine:
+    """Each local engine in turn: a test taking it runs on Docker, rootful Podman and rootless Podman (each
+    Podman service started when a test first needs it)."""
+    name: str = request.param
+    if name in PODMAN_FIXTURES:
+        return LocalEngine(name, request.getfixturevalue(PODMAN_FIXTURES[name]))
+    return LocalEngine(name, docker_host())
+
+
+@pytest.fixture
+def engine_client(local_engine: LocalEngine) -> Iterator[docker.DockerClient]:
+    """The SDK on the engine under test: what a test observes there (its containers, its images)."""
+    client = local_engine.client()
+    yield client
+    client.close()

@@ -19,6 +19,7 @@ from typing import IO, Any
 import docker
 import pytest
 
+from tests.engines import LocalEngine
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry, serve_registry
 from tests.fakes.s3 import S3, serve_s3
@@ -51,6 +52,27 @@ def e2e_image(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Do
     assert built.returncode == 0, built.stderr
     yield IMAGE
     docker_client.images.remove(IMAGE)  # the tag only: the layers stay in the build cache
+
+
+@pytest.fixture(scope="session")
+def local_image(
+    local_engine: LocalEngine, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """alice's image as `e2e_image`, built by `qimg build` on the engine under test (Docker's is
+    `e2e_image` itself)."""
+    if local_engine.name == "docker":
+        yield request.getfixturevalue("e2e_image")
+        return
+    state = tmp_path_factory.mktemp(f"build-state-{local_engine.name}")
+    built = run_qimg(
+        "build", "--user", "alice", "--package", "busybox", "--tag", IMAGE,
+        env={"XDG_STATE_HOME": str(state), **local_engine.env},
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    yield IMAGE
+    client = local_engine.client()
+    client.images.remove(IMAGE)  # the tag only: the layers stay in the build cache
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -162,6 +184,12 @@ def user(tmp_path: Path, fake: FakeQarnot) -> User:
     }
     os.environ.pop("SSH_AUTH_SOCK", None)
     return User(home, env)
+
+
+@pytest.fixture
+def local_user(user: User, local_engine: LocalEngine) -> User:
+    """`user` with qimg pointed at the engine under test, as a user of that engine points it."""
+    return User(user.home, {**user.env, **local_engine.env})
 
 
 @pytest.fixture
