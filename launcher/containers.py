@@ -18,6 +18,10 @@ from qimg.launcher.ssh import Endpoint, host_keys_in
 PURPOSE_LABEL = f"{PREFIX}launched-by"
 
 
+# A container's State.Status once it is over: Docker's words, and Podman's "stopped" (its container that
+# exited and is not cleaned up yet, "exited" a moment later).
+OVER = frozenset({"exited", "dead", "stopped"})
+
 OUTPUT_TAIL_LINES = 8  # of a container that exited as it started: what it said last
 
 
@@ -62,9 +66,12 @@ def start(
         engine.start(container_id)
         inspected = engine.inspect(container_id)
         try:
-            return Container(container_id, published_ssh(inspected))
-        except EngineError:  # an exited container has no published port: say that it exited
+            endpoint = published_ssh(inspected)
+        except EngineError:  # an exited container has no published port on Docker: say that it exited
             raise _exited(engine, container_id, inspected) from None
+        if _status(inspected) in OVER:  # Podman reports the port of an exited container too
+            raise _exited(engine, container_id, inspected)
+        return Container(container_id, endpoint)
     except BaseException:
         remove(engine, container_id)  # a container that did not start as asked is not left behind
         raise
@@ -83,10 +90,16 @@ def _exited(engine: Engine, container_id: str, inspected: dict[str, Any]) -> Eng
     """ContainerExited when the container is over, else the engine's silence about its port."""
     state = inspected.get("State")
     code = state.get("ExitCode") if isinstance(state, dict) else None
-    if not (isinstance(state, dict) and state.get("Status") in {"exited", "dead"} and isinstance(code, int)):
+    if not (_status(inspected) in OVER and isinstance(code, int)):
         return EngineError(0, "the engine did not say where it published the container's port 22")
     output = engine.logs(container_id, stdout=True, stderr=True)
     return ContainerExited(code, tuple(output.strip().splitlines()[-OUTPUT_TAIL_LINES:]))
+
+
+def _status(inspected: dict[str, Any]) -> object:
+    """The container's State.Status as the engine said it (None when it did not)."""
+    state = inspected.get("State")
+    return state.get("Status") if isinstance(state, dict) else None
 
 
 def host_keys(engine: Engine, container_id: str) -> list[str]:

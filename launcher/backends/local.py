@@ -193,7 +193,7 @@ def _unchecked_view(task_id: str, group: list[Container]) -> TaskView:
         instances.append(
             InstanceView(_instance_index(container), forward, int(container.get("RestartCount", 0)) + 1)
         )
-        if status["Status"] in {"exited", "dead"}:
+        if status["Status"] in containers.OVER:
             exit_codes.append(int(status["ExitCode"]))
             errors.append(f"instance {_instance_index(container)} exited with code {status['ExitCode']}")
     count = _instance_count(group)
