@@ -24,12 +24,18 @@ from qimg.errors import BuildFailed
 if TYPE_CHECKING:
     import docker
 
-# "Step 5/9 : RUN apt-get update ...": how the classic builder announces each instruction.
-_STEP = re.compile(r"Step (\d+)/(\d+) : (\S+)\s*(.*)")
-# The classic builder's bookkeeping, which says nothing about the build itself.
-_NOISE = re.compile(r"^\s*(---> |Running in |Removing intermediate container |Successfully (built|tagged) )")
-# How the engine words a failing RUN: the exit code when errorDetail carries none.
-_EXIT_CODE = re.compile(r"returned a non-zero code: (\d+)")
+# "Step 5/9 : RUN apt-get update ...": how the classic builder announces each instruction; Podman's
+# (Buildah's) says "STEP 5/9: RUN ...".
+_STEP = re.compile(r"(?:Step|STEP) (\d+)/(\d+) ?: (\S+)\s*(.*)")
+# The builders' bookkeeping, which says nothing about the build itself (Podman's: "--> ID", "COMMIT REF",
+# and the new image's whole ID on a line of its own).
+_NOISE = re.compile(
+    r"^\s*(---> |--> |Running in |Removing intermediate container |Successfully (built|tagged) |COMMIT )"
+    r"|^[0-9a-f]{64}$"
+)
+# How the engine words a failing RUN: the exit code when errorDetail carries none (Docker: "... returned a
+# non-zero code: 100"; Podman: "... while running runtime: exit status 100").
+_EXIT_CODE = re.compile(r"(?:returned a non-zero code:|: exit status) (\d+)")
 # Terminal control sequences: CSI (colours, cursor moves, line erasing; the engine wraps every stderr
 # write in \x1b[91m ... \x1b[0m), the string ones (OSC titles and links, DCS ...) up to their end or
 # the end of the line, then the two-character escapes (charsets, keypad modes).

@@ -9,6 +9,7 @@ import docker
 import pytest
 
 from qimg.launcher.containers import PURPOSE_LABEL
+from tests.engines import LocalEngine
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
@@ -25,14 +26,20 @@ def leftover_containers(client: docker.DockerClient) -> list[str]:
 
 @pytest.mark.parametrize(("args", "user"), [(["--user", "alice"], "alice"), ([], "root")])
 def test_build_then_check(
-    docker_client: docker.DockerClient, state: dict[str, str], args: list[str], user: str
+    engine_client: docker.DockerClient,
+    local_engine: LocalEngine,
+    state: dict[str, str],
+    args: list[str],
+    user: str,
 ) -> None:
+    """On each local engine: qimg pointed at it builds there, and checks there what it built."""
     tag = f"qimgtest/cli-{user}:latest"
+    state = {**state, **local_engine.env}
     built = run_qimg("build", *args, "--tag", tag, "--json", env=state)
     assert built.returncode == 0, built.stderr
     info = json.loads(built.stdout)
     assert info["tag"] == tag and info["user"] == user and info["distro"] == "debian"
-    assert docker_client.images.get(tag).id == info["id"]
+    assert engine_client.images.get(tag).id == info["id"]
     checked = run_qimg("check", "--json", env=state)  # defaults to the image just built
     assert checked.returncode == 0, checked.stdout + checked.stderr
     report = json.loads(checked.stdout)
@@ -40,7 +47,7 @@ def test_build_then_check(
     names = {check["name"] for check in report["checks"]}
     assert {"password login refused", "-L tunnel", "effective sshd settings (sshd -T)"} <= names
     assert ("root login refused" in names) == (user != "root")
-    assert leftover_containers(docker_client) == []
+    assert leftover_containers(engine_client) == []
 
 
 def test_check_fails_when_an_image_allows_passwords(

@@ -83,6 +83,30 @@ def test_the_failing_step_and_its_own_plain_lines() -> None:
     assert isinstance(failure, BuildFailed) and failure.exit_code == 1, "qimg's own exit code is untouched"
 
 
+# Recorded from Podman 4.3 (Buildah): its own step and bookkeeping lines, and its wording of the failure.
+PODMAN_CHUNKS = [
+    "STEP 1/10: FROM debian:bookworm-slim\n", "STEP 2/10: RUN echo hi\n", "hi\n", "--> 244ffe14989\n",
+    f"STEP 3/10: {LONG_RUN}\n", "Reading package lists...\n",
+    "E: Unable to locate package no-such-package-qimg\n", "COMMIT docker.io/qimgtest/x:1\n",
+    "1f594880487dc10e533509719c80386448818cbf41a6977499cdb8595b224f41\n",
+]  # fmt: skip
+PODMAN_REASON = f'building at STEP "{LONG_RUN}": while running runtime: exit status 100\n'
+
+
+def test_podmans_steps_bookkeeping_and_failure() -> None:
+    log, steps, output = read(PODMAN_CHUNKS)
+    failure = log.failure(PODMAN_REASON, None)
+    assert steps == [
+        "STEP 1/10: FROM debian:bookworm-slim",
+        "STEP 2/10: RUN echo hi",
+        "STEP 3/10: " + " ".join(LONG_RUN.split()),
+    ]
+    assert output == ["hi", "Reading package lists...", "E: Unable to locate package no-such-package-qimg"]
+    summary = "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get ins..."
+    assert str(failure) == f"build failed at step 3/10 ({summary}): exit code 100"
+    assert failure.tail == tuple(output[1:]) and failure.command_exit_code == 100
+
+
 def test_exit_code_from_error_detail() -> None:
     log, _, _ = read(CHUNKS)
     failure = log.failure("step failed", 42)
