@@ -118,6 +118,16 @@ NOT_RUN: dict[str, str] = {
         "pulls a multi-GB CUDA base image; the same build runs above on debian:bookworm-slim"
     ),
     "qimg push --to registry.example.com/team/jupyter:gpu": "its image is the CUDA build, not built here",
+    **dict.fromkeys(
+        (
+            "systemctl --user start podman.socket",
+            "export DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock",
+            "sudo systemctl start podman.socket",
+            "export DOCKER_HOST=unix:///run/podman/podman.sock",
+        ),
+        "no systemd here, and the README's later commands use Docker: the suite starts the same service"
+        " with `podman system service` (tests/podman.py) and points DOCKER_HOST at it (tests/engines.py)",
+    ),
     'qimg ssh nb -- \'cd "$NOTEBOOKS" && nohup jupyter notebook --no-browser --ip 127.0.0.1 --port 8888'
     " >~/jupyter.log 2>&1 </dev/null &'": "Jupyter is in the CUDA image only (see above)",
 }
