@@ -1,6 +1,6 @@
 """Podman's Docker-compatible API for the suites: `podman system service` started on a socket of the
 session's own, rootful (root's store, where scripts/ensure-env.sh copied the base image) or rootless (an
-unprivileged user's store, see `rootless_user`), and ended with the session.
+unprivileged user's store, see `serve_rootless_podman`), and ended with the session.
 """
 
 from __future__ import annotations
