@@ -121,7 +121,8 @@ if ! id -u "$PODMAN_USER" >/dev/null 2>&1 || [ ! -d "/run/user/$(id -u "$PODMAN_
     fi
 fi
 # slirp4netns, rootless Podman's network, opens /dev/net/tun as the user: world-writable as udev makes it.
-if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+if [ ! -c /dev/net/tun ] || [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
     [ "$(id -u)" = 0 ] || die "/dev/net/tun is not usable by rootless Podman: chmod 666 /dev/net/tun as root."
+    [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
     chmod 666 /dev/net/tun
 fi
