@@ -51,19 +51,20 @@ def test_build_then_check(
 
 
 def test_check_fails_when_an_image_allows_passwords(
-    docker_client: docker.DockerClient, tmp_path: Path
+    engine_client: docker.DockerClient, local_engine: LocalEngine, tmp_path: Path
 ) -> None:
-    """A drop-in read before qimg's turns passwords on: check must see it and fail."""
+    """A drop-in read before qimg's turns passwords on: check must see it and fail, on each engine (alice's
+    image there is test_build_then_check's)."""
     (tmp_path / "Dockerfile").write_text(
         "FROM qimgtest/cli-alice:latest\n"
         "RUN echo 'PasswordAuthentication yes' > /etc/ssh/sshd_config.d/0-bad.conf\n"
     )
-    docker_client.images.build(path=str(tmp_path), tag="qimgtest/bad-alice:latest", rm=True)
-    checked = run_qimg("check", "qimgtest/bad-alice:latest", "--json")
+    engine_client.images.build(path=str(tmp_path), tag="qimgtest/bad-alice:latest", rm=True)
+    checked = run_qimg("check", "qimgtest/bad-alice:latest", "--json", env=local_engine.env)
     assert checked.returncode == 1
     failed = {check["name"] for check in json.loads(checked.stdout)["checks"] if not check["passed"]}
     assert failed == {"password login refused", "effective sshd settings (sshd -T)"}
-    assert leftover_containers(docker_client) == []
+    assert leftover_containers(engine_client) == []
 
 
 def test_build_failure_shows_the_step(docker_client: docker.DockerClient, state: dict[str, str]) -> None:
