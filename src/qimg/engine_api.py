@@ -84,10 +84,7 @@ class Engine:
             reply = connection.getresponse()
             data = read(reply) if read is not None and reply.status < 400 else reply.read()
         except (OSError, http.client.HTTPException) as error:  # refused, reset, a reply cut short
-            raise DockerUnavailable(
-                f"the Docker engine does not answer at {self.host} ({first_line(error)}): start it, or run "
-                "`make env` as root"
-            ) from None
+            raise DockerUnavailable(engine_transport.unanswered(self.target, first_line(error))) from None
         finally:
             connection.close()
         if reply.status >= 400:

@@ -49,6 +49,19 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def unanswered(target: EngineTarget, reason: str) -> str:
+    """The one line for an engine that does not answer, with how to start it: Podman's service, whose
+    socket users point qimg at, is started by systemd's socket unit or by hand."""
+    if "podman" in urlsplit(target.host).path.split("/")[-1]:
+        return (
+            f"Podman does not answer at {target.host} ({reason}): start its service "
+            "(systemctl --user start podman.socket, or podman system service --time=0 &)"
+        )
+    return (
+        f"the Docker engine does not answer at {target.host} ({reason}): start it, or run `make env` as root"
+    )
+
+
 def check_host(target: EngineTarget) -> None:
     """Refuse, as a usage error, a host qimg cannot reach."""
     _address(target)
