@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from qimg import engine, state
 from qimg.builder import distro
 from qimg.builder.render import write_context
-from qimg.builder.spec import ImageSpec, check_image_ref
+from qimg.builder.spec import ImageRef, ImageSpec, check_image_ref
 from qimg.engine_api import Engine
 from qimg.errors import BuildFailed
 
@@ -200,7 +200,9 @@ def build(
     built (as `tag`, default qimg/USER:latest) and remembered for check, push and run --local."""
     image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
     images = Engine.from_env()
-    images.require_image(spec.base, "--base")
+    images.require_image(
+        spec.base, "--base", lambda: engine.registry_credentials(ImageRef.parse(spec.base, "--base").registry)
+    )
     spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
     client = engine.client()
     built = build_image(

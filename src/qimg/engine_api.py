@@ -120,9 +120,12 @@ class Engine:
             raise UsageError(f"no local image {ref}: build one with `qimg build`, or name an existing image")
         return found
 
-    def require_image(self, ref: str, option: str) -> None:
-        """Refuse, as a usage error, an image that is neither local nor in its registry."""
-        if self.image(ref) is None and not self.in_registry(ref):
+    def require_image(
+        self, ref: str, option: str, credentials: Callable[[], tuple[str, str] | None] = lambda: None
+    ) -> None:
+        """Refuse, as a usage error, an image that is neither local nor in its registry (asked with
+        the `credentials` for it, looked up only then)."""
+        if self.image(ref) is None and not self.in_registry(ref, credentials()):
             raise UsageError(
                 f"{option} {ref}: no such image here or in its registry: check the name, or load it "
                 "(docker load)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 
 import docker
@@ -44,13 +45,41 @@ def test_push_with_password_stdin_then_as_json(
     assert REGISTRY_PASSWORD not in pushed.stdout + pushed.stderr
 
 
+def _docker_login(user: User, registry: Registry) -> None:
+    """What `docker login` leaves in the user's Docker config."""
+    config = user.home / ".docker" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
+
+
+def test_a_base_only_in_an_authenticated_registry_is_looked_up_with_the_stored_login(
+    docker_client: docker.DockerClient, auth_registry: Registry, user: User
+) -> None:
+    base = auth_registry.ref("team/base:private")
+    docker_client.images.get("debian:bookworm-slim").tag(base)
+    try:
+        docker_client.images.push(base, auth_config=AUTH)
+    finally:
+        docker_client.images.remove(base)
+    tag = "qimgtest/private-base:1"
+    anonymous = user.qimg("build", "--user", "alice", "--base", base, "--distro", "debian", "--tag", tag)
+    assert_one_line_error(anonymous, 2, f"--base {base}", "no such image")
+    _docker_login(user, auth_registry)
+    try:
+        built = user.qimg("build", "--user", "alice", "--base", base, "--distro", "debian", "--tag", tag)
+        assert built.returncode == 0, built.stderr
+        assert REGISTRY_PASSWORD not in built.stdout + built.stderr
+    finally:
+        for image in (tag, base):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(image)
+
+
 def test_push_with_credentials_from_the_docker_config(
     docker_client: docker.DockerClient, e2e_image: str, auth_registry: Registry, user: User
 ) -> None:
-    config = user.home / ".docker" / "config.json"
-    config.parent.mkdir()
-    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
-    config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    _docker_login(user, auth_registry)
     target = auth_registry.ref("team/alice:config")
     pushed = user.qimg("push", e2e_image, "--to", target)
     assert pushed.returncode == 0, pushed.stderr
