@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qimg import docker_context
+from qimg.engine_transport import check_host, unanswered
 from qimg.errors import DockerUnavailable, first_line
 
 if TYPE_CHECKING:
@@ -16,17 +18,18 @@ if TYPE_CHECKING:
 
 
 def client() -> docker.DockerClient:
-    """A client for the engine in DOCKER_HOST (default: the local socket), checked with a ping."""
+    """A client for the engine every other call of this command reaches (`docker_context`: not
+    `docker.from_env`, which ignores contexts), checked with a ping."""
     import docker
     from docker.errors import DockerException
 
+    target = docker_context.resolve()
+    check_host(target)
     try:
-        engine = docker.from_env(timeout=300)
+        engine = docker.DockerClient(base_url=target.host, timeout=300)
         engine.ping()
     except DockerException as error:
-        raise DockerUnavailable(
-            f"the Docker engine does not answer ({first_line(error)}): start it, or run `make env` as root"
-        ) from None
+        raise DockerUnavailable(unanswered(target, first_line(error))) from None
     return engine
 
 

@@ -14,7 +14,6 @@ import base64
 import http.client
 import io
 import json
-import os
 import posixpath
 import re
 import shlex
@@ -24,8 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from qimg import engine_transport
-from qimg.engine_transport import DEFAULT_HOST, EngineTarget, check_host
+from qimg import docker_context, engine_transport
+from qimg.engine_transport import EngineTarget, check_host
 from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
 
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
@@ -61,12 +60,8 @@ class Engine:
 
     @classmethod
     def from_env(cls) -> Engine:
-        if os.environ.get("DOCKER_TLS_VERIFY"):
-            raise UsageError(
-                "DOCKER_TLS_VERIFY: qimg reaches the engine without TLS: unset it to use the local one"
-            )
-        host = os.environ.get("DOCKER_HOST")
-        return cls(EngineTarget("DOCKER_HOST" if host else "the local engine", host or DEFAULT_HOST))
+        """The engine of this command, as the docker CLI would choose it (`docker_context`)."""
+        return cls(docker_context.resolve())
 
     def request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,

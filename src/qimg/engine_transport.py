@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from qimg.errors import UsageError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+LOCAL = "the local engine"  # the name of DEFAULT_HOST, reached when nothing names another engine
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,20 @@ class EngineTarget:
     host: str  # unix:///path, tcp://HOST:PORT
     tls: TlsFiles | None = None
 
+    @property
+    def described(self) -> str:
+        """The engine as the user set it: `DOCKER_HOST=tcp://...`, `context NAME (unix:///...)`."""
+        return f"{self.name}={self.host}" if self.name == "DOCKER_HOST" else f"{self.name} ({self.host})"
+
+    @property
+    def switch(self) -> str:
+        """How to go back to the local engine."""
+        if self.name == "DOCKER_HOST":
+            return "unset it to use the local engine"
+        if self.name.startswith("context "):
+            return "use another context (docker context use default)"
+        return "set DOCKER_HOST to another engine"
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -54,12 +69,16 @@ def unanswered(target: EngineTarget, reason: str) -> str:
     socket users point qimg at, is started by systemd's socket unit or by hand."""
     if "podman" in urlsplit(target.host).path.split("/")[-1]:
         return (
-            f"Podman does not answer at {target.host} ({reason}): start its service "
+            f"Podman does not answer at {target.host} ({reason}{_of(target)}): start its service "
             "(systemctl --user start podman.socket, or podman system service --time=0 &)"
         )
-    return (
-        f"the Docker engine does not answer at {target.host} ({reason}): start it, or run `make env` as root"
+    return f"the Docker engine does not answer at {target.host} ({reason}{_of(target)}): start it, or " + (
+        "run `make env` as root" if target.name == LOCAL else target.switch
     )
+
+
+def _of(target: EngineTarget) -> str:
+    return f"; {target.name}" if target.name.startswith("context ") else ""
 
 
 def check_host(target: EngineTarget) -> None:
@@ -80,8 +99,8 @@ def _address(target: EngineTarget) -> tuple[str, tuple[str, int] | None]:
     if parts.scheme in {"tcp", "http"} and parts.hostname and port:
         return "", (parts.hostname, port)
     raise UsageError(
-        f"DOCKER_HOST={host}: qimg reaches the engine through a unix socket or plain tcp "
-        "(unix:///var/run/docker.sock, tcp://HOST:PORT): unset it to use the local engine"
+        f"{target.described}: qimg reaches the engine through a unix socket or plain tcp "
+        f"(unix:///var/run/docker.sock, tcp://HOST:PORT): {target.switch}"
     )
 
 

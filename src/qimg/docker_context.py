@@ -1,0 +1,100 @@
+"""Which engine: the Docker CLI's own order, read from its configuration without the Docker SDK
+(whose import costs every command 70 ms). `DOCKER_HOST` first, then `DOCKER_CONTEXT`, then the
+`currentContext` of `$DOCKER_CONFIG/config.json` (default `~/.docker`); the context `default`, or
+none, is the local socket. A context is read where `docker context create` stores it:
+`contexts/meta/<sha256 of its name>/meta.json`, its `Endpoints.docker.Host`.
+
+What the CLI (or docker-py's `ContextAPI`) does that this does not, each refused in one line:
+- TLS material (`DOCKER_TLS_VERIFY`, a context's `contexts/tls/...` folder): qimg's transport has no
+  TLS yet;
+- hosts other than a unix socket or plain tcp (`ssh://`, `npipe://`): refused by the transport
+  (`engine_transport.check_host`) with the context's name;
+- the `--context`/`--host` flags of the CLI: qimg has no such flags, the environment is the switch.
+Everything read here is untrusted: a file that is not JSON, or not shaped as the CLI writes it, is
+refused naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
+from qimg.errors import UsageError
+
+_MAX_FILE = 1 << 20  # a config or meta file larger than this is not one the CLI wrote
+
+
+def resolve(environ: dict[str, str] | None = None) -> EngineTarget:
+    """The engine every call of this process goes to."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("DOCKER_TLS_VERIFY"):
+        raise UsageError(
+            "DOCKER_TLS_VERIFY: qimg reaches the engine without TLS: unset it to use the local one"
+        )
+    host = env.get("DOCKER_HOST")
+    if host:
+        return EngineTarget("DOCKER_HOST", host)
+    config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    if env.get("DOCKER_CONTEXT"):
+        name, source = env["DOCKER_CONTEXT"], f"DOCKER_CONTEXT={env['DOCKER_CONTEXT']}"
+    else:
+        name = _current_context(config_dir / "config.json")
+        source = f"the current context {name} (in {config_dir / 'config.json'})"
+    if not name or name == "default":
+        return EngineTarget(LOCAL, DEFAULT_HOST)
+    return _context(config_dir, name, source)
+
+
+def _read_json(path: Path) -> Any:
+    """The file's JSON; None when there is no such file."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(_MAX_FILE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror}): fix or remove it") from None
+    try:
+        if len(data) > _MAX_FILE:
+            raise ValueError
+        return json.loads(data)
+    except ValueError:
+        raise UsageError(f"{path}: not a Docker configuration file (not JSON): fix or remove it") from None
+
+
+def _current_context(config: Path) -> str:
+    document = _read_json(config)
+    if document is None:
+        return ""
+    name = document.get("currentContext", "") if isinstance(document, dict) else None
+    if not isinstance(name, str):
+        raise UsageError(f"{config}: currentContext is not a name: fix it (docker context use default)")
+    return name
+
+
+def _context(config_dir: Path, name: str, source: str) -> EngineTarget:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta = config_dir / "contexts" / "meta" / digest / "meta.json"
+    document = _read_json(meta)
+    if document is None:
+        raise UsageError(
+            f"{source}: no such Docker context (see `docker context ls`): "
+            "create it (docker context create), or switch to one that exists (docker context use default)"
+        )
+    try:
+        host = document["Endpoints"]["docker"]["Host"]
+    except (KeyError, TypeError):
+        host = None
+    if not isinstance(host, str) or not host:
+        raise UsageError(
+            f"{meta}: context {name} names no docker endpoint: recreate it (docker context create)"
+        )
+    if (config_dir / "contexts" / "tls" / digest / "docker").exists():
+        raise UsageError(
+            f"context {name} ({host}) uses TLS: qimg reaches engines without TLS: use another context"
+        )
+    return EngineTarget(f"context {name}", host)
