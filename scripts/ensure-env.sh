@@ -84,8 +84,9 @@ if ! prlimit --nofile=1048576:1048576 true 2>/dev/null; then
     if [ ! -f "$limits" ]; then
         say "rootful Podman: default_ulimits within this machine's limits ($limits)"
         mkdir -p "$(dirname "$limits")"
+        hard=$(prlimit --nofile --output HARD --noheadings | tr -d ' ')
         printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=32768:32768"]\n' \
-            "$(ulimit -Hn)" "$(ulimit -Hn)" >"$limits"
+            "$hard" "$hard" >"$limits"
     fi
 fi
 
