@@ -4,8 +4,18 @@ and its own models) costs every `qimg run --local` 70 ms, a third of what qimg a
 `docker run`. Build and push, which stream, stay with the SDK (`engine.client`).
 
 One `Engine` per process, a connection per request (calls come from several threads). The engine
-is the one in DOCKER_HOST: a unix socket (the default) or plain tcp; a host that needs TLS or ssh is
-refused in one line.
+is the one the docker CLI would reach (`docker_context`): a unix socket (the default) or plain tcp; a
+host that needs TLS or ssh is refused in one line.
+
+Every request names its API version (`/v1.NN/...`: unversioned calls are deprecated and take the
+engine's newest semantics), negotiated once per command (`api_version`): `DOCKER_API_VERSION` when
+set, else the `API-Version` header of `GET /_ping`, capped at MAX_API. The SDK's client
+(`engine.client`) is given the same version.
+- MIN_API 1.41: Debian 12's dockerd (20.10) and Podman 4.3 speak no more, and every call qimg makes
+  (images, containers with HostConfig.PortBindings and Init, their logs, archives, execs, the
+  /distribution look-up) is in 1.41; nothing qimg needs came later.
+- MAX_API 1.47 (Docker 27): the newest semantics qimg was run against; engines from Docker 29 on
+  refuse clients below 1.44, and Docker 28's speaks up to 1.50, so 1.47 reaches them all.
 """
 
 from __future__ import annotations
@@ -14,11 +24,13 @@ import base64
 import http.client
 import io
 import json
+import os
 import posixpath
 import re
 import shlex
 import struct
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,6 +39,8 @@ from qimg import docker_context, engine_transport
 from qimg.engine_transport import EngineTarget, check_host
 from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
 
+MIN_API, MAX_API = (1, 41), (1, 47)
+_API_VERSION = re.compile(r"1\.([0-9]{1,3})")
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
 _ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream (1 out, 2 err), size
@@ -47,6 +61,53 @@ class EngineError(QimgError):
 
 class NotFound(EngineError):
     """404: no such image, container or file."""
+
+
+_negotiated: dict[EngineTarget, str] = {}
+_negotiating = threading.Lock()
+
+
+def api_version(target: EngineTarget) -> str:
+    """The API version of this command's calls to `target` ("1.NN"), negotiated on the first."""
+    with _negotiating:
+        if target not in _negotiated:
+            _negotiated[target] = _negotiate(target)
+        return _negotiated[target]
+
+
+def _negotiate(target: EngineTarget) -> str:
+    forced = os.environ.get("DOCKER_API_VERSION")
+    if forced:
+        matched = _API_VERSION.fullmatch(forced)
+        if matched is None or (1, int(matched[1])) < MIN_API:
+            raise UsageError(
+                f"DOCKER_API_VERSION={forced}: not an API version qimg speaks (1.{MIN_API[1]} or later, "
+                "as 1.41): fix it, or unset it to negotiate with the engine"
+            )
+        return f"1.{int(matched[1])}"
+    connection = engine_transport.connection(target, TIMEOUT)
+    try:
+        connection.request("GET", "/_ping")
+        reply = connection.getresponse()
+        reply.read()
+    except (OSError, http.client.HTTPException) as error:
+        raise DockerUnavailable(engine_transport.unanswered(target, first_line(error))) from None
+    finally:
+        connection.close()
+    said = reply.getheader("API-Version") or ""
+    matched = _API_VERSION.fullmatch(said.strip())
+    if reply.status >= 400 or matched is None:
+        raise DockerUnavailable(
+            f"{target.described} answers /_ping without an API version (HTTP {reply.status}"
+            f"{', ' + repr(said[:40]) if said else ''}): it is not a Docker engine: {target.switch}"
+        )
+    offered = (1, int(matched[1]))
+    if offered < MIN_API:
+        raise DockerUnavailable(
+            f"{target.described} speaks API 1.{offered[1]}, qimg needs 1.{MIN_API[1]} or later: upgrade it "
+            f"(Docker 20.10 or later, Podman 4 or later), or {target.switch}"
+        )
+    return f"1.{min(offered, MAX_API)[1]}"
 
 
 class Engine:
@@ -70,7 +131,11 @@ class Engine:
     ) -> bytes:  # fmt: skip
         """The reply's body (as `read` reads it from the reply, when given); EngineError (NotFound for
         404) when the engine refuses."""
-        url = quote(path, safe="/:@") + (f"?{urlencode(query)}" if query else "")
+        url = (
+            f"/v{api_version(self.target)}"
+            + quote(path, safe="/:@")
+            + (f"?{urlencode(query)}" if query else "")
+        )
         payload = json.dumps(body).encode() if body is not None else None
         sent = {"Content-Type": "application/json"} if payload is not None else {}
         connection = engine_transport.connection(self.target, self.timeout)
@@ -96,7 +161,8 @@ class Engine:
             raise EngineError(0, f"{method} {path} was answered with something that is not JSON") from None
 
     def ping(self) -> None:
-        self.request("GET", "/_ping")
+        """Whether the engine answers, at a version qimg speaks (negotiated then, once)."""
+        api_version(self.target)
 
     # Images
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from qimg.engine_api import (
+    MAX_API,
+    MIN_API,
     Engine,
     EngineError,
+    api_version,
     container_config,
     demultiplexed,
     demultiplexed_tail,
@@ -106,11 +109,17 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     """An engine on a unix socket that answers each path with the raw reply given for it (status line
     and all): what a broken or hostile engine could send."""
-    replies: dict[str, bytes] = {}
+    replies: dict[str, bytes] = {
+        "/_ping": b"HTTP/1.1 200 OK\r\nAPI-Version: 1.45\r\nContent-Length: 2\r\n\r\nOK"
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.wfile.write(replies.get(self.path.split("?")[0], b"HTTP/1.1 404 Not Found\r\n\r\n"))
+            path = self.path.split("?")[0]
+            if path != "/_ping":  # any other request unversioned, or at another version, is not found
+                versioned = f"/v{api_version(engine.target)}/"
+                path = path[len(versioned) - 1 :] if path.startswith(versioned) else "unversioned"
+            self.wfile.write(replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
             self.wfile.flush()
 
         def address_string(self) -> str:  # a unix socket has no client address
@@ -120,8 +129,9 @@ def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     server = _UnixHTTPServer(str(path), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    engine = Engine(EngineTarget("test", f"unix://{path}"))
     try:
-        yield Engine(EngineTarget("test", f"unix://{path}")), replies
+        yield engine, replies
     finally:
         server.shutdown()
         server.server_close()
@@ -181,3 +191,71 @@ def test_labels_are_read_as_text_only() -> None:
         {"Config": {"Labels": "a"}},
     ):
         assert labels_of(odd) == {}
+
+
+def ping_reply(version: str) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nAPI-Version: %s\r\nContent-Length: 2\r\n\r\nOK" % version.encode()
+
+
+@pytest.mark.parametrize(("offered", "used"), [("1.41", "1.41"), ("1.45", "1.45"), ("1.51", "1.47")])
+def test_the_api_version_is_the_engines_capped_at_qimgs(
+    odd_engine: tuple[Engine, dict[str, bytes]], offered: str, used: str
+) -> None:
+    engine, replies = odd_engine
+    replies["/_ping"] = ping_reply(offered)
+    replies["/containers/json"] = json_reply([])
+    assert engine.containers(["a=b"]) == []
+    assert api_version(engine.target) == used == f"{MAX_API[0]}.{min(int(offered[2:]), MAX_API[1])}"
+
+
+def test_the_version_is_negotiated_once_per_command(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    engine, replies = odd_engine
+    replies["/containers/json"] = json_reply([])
+    assert engine.containers(["a=b"]) == []
+    replies["/_ping"] = ping_reply("1.20")  # asked again, this would be refused
+    assert engine.containers(["a=b"]) == []
+    assert Engine(engine.target).containers(["a=b"]) == []  # another Engine of the same command
+    assert api_version(engine.target) == "1.45"
+
+
+@pytest.mark.parametrize("said", ["1.40", "1.12"])
+def test_an_engine_below_the_minimum_is_one_line(
+    odd_engine: tuple[Engine, dict[str, bytes]], said: str
+) -> None:
+    engine, replies = odd_engine
+    replies["/_ping"] = ping_reply(said)
+    with pytest.raises(DockerUnavailable) as error:
+        engine.ping()
+    message = str(error.value)
+    assert "test (unix://" in message and f"speaks API {said}, qimg needs 1.{MIN_API[1]} or later" in message
+    assert "upgrade it" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("said", ["", "2.0", "1.41; rm -rf", "1." + "9" * 50])
+def test_a_ping_without_a_version_is_one_line(odd_engine: tuple[Engine, dict[str, bytes]], said: str) -> None:
+    engine, replies = odd_engine
+    header = f"API-Version: {said}\r\n" if said else ""
+    replies["/_ping"] = f"HTTP/1.1 200 OK\r\n{header}Content-Length: 2\r\n\r\nOK".encode()
+    with pytest.raises(DockerUnavailable, match="answers /_ping without an API version") as error:
+        engine.ping()
+    assert "\n" not in str(error.value)
+
+
+def test_docker_api_version_comes_first(
+    odd_engine: tuple[Engine, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, replies = odd_engine
+    replies["/_ping"] = ping_reply("1.30")  # never asked: the user's version is used as is
+    monkeypatch.setenv("DOCKER_API_VERSION", "1.43")
+    replies["/containers/json"] = json_reply([])
+    assert engine.containers(["a=b"]) == []
+    assert api_version(engine.target) == "1.43"
+
+
+@pytest.mark.parametrize("forced", ["latest", "1.40", "v1.44", "1.44.1", "2.1"])
+def test_a_docker_api_version_qimg_cannot_speak_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, forced: str
+) -> None:
+    monkeypatch.setenv("DOCKER_API_VERSION", forced)
+    with pytest.raises(UsageError, match=f"DOCKER_API_VERSION={forced}: not an API version qimg speaks"):
+        Engine(EngineTarget("test", "unix:///nonexistent/docker.sock")).ping()
