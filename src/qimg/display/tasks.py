@@ -100,7 +100,8 @@ def task_list(listing: Listing, now: datetime, as_json: bool) -> None:
             }
             for task in listing.tasks
         ]
-        print_json({"backend": listing.backend, "tasks": rows})
+        engine = {"engine": listing.engine} if listing.engine else {}
+        print_json({"backend": listing.backend, **engine, "tasks": rows})
         return
     from rich.console import Console
     from rich.table import Table
@@ -119,7 +120,10 @@ def task_list(listing: Listing, now: datetime, as_json: bool) -> None:
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
             _idle_stop(listing.idle_stops.get(task.id), now),
         )  # fmt: skip
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    if listing.engine:  # unwrapped, whatever the table's width: a socket path is copied from here
+        console.print(f"engine: {shown(listing.engine)}", markup=False, soft_wrap=True)
 
 
 def _hours_minutes(seconds: int) -> str:
