@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qimg import docker_context
-from qimg.engine_transport import check_host, unanswered
+from qimg.engine_api import Engine
+from qimg.engine_transport import unanswered
 from qimg.errors import DockerUnavailable, first_line
 
 if TYPE_CHECKING:
@@ -24,9 +25,9 @@ def client() -> docker.DockerClient:
     from docker.errors import DockerException
 
     target = docker_context.resolve()
-    check_host(target)
+    version = Engine(target).api_version()  # the fast path's, negotiated once for the command
     try:
-        engine = docker.DockerClient(base_url=target.host, timeout=300)
+        engine = docker.DockerClient(base_url=target.host, version=version, timeout=300)
         engine.ping()
     except DockerException as error:
         raise DockerUnavailable(unanswered(target, first_line(error))) from None

@@ -14,11 +14,13 @@ import base64
 import http.client
 import io
 import json
+import os
 import posixpath
 import re
 import shlex
 import struct
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -37,6 +39,17 @@ LOG_LINES, LOG_BYTES = 20_000, 4 << 20
 _READ_CHUNK = 1 << 16
 
 
+class _Answered:
+    """The API version a /_ping reply's header gives (an engine that gives none is taken as 1.24,
+    as the docker CLI takes it)."""
+
+    version = ""
+
+    def read(self, reply: http.client.HTTPResponse) -> bytes:
+        self.version = reply.getheader("API-Version") or ""
+        return reply.read(64)
+
+
 class EngineError(QimgError):
     """The engine refused a call: its HTTP status and its message."""
 
@@ -49,10 +62,59 @@ class NotFound(EngineError):
     """404: no such image, container or file."""
 
 
+# The API versions qimg speaks. 1.41 is the oldest it was run against (Debian 12's dockerd 20.10 and
+# Podman 4.3 both speak it); 1.44 the newest it asks for: Docker 29 refuses clients below 1.44, and the
+# changes from 1.41 to 1.44 leave the fields qimg sends and reads as they were (the deprecated
+# NetworkSettings fields it does not read). An engine answers in the lower of its version and 1.44.
+MIN_API, MAX_API = (1, 41), (1, 44)
+_VERSION = re.compile(r"1\.(\d{1,3})")
+negotiated: dict[EngineTarget, str] = {}  # once per command (the process) and engine
+_negotiating = threading.Lock()
+
+
+class EngineTooOld(QimgError):
+    """The engine speaks an API older than qimg's oldest."""
+
+
+def _api_version(text: str, source: str) -> tuple[int, int]:
+    matched = _VERSION.fullmatch(text.strip())
+    if not matched:
+        raise UsageError(f"{source}: not an API version (1.NN): fix it, or unset it to negotiate one")
+    return 1, int(matched.group(1))
+
+
 class Engine:
     def __init__(self, target: EngineTarget, timeout: float = TIMEOUT) -> None:
         check_host(target)
         self.target, self.timeout = target, timeout
+
+    def api_version(self) -> str:
+        """The API version every call of this command sends: DOCKER_API_VERSION, else the lower of
+        the engine's (its /_ping says) and qimg's newest; asked once per engine and process."""
+        with _negotiating:
+            if self.target not in negotiated:
+                negotiated[self.target] = self._negotiate()
+            return negotiated[self.target]
+
+    def _negotiate(self) -> str:
+        given = os.environ.get("DOCKER_API_VERSION")
+        if given:
+            version = _api_version(given, f"DOCKER_API_VERSION={given}")
+            if version < MIN_API:
+                raise UsageError(
+                    f"DOCKER_API_VERSION={given}: qimg speaks API 1.{MIN_API[1]} or later: "
+                    "unset it to negotiate"
+                )
+            return given.strip()
+        answered = _Answered()
+        self.request("GET", "/_ping", read=answered.read)
+        version = _api_version(answered.version or "1.24", f"the engine at {self.target.described}")
+        if version < MIN_API:
+            raise EngineTooOld(
+                f"{self.target.described} speaks Docker API 1.{version[1]}; qimg needs "
+                f"1.{MIN_API[1]} or later: upgrade the engine, or point qimg at another one"
+            )
+        return f"1.{min(version, MAX_API)[1]}"
 
     @property
     def host(self) -> str:
@@ -70,7 +132,8 @@ class Engine:
     ) -> bytes:  # fmt: skip
         """The reply's body (as `read` reads it from the reply, when given); EngineError (NotFound for
         404) when the engine refuses."""
-        url = quote(path, safe="/:@") + (f"?{urlencode(query)}" if query else "")
+        versioned = path if path == "/_ping" else f"/v{self.api_version()}{path}"
+        url = quote(versioned, safe="/:@") + (f"?{urlencode(query)}" if query else "")
         payload = json.dumps(body).encode() if body is not None else None
         sent = {"Content-Type": "application/json"} if payload is not None else {}
         connection = engine_transport.connection(self.target, self.timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socketserver
 import struct
 import threading
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from qimg import engine_api
 from qimg.engine_api import (
+    MAX_API,
     Engine,
     EngineError,
+    EngineTooOld,
     container_config,
     demultiplexed,
     demultiplexed_tail,
@@ -25,6 +29,7 @@ from qimg.engine_transport import EngineTarget
 from qimg.errors import BackendError, DockerUnavailable, UsageError
 from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
+from tests.helpers import assert_one_line_error, run_qimg
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -98,6 +103,10 @@ def json_reply(document: object) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
 
+PING_141 = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
+requested: list[str] = []  # the paths the odd engine was asked for, in order
+
+
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
@@ -106,11 +115,14 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     """An engine on a unix socket that answers each path with the raw reply given for it (status line
     and all): what a broken or hostile engine could send."""
-    replies: dict[str, bytes] = {}
+    replies: dict[str, bytes] = {"/_ping": PING_141}
+    requested.clear()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.wfile.write(replies.get(self.path.split("?")[0], b"HTTP/1.1 404 Not Found\r\n\r\n"))
+            path = re.sub(r"^/v1\.\d+/", "/", self.path.split("?")[0])
+            requested.append(self.path)
+            self.wfile.write(replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
             self.wfile.flush()
 
         def address_string(self) -> str:  # a unix socket has no client address
@@ -181,3 +193,74 @@ def test_labels_are_read_as_text_only() -> None:
         {"Config": {"Labels": "a"}},
     ):
         assert labels_of(odd) == {}
+
+
+@pytest.fixture(autouse=True)
+def _negotiate_again() -> Iterator[None]:
+    """Each test's engine negotiates afresh (qimg negotiates once per process, and tests share one)."""
+    engine_api.negotiated.clear()
+    yield
+    engine_api.negotiated.clear()
+
+
+def test_every_call_is_versioned_after_one_ping(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    engine, replies = odd_engine
+    replies["/containers/json"] = json_reply([])
+    engine.containers(["a=b"])
+    engine.containers(["a=b"])
+    assert [path.split("?")[0] for path in requested] == ["/_ping", *["/v1.41/containers/json"] * 2]
+
+
+def test_a_newer_engine_is_asked_in_qimgs_newest_version(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    engine, replies = odd_engine
+    replies["/_ping"] = PING_141.replace(b"1.41", b"1.52")
+    assert engine.api_version() == f"1.{MAX_API[1]}"
+
+
+def test_an_engine_below_the_minimum_is_refused(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+    engine, replies = odd_engine
+    replies["/_ping"] = PING_141.replace(b"1.41", b"1.24")
+    with pytest.raises(EngineTooOld, match=r"speaks Docker API 1\.24; qimg needs 1\.41 or later: upgrade"):
+        engine.containers(["a=b"])
+    assert requested == ["/_ping"]  # nothing else asked
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("1.43", "1.43"), ("1.9", None), ("latest", None), ("2.0", None)]
+)
+def test_docker_api_version_comes_first(
+    odd_engine: tuple[Engine, dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    given: str,
+    expected: str | None,
+) -> None:
+    engine, _ = odd_engine
+    monkeypatch.setenv("DOCKER_API_VERSION", given)
+    if expected is None:
+        with pytest.raises(UsageError, match=f"DOCKER_API_VERSION={given}: "):
+            engine.api_version()
+    else:
+        assert engine.api_version() == expected
+    assert requested == []  # the engine is not asked
+
+
+def test_an_old_engine_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    """The installed qimg in front of an engine that speaks API 1.24: exit 1, one line naming it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.wfile.write(PING_141.replace(b"1.41", b"1.24"))
+
+        def address_string(self) -> str:
+            return "engine-test"
+
+    path = tmp_path / "old.sock"
+    server = _UnixHTTPServer(str(path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for command in (("ls", "--local"), ("check", "qimg/alice:latest")):
+            result = run_qimg(*command, env={"DOCKER_HOST": f"unix://{path}"})
+            assert_one_line_error(result, 1, f"DOCKER_HOST=unix://{path} speaks Docker API 1.24", "upgrade")
+    finally:
+        server.shutdown()
+        server.server_close()
