@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qimg import docker_context
-from qimg.engine_api import api_version
-from qimg.engine_transport import check_host, unanswered
+from qimg.engine_api import Engine
+from qimg.engine_transport import unanswered
 from qimg.errors import DockerUnavailable, first_line
 
 if TYPE_CHECKING:
@@ -20,14 +20,12 @@ if TYPE_CHECKING:
 
 def client() -> docker.DockerClient:
     """A client for the engine every other call of this command reaches (`docker_context`: not
-    `docker.from_env`, which ignores contexts), at the API version of every other call, checked
-    with a ping."""
+    `docker.from_env`, which ignores contexts), checked with a ping."""
     import docker
     from docker.errors import DockerException
 
     target = docker_context.resolve()
-    check_host(target)
-    version = api_version(target)
+    version = Engine(target).api_version()  # the fast path's, negotiated once for the command
     try:
         engine = docker.DockerClient(base_url=target.host, version=version, timeout=300)
         engine.ping()

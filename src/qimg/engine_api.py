@@ -4,18 +4,8 @@ and its own models) costs every `qimg run --local` 70 ms, a third of what qimg a
 `docker run`. Build and push, which stream, stay with the SDK (`engine.client`).
 
 One `Engine` per process, a connection per request (calls come from several threads). The engine
-is the one the docker CLI would reach (`docker_context`): a unix socket (the default) or plain tcp; a
-host that needs TLS or ssh is refused in one line.
-
-Every request names its API version (`/v1.NN/...`: unversioned calls are deprecated and take the
-engine's newest semantics), negotiated once per command (`api_version`): `DOCKER_API_VERSION` when
-set, else the `API-Version` header of `GET /_ping`, capped at MAX_API. The SDK's client
-(`engine.client`) is given the same version.
-- MIN_API 1.41: Debian 12's dockerd (20.10) and Podman 4.3 speak no more, and every call qimg makes
-  (images, containers with HostConfig.PortBindings and Init, their logs, archives, execs, the
-  /distribution look-up) is in 1.41; nothing qimg needs came later.
-- MAX_API 1.47 (Docker 27): the newest semantics qimg was run against; engines from Docker 29 on
-  refuse clients below 1.44, and Docker 28's speaks up to 1.50, so 1.47 reaches them all.
+is the one in DOCKER_HOST: a unix socket (the default) or plain tcp; a host that needs TLS or ssh is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -39,8 +29,6 @@ from qimg import docker_context, engine_transport
 from qimg.engine_transport import EngineTarget, check_host
 from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
 
-MIN_API, MAX_API = (1, 41), (1, 47)
-_API_VERSION = re.compile(r"1\.([0-9]{1,3})")
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
 _ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream (1 out, 2 err), size
@@ -49,6 +37,17 @@ _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream 
 # are kept as they stream (a container that printed gigabytes on one line costs no more memory).
 LOG_LINES, LOG_BYTES = 20_000, 4 << 20
 _READ_CHUNK = 1 << 16
+
+
+class _Answered:
+    """The API version a /_ping reply's header gives (an engine that gives none is taken as 1.24,
+    as the docker CLI takes it)."""
+
+    version = ""
+
+    def read(self, reply: http.client.HTTPResponse) -> bytes:
+        self.version = reply.getheader("API-Version") or ""
+        return reply.read(64)
 
 
 class EngineError(QimgError):
@@ -63,57 +62,59 @@ class NotFound(EngineError):
     """404: no such image, container or file."""
 
 
-_negotiated: dict[EngineTarget, str] = {}
+# The API versions qimg speaks. 1.41 is the oldest it was run against (Debian 12's dockerd 20.10 and
+# Podman 4.3 both speak it); 1.44 the newest it asks for: Docker 29 refuses clients below 1.44, and the
+# changes from 1.41 to 1.44 leave the fields qimg sends and reads as they were (the deprecated
+# NetworkSettings fields it does not read). An engine answers in the lower of its version and 1.44.
+MIN_API, MAX_API = (1, 41), (1, 44)
+_VERSION = re.compile(r"1\.(\d{1,3})")
+negotiated: dict[EngineTarget, str] = {}  # once per command (the process) and engine
 _negotiating = threading.Lock()
 
 
-def api_version(target: EngineTarget) -> str:
-    """The API version of this command's calls to `target` ("1.NN"), negotiated on the first."""
-    with _negotiating:
-        if target not in _negotiated:
-            _negotiated[target] = _negotiate(target)
-        return _negotiated[target]
+class EngineTooOld(QimgError):
+    """The engine speaks an API older than qimg's oldest."""
 
 
-def _negotiate(target: EngineTarget) -> str:
-    forced = os.environ.get("DOCKER_API_VERSION")
-    if forced:
-        matched = _API_VERSION.fullmatch(forced)
-        if matched is None or (1, int(matched[1])) < MIN_API:
-            raise UsageError(
-                f"DOCKER_API_VERSION={forced}: not an API version qimg speaks (1.{MIN_API[1]} or later, "
-                "as 1.41): fix it, or unset it to negotiate with the engine"
-            )
-        return f"1.{int(matched[1])}"
-    connection = engine_transport.connection(target, TIMEOUT)
-    try:
-        connection.request("GET", "/_ping")
-        reply = connection.getresponse()
-        reply.read()
-    except (OSError, http.client.HTTPException) as error:
-        raise DockerUnavailable(engine_transport.unanswered(target, first_line(error))) from None
-    finally:
-        connection.close()
-    said = reply.getheader("API-Version") or ""
-    matched = _API_VERSION.fullmatch(said.strip())
-    if reply.status >= 400 or matched is None:
-        raise DockerUnavailable(
-            f"{target.described} answers /_ping without an API version (HTTP {reply.status}"
-            f"{', ' + repr(said[:40]) if said else ''}): it is not a Docker engine: {target.switch}"
-        )
-    offered = (1, int(matched[1]))
-    if offered < MIN_API:
-        raise DockerUnavailable(
-            f"{target.described} speaks API 1.{offered[1]}, qimg needs 1.{MIN_API[1]} or later: upgrade it "
-            f"(Docker 20.10 or later, Podman 4 or later), or {target.switch}"
-        )
-    return f"1.{min(offered, MAX_API)[1]}"
+def _api_version(text: str, source: str) -> tuple[int, int]:
+    matched = _VERSION.fullmatch(text.strip())
+    if not matched:
+        raise UsageError(f"{source}: not an API version (1.NN): fix it, or unset it to negotiate one")
+    return 1, int(matched.group(1))
 
 
 class Engine:
     def __init__(self, target: EngineTarget, timeout: float = TIMEOUT) -> None:
         check_host(target)
         self.target, self.timeout = target, timeout
+
+    def api_version(self) -> str:
+        """The API version every call of this command sends: DOCKER_API_VERSION, else the lower of
+        the engine's (its /_ping says) and qimg's newest; asked once per engine and process."""
+        with _negotiating:
+            if self.target not in negotiated:
+                negotiated[self.target] = self._negotiate()
+            return negotiated[self.target]
+
+    def _negotiate(self) -> str:
+        given = os.environ.get("DOCKER_API_VERSION")
+        if given:
+            version = _api_version(given, f"DOCKER_API_VERSION={given}")
+            if version < MIN_API:
+                raise UsageError(
+                    f"DOCKER_API_VERSION={given}: qimg speaks API 1.{MIN_API[1]} or later: "
+                    "unset it to negotiate"
+                )
+            return given.strip()
+        answered = _Answered()
+        self.request("GET", "/_ping", read=answered.read)
+        version = _api_version(answered.version or "1.24", f"the engine at {self.target.described}")
+        if version < MIN_API:
+            raise EngineTooOld(
+                f"{self.target.described} speaks Docker API 1.{version[1]}; qimg needs "
+                f"1.{MIN_API[1]} or later: upgrade the engine, or point qimg at another one"
+            )
+        return f"1.{min(version, MAX_API)[1]}"
 
     @property
     def host(self) -> str:
@@ -131,11 +132,8 @@ class Engine:
     ) -> bytes:  # fmt: skip
         """The reply's body (as `read` reads it from the reply, when given); EngineError (NotFound for
         404) when the engine refuses."""
-        url = (
-            f"/v{api_version(self.target)}"
-            + quote(path, safe="/:@")
-            + (f"?{urlencode(query)}" if query else "")
-        )
+        versioned = path if path == "/_ping" else f"/v{self.api_version()}{path}"
+        url = quote(versioned, safe="/:@") + (f"?{urlencode(query)}" if query else "")
         payload = json.dumps(body).encode() if body is not None else None
         sent = {"Content-Type": "application/json"} if payload is not None else {}
         connection = engine_transport.connection(self.target, self.timeout)
@@ -161,8 +159,7 @@ class Engine:
             raise EngineError(0, f"{method} {path} was answered with something that is not JSON") from None
 
     def ping(self) -> None:
-        """Whether the engine answers, at a version qimg speaks (negotiated then, once)."""
-        api_version(self.target)
+        self.request("GET", "/_ping")
 
     # Images
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socketserver
 import struct
 import threading
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from qimg import engine_api
 from qimg.engine_api import (
     MAX_API,
-    MIN_API,
     Engine,
     EngineError,
-    api_version,
+    EngineTooOld,
     container_config,
     demultiplexed,
     demultiplexed_tail,
@@ -28,6 +29,7 @@ from qimg.engine_transport import EngineTarget
 from qimg.errors import BackendError, DockerUnavailable, UsageError
 from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
+from tests.helpers import assert_one_line_error, run_qimg
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -101,6 +103,10 @@ def json_reply(document: object) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
 
+PING_141 = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
+requested: list[str] = []  # the paths the odd engine was asked for, in order
+
+
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
@@ -109,16 +115,13 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     """An engine on a unix socket that answers each path with the raw reply given for it (status line
     and all): what a broken or hostile engine could send."""
-    replies: dict[str, bytes] = {
-        "/_ping": b"HTTP/1.1 200 OK\r\nAPI-Version: 1.45\r\nContent-Length: 2\r\n\r\nOK"
-    }
+    replies: dict[str, bytes] = {"/_ping": PING_141}
+    requested.clear()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            if path != "/_ping":  # any other request unversioned, or at another version, is not found
-                versioned = f"/v{api_version(engine.target)}/"
-                path = path[len(versioned) - 1 :] if path.startswith(versioned) else "unversioned"
+            path = re.sub(r"^/v1\.\d+/", "/", self.path.split("?")[0])
+            requested.append(self.path)
             self.wfile.write(replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
             self.wfile.flush()
 
@@ -129,9 +132,8 @@ def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     server = _UnixHTTPServer(str(path), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    engine = Engine(EngineTarget("test", f"unix://{path}"))
     try:
-        yield engine, replies
+        yield Engine(EngineTarget("test", f"unix://{path}")), replies
     finally:
         server.shutdown()
         server.server_close()
@@ -193,69 +195,72 @@ def test_labels_are_read_as_text_only() -> None:
         assert labels_of(odd) == {}
 
 
-def ping_reply(version: str) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nAPI-Version: %s\r\nContent-Length: 2\r\n\r\nOK" % version.encode()
+@pytest.fixture(autouse=True)
+def _negotiate_again() -> Iterator[None]:
+    """Each test's engine negotiates afresh (qimg negotiates once per process, and tests share one)."""
+    engine_api.negotiated.clear()
+    yield
+    engine_api.negotiated.clear()
 
 
-@pytest.mark.parametrize(("offered", "used"), [("1.41", "1.41"), ("1.45", "1.45"), ("1.51", "1.47")])
-def test_the_api_version_is_the_engines_capped_at_qimgs(
-    odd_engine: tuple[Engine, dict[str, bytes]], offered: str, used: str
-) -> None:
-    engine, replies = odd_engine
-    replies["/_ping"] = ping_reply(offered)
-    replies["/containers/json"] = json_reply([])
-    assert engine.containers(["a=b"]) == []
-    assert api_version(engine.target) == used == f"{MAX_API[0]}.{min(int(offered[2:]), MAX_API[1])}"
-
-
-def test_the_version_is_negotiated_once_per_command(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
+def test_every_call_is_versioned_after_one_ping(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
     engine, replies = odd_engine
     replies["/containers/json"] = json_reply([])
-    assert engine.containers(["a=b"]) == []
-    replies["/_ping"] = ping_reply("1.20")  # asked again, this would be refused
-    assert engine.containers(["a=b"]) == []
-    assert Engine(engine.target).containers(["a=b"]) == []  # another Engine of the same command
-    assert api_version(engine.target) == "1.45"
+    engine.containers(["a=b"])
+    engine.containers(["a=b"])
+    assert [path.split("?")[0] for path in requested] == ["/_ping", *["/v1.41/containers/json"] * 2]
 
 
-@pytest.mark.parametrize("said", ["1.40", "1.12"])
-def test_an_engine_below_the_minimum_is_one_line(
-    odd_engine: tuple[Engine, dict[str, bytes]], said: str
-) -> None:
+def test_a_newer_engine_is_asked_in_qimgs_newest_version(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
     engine, replies = odd_engine
-    replies["/_ping"] = ping_reply(said)
-    with pytest.raises(DockerUnavailable) as error:
-        engine.ping()
-    message = str(error.value)
-    assert "test (unix://" in message and f"speaks API {said}, qimg needs 1.{MIN_API[1]} or later" in message
-    assert "upgrade it" in message and "\n" not in message
+    replies["/_ping"] = PING_141.replace(b"1.41", b"1.52")
+    assert engine.api_version() == f"1.{MAX_API[1]}"
 
 
-@pytest.mark.parametrize("said", ["", "2.0", "1.41; rm -rf", "1." + "9" * 50])
-def test_a_ping_without_a_version_is_one_line(odd_engine: tuple[Engine, dict[str, bytes]], said: str) -> None:
+def test_an_engine_below_the_minimum_is_refused(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
     engine, replies = odd_engine
-    header = f"API-Version: {said}\r\n" if said else ""
-    replies["/_ping"] = f"HTTP/1.1 200 OK\r\n{header}Content-Length: 2\r\n\r\nOK".encode()
-    with pytest.raises(DockerUnavailable, match="answers /_ping without an API version") as error:
-        engine.ping()
-    assert "\n" not in str(error.value)
+    replies["/_ping"] = PING_141.replace(b"1.41", b"1.24")
+    with pytest.raises(EngineTooOld, match=r"speaks Docker API 1\.24; qimg needs 1\.41 or later: upgrade"):
+        engine.containers(["a=b"])
+    assert requested == ["/_ping"]  # nothing else asked
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"), [("1.43", "1.43"), ("1.9", None), ("latest", None), ("2.0", None)]
+)
 def test_docker_api_version_comes_first(
-    odd_engine: tuple[Engine, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+    odd_engine: tuple[Engine, dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    given: str,
+    expected: str | None,
 ) -> None:
-    engine, replies = odd_engine
-    replies["/_ping"] = ping_reply("1.30")  # never asked: the user's version is used as is
-    monkeypatch.setenv("DOCKER_API_VERSION", "1.43")
-    replies["/containers/json"] = json_reply([])
-    assert engine.containers(["a=b"]) == []
-    assert api_version(engine.target) == "1.43"
+    engine, _ = odd_engine
+    monkeypatch.setenv("DOCKER_API_VERSION", given)
+    if expected is None:
+        with pytest.raises(UsageError, match=f"DOCKER_API_VERSION={given}: "):
+            engine.api_version()
+    else:
+        assert engine.api_version() == expected
+    assert requested == []  # the engine is not asked
 
 
-@pytest.mark.parametrize("forced", ["latest", "1.40", "v1.44", "1.44.1", "2.1"])
-def test_a_docker_api_version_qimg_cannot_speak_is_a_usage_error(
-    monkeypatch: pytest.MonkeyPatch, forced: str
-) -> None:
-    monkeypatch.setenv("DOCKER_API_VERSION", forced)
-    with pytest.raises(UsageError, match=f"DOCKER_API_VERSION={forced}: not an API version qimg speaks"):
-        Engine(EngineTarget("test", "unix:///nonexistent/docker.sock")).ping()
+def test_an_old_engine_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    """The installed qimg in front of an engine that speaks API 1.24: exit 1, one line naming it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.wfile.write(PING_141.replace(b"1.41", b"1.24"))
+
+        def address_string(self) -> str:
+            return "engine-test"
+
+    path = tmp_path / "old.sock"
+    server = _UnixHTTPServer(str(path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for command in (("ls", "--local"), ("check", "qimg/alice:latest")):
+            result = run_qimg(*command, env={"DOCKER_HOST": f"unix://{path}"})
+            assert_one_line_error(result, 1, f"DOCKER_HOST=unix://{path} speaks Docker API 1.24", "upgrade")
+    finally:
+        server.shutdown()
+        server.server_close()
