@@ -125,11 +125,15 @@ def test_one_engine_for_the_look_up_the_build_and_the_check(podman_rootful: str)
         docker_cli("context", "use", "pod")
         built = run_qimg("build", "--user", "alice", "--base", base, "--distro", "debian", "--tag", tag)
         assert built.returncode == 0, built.stderr
+        assert built.stdout.strip().endswith(f"on context pod ({podman_rootful})"), built.stdout
         assert podman.images.get(tag).labels["io.qimg.user"] == "alice"
         with pytest.raises(docker.errors.ImageNotFound):
             docker_engine.images.get(tag)
-        checked = run_qimg("check", tag)
+        checked = run_qimg("check", tag, "--json")
         assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["engine"] == f"context pod ({podman_rootful})"
+        listed = run_qimg("ls", "--local")
+        assert listed.stdout.splitlines()[-1] == f"engine: context pod ({podman_rootful})"
     finally:
         for image in (tag, base):
             try:

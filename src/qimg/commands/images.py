@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from qimg import docker_context
 from qimg.builder.spec import DEFAULT_BASE, DEFAULT_ID, ImageSpec
 from qimg.commands.common import (
     IMAGES,
@@ -80,7 +81,7 @@ def build(
         built = build_image(
             spec, distro, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
         )
-    display.built(built, as_json)
+    display.built(built, as_json, docker_context.resolve().described)
 
 
 @app.command(rich_help_panel=IMAGES)
@@ -94,7 +95,7 @@ def check(
 
     ref, results = check_image(image, timeout)
     passed = all(result.passed for result in results)
-    display.checks(ref, results, passed, as_json)
+    display.checks(ref, results, passed, as_json, docker_context.resolve().described)
     if not passed:
         raise typer.Exit(1)
 

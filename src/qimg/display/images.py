@@ -42,16 +42,27 @@ def building() -> Iterator[BuildSteps]:
         yield BuildSteps(status.update)
 
 
-def built(image: BuiltImage, as_json: bool) -> None:
+def built(image: BuiltImage, as_json: bool, engine: str) -> None:
+    """`engine`: where it was built, as the user chose it (`context NAME (unix://...)`)."""
     if as_json:
-        print_json(image.as_dict())
+        print_json({**image.as_dict(), "engine": engine})
     else:
-        print(f"built {image.tag} ({image.id[:19]}, {image.size / 1e6:.0f} MB), login user {image.user}")
+        print(
+            f"built {image.tag} ({image.id[:19]}, {image.size / 1e6:.0f} MB), login user {image.user}, "
+            f"on {shown(engine)}"
+        )
 
 
-def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool) -> None:
+def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool, engine: str) -> None:
     if as_json:
-        print_json({"image": ref, "passed": passed, "checks": [result.as_dict() for result in results]})
+        print_json(
+            {
+                "image": ref,
+                "passed": passed,
+                "engine": engine,
+                "checks": [result.as_dict() for result in results],
+            }
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -61,7 +72,9 @@ def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool) ->
         table.add_column(column, overflow="fold")
     for result in results:
         table.add_row(shown(result.name), "pass" if result.passed else "FAIL", shown(result.detail))
-    Console(highlight=False, width=max(100, Console().width)).print(table)
+    console = Console(highlight=False, width=max(100, Console().width))
+    console.print(table)
+    console.print(f"engine: {shown(engine)}", markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
