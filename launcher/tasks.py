@@ -34,9 +34,6 @@ class Listing:
     backend: str
     tasks: list[TaskView]  # oldest first
     idle_stops: dict[str, IdleStop]  # by task id, for the running tasks whose output tells one
-    engine: str | None = (
-        None  # the local backend's engine, as the user chose it (`context NAME (unix://...)`)
-    )
 
 
 def list_tasks(backend: str) -> Listing:
@@ -46,9 +43,6 @@ def list_tasks(backend: str) -> Listing:
     for problem in records.all_records()[1]:
         notices.warn(problem)
     opened = registry.open_backend(backend)
-    from qimg.launcher.backends.local import LocalBackend
-
-    engine = opened.engine.target.described if isinstance(opened, LocalBackend) else None
     found = sorted(opened.tasks(), key=lambda task: task.created or datetime.max)
     running = [task.id for task in found if task.running and not task.ended and task.watches_idle]
 
@@ -59,10 +53,10 @@ def list_tasks(backend: str) -> Listing:
             return None  # HTTP libraries' errors): the listing goes on without it
 
     if not running:
-        return Listing(opened.name, found, {}, engine)
+        return Listing(opened.name, found, {})
     with ThreadPoolExecutor(min(len(running), OUTPUT_READS_AT_ONCE), thread_name_prefix="qimg-ls") as pool:
         stops = dict(zip(running, pool.map(idle_stop, running), strict=True))
-    return Listing(opened.name, found, {task_id: stop for task_id, stop in stops.items() if stop}, engine)
+    return Listing(opened.name, found, {task_id: stop for task_id, stop in stops.items() if stop})
 
 
 def stop(

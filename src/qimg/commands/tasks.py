@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from qimg import docker_context
 from qimg.commands.common import TASKS, JsonOpt, LocalOpt, NameArg, PuttyOpt, app, backend_of
 from qimg.display import data as data_display
 from qimg.display import note, stderr
@@ -116,7 +117,8 @@ def list_tasks(
         return
     from qimg.launcher import tasks
 
-    display.task_list(tasks.list_tasks(backend_of(local)), now, as_json)
+    listing = tasks.list_tasks(backend_of(local))
+    display.task_list(listing, now, as_json, docker_context.resolve().described if local else None)
 
 
 @app.command("ssh-config", rich_help_panel=TASKS)

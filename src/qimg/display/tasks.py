@@ -90,8 +90,9 @@ def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: T
             print(f"  {login.putty_command}", file=out, flush=True)
 
 
-def task_list(listing: Listing, now: datetime, as_json: bool) -> None:
-    """`qimg ls`: name, state, endpoints, age, credits and idle stop of each task."""
+def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None) -> None:
+    """`qimg ls`: name, state, endpoints, age, credits and idle stop of each task; `engine`: the local
+    backend's, as the user chose it (`context NAME (unix://...)`)."""
     if as_json:
         rows = [
             {
@@ -100,8 +101,8 @@ def task_list(listing: Listing, now: datetime, as_json: bool) -> None:
             }
             for task in listing.tasks
         ]
-        engine = {"engine": listing.engine} if listing.engine else {}
-        print_json({"backend": listing.backend, **engine, "tasks": rows})
+        named = {"engine": engine} if engine else {}
+        print_json({"backend": listing.backend, **named, "tasks": rows})
         return
     from rich.console import Console
     from rich.table import Table
@@ -122,8 +123,8 @@ def task_list(listing: Listing, now: datetime, as_json: bool) -> None:
         )  # fmt: skip
     console = Console(highlight=False)
     console.print(table)
-    if listing.engine:  # unwrapped, whatever the table's width: a socket path is copied from here
-        console.print(f"engine: {shown(listing.engine)}", markup=False, soft_wrap=True)
+    if engine:  # unwrapped, whatever the table's width: a socket path is copied from here
+        console.print(f"engine: {shown(engine)}", markup=False, soft_wrap=True)
 
 
 def _hours_minutes(seconds: int) -> str:
