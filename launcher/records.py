@@ -20,7 +20,8 @@ from typing import Any
 
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
-from qimg.files import atomic_write, locked, read_regular
+from qimg.filelock import locked
+from qimg.files import atomic_write, read_regular
 from qimg.launcher.backends import registry
 from qimg.launcher.ssh import Endpoint, is_host_key, path_problem
 from qimg.state import state_dir

@@ -19,7 +19,7 @@ from types import FrameType
 from qimg.errors import Interrupted
 
 Handler = Callable[[int, FrameType | None], None] | int
-STOPPING = (signal.SIGTERM, signal.SIGHUP)
+STOPPING = (signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))  # Windows has no SIGHUP
 ALL = (signal.SIGINT, *STOPPING)
 _held: list[list[int]] = []  # the signals caught by each deferred() block in progress, innermost last
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from qimg import notices
 from qimg.errors import FileError, UsageError
-from qimg.files import NotRegularFile, atomic_write, locked, read_regular
+from qimg.filelock import locked
+from qimg.files import NotRegularFile, atomic_write, read_regular
 from qimg.launcher import records
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.ssh import config_path as ssh_path

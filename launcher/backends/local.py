@@ -12,9 +12,10 @@ with who launched it, and this backend sees only its caller's own tasks (another
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
-import pwd
 import re
+import sys
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -49,7 +50,12 @@ INSTANCES_LABEL = f"{PREFIX}instances"
 
 
 def owner() -> str:
-    """Who launches a local task: this process's uid and user name, as `id` writes them ("1000(alice)")."""
+    """Who launches a local task: this process's uid and user name, as `id` writes them ("1000(alice)");
+    on Windows, which has no uids, the user name."""
+    if sys.platform == "win32":
+        return getpass.getuser()
+    import pwd
+
     uid = os.getuid()
     try:
         return f"{uid}({pwd.getpwuid(uid).pw_name})"

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from qimg.errors import FileError
@@ -128,25 +126,6 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
             raise
     except OSError as error:
         raise FileError.of("write", target, error) from None
-
-
-@contextlib.contextmanager
-def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """An exclusive lock on the file `path` (created if need be) for the block; the system releases
-    it when its holder dies, so a killed qimg never leaves a stale one. Yields True once it is held;
-    without `wait`, False at once if another process holds it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = path.open("a")
-    except OSError as error:
-        raise FileError.of("write", path, error) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
 
 
 def user_path(text: str) -> str:
