@@ -272,3 +272,15 @@ class Recorder:
         self.ready_records.append(record)
         if self.fail_on_ready:
             raise QimgError("the caller could not show the task")
+
+
+def engine_commands(image: str) -> dict[str, tuple[str, ...]]:
+    """Every kind of command that needs the engine, as a user types it (`image` never built): what a
+    fault of the engine itself must stop, each in one line."""
+    return {
+        "ls": ("ls", "--local"),
+        "build": ("build", "--user", "alice", "--tag", image),
+        "check": ("check", image),
+        "run": ("run", "--local", image, "--command", "true"),
+        "stop": ("stop", "--all", "--local"),
+    }

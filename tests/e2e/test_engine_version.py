@@ -16,18 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_one_line_error, run_qimg
+from tests.helpers import assert_one_line_error, engine_commands, run_qimg
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "qimgtest/old-engine-never-built:latest"
-COMMANDS = {
-    "ls": ("ls", "--local"),
-    "build": ("build", "--user", "alice", "--tag", IMAGE),
-    "check": ("check", IMAGE),
-    "run": ("run", "--local", IMAGE, "--command", "true"),
-    "stop": ("stop", "--all", "--local"),
-}
+COMMANDS = engine_commands(IMAGE)
 
 
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -10,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_one_line_error, run_qimg
+from tests.helpers import assert_one_line_error, engine_commands, run_qimg
 from tests.podman import START_TIMEOUT, answers_ping
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "qimgtest/podman-never-built:latest"
-COMMANDS = {
-    "ls": ("ls", "--local"),
-    "build": ("build", "--user", "alice", "--tag", IMAGE),
-    "check": ("check", IMAGE),
-    "run": ("run", "--local", IMAGE, "--command", "true"),
-    "stop": ("stop", "--all", "--local"),
-}
+COMMANDS = engine_commands(IMAGE)
 
 
 @pytest.fixture(params=["not-started", "killed"])
