@@ -91,8 +91,12 @@ def write_context(spec: ImageSpec, directory: Path) -> None:
     except FileNotFoundError:
         present = []
     except NotADirectoryError:
+        blocker = next(
+            (p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), directory
+        )
+        what = "it is" if blocker == directory else f"{blocker} is"
         raise FileError(
-            f"cannot write a build context into {directory}: it is a file, not a folder",
+            f"cannot write a build context into {directory}: {what} a file, not a folder",
             hint="name a new or empty folder",
         ) from None
     except OSError as error:
