@@ -1,6 +1,7 @@
-"""A context `qimg render --context` wrote, built by other tools as they are (the docker CLI's builder,
-`podman build`), gives the image `qimg build` gives: the same labels, and `qimg check` passes on it, on
-the engine that built it. The context is named relative to the working directory, as CI names it."""
+"""A context `qimg render --context` wrote, built by other tools as they are (the docker CLI, with its
+legacy builder and with BuildKit, and `podman build`), gives the image `qimg build` gives: the same
+labels, and `qimg check` passes on it, on the engine that built it. The context is named relative to the
+working directory, as CI names it."""
 
 from __future__ import annotations
 
@@ -56,14 +57,18 @@ def remove(client: docker.DockerClient, *images: str) -> None:
             continue
 
 
-def test_the_docker_cli_builds_a_rendered_context(tmp_path: Path, docker_client: docker.DockerClient) -> None:
-    tag, reference = tags("docker")
+@pytest.mark.parametrize("buildkit", ["0", "1"], ids=["legacy-builder", "buildkit"])
+def test_the_docker_cli_builds_a_rendered_context(
+    tmp_path: Path, docker_client: docker.DockerClient, buildkit: str
+) -> None:
+    """With the legacy builder, and with BuildKit (buildx), which docker/build-push-action uses."""
+    tag, reference = tags(f"docker-buildkit{buildkit}")
     where = tmp_path / "repo"
     context = render_context(where)
     try:
         built = subprocess.run(
             [DOCKER_CLI, "build", "--quiet", "--tag", tag, context], cwd=where, capture_output=True,
-            text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, check=False,
+            text=True, env={**os.environ, "DOCKER_BUILDKIT": buildkit}, check=False,
         )  # fmt: skip
         assert built.returncode == 0, built.stderr
         build_with_qimg(reference, {})
