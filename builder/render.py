@@ -109,6 +109,7 @@ def write_context(spec: ImageSpec, directory: Path) -> None:
         )
     made = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     written: list[Path] = []
+    path = directory
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, (data, mode) in contents.items():
@@ -119,10 +120,10 @@ def write_context(spec: ImageSpec, directory: Path) -> None:
                 out.write(data)
             os.chmod(path, mode)  # whatever the umask
     except OSError as error:
-        for path in written:
+        for done in written:
             with contextlib.suppress(OSError):
-                path.unlink()
+                done.unlink()
         for folder in made:  # the deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        raise FileError.of("write", Path(error.filename or directory), error) from None
+        raise FileError.of("write", Path(error.filename) if error.filename else path, error) from None

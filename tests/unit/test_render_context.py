@@ -102,5 +102,5 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
         qimg_argv("render", *SPEC, "--context", "new/ctx"), cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, **NO_ENGINE}, preexec_fn=small_files, check=False,
     )  # fmt: skip
-    assert_one_line_error(result, 2, "--context: cannot write", "File too large")
+    assert_one_line_error(result, 2, "--context: cannot write", "new/ctx/qimg-setup.sh: File too large")
     assert list(tmp_path.iterdir()) == []  # the files written, and the folders made, are gone
