@@ -23,6 +23,8 @@ from tests.helpers import REPO, outside_repository, qimg_executable
 
 pytestmark = pytest.mark.docker
 WORKFLOW = REPO / "examples" / "ci" / "github-actions.yml"
+# How GitHub runs a `run:` step on Linux (its default shell: bash).
+GITHUB_BASH = ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c")
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -67,10 +69,7 @@ def test_the_workflow_runs_step_by_step(auth_registry: Registry, docker_client: 
                 assert step["run"] == 'python -m pip install "qimg @ $QIMG"'
                 argv, stdin = ["qimg", "--version"], None  # installed: the tree's wheel, on PATH
             else:
-                argv, stdin = (
-                    ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-                    None,
-                )  # GitHub's bash
+                argv, stdin = [*GITHUB_BASH, step["run"]], None
             done = subprocess.run(argv, cwd=checkout, env=env, input=stdin, capture_output=True, text=True,
                                   check=False)  # fmt: skip
             assert done.returncode == 0, (step, done.stdout, done.stderr)
