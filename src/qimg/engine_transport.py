@@ -263,7 +263,8 @@ class _SshConnection(http.client.HTTPConnection):
             return ""
         self.ended.join(timeout=5)
         lines = self.said.decode("utf-8", "replace").strip().splitlines()
-        return f"ssh: {lines[-1][:200]}" if lines else ""
+        last = lines[-1][:200] if lines else ""
+        return last if last.startswith("ssh: ") or not last else f"ssh: {last}"
 
 
 def connection(target: EngineTarget, timeout: float) -> http.client.HTTPConnection:

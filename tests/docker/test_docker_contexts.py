@@ -67,10 +67,6 @@ def test_docker_config_moves_the_whole_configuration(monkeypatch: pytest.MonkeyP
             {"DOCKER_CONTEXT": "ssh"},
             "does not answer at ssh://alice@127.0.0.1 (ssh: connect to host 127.0.0.1 port 22",
         ),
-        (
-            {"DOCKER_CONTEXT": "pipe"},
-            "context pipe (npipe:////./pipe/docker_engine): qimg reaches the engine",
-        ),
     ],
 )
 def test_contexts_qimg_cannot_use_are_one_line(env: dict[str, str], expected: str) -> None:
