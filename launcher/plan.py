@@ -109,8 +109,7 @@ RemoteImages = Callable[[ImageRef, tuple[str, str] | None], registry_api.RemoteI
 def remote_image(ref: ImageRef, auth: tuple[str, str] | None) -> registry_api.RemoteImage:
     """The image as its registry holds it, read from the registry itself (no engine needed), or the
     refusal that says how to get it there."""
-    server = registry_api.DOCKER_HUB_API if ref.on_hub else ref.server_url
-    found = registry_api.read_image(server, ref.registry, ref.repository, ref.tag, auth)
+    found = registry_api.read_image(ref, auth)
     if found is None:
         raise UsageError(
             f"{ref} is not in its registry {ref.registry}: push it with `qimg push`, or check the name"

@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPMessage
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 from qimg.errors import QimgError, UsageError, first_line
@@ -43,6 +43,7 @@ from qimg.errors import QimgError, UsageError, first_line
 DOCKER_HUB_API = "https://registry-1.docker.io"  # where Docker Hub's registry API answers
 PLATFORM = ("linux", "amd64")  # what Qarnot's nodes run
 TIMEOUT = 30.0  # seconds, per request
+USER_AGENT = "qimg"  # what registries log: qimg's own requests, told from the engine's
 MAX_MANIFEST = 4 << 20  # distribution's own limit on a manifest
 MAX_CONFIG = 8 << 20  # an image's configuration: labels, history, environment
 MAX_TOKEN_REPLY = 1 << 20
@@ -68,6 +69,21 @@ _LOOPBACK = ("localhost", "127.", "::1")
 
 class RegistryError(QimgError):
     """The registry (or its token service) failed or sent what it must not: a fault of the registry."""
+
+
+class ImageName(Protocol):
+    """An image's name as `ImageRef` splits it."""
+
+    @property
+    def registry(self) -> str: ...  # as the user names it, for messages
+    @property
+    def repository(self) -> str: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def on_hub(self) -> bool: ...
+    @property
+    def server_url(self) -> str: ...  # https://REGISTRY, plain http on this machine
 
 
 @dataclass(frozen=True)
@@ -104,21 +120,14 @@ class _NoCredentialsOnRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoCredentialsOnRedirect())
 
 
-def read_image(
-    server: str, registry: str, repository: str, reference: str, auth: tuple[str, str] | None
-) -> RemoteImage | None:
-    """The image `repository:reference` of the registry at `server` (`registry`, as the user names it,
-    for messages), read with `auth` (else anonymously): None when the registry has no such image."""
-    session = _Session(server, registry, repository, auth)
-    reply = session.get(
-        f"manifests/{quote(reference, safe='')}", ", ".join((*INDEXES, *MANIFESTS)), MAX_MANIFEST
-    )
-    if reply.status == 404:
+def read_image(name: ImageName, auth: tuple[str, str] | None) -> RemoteImage | None:
+    """The image `name` (its tag) as its registry holds it for PLATFORM, read with `auth` (else
+    anonymously): None when the registry has no such image."""
+    session = _Session(name, auth)
+    reply = session.tagged(name.tag)
+    if reply is None:
         return None
     digest = _digest_of(reply.body)
-    served = reply.headers.get("Docker-Content-Digest")
-    if served and _DIGEST.fullmatch(served) and served != digest:
-        raise session.fault(f"sent a manifest for {reference} whose digest is not the {served} it announced")
     document, media = session.manifest(reply)
     if media in INDEXES:
         manifest = session.pick(document)
@@ -128,11 +137,18 @@ def read_image(
         session.check_digest(named.body, manifest, "the manifest")
         document, media = session.manifest(named)
         if media not in MANIFESTS:
-            raise session.fault(f"sent an index inside an index for {reference}: qimg reads one level")
+            raise session.fault(f"sent an index inside an index for {name.tag}: qimg reads one level")
     else:
         manifest = digest
     config, labels = session.configuration(document)
     return RemoteImage(digest, manifest, config, labels)
+
+
+def tag_digest(name: ImageName, auth: tuple[str, str] | None) -> str | None:
+    """The digest of what the tag names (a manifest, or a multi-platform image's index), as the
+    registry serves it: what a push is proven by. None when the registry has no such tag."""
+    reply = _Session(name, auth).tagged(name.tag)
+    return None if reply is None else _digest_of(reply.body)
 
 
 def _digest_of(body: bytes) -> str:
@@ -143,10 +159,21 @@ class _Session:
     """Requests to one repository of one registry, authorised once (Basic, or a token service's
     Bearer token, on the registry's challenge)."""
 
-    def __init__(self, server: str, registry: str, repository: str, auth: tuple[str, str] | None) -> None:
-        self.base = f"{server.rstrip('/')}/v2/{quote(repository, safe='/')}/"
-        self.registry, self.repository, self.auth = registry, repository, auth
+    def __init__(self, name: ImageName, auth: tuple[str, str] | None) -> None:
+        server = DOCKER_HUB_API if name.on_hub else name.server_url
+        self.base = f"{server.rstrip('/')}/v2/{quote(name.repository, safe='/')}/"
+        self.registry, self.repository, self.auth = name.registry, name.repository, auth
         self.authorization = ""
+
+    def tagged(self, tag: str) -> _Reply | None:
+        """The manifest (or index) the tag names, None when there is none."""
+        reply = self.get(f"manifests/{quote(tag, safe='')}", ", ".join((*INDEXES, *MANIFESTS)), MAX_MANIFEST)
+        if reply.status == 404:
+            return None
+        served = reply.headers.get("Docker-Content-Digest")
+        if served and _DIGEST.fullmatch(served) and served != _digest_of(reply.body):
+            raise self.fault(f"sent a manifest for {tag} whose digest is not the {served} it announced")
+        return reply
 
     def fault(self, what: str) -> RegistryError:
         return RegistryError(f"the registry {self.registry} {what}: try again later, or ask its operator")
@@ -176,7 +203,8 @@ class _Session:
         )
 
     def _send(self, url: str, accept: str, limit: int, authorization: str | None = None) -> _Reply:
-        request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+        headers = {"User-Agent": USER_AGENT, **({"Accept": accept} if accept else {})}
+        request = urllib.request.Request(url, headers=headers)
         sent = self.authorization if authorization is None else authorization
         if sent:
             request.add_unredirected_header("Authorization", sent)

@@ -15,6 +15,7 @@ import pytest
 
 from qimg import registry_api
 from qimg.builder import labels
+from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
 from qimg.registry_api import RegistryError, RemoteImage, read_image
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, put_image, put_manifest
@@ -24,8 +25,7 @@ BASIC = "Basic " + base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encod
 
 
 def read(registry: Registry, name: str, auth: tuple[str, str] | None = None) -> RemoteImage | None:
-    repository, _, tag = name.partition(":")
-    return read_image(f"http://{registry.host}", registry.host, repository, tag, auth)
+    return read_image(ImageRef.parse(registry.ref(name), "IMAGE"), auth)
 
 
 def entry(digest: str, platform: tuple[str, str], oci: bool) -> dict[str, object]:
@@ -93,7 +93,7 @@ class Hostile:
     protected: set[str] = field(default_factory=set)  # paths answered 401 without the tester's Basic
 
     def read(self, auth: tuple[str, str] | None = TESTER) -> RemoteImage | None:
-        return read_image(self.url, self.url.removeprefix("http://"), "team/x", "1", auth)
+        return read_image(ImageRef.parse(f"{self.url.removeprefix('http://')}/team/x:1", "IMAGE"), auth)
 
 
 @pytest.fixture

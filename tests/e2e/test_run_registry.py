@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from qimg import registry_api
+from qimg.builder.spec import ImageRef
+from qimg.registry_api import USER_AGENT
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import (
@@ -22,6 +26,7 @@ from tests.fakes.registry import (
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
+TESTER = (REGISTRY_USER, REGISTRY_PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +60,7 @@ def test_run_launches_a_pushed_image_with_no_engine(
     assert "uid=1000(alice) gid=1000(alice)" in result.stdout  # the login its labels name
     assert fake.count("POST", "/tasks") == 1 and fake.tasks == {}
     # qimg asked the token service itself, as the tester, for pull only.
-    assert (REGISTRY_USER, "repository:team/alice:pull") in token_registry.tokens.asked[asked:]
+    assert (REGISTRY_USER, "repository:team/alice:pull", USER_AGENT) in token_registry.tokens.asked[asked:]
     assert REGISTRY_PASSWORD not in result.stdout + result.stderr
 
 
@@ -117,3 +122,18 @@ def test_an_image_for_another_platform_is_refused(
     result = run_qimg("run", open_registry.ref("team/arm:1"), env={**user.env, **no_engine})
     assert_one_line_error(result, 2, "is a linux/arm64 image", "--platform linux/amd64")
     assert fake.count("POST", "/tasks") == 0
+
+
+def test_a_push_is_proven_by_the_registry_itself(
+    e2e_image: str, token_registry: Registry, user: User
+) -> None:
+    """qimg asks the registry (a pull token of its own), not the engine's /distribution endpoint, for
+    the digest the tag names after the push."""
+    assert token_registry.tokens is not None
+    target = token_registry.ref("team/alice:proof")
+    asked = len(token_registry.tokens.asked)
+    pushed = user.qimg("push", e2e_image, "--to", target, "--json", *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
+    assert pushed.returncode == 0, pushed.stderr
+    digest = json.loads(pushed.stdout)["digest"]
+    assert (REGISTRY_USER, "repository:team/alice:pull", USER_AGENT) in token_registry.tokens.asked[asked:]
+    assert registry_api.tag_digest(ImageRef.parse(target, "IMAGE"), TESTER) == digest

@@ -37,10 +37,11 @@ def _b64(data: bytes) -> str:
 
 @dataclass
 class TokenService:
-    """The service's address (`realm`) and what it was asked (`asked`: user or "" and scope, in order)."""
+    """The service's address (`realm`) and what it was asked, in order (`asked`: user or "", scope, and
+    the client's User-Agent)."""
 
     realm: str
-    asked: list[tuple[str, str]]
+    asked: list[tuple[str, str, str]]
 
 
 class _Signer:
@@ -82,7 +83,7 @@ class _Signer:
 def serve_tokens(bundle: Path, user: str, password: str) -> Iterator[TokenService]:
     """The service on 127.0.0.1, its signing certificate written to `bundle`."""
     signer = _Signer(bundle)
-    asked: list[tuple[str, str]] = []
+    asked: list[tuple[str, str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -97,7 +98,7 @@ def serve_tokens(bundle: Path, user: str, password: str) -> Iterator[TokenServic
                     return
                 who = user
             scopes = query.get("scope", [])
-            asked.append((who, " ".join(scopes)))
+            asked.append((who, " ".join(scopes), self.headers.get("User-Agent", "")))
             token = signer.token(who, scopes)
             self._reply(200, {"token": token, "access_token": token, "expires_in": 300})
 
