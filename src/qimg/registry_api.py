@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import re
 import socket
@@ -38,7 +39,7 @@ from http.client import HTTPMessage
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
-from qimg.errors import QimgError, UsageError, first_line
+from qimg.errors import QimgError, UsageError
 
 DOCKER_HUB_API = "https://registry-1.docker.io"  # where Docker Hub's registry API answers
 PLATFORM = ("linux", "amd64")  # what Qarnot's nodes run
@@ -213,14 +214,15 @@ class _Session:
                 return _Reply(answer.status, answer.headers, self._bounded(answer, limit))
         except urllib.error.HTTPError as refused:
             with refused:
-                return _Reply(refused.code, refused.headers, refused.read(MAX_ERROR))
-        except (urllib.error.URLError, OSError, ValueError) as error:  # refused, reset, TLS, timeout
+                return _Reply(refused.code, refused.headers, _error_body(refused))
+        # Refused, reset, TLS, a timeout, a reply cut short or malformed, a realm that is no URL.
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
             if isinstance(reason, socket.timeout):
                 reason = f"no answer in {TIMEOUT:.0f} s"
             raise RegistryError(
                 f"the registry {self.registry} does not answer at {urlsplit(url).netloc} "
-                f"({first_line(str(reason))}): check the image's name and your network"
+                f"({_shown(str(reason), 200)}): check the image's name and your network"
             ) from None
 
     def _bounded(self, answer: Any, limit: int) -> bytes:
@@ -230,6 +232,8 @@ class _Session:
         body: bytes = answer.read(limit + 1)
         if len(body) > limit:
             raise self.fault(f"sent a reply larger than qimg's {limit} bytes")
+        if length and length.isdigit() and len(body) != int(length):
+            raise self.fault(f"sent a reply cut short ({len(body)} of {int(length)} bytes)")
         return body
 
     def _authorise(self, challenge: str) -> str:
@@ -241,7 +245,7 @@ class _Session:
             return self._basic()
         if scheme == "bearer" and params.get("realm"):
             return "Bearer " + self._token(params["realm"], params.get("service", ""))
-        raise self.fault(f"asked for credentials in a way qimg does not know ({first_line(challenge, 80)!r})")
+        raise self.fault(f"asked for credentials in a way qimg does not know ({_shown(challenge, 80)!r})")
 
     def _basic(self) -> str:
         if self.auth is None:
@@ -253,7 +257,7 @@ class _Session:
         where = urlsplit(realm)
         local = (where.hostname or "").startswith(_LOOPBACK)
         if where.scheme != "https" and not (where.scheme == "http" and local):
-            raise self.fault(f"sends credentials to {first_line(realm, 80)!r}, which is not https")
+            raise self.fault(f"sends credentials to {_shown(realm, 80)!r}, which is not https")
         query = urlencode({"service": service, "scope": f"repository:{self.repository}:pull"})
         basic = self._basic() if self.auth else ""
         reply = self._send(
@@ -285,7 +289,7 @@ class _Session:
         if declared not in (*INDEXES, *MANIFESTS):  # OCI allows leaving mediaType out
             declared = OCI_INDEX if "manifests" in document else OCI_MANIFEST if "config" in document else ""
         if document.get("schemaVersion") != 2 or not declared:
-            raise self.fault(f"sent a manifest qimg does not know ({first_line(str(declared), 80)!r})")
+            raise self.fault(f"sent a manifest qimg does not know ({_shown(str(declared), 80)!r})")
         return document, str(declared)
 
     def pick(self, index: dict[str, Any]) -> str:
@@ -301,7 +305,7 @@ class _Session:
                 continue
             if (system, architecture) == PLATFORM:
                 return self.digest_field(entry, "a manifest")
-            offered.append(f"{system}/{architecture}"[:40])
+            offered.append(_shown(f"{system}/{architecture}", 40))
         raise UsageError(
             f"{self.registry}/{self.repository} has no {'/'.join(PLATFORM)} image, which Qarnot's nodes "
             f"run (it has {', '.join(sorted(set(offered))[:8]) or 'none'}): build one with "
@@ -330,7 +334,7 @@ class _Session:
         if media not in IMAGE_CONFIGS:
             raise UsageError(
                 f"{self.registry}/{self.repository} is not a container image (its configuration is "
-                f"{first_line(str(media), 80)!r}): name an image"
+                f"{_shown(str(media), 80)!r}): name an image"
             )
         if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_CONFIG:
             raise self.fault(f"gives its configuration a size qimg does not take ({str(size)[:20]})")
@@ -347,8 +351,8 @@ class _Session:
         system, architecture = _field(config, "os"), _field(config, "architecture")
         if isinstance(system, str) and isinstance(architecture, str) and (system, architecture) != PLATFORM:
             raise UsageError(
-                f"{self.registry}/{self.repository} is a {system}/{architecture} image"[:200]
-                + f", and Qarnot's nodes run {'/'.join(PLATFORM)}: build it with "
+                f"{self.registry}/{self.repository} is a {_shown(f'{system}/{architecture}', 40)} image, "
+                f"and Qarnot's nodes run {'/'.join(PLATFORM)}: build it with "
                 "`docker buildx build --platform linux/amd64`"
             )
         labels = found if isinstance(found, dict) else {}
@@ -360,8 +364,20 @@ class _Session:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (nor UTF-8); nested deeper than Python's stack
         return None
+
+
+def _error_body(refused: urllib.error.HTTPError) -> bytes:
+    try:
+        return refused.read(MAX_ERROR)
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _shown(text: str, limit: int) -> str:
+    """A registry's text in a message: one line of printable ASCII, at most `limit` characters."""
+    return re.sub(r"[^\x20-\x7e]", "?", text)[:limit]
 
 
 def _field(document: Any, name: str) -> Any:
@@ -373,4 +389,4 @@ def _registry_message(body: bytes) -> str:
     first = _field(_json(body), "errors")
     error = first[0] if isinstance(first, list) and first else None
     words = " ".join(str(_field(error, key) or "") for key in ("code", "message")).strip()
-    return re.sub(r"[^\x20-\x7e]", "?", words)[:160] or "no message"
+    return _shown(words, 160) or "no message"

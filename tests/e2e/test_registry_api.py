@@ -175,6 +175,15 @@ FAULTS: dict[str, tuple[Tamper, str]] = {
         "sent a reply of 4194305 bytes",
     ),
     "a manifest that is not JSON": (serves(MANIFEST_PATH, 200, b"<html>"), "not a JSON object"),
+    "a manifest nested too deep to parse": (serves(MANIFEST_PATH, 200, b"[" * 200_000), "not a JSON object"),
+    "a manifest cut short": (
+        serves(MANIFEST_PATH, 200, b'{"schemaVersion"', {"Content-Length": "4000"}),
+        "cut short (16 of 4000",
+    ),
+    "a token realm that is no URL": (
+        serves(MANIFEST_PATH, 401, b"", {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:port/t"'}),
+        "does not answer at",
+    ),
     "a digest header that lies": (
         serves(MANIFEST_PATH, 200, manifest_for(CONFIG), {"Docker-Content-Digest": digest(b"x")}),
         "whose digest is not the",
@@ -226,3 +235,14 @@ def test_credentials_are_not_sent_on_after_a_redirect(hostile: Hostile) -> None:
     found = hostile.read()
     assert found is not None and found.labels == {"a": "b"}
     assert (CONFIG_PATH, BASIC) in hostile.seen and ("/storage", "") in hostile.seen
+
+
+def test_platform_names_from_the_registry_are_shown_printable(hostile: Hostile) -> None:
+    index = {
+        "schemaVersion": 2, "mediaType": registry_api.OCI_INDEX,
+        "manifests": [entry(digest(b"m"), ("linux\x1b[2J", "arm64\r\nforged"), oci=True)],
+    }  # fmt: skip
+    serves(MANIFEST_PATH, 200, json.dumps(index).encode())(hostile)
+    with pytest.raises(UsageError, match=r"\(it has linux\?\[2J/arm64\?\?forged\)") as refused:
+        hostile.read()
+    assert "\n" not in str(refused.value) and "\x1b" not in str(refused.value)
