@@ -246,3 +246,42 @@ def test_platform_names_from_the_registry_are_shown_printable(hostile: Hostile) 
     with pytest.raises(UsageError, match=r"\(it has linux\?\[2J/arm64\?\?forged\)") as refused:
         hostile.read()
     assert "\n" not in str(refused.value) and "\x1b" not in str(refused.value)
+
+
+def index_of(*entries: dict[str, object]) -> bytes:
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": registry_api.OCI_INDEX, "manifests": list(entries)}
+    ).encode()
+
+
+def test_an_index_inside_an_index_is_refused(hostile: Hostile) -> None:
+    inner = index_of()
+    serves(MANIFEST_PATH, 200, index_of(entry(digest(inner), ("linux", "amd64"), oci=True)))(hostile)
+    serves(f"/v2/team/x/manifests/{digest(inner)}", 200, inner)(hostile)
+    with pytest.raises(RegistryError, match="sent an index inside an index for 1: qimg reads one level"):
+        hostile.read()
+
+
+def test_a_manifest_named_by_an_index_must_match_its_digest(hostile: Hostile) -> None:
+    named = digest(b"another manifest")
+    serves(MANIFEST_PATH, 200, index_of(entry(named, ("linux", "amd64"), oci=True)))(hostile)
+    serves(f"/v2/team/x/manifests/{named}", 200, manifest_for(CONFIG))(hostile)
+    with pytest.raises(
+        RegistryError, match=r"sent the manifest sha256:\w+\.\.\. whose content does not match"
+    ):
+        hostile.read()
+
+
+def test_a_digest_qimg_cannot_check_is_refused(hostile: Hostile) -> None:
+    serves(MANIFEST_PATH, 200, index_of(entry("sha512:" + "a" * 128, ("linux", "amd64"), oci=True)))(hostile)
+    with pytest.raises(RegistryError, match=r"by a digest qimg cannot check .*: qimg checks sha256"):
+        hostile.read()
+
+
+def test_a_schema_1_manifest_is_refused(hostile: Hostile) -> None:
+    schema1 = {"schemaVersion": 1, "name": "team/x", "tag": "1", "fsLayers": [], "history": []}
+    serves(MANIFEST_PATH, 200, json.dumps(schema1).encode())(hostile)
+    with pytest.raises(
+        UsageError, match="has a schema 1 manifest, which qimg does not read: push the image again"
+    ):
+        hostile.read()
