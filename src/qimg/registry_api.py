@@ -104,6 +104,10 @@ class _Reply:
     body: bytes
 
 
+class _Downgrade(urllib.error.HTTPError):
+    """A redirect from https to plain http, refused."""
+
+
 class _NoCredentialsOnRedirect(urllib.request.HTTPRedirectHandler):
     """Follows a redirect (a blob stored elsewhere) with no credentials (they are unredirected
     headers), never from https down to http."""
@@ -114,7 +118,7 @@ class _NoCredentialsOnRedirect(urllib.request.HTTPRedirectHandler):
         self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: HTTPMessage, newurl: str
     ) -> urllib.request.Request | None:
         if urlsplit(req.full_url).scheme == "https" and urlsplit(newurl).scheme != "https":
-            raise urllib.error.HTTPError(newurl, code, "a redirect from https to plain http", headers, fp)
+            raise _Downgrade(newurl, code, "a redirect from https to plain http", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -212,6 +216,8 @@ class _Session:
         try:
             with _opener.open(request, timeout=TIMEOUT) as answer:
                 return _Reply(answer.status, answer.headers, self._bounded(answer, limit))
+        except _Downgrade:
+            raise self.fault("redirected qimg from https to plain http, which qimg refuses") from None
         except urllib.error.HTTPError as refused:
             with refused:
                 return _Reply(refused.code, refused.headers, _error_body(refused))

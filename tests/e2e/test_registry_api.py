@@ -4,14 +4,22 @@ and against a hostile registry of the test's own for what a real one never sends
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from qimg import registry_api
 from qimg.builder import labels
@@ -91,6 +99,7 @@ class Hostile:
     routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)  # (path, Authorization) of each request
     protected: set[str] = field(default_factory=set)  # paths answered 401 without the tester's Basic
+    handler: type[BaseHTTPRequestHandler] = BaseHTTPRequestHandler  # what serves its routes
 
     def read(self, auth: tuple[str, str] | None = TESTER) -> RemoteImage | None:
         return read_image(ImageRef.parse(f"{self.url.removeprefix('http://')}/team/x:1", "IMAGE"), auth)
@@ -118,7 +127,7 @@ def hostile() -> Iterator[Hostile]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.url, state.handler = f"http://127.0.0.1:{server.server_address[1]}", Handler
     yield state
     server.shutdown()
     server.server_close()
@@ -285,3 +294,70 @@ def test_a_schema_1_manifest_is_refused(hostile: Hostile) -> None:
         UsageError, match="has a schema 1 manifest, which qimg does not read: push the image again"
     ):
         hostile.read()
+
+
+@dataclass(frozen=True)
+class HttpsName:
+    """An image on a registry served over https on 127.0.0.1 (ImageRef would say http there)."""
+
+    server_url: str
+    registry: str = "tls-registry"
+    repository: str = "team/x"
+    tag: str = "1"
+    on_hub: bool = False
+
+
+@pytest.fixture
+def tls_hostile(hostile: Hostile, tmp_path: Path) -> Iterator[tuple[HttpsName, Path]]:
+    """The hostile registry's routes, served over https with a certificate of the test's (the path of
+    its PEM, for SSL_CERT_FILE)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    address = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(address, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem, key_file)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), hostile.handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield HttpsName(f"https://127.0.0.1:{server.server_address[1]}"), pem
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_untrusted_certificate_is_one_line(tls_hostile: tuple[HttpsName, Path], hostile: Hostile) -> None:
+    name, _pem = tls_hostile
+    serve_image(hostile)
+    with pytest.raises(
+        RegistryError, match=r"does not answer at 127\.0\.0\.1:\d+ \(.*CERTIFICATE_VERIFY_FAILED"
+    ):
+        read_image(name, None)
+
+
+def test_no_redirect_from_https_down_to_http(
+    tls_hostile: tuple[HttpsName, Path], hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, pem = tls_hostile
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+    serve_image(hostile)
+    assert read_image(name, None) is not None  # trusted now: the image is read over https
+    serves(CONFIG_PATH, 307, b"", {"Location": f"{hostile.url}/storage"})(hostile)
+    serves("/storage", 200, CONFIG)(hostile)
+    with pytest.raises(RegistryError, match="redirected qimg from https to plain http"):
+        read_image(name, None)
+    assert not [path for path, _ in hostile.seen if path == "/storage"]
