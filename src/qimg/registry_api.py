@@ -10,17 +10,20 @@ service) sends is untrusted: sizes capped, digests checked (a manifest named by 
 blob against its manifest), JSON shapes validated.
 
 What those clients, or the engine that was asked before, do that this one does not, each refused in
-one line or tested (tests/e2e/test_registry_api.py):
+one line or tested (tests/e2e/test_registry_api.py, test_run_registry.py):
 - Identity tokens (the OAuth2 refresh token `docker login` stores for some registries, POSTed to the
-  token service): not sent; the registry is asked anonymously, and its refusal says to give
+  token service): not sent; the registry is asked anonymously, and its refusal says to log in or give
   --username/--password-stdin.
-- The engine's mirrors and `insecure-registries`: unknown here. A registry is spoken to over https,
-  over plain http only on this machine (localhost, 127.x), as docker does by default; a registry
-  that does not answer (or whose certificate is not trusted) is one line naming it.
-- Schema 1 manifests (deprecated since 2017) and nested indexes: refused in one line.
+- The engine's `registry-mirrors` and `insecure-registries`: unknown here. A registry is spoken to over
+  https, over plain http only on this machine (localhost, 127.x), as docker does by default; a
+  registry that does not answer, or whose certificate is not trusted, is one line naming it.
+- Schema 1 manifests (deprecated since 2017) and an index inside an index: refused in one line.
 - Digests other than sha256: refused in one line.
-- Credentials and tokens are not sent on after a redirect (a blob stored elsewhere, S3).
+- A redirect: followed without the credentials or the token (a blob stored elsewhere, S3), and never
+  from https down to plain http.
 - Layers are never read: only the manifest and the image's configuration.
+- Docker Hub (registry-1.docker.io, its token service auth.docker.io) was not reached from here (no
+  network): its flow is the token flow the tests run.
 """
 
 from __future__ import annotations
@@ -199,7 +202,8 @@ class _Session:
     def _refused(self) -> UsageError:
         if self.auth is None:
             return UsageError(
-                f"the registry {self.registry} needs credentials for {self.repository}: log in with "
+                f"the registry {self.registry} needs credentials for {self.repository} (or has no such "
+                f"repository): log in with "
                 f"`docker login {self.registry}`, or give --username and --password-stdin"
             )
         return UsageError(

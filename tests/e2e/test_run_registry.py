@@ -79,7 +79,7 @@ def test_no_credentials_for_a_private_registry_creates_no_task(
     result = run_qimg("run", token_image, env={**user.env, **no_engine})
     registry = token_image.partition("/")[0]
     assert_one_line_error(
-        result, 2, f"needs credentials for team/alice: log in with `docker login {registry}`"
+        result, 2, "needs credentials for team/alice", f"log in with `docker login {registry}`"
     )
     assert fake.count("POST", "/tasks") == 0
 
