@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,21 @@ def test_run_launches_a_pushed_image_with_no_engine(
     assert fake.count("POST", "/tasks") == 1 and fake.tasks == {}
     # qimg asked the token service itself, as the tester, for pull only.
     assert (REGISTRY_USER, "repository:team/alice:pull", USER_AGENT) in token_registry.tokens.asked[asked:]
+    assert REGISTRY_PASSWORD not in result.stdout + result.stderr
+
+
+def test_run_with_the_credentials_docker_login_stored_and_no_engine(
+    token_image: str, fake: FakeQarnot, user: User, no_engine: dict[str, str]
+) -> None:
+    """No --username: the Docker config's login for the registry (as `docker login` writes it) reads
+    the image, and the task pulls with it."""
+    registry = token_image.partition("/")[0]
+    login = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    (user.home / ".docker").mkdir()
+    (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {registry: {"auth": login}}}))
+    result = run_qimg("run", token_image, "--command", "id -un", env={**user.env, **no_engine})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "alice"
     assert REGISTRY_PASSWORD not in result.stdout + result.stderr
 
 
