@@ -117,6 +117,17 @@ def remote_image(ref: ImageRef, auth: tuple[str, str] | None) -> registry_api.Re
     return found
 
 
+def image_engine(ref: ImageRef, on_registry: bool, images: Engine | None) -> Engine | None:
+    """Where the image is looked up: None for one a task pulls (from its registry, which the nodes
+    must reach; no engine is needed), else the local engine, whose published ports must be here."""
+    if on_registry:
+        check_registry_reachable(ref)
+        return None
+    local = images or Engine.from_env()
+    local.target.require_ports_here("qimg run --local")
+    return local
+
+
 def plan_launch(
     options: LaunchOptions, images: Engine | None = None, remote: RemoteImages = remote_image
 ) -> LaunchPlan:
@@ -156,17 +167,15 @@ def plan_launch(
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
     if ref.digest:
         raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")
-    if on_registry:
-        check_registry_reachable(ref)
-
+    local_engine = image_engine(ref, on_registry, images)
     backend = registry.open_backend(options.backend)
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, on_registry)
-    if on_registry:
+    if local_engine is None:
         user, start = remote_login(images, ref, options.user, remote(ref, auth))
     else:
-        user, start = local_login(images or Engine.from_env(), ref, options.user)
+        user, start = local_login(local_engine, ref, options.user)
     check_start(options, ref, start, batch=batch, idle=bool(idle_seconds))
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not

@@ -16,6 +16,7 @@ import pytest
 
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, ImageSpec
+from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
 from qimg.errors import UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
@@ -56,6 +57,7 @@ class StubImages:
         self.files = files or {}
         self.image_id = image_id  # the local image's: the registry's configuration digest when the same
         self.registry_auth: list[tuple[str, str] | None] = []
+        self.target = EngineTarget(LOCAL, DEFAULT_HOST)
 
     def image(self, ref: str) -> dict[str, Any]:
         return {"Id": self.image_id, "Config": {"Labels": self.labels}}
