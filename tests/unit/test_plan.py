@@ -17,7 +17,7 @@ import pytest
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, ImageSpec
 from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
-from qimg.errors import UsageError
+from qimg.errors import DockerUnavailable, UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
 from qimg.launcher.options import LaunchOptions, check_timeout
@@ -196,3 +196,16 @@ def test_a_foreign_image_on_its_registry_is_checked_for_sshd_where_the_engine_ho
         plan(same, image="reg.example.com/t/debian:12")
     other = StubImages({}, found, image_id="sha256:" + "3" * 64)  # an older image under the name
     assert plan(other, image="reg.example.com/t/debian:12").request.constants["DOCKER_USER"] == "root"
+
+
+class DeadEngine(StubImages):
+    """An engine that does not answer (DOCKER_HOST at a dead socket)."""
+
+    def image(self, ref: str) -> dict[str, Any]:
+        raise DockerUnavailable("the Docker engine does not answer at unix:///nowhere.sock")
+
+
+def test_a_foreign_image_on_its_registry_launches_without_an_engine(machine: Path) -> None:
+    """With no engine to hold it, a foreign image is not checked for sshd (its task says if it has none)."""
+    constants = plan(DeadEngine({}), image="reg.example.com/t/debian:12").request.constants
+    assert constants["DOCKER_USER"] == "root" and constants["DOCKER_CMD"] == contract.foreign_start().command
