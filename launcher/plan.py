@@ -268,7 +268,7 @@ def remote_login(
 ) -> tuple[str, contract.Start]:
     """Who logs in and how sshd starts, for an image a task pulls: from its labels in its registry. An
     image qimg did not build is checked for an OpenSSH server when the local engine has that very image
-    (the checks needs a container); with no engine, or another image under that name, it is not."""
+    (the check needs a container); with no engine, or another image under that name, it is not."""
     login = image_login(found.labels, ref, user)
     if login is not None:
         return login
