@@ -12,6 +12,7 @@ import pytest
 
 from qimg import registry_api
 from qimg.builder.spec import ImageRef
+from qimg.launcher.ssh import free_local_port
 from qimg.registry_api import USER_AGENT
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
@@ -153,3 +154,14 @@ def test_a_push_is_proven_by_the_registry_itself(
     digest = json.loads(pushed.stdout)["digest"]
     assert (REGISTRY_USER, "repository:team/alice:pull", USER_AGENT) in token_registry.tokens.asked[asked:]
     assert registry_api.tag_digest(ImageRef.parse(target, "IMAGE"), TESTER) == digest
+
+
+def test_a_registry_that_does_not_answer_creates_no_task(
+    fake: FakeQarnot, user: User, no_engine: dict[str, str]
+) -> None:
+    port = free_local_port()  # nothing listens there
+    result = run_qimg("run", f"127.0.0.1:{port}/team/alice:1", env={**user.env, **no_engine})
+    assert_one_line_error(
+        result, 1, f"the registry 127.0.0.1:{port} does not answer", "check the image's name"
+    )
+    assert fake.count("POST", "/tasks") == 0
