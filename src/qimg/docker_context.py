@@ -97,4 +97,26 @@ def _context(config_dir: Path, name: str, source: str) -> EngineTarget:
         raise UsageError(
             f"context {name} ({host}) uses TLS: qimg reaches engines without TLS: use another context"
         )
-    return EngineTarget(f"context {name}", host)
+    return EngineTarget(f"context {name}", host, context=name)
+
+
+# Where the docker CLI looks for its plugins after its config's cliPluginsExtraDirs and
+# $DOCKER_CONFIG/cli-plugins (the CLI's defaultSystemPluginDirs on Linux and macOS).
+_SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
+)  # fmt: skip
+
+
+def cli_plugin(name: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The docker CLI's plugin `name` (docker-NAME) where the CLI would find it, None if it has none."""
+    env = dict(os.environ if environ is None else environ)
+    config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    document = _read_json(config_dir / "config.json")
+    extra = document.get("cliPluginsExtraDirs") if isinstance(document, dict) else None
+    dirs = [*(d for d in extra if isinstance(d, str))] if isinstance(extra, list) else []
+    for folder in (*dirs, str(config_dir / "cli-plugins"), *_SYSTEM_PLUGIN_DIRS):
+        plugin = Path(folder).expanduser() / f"docker-{name}"
+        if plugin.is_file() and os.access(plugin, os.X_OK):
+            return plugin
+    return None
