@@ -217,11 +217,11 @@ def build(
 
     image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
     images = Engine.from_env()
+    buildx = buildkit.buildx_command(images)  # first: a DOCKER_BUILDKIT qimg cannot honour starts nothing
     images.require_image(
         spec.base, "--base", lambda: engine.registry_credentials(ImageRef.parse(spec.base, "--base").registry)
     )
     spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
-    buildx = buildkit.buildx_command(images)
     if buildx is None:
         built = build_image(
             engine.client(),

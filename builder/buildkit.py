@@ -57,16 +57,16 @@ def buildx_command(images: Engine, environ: dict[str, str] | None = None) -> lis
     if chosen in _FALSE:
         return None
     docker = shutil.which("docker", path=env.get("PATH")) or ""
-    if not docker or docker_context.cli_plugin("buildx", env) is None:
-        why_not = "the docker CLI has no buildx plugin (`docker buildx version` fails)"
+    fix = "set DOCKER_BUILDKIT=0 for the legacy builder"
+    if not docker:
+        why_not, fix = "no docker CLI on PATH", f"install docker and docker-buildx, or {fix}"
+    elif docker_context.cli_plugin("buildx", env) is None:
+        why_not, fix = "the docker CLI has no buildx plugin", f"install docker-buildx, or {fix}"
     else:
         why_not = _engine_without_buildkit(images)
     if why_not:
         if chosen:
-            raise UsageError(
-                f"DOCKER_BUILDKIT={chosen}: {why_not}: install docker-buildx, or set DOCKER_BUILDKIT=0 "
-                "for the legacy builder"
-            )
+            raise UsageError(f"DOCKER_BUILDKIT={chosen}: {why_not}: {fix}")
         return None
     # The builder named after the context is the engine's own BuildKit (docker driver), whatever
     # `docker buildx use` chose.

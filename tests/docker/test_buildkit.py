@@ -76,7 +76,7 @@ def test_the_legacy_builder_is_named(without: str, tmp_path: Path) -> None:
     ("value", "fragments"),
     [
         ("maybe", ("DOCKER_BUILDKIT=maybe: not a boolean", "set it to 0")),
-        ("1", ("DOCKER_BUILDKIT=1: the docker CLI has no buildx plugin", "DOCKER_BUILDKIT=0")),
+        ("1", ("DOCKER_BUILDKIT=1: no docker CLI on PATH", "install docker and docker-buildx")),
     ],
 )
 def test_a_builder_qimg_cannot_honour_is_one_line(
