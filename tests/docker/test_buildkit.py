@@ -219,25 +219,27 @@ def proxy(tmp_path: Path) -> Iterator[tuple[str, RecordingProxy]]:
     recording.close()
 
 
-def test_buildkit_builds_on_the_engine_of_the_context(proxy: tuple[str, RecordingProxy]) -> None:
-    """DOCKER_CONTEXT names an engine (here the same one behind another socket): buildx is given the
-    context, and its BuildKit build goes there."""
+@pytest.mark.parametrize("named_by", ["DOCKER_CONTEXT", "DOCKER_HOST"])
+def test_buildkit_builds_on_the_engine_qimg_resolved(
+    named_by: str, proxy: tuple[str, RecordingProxy]
+) -> None:
+    """The engine is named by a context or by DOCKER_HOST (here the same engine behind another socket),
+    and the user's buildx builder is another (a docker-container one, which would pull BuildKit's image):
+    buildx is given the engine and its own builder, and the build goes there."""
     host, recording = proxy
+    docker_cli = [DOCKER_CLI, "--context", "default"]
+    subprocess.run([*docker_cli, "context", "create", "proxied", "--docker", f"host={host}"], check=True)
     subprocess.run(
-        [DOCKER_CLI, "context", "create", "proxied", "--docker", f"host={host}"],
-        capture_output=True,
-        check=True,
+        [*docker_cli, "buildx", "create", "--name", "elsewhere", "--driver", "docker-container"], check=True
     )
-    shown = run_qimg(
-        "build",
-        "--user",
-        "alice",
-        "--tag",
-        "qimgtest/buildkit-alice:latest",
-        env={"DOCKER_CONTEXT": "proxied"},
-    )
+    env = {
+        "BUILDX_BUILDER": "elsewhere",
+        **({"DOCKER_CONTEXT": "proxied"} if named_by == "DOCKER_CONTEXT" else {"DOCKER_HOST": host}),
+    }
+    shown = run_qimg("build", "--user", "alice", "--tag", "qimgtest/buildkit-alice:latest", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip().endswith(f"on context proxied ({host}) with BuildKit"), shown.stdout
+    named = f"context proxied ({host})" if named_by == "DOCKER_CONTEXT" else f"DOCKER_HOST={host}"
+    assert shown.stdout.strip().endswith(f"on {named} with BuildKit"), shown.stdout
     requests = b"\n".join(recording.sent)
     # buildx's docker driver speaks to the engine's BuildKit over /grpc, with the context's files on /session.
     assert re.search(rb"^POST (/v1\.\d+)?/grpc ", requests, re.MULTILINE), requests[:2000]
