@@ -171,10 +171,12 @@ def test_no_secret_reaches_the_output_or_the_layers(
 
 class RecordingProxy:
     """A unix socket forwarding to the engine's, recording the start of what each client sends: the
-    proof that a request went to the engine named by this socket."""
+    proof that a request went to the engine named by this socket. `reply_header`, when set, is added
+    to the first reply of each connection: the engine as it would answer configured otherwise."""
 
     def __init__(self, path: Path) -> None:
         self.sent: list[bytearray] = []
+        self.reply_header = b""
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen(16)
@@ -195,10 +197,15 @@ class RecordingProxy:
         seen = bytearray()
         if record:
             self.sent.append(seen)
+        first = True
         try:
             while data := source.recv(1 << 16):
                 if record and len(seen) < 1 << 16:
                     seen += data
+                if not record and first and self.reply_header:
+                    status, _, rest = data.partition(b"\r\n")
+                    data = status + b"\r\n" + self.reply_header + b"\r\n" + rest
+                first = False
                 target.sendall(data)
         except OSError:
             pass
@@ -244,3 +251,25 @@ def test_buildkit_builds_on_the_engine_qimg_resolved(
     # buildx's docker driver speaks to the engine's BuildKit over /grpc, with the context's files on /session.
     assert re.search(rb"^POST (/v1\.\d+)?/grpc ", requests, re.MULTILINE), requests[:2000]
     assert re.search(rb"^POST (/v1\.\d+)?/session ", requests, re.MULTILINE), requests[:2000]
+
+
+@pytest.mark.parametrize("chosen", ["", "1"])
+def test_an_engine_that_prefers_the_legacy_builder(
+    chosen: str, proxy: tuple[str, RecordingProxy], docker_client: docker.DockerClient
+) -> None:
+    """An engine whose daemon.json says features.buildkit=false answers /_ping with Builder-Version: 1:
+    qimg builds with the legacy builder, and DOCKER_BUILDKIT=1 is refused in one line."""
+    host, recording = proxy
+    recording.reply_header = b"Builder-Version: 1"
+    tag = f"qimgtest/legacy-alice-{chosen or 'auto'}:latest"
+    shown = run_qimg(
+        "build", "--user", "alice", "--tag", tag, env={"DOCKER_HOST": host, "DOCKER_BUILDKIT": chosen}
+    )
+    if chosen:
+        assert_one_line_error(shown, 2, f"DOCKER_BUILDKIT=1: DOCKER_HOST={host} prefers the legacy builder")
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(tag)
+    else:
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip().endswith(f"on DOCKER_HOST={host} with the legacy builder"), shown.stdout
+        docker_client.images.remove(tag)
