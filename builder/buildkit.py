@@ -45,9 +45,9 @@ _TAIL_LINES = 15
 _STOP_SECONDS = 10.0  # for buildx to cancel the build when qimg is interrupted
 
 
-def buildx_command(images: Engine, environ: dict[str, str] | None = None) -> list[str] | None:
+def buildx_command(images: Engine) -> list[str] | None:
     """The docker CLI's argv up to `buildx build` for the engine of `images`; None: the legacy builder."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(os.environ)
     chosen = env.get("DOCKER_BUILDKIT", "")
     if chosen and chosen not in (*_TRUE, *_FALSE):
         raise UsageError(
@@ -183,7 +183,7 @@ def build_image(
             env=_environment(images), text=True, errors="replace",
         ) as process:  # fmt: skip
             try:
-                assert process.stderr is not None
+                assert process.stderr is not None  # a pipe, as asked
                 log.feed(process.stderr)
                 finished = process.wait()
             finally:
@@ -193,9 +193,9 @@ def build_image(
         raise log.failure()
     if not _IMAGE_ID.fullmatch(image_id):
         raise BuildFailed(f"build failed: docker buildx gave no image id ({image_id[:80]!r}): build again")
-    image = images.local_image(image_id)
+    size = images.local_image(image_id).get("Size")  # the engine's reply: untrusted
     return BuiltImage(
-        id=image_id, tag=tag, size=int(image.get("Size") or 0),
+        id=image_id, tag=tag, size=size if isinstance(size, int) and size >= 0 else 0,
         user=spec.login_user, distro=spec.distro.value, base=spec.base, builder=BUILDKIT,
     )  # fmt: skip
 
