@@ -100,6 +100,10 @@ def _environment(images: Engine) -> dict[str, str]:
     (for a context, given as --context) none; BUILDX_BUILDER is replaced by --builder."""
     replaced = ("DOCKER_HOST", "DOCKER_CONTEXT", "BUILDX_BUILDER")
     env = {name: value for name, value in os.environ.items() if name not in replaced}
+    # An image as the legacy builder's, without a provenance attestation (an engine storing images in
+    # containerd would keep one beside it); an environment variable, not --provenance=false, which
+    # buildx before 0.10 refuses.
+    env["BUILDX_NO_DEFAULT_ATTESTATIONS"] = "1"
     if not images.target.context:
         env["DOCKER_HOST"] = images.target.host
     return env
@@ -175,7 +179,7 @@ def build_image(
         context, iidfile = Path(folder, "context"), Path(folder, "image-id")
         write_context(spec, context)
         argv = [
-            *buildx, "--load", "--provenance=false", "--progress=plain", "--iidfile", str(iidfile),
+            *buildx, "--load", "--progress=plain", "--iidfile", str(iidfile),
             "--tag", tag, *(["--no-cache"] if no_cache else []), *(["--pull"] if pull else []), str(context),
         ]  # fmt: skip
         with subprocess.Popen(
