@@ -261,7 +261,7 @@ def test_an_engine_that_prefers_the_legacy_builder(
     qimg builds with the legacy builder, and DOCKER_BUILDKIT=1 is refused in one line."""
     host, recording = proxy
     recording.reply_header = b"Builder-Version: 1"
-    tag = f"qimgtest/legacy-alice-{chosen or 'auto'}:latest"
+    tag = f"qimgtest/legacy-alice-{chosen or 'auto'}-{os.getpid()}:latest"
     shown = run_qimg(
         "build", "--user", "alice", "--tag", tag, env={"DOCKER_HOST": host, "DOCKER_BUILDKIT": chosen}
     )
