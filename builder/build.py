@@ -43,12 +43,14 @@ _ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)|
 # Whatever else a terminal would not print (C0, DEL, C1), tab aside: it aligns columns.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _TAIL_LINES = 15
+# Which builder made an image, as the build's output and its JSON say.
+LEGACY, BUILDKIT = "legacy", "buildkit"
 _SUMMARY_CHARS = 60  # of a step's arguments: enough to recognise it, never the whole RUN script
 _REASON_CHARS = 200  # of an engine message other than an exit code, which may quote a command
 
 
 @dataclass(frozen=True)
-class _Step:
+class BuildStep:
     number: int
     total: int
     instruction: str
@@ -56,6 +58,12 @@ class _Step:
 
     def __str__(self) -> str:
         return f"step {self.number}/{self.total} ({self.summary})"
+
+    @classmethod
+    def parse(cls, number: int, total: int, instruction: str, arguments: str) -> BuildStep:
+        """A step as a builder announces it: its summary is the start of its arguments, on one line."""
+        summary = f"{instruction.upper()} {_shorten(arguments, _SUMMARY_CHARS)}".rstrip()
+        return cls(number, total, instruction.upper(), summary)
 
 
 def clean_line(raw: str) -> str:
@@ -71,12 +79,29 @@ def _shorten(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[:limit].rstrip() + "..."
 
 
+def step_failure(
+    step: BuildStep | None, tail: tuple[str, ...], reason: str, exit_code: int | None
+) -> BuildFailed:
+    """The error for a build that stopped at `step` (None: before its first step) for the builder's
+    `reason`, with the step's last lines."""
+    plain = " ".join(clean_line(line) for line in reason.splitlines())
+    # With an exit code the engine's text only repeats the whole command: the code says it all.
+    what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
+    where = f"at {step}" if step else "before its first step"
+    return BuildFailed(
+        f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tail,
+        number=step.number if step else 0, total=step.total if step else 0,
+        instruction=step.instruction if step else "", summary=step.summary if step else "",
+        command_exit_code=exit_code,
+    )  # fmt: skip
+
+
 class BuildLog:
     """The classic builder's `stream` text read as plain lines: the step running, that step's own last
     lines, and each complete line handed to `on_step` or `on_output` as it arrives."""
 
     def __init__(self, on_step: Callable[[str], None], on_output: Callable[[str], None]) -> None:
-        self.step: _Step | None = None
+        self.step: BuildStep | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._pending = ""
         self._on_step = on_step
@@ -99,25 +124,13 @@ class BuildLog:
         self.flush()
         if exit_code is None and (found := _EXIT_CODE.search(reason)):
             exit_code = int(found[1])
-        plain = " ".join(clean_line(line) for line in reason.splitlines())
-        # With an exit code the engine's text only repeats the whole command: the code says it all.
-        what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
-        step = self.step
-        where = f"at {step}" if step else "before its first step"
-        return BuildFailed(
-            f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tuple(self.tail),
-            number=step.number if step else 0, total=step.total if step else 0,
-            instruction=step.instruction if step else "", summary=step.summary if step else "",
-            command_exit_code=exit_code,
-        )  # fmt: skip
+        return step_failure(self.step, tuple(self.tail), reason, exit_code)
 
     def _take(self, line: str) -> None:
         step = _STEP.fullmatch(line)
         # Only the next step number counts as a step: a command may print "Step 1/2 : ..." itself.
         if step and int(step[1]) == (self.step.number if self.step else 0) + 1:
-            instruction = step[3].upper()
-            summary = f"{instruction} {_shorten(step[4], _SUMMARY_CHARS)}".rstrip()
-            self.step = _Step(int(step[1]), int(step[2]), instruction, summary)
+            self.step = BuildStep.parse(int(step[1]), int(step[2]), step[3], step[4])
             self.tail.clear()
             self._on_step(" ".join(line.split()))
         elif line.strip() and not _NOISE.match(line):
@@ -133,11 +146,12 @@ class BuiltImage:
     user: str
     distro: str
     base: str
+    builder: str = LEGACY
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "tag": self.tag, "size": self.size,
-            "user": self.user, "distro": self.distro, "base": self.base,
+            "user": self.user, "distro": self.distro, "base": self.base, "builder": self.builder,
         }  # fmt: skip
 
 
@@ -197,16 +211,37 @@ def build(
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
     """`qimg build`: the base image checked, its distro read when `distro_choice` is "auto", the image
-    built (as `tag`, default qimg/USER:latest) and remembered for check, push and run --local."""
+    built (as `tag`, default qimg/USER:latest; with BuildKit where the engine and the docker CLI have
+    it, `buildkit.buildx_command`) and remembered for check, push and run --local."""
+    from qimg.builder import buildkit
+
     image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
     images = Engine.from_env()
+    buildx = buildkit.buildx_command(images)  # first: a DOCKER_BUILDKIT qimg cannot honour starts nothing
     images.require_image(
         spec.base, "--base", lambda: engine.registry_credentials(ImageRef.parse(spec.base, "--base").registry)
     )
     spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
-    client = engine.client()
-    built = build_image(
-        client, spec, image_tag, no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output
-    )
+    if buildx is None:
+        built = build_image(
+            engine.client(),
+            spec,
+            image_tag,
+            no_cache=no_cache,
+            pull=pull,
+            on_step=on_step,
+            on_output=on_output,
+        )
+    else:
+        built = buildkit.build_image(
+            buildx,
+            images,
+            spec,
+            image_tag,
+            no_cache=no_cache,
+            pull=pull,
+            on_step=on_step,
+            on_output=on_output,
+        )
     state.remember(state.LAST_BUILT, built.tag)
     return built

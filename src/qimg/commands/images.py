@@ -89,7 +89,7 @@ def build(
     pull: Annotated[bool, typer.Option("--pull", help="Pull a newer base image first.")] = False,
     as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Build an ssh-ready image with the Docker SDK."""
+    """Build an ssh-ready image (with BuildKit where docker buildx is installed)."""
     from qimg.builder.build import build as build_image
 
     # Every option is checked before the engine is touched: bad input starts nothing.

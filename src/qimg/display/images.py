@@ -57,8 +57,12 @@ def built(image: BuiltImage, as_json: bool, engine: str) -> None:
     else:
         print(
             f"built {image.tag} ({image.id[:19]}, {image.size / 1e6:.0f} MB), login user {image.user}, "
-            f"on {shown(engine)}"
+            f"on {shown(engine)} with {builder_name(image.builder)}"
         )
+
+
+def builder_name(builder: str) -> str:
+    return "BuildKit" if builder == "buildkit" else "the legacy builder"
 
 
 def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool, engine: str) -> None:
