@@ -14,8 +14,7 @@ import shlex
 from qimg import state
 from qimg.builder.spec import Distro
 from qimg.engine_api import Engine
-from qimg.errors import FileError, UsageError
-from qimg.files import atomic_write, read_regular
+from qimg.errors import UsageError
 
 _FAMILIES = {os_id: family for family in Distro for os_id in family.os_ids}
 _CHOICES = "--distro " + "|".join(d.value for d in Distro)
@@ -44,8 +43,8 @@ def _known() -> dict[str, Distro]:
     """The families remembered, by image ID. The file is untrusted: what is not an ID and a family is
     left out, and a file that cannot be read or parsed counts as empty (the next detection rewrites it)."""
     try:
-        found = json.loads(read_regular(state.state_dir() / _KNOWN_FILE, 1 << 16))
-    except (OSError, ValueError):
+        found = json.loads(state.cached(_KNOWN_FILE, 1 << 16) or b"{}")
+    except ValueError:
         return {}
     if not isinstance(found, dict):
         return {}
@@ -60,10 +59,7 @@ def _remember(image_id: str, family: Distro) -> None:
     known = {key: value.value for key, value in _known().items() if key != image_id}
     known[image_id] = family.value
     kept = dict(list(known.items())[-_KNOWN_IMAGES:])
-    try:
-        atomic_write(state.state_dir() / _KNOWN_FILE, json.dumps(kept) + "\n", mode=0o644)
-    except FileError:
-        pass  # only a look-up saved: the next build reads the image again
+    state.cache(_KNOWN_FILE, json.dumps(kept) + "\n")
 
 
 def detect(engine: Engine, base: str) -> Distro:
