@@ -1,7 +1,8 @@
 """The Docker engine's HTTP API, spoken directly: the few JSON calls the launcher makes (images,
 containers, their logs, archives and execs) without the Docker SDK, whose import (requests, urllib3
 and its own models) costs every `qimg run --local` 70 ms, a third of what qimg adds to a raw
-`docker run`. Build and push, which stream, stay with the SDK (`engine.client`).
+`docker run`. Push, and a build whose base must be pulled (both need `docker login`'s credentials),
+stay with the SDK (`engine.client`); a build on a base the engine has streams here (`build`).
 
 One `Engine` per process, a connection per request (calls come from several threads). The engine
 is the one in DOCKER_HOST: a unix socket (the default) or plain tcp; a host that needs TLS or ssh is
