@@ -80,6 +80,7 @@ def check(image: str | None, timeout: float) -> tuple[str, list[CheckResult]]:
     )
     check_timeout(timeout)
     engine = Engine.from_env()
+    engine.target.require_ports_here("qimg check")
     return ref, check_image(engine, image_info(engine, ref), timeout)
 
 

@@ -144,6 +144,8 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
         check_registry_reachable(ref)
 
     images = images or Engine.from_env()
+    if not on_registry:
+        images.target.require_ports_here("qimg run --local")
     backend = registry.open_backend(options.backend)
     if checked_data is not None:
         check_storage(backend)

@@ -4,10 +4,14 @@
 none, is the local socket. A context is read where `docker context create` stores it:
 `contexts/meta/<sha256 of its name>/meta.json`, its `Endpoints.docker.Host`.
 
+TLS as the CLI takes it: `DOCKER_TLS_VERIFY` with `DOCKER_CERT_PATH`'s (default: the config
+folder's) ca.pem, cert.pem and key.pem, all three required (as docker-py requires them); a context's
+`contexts/tls/<sha256>/docker/` files, its CA optional (the system's CAs then).
+
 What the CLI (or docker-py's `ContextAPI`) does that this does not, each refused in one line:
-- TLS material (`DOCKER_TLS_VERIFY`, a context's `contexts/tls/...` folder): qimg's transport has no
-  TLS yet;
-- hosts other than a unix socket or plain tcp (`ssh://`, `npipe://`): refused by the transport
+- TLS without verifying the engine's certificate (`DOCKER_TLS` alone, a context's
+  `SkipTLSVerify`): qimg always verifies it;
+- hosts other than a unix socket, tcp or ssh (`npipe://`): refused by the transport
   (`engine_transport.check_host`) with the context's name;
 - the `--context`/`--host` flags of the CLI: qimg has no such flags, the environment is the switch.
 Everything read here is untrusted: a file that is not JSON, or not shaped as the CLI writes it, is
@@ -22,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
+from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget, TlsFiles
 from qimg.errors import UsageError
 
 _MAX_FILE = 1 << 20  # a config or meta file larger than this is not one the CLI wrote
@@ -31,14 +35,15 @@ _MAX_FILE = 1 << 20  # a config or meta file larger than this is not one the CLI
 def resolve(environ: dict[str, str] | None = None) -> EngineTarget:
     """The engine every call of this process goes to."""
     env = dict(os.environ if environ is None else environ)
-    if env.get("DOCKER_TLS_VERIFY"):
+    config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    if env.get("DOCKER_TLS") and not env.get("DOCKER_TLS_VERIFY"):
         raise UsageError(
-            "DOCKER_TLS_VERIFY: qimg reaches the engine without TLS: unset it to use the local one"
+            "DOCKER_TLS without DOCKER_TLS_VERIFY: qimg always verifies the engine's certificate: set "
+            "DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the folder of ca.pem, cert.pem and key.pem"
         )
     host = env.get("DOCKER_HOST")
     if host:
-        return EngineTarget("DOCKER_HOST", host)
-    config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+        return EngineTarget("DOCKER_HOST", host, _env_tls(env, config_dir))
     if env.get("DOCKER_CONTEXT"):
         name, source = env["DOCKER_CONTEXT"], f"DOCKER_CONTEXT={env['DOCKER_CONTEXT']}"
     else:
@@ -93,8 +98,31 @@ def _context(config_dir: Path, name: str, source: str) -> EngineTarget:
         raise UsageError(
             f"{meta}: context {name} names no docker endpoint: recreate it (docker context create)"
         )
-    if (config_dir / "contexts" / "tls" / digest / "docker").exists():
+    if document["Endpoints"]["docker"].get("SkipTLSVerify") is True:
         raise UsageError(
-            f"context {name} ({host}) uses TLS: qimg reaches engines without TLS: use another context"
+            f"context {name} ({host}) skips verifying the engine's certificate, which qimg always "
+            "verifies: recreate it with the engine's CA (docker context create --docker ca=...)"
         )
-    return EngineTarget(f"context {name}", host)
+    folder = config_dir / "contexts" / "tls" / digest / "docker"
+    tls = None
+    if folder.is_dir():
+        ca, cert, key = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+        tls = TlsFiles(ca if ca.is_file() else None, *((cert, key) if cert.is_file() else (None, None)))
+    return EngineTarget(f"context {name}", host, tls)
+
+
+def _env_tls(env: dict[str, str], config_dir: Path) -> TlsFiles | None:
+    """DOCKER_TLS_VERIFY's files, each required."""
+    if not env.get("DOCKER_TLS_VERIFY"):
+        return None
+    folder = Path(env["DOCKER_CERT_PATH"]).expanduser() if env.get("DOCKER_CERT_PATH") else config_dir
+    source = f"DOCKER_CERT_PATH={env['DOCKER_CERT_PATH']}" if env.get("DOCKER_CERT_PATH") else str(folder)
+    files = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise UsageError(
+            f"DOCKER_TLS_VERIFY is set but {source} has no {' nor '.join(missing)}: put the engine's CA "
+            "(ca.pem) and your client certificate and key (cert.pem, key.pem) there, or unset "
+            "DOCKER_TLS_VERIFY for an engine without TLS"
+        )
+    return TlsFiles(*files)

@@ -7,11 +7,12 @@ start fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from qimg import docker_context
 from qimg.engine_api import Engine
-from qimg.engine_transport import unanswered
+from qimg.engine_transport import EngineTarget, SshRelay, unanswered
 from qimg.errors import DockerUnavailable, first_line
 
 if TYPE_CHECKING:
@@ -23,15 +24,42 @@ def client() -> docker.DockerClient:
     `docker.from_env`, which ignores contexts), checked with a ping."""
     import docker
     from docker.errors import DockerException
+    from requests import RequestException
 
     target = docker_context.resolve()
     version = Engine(target).api_version()  # the fast path's, negotiated once for the command
     try:
-        engine = docker.DockerClient(base_url=target.host, version=version, timeout=300)
+        engine = docker.DockerClient(version=version, timeout=300, **_reaching(target))
+        # requests would otherwise trade the engine's CA for REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
+        # when set (as many corporate machines set them), and send the engine's calls to a proxy.
+        engine.api.trust_env = False
         engine.ping()
-    except DockerException as error:
+    except (DockerException, RequestException) as error:
         raise DockerUnavailable(unanswered(target, first_line(error))) from None
     return engine
+
+
+def _reaching(target: EngineTarget) -> dict[str, Any]:
+    """How the SDK reaches the engine: its host, TLS as the fast path does it, and for ssh a relay
+    socket (the SDK's own ssh transport needs paramiko, and would not read ssh's configuration as
+    the CLI does)."""
+    from docker.tls import TLSConfig
+
+    if target.host.startswith("ssh://"):
+        return {"base_url": _ssh_relay(target).host}
+    if target.tls is None:
+        return {"base_url": target.host}
+    tls = target.tls
+    client_cert = (str(tls.cert), str(tls.key)) if tls.cert and tls.key else None
+    return {
+        "base_url": target.host,
+        "tls": TLSConfig(client_cert=client_cert, ca_cert=str(tls.ca) if tls.ca else None, verify=True),
+    }
+
+
+@cache
+def _ssh_relay(target: EngineTarget) -> SshRelay:
+    return SshRelay(target)  # one per process and engine; its socket goes with the process
 
 
 def registry_credentials(registry: str) -> tuple[str, str] | None:

@@ -5,8 +5,8 @@ and its own models) costs every `qimg run --local` 70 ms, a third of what qimg a
 stay with the SDK (`engine.client`); a build on a base the engine has streams here (`build`).
 
 One `Engine` per process, a connection per request (calls come from several threads). The engine
-is the one in DOCKER_HOST: a unix socket (the default) or plain tcp; a host that needs TLS or ssh is
-refused in one line.
+is the one the docker CLI would choose (`docker_context`), reached by `engine_transport`: a unix
+socket, tcp (plain or TLS) or ssh.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def test_docker_config_moves_the_whole_configuration(monkeypatch: pytest.MonkeyP
         ({"DOCKER_CONTEXT": "dead"}, "does not answer at unix:///nonexistent/docker.sock"),
         (
             {"DOCKER_CONTEXT": "ssh"},
-            "context ssh (ssh://alice@127.0.0.1): qimg reaches the engine through a unix",
+            "does not answer at ssh://alice@127.0.0.1 (ssh: connect to host 127.0.0.1 port 22",
         ),
     ],
 )
@@ -98,7 +98,9 @@ def test_a_broken_docker_config_is_one_line(content: str) -> None:
     assert_one_line_error(run_qimg("ls", "--local"), 2, str(config))
 
 
-def test_a_tls_context_is_refused(tmp_path: Path) -> None:
+def test_a_tls_context_gives_its_files(tmp_path: Path) -> None:
+    """The files `docker context create` copied into the context's own folder, not the ones it was
+    given (which the user may remove afterwards)."""
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
          "-keyout", tmp_path / "key.pem", "-out", tmp_path / "cert.pem", "-subj", "/CN=engine", "-days", "1"],
@@ -109,8 +111,18 @@ def test_a_tls_context_is_refused(tmp_path: Path) -> None:
         "context", "create", "secure", "--docker",
         f"host=tcp://127.0.0.1:2376,ca={tmp_path}/ca.pem,cert={tmp_path}/cert.pem,key={tmp_path}/key.pem",
     )  # fmt: skip
-    with pytest.raises(UsageError, match=r"context secure .* uses TLS"):
-        resolve({"DOCKER_CONTEXT": "secure"})
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).unlink()
+    tls = resolve({"DOCKER_CONTEXT": "secure"}).tls
+    assert tls is not None and tls.ca and tls.cert and tls.key
+    assert tls.ca.read_bytes() == tls.cert.read_bytes()
+    assert str(Path.home() / ".docker" / "contexts" / "tls") in str(tls.key)
+
+
+def test_a_context_that_skips_verification_is_refused() -> None:
+    docker_cli("context", "create", "lax", "--docker", "host=tcp://127.0.0.1:2376,skip-tls-verify=true")
+    with pytest.raises(UsageError, match=r"context lax .* skips verifying the engine's certificate"):
+        resolve({"DOCKER_CONTEXT": "lax"})
 
 
 def test_one_engine_for_the_look_up_the_build_and_the_check(podman_rootful: str) -> None:

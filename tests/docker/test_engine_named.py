@@ -1,5 +1,5 @@
-"""`qimg ls --local` names the engine it listed (a context the docker CLI made, DOCKER_HOST, or the
-local socket): in its title, and additively in its JSON."""
+"""`qimg ls --local` and `qimg stop --local` name the engine they listed or stopped on (a context
+the docker CLI made, DOCKER_HOST, or the local socket): in its title, and additively in its JSON."""
 
 from __future__ import annotations
 
@@ -37,3 +37,6 @@ def test_ls_local_names_its_engine(env: dict[str, str], named: str) -> None:
     shown = run_qimg("ls", "--local", env=env)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[-1] == f"engine: {named}"
+    stopped = run_qimg("stop", "--all", "--local", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.splitlines()[-1] == f"engine: {named}"

@@ -78,7 +78,14 @@ def test_the_command_is_split_as_a_shell_would_and_empty_means_the_images() -> N
 
 
 @pytest.mark.parametrize(
-    "host", ["ssh://user@box", "npipe:////./pipe/docker_engine", "tcp://nohost", "unix://"]
+    "host",
+    [
+        "ssh://user@box/path",
+        "ssh://-oProxyCommand=x",
+        "npipe:////./pipe/docker_engine",
+        "tcp://nohost",
+        "unix://",
+    ],
 )
 def test_engines_out_of_reach_are_refused_in_one_line(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", host)
@@ -86,10 +93,66 @@ def test_engines_out_of_reach_are_refused_in_one_line(host: str, monkeypatch: py
         Engine.from_env()
 
 
-def test_tls_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        ((), "ca.pem nor cert.pem nor key.pem"),
+        (("ca.pem", "cert.pem"), "key.pem"),
+        (("cert.pem", "key.pem"), "ca.pem"),
+    ],
+)
+def test_tls_without_its_files_is_one_line(
+    present: tuple[str, ...], missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in present:
+        (tmp_path / name).write_text("")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
     monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
-    with pytest.raises(UsageError, match="DOCKER_TLS_VERIFY"):
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    with pytest.raises(
+        UsageError, match=f"DOCKER_CERT_PATH={tmp_path} has no {missing}: put the engine's CA"
+    ):
         Engine.from_env()
+
+
+def test_tls_files_that_are_not_certificates_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("not a certificate")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    with pytest.raises(UsageError, match=f"{tmp_path}/ca.pem: not a CA certificate"):
+        Engine.from_env()
+
+
+def test_tls_that_verifies_nothing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS", "1")
+    with pytest.raises(
+        UsageError, match="qimg always verifies the engine's certificate: set DOCKER_TLS_VERIFY=1"
+    ):
+        Engine.from_env()
+
+
+@pytest.mark.parametrize(
+    ("host", "here"),
+    [
+        ("unix:///var/run/docker.sock", True), ("tcp://127.0.0.1:2376", True), ("ssh://me@localhost", True),
+        ("tcp://[::1]:2375", True), ("ssh://me@gpu-box:2222", False), ("tcp://10.0.0.7:2376", False),
+    ],
+)  # fmt: skip
+def test_which_engines_publish_ports_this_machine_reaches(host: str, here: bool) -> None:
+    target = EngineTarget("DOCKER_HOST", host)
+    assert target.on_this_machine is here
+    if here:
+        target.require_ports_here("qimg check")
+    else:
+        with pytest.raises(
+            UsageError, match=r"qimg check logs in to the container's ssh port, which DOCKER_HOST="
+        ):
+            target.require_ports_here("qimg check")
 
 
 def test_an_engine_that_is_not_there_is_one_line(tmp_path: Path) -> None:

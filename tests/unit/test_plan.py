@@ -16,6 +16,7 @@ import pytest
 
 from qimg.builder import labels
 from qimg.builder.spec import ImageSpec
+from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
 from qimg.errors import UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
@@ -52,6 +53,7 @@ class StubImages:
         self.labels = labels
         self.files = files or {}
         self.registry_auth: list[tuple[str, str] | None] = []
+        self.target = EngineTarget(LOCAL, DEFAULT_HOST)
 
     def image(self, ref: str) -> dict[str, Any]:
         return {"Config": {"Labels": self.labels}}

@@ -86,7 +86,8 @@ def stop(
             if not purge:
                 raise
             stopped, missing = [], gone  # buckets may be left
-    display.stopped(opened.name if opened else chosen, stopped, say_none=missing is None)
+    engine = docker_context.resolve().described if local else None
+    display.stopped(opened.name if opened else chosen, stopped, say_none=missing is None, engine=engine)
     if purge:
         deleted, kept, failures = bucket_io.purge(name, chosen, opened)
         display.buckets_deleted(deleted)

@@ -138,12 +138,15 @@ def _idle_stop(idle: IdleStop | None, now: datetime) -> str:
     return "-" if idle is None else "session open" if left is None else f"in {_hours_minutes(left)}"
 
 
-def stopped(backend: str, tasks: list[tuple[str, str]], say_none: bool) -> None:
-    """`qimg stop`: each task stopped (name, id), or, if `say_none`, that there was none."""
+def stopped(backend: str, tasks: list[tuple[str, str]], say_none: bool, engine: str | None) -> None:
+    """`qimg stop`: each task stopped (name, id), or, if `say_none`, that there was none; on the local
+    backend, last, the engine it stopped them on."""
     for name, task_id in tasks:
         print(shown(f"stopped {name} ({task_id})"))
     if not tasks and say_none:
         print(f"no qimg task on {backend}")
+    if engine:
+        print(f"engine: {engine}")
 
 
 def buckets_deleted(names: list[str]) -> None:
