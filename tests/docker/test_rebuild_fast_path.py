@@ -40,10 +40,18 @@ def test_a_rebuild_imports_no_sdk_and_hits_the_sdk_builds_cache(
 
 def test_a_failing_step_is_said_as_before(docker_client: docker.DockerClient, tmp_path: Path) -> None:
     result = run_qimg(
-        "build", "--user", "alice", "--package", "no-such-package-qimg", "--tag", "qimgtest/broken-fast",
+        "build", "--user", "alice", "--package", "no-such-package-qimg-fast", "--tag", "qimgtest/broken-fast",
         env={"XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPROFILEIMPORTTIME": "1"},
     )  # fmt: skip
     assert result.returncode == 1
     assert "qimg: error: build failed at step 2/10 (RUN apt-get update" in result.stderr
     assert "exit code 100" in result.stderr
     assert not {name for name in imported_by(result.stderr) if name.split(".")[0] == "docker"}
+    # forcerm, as the SDK's call asked: the failed step's container is gone (named by its command: other
+    # tests share the engine).
+    leftover = [
+        container.id
+        for container in docker_client.containers.list(all=True)
+        if "no-such-package-qimg-fast" in " ".join(container.attrs["Config"]["Cmd"] or [])
+    ]
+    assert leftover == []
