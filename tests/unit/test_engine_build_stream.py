@@ -94,7 +94,7 @@ def cut(messages: list[dict[str, Any]], size: int) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
 
 
-MESSAGES = [
+MESSAGES: list[dict[str, Any]] = [
     {"stream": "Step 1/2 : FROM debian:bookworm-slim\n"},
     {"stream": " ---> 76cecfb970b5\n"},
     {"stream": "Step 2/2 : RUN echo été\n"},  # "é" is two bytes: a cut falls inside one
