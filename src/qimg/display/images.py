@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qimg.display import print_json, say, shown, stderr
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
 
 def dockerfile(text: str) -> None:
     sys.stdout.write(text)
+
+
+def context_written(directory: Path) -> None:
+    """`render --context`: where the context is, and the one command that builds it."""
+    where = shown(str(directory))
+    print(f"wrote the build context to {where}: docker build {shown(shlex.quote(str(directory)))}")
 
 
 class BuildSteps:
