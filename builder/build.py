@@ -1,4 +1,5 @@
-"""Build an image from a rendered context with the Docker SDK, streaming its progress.
+"""Build an image from a rendered context, streaming its progress: on the engine's API, or with the
+Docker SDK where the base image must be pulled (with `docker login`'s credentials).
 
 The classic builder's stream is terminal output: coloured stderr, carriage-return progress and lines
 cut across chunks. It is read here into plain lines, so nothing handed out carries engine escapes.
@@ -7,7 +8,10 @@ cut across chunks. It is read here into plain lines, so nothing handed out carri
 from __future__ import annotations
 
 import collections
+import io
+import os
 import re
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,7 +22,7 @@ from qimg import engine, state
 from qimg.builder import distro
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageRef, ImageSpec, check_image_ref
-from qimg.engine_api import Engine
+from qimg.engine_api import Engine, EngineError
 from qimg.errors import BuildFailed
 
 if TYPE_CHECKING:
@@ -160,7 +164,7 @@ def default_tag(spec: ImageSpec) -> str:
 
 
 def build_image(
-    client: docker.DockerClient,
+    client: docker.DockerClient | Engine,
     spec: ImageSpec,
     tag: str,
     *,
@@ -169,35 +173,76 @@ def build_image(
     on_step: Callable[[str], None] = lambda step: None,
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
-    """Build `spec` as `tag`. Raises BuildFailed with the failing step, the exit
+    """Build `spec` as `tag`, through the SDK's `client` or the engine's API itself (an `Engine`: no SDK
+    to import, for a base image the engine has). Raises BuildFailed with the failing step, the exit
     code and the step's last output lines; the callbacks get plain lines, without escape codes."""
-    from docker.errors import APIError
-
     log = BuildLog(on_step, on_output)
     image_id = ""
+
+    def take(chunk: Any) -> None:
+        nonlocal image_id
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            code = detail.get("code")
+            reason = str(chunk.get("error") or detail.get("message") or "")
+            raise log.failure(reason, code if isinstance(code, int) else None)
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+        log.feed(str(chunk.get("stream", "")))
+
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as context:
         write_context(spec, Path(context))
-        try:
-            # forcerm: no container of a failed step is left behind.
-            chunks = client.api.build(
-                path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True
-            )
-            for chunk in chunks:
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail") or {}
-                    code = detail.get("code")
-                    reason = str(chunk.get("error") or detail.get("message") or "")
-                    raise log.failure(reason, code if isinstance(code, int) else None)
-                image_id = chunk.get("aux", {}).get("ID", image_id)
-                log.feed(str(chunk.get("stream", "")))
-            log.flush()
-        except APIError as error:
-            raise log.failure(str(error.explanation or error), None) from None
-    image = client.images.get(image_id or tag)
+        if isinstance(client, Engine):
+            _build_on(client, Path(context), tag, no_cache, pull, take, log)
+        else:
+            _build_with_sdk(client, context, tag, no_cache, pull, take, log)
+    if isinstance(client, Engine):
+        found = client.image(image_id or tag) or {}
+        found_id, size = str(found.get("Id", "")), found.get("Size", 0)
+    else:
+        image = client.images.get(image_id or tag)
+        found_id, size = image.id or "", image.attrs.get("Size", 0)
     return BuiltImage(
-        id=image.id or "", tag=tag, size=int(image.attrs.get("Size", 0)),
+        id=found_id, tag=tag, size=int(size) if isinstance(size, int) else 0,
         user=spec.login_user, distro=spec.distro.value, base=spec.base,
     )  # fmt: skip
+
+
+def _build_with_sdk(
+    client: docker.DockerClient, context: str, tag: str, no_cache: bool, pull: bool,
+    take: Callable[[Any], None], log: BuildLog,
+) -> None:  # fmt: skip
+    from docker.errors import APIError
+
+    try:
+        # forcerm: no container of a failed step is left behind.
+        chunks = client.api.build(
+            path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True
+        )
+        for chunk in chunks:
+            take(chunk)
+        log.flush()
+    except APIError as error:
+        raise log.failure(str(error.explanation or error), None) from None
+
+
+def _build_on(
+    engine: Engine, context: Path, tag: str, no_cache: bool, pull: bool,
+    take: Callable[[Any], None], log: BuildLog,
+) -> None:  # fmt: skip
+    """The SDK's build call, made on the engine's API: the context tarred as the SDK tars it (each
+    file's own header: the COPY steps' cache keys are the same), the same options."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in sorted(os.listdir(context)):
+            tar.add(context / name, arcname=name, recursive=False)
+    query = {"t": tag, "rm": 1, "forcerm": 1, "nocache": int(no_cache), "pull": int(pull)}
+    try:
+        engine.build(archive.getvalue(), query, take)
+        log.flush()
+    except EngineError as error:
+        raise log.failure(error.message, None) from None
 
 
 def build(
@@ -223,25 +268,17 @@ def build(
     )
     spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
     if buildx is None:
+        # A base to pull needs the SDK's registry credentials; one the engine has, no SDK at all (its
+        # import was a fifth of a no-op rebuild).
+        fetches = pull or images.image(spec.base) is None
         built = build_image(
-            engine.client(),
-            spec,
-            image_tag,
-            no_cache=no_cache,
-            pull=pull,
-            on_step=on_step,
-            on_output=on_output,
-        )
+            engine.client() if fetches else images, spec, image_tag,
+            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
+        )  # fmt: skip
     else:
         built = buildkit.build_image(
-            buildx,
-            images,
-            spec,
-            image_tag,
-            no_cache=no_cache,
-            pull=pull,
-            on_step=on_step,
-            on_output=on_output,
-        )
+            buildx, images, spec, image_tag,
+            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
+        )  # fmt: skip
     state.remember(state.LAST_BUILT, built.tag)
     return built

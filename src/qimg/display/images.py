@@ -45,7 +45,11 @@ class BuildSteps:
 
 @contextlib.contextmanager
 def building() -> Iterator[BuildSteps]:
-    """A status line while the build runs (a failure's last output is shown with its error)."""
+    """A status line while the build runs (a failure's last output is shown with its error), on a
+    terminal: rich draws it nowhere else, and its live display is not imported for nothing."""
+    if not stderr().is_terminal:
+        yield BuildSteps(lambda line: None)
+        return
     with stderr().status("building") as status:
         yield BuildSteps(status.update)
 
