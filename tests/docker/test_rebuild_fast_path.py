@@ -17,6 +17,9 @@ from tests.helpers import run_qimg
 pytestmark = pytest.mark.docker
 
 TAG = "qimgtest/rebuild-fast:latest"
+LEGACY = {
+    "DOCKER_BUILDKIT": "0"
+}  # the engine's own builder, which this path speaks to (BuildKit: test_buildkit.py)
 
 
 def imported_by(result_stderr: str) -> set[str]:
@@ -28,7 +31,7 @@ def test_a_rebuild_imports_no_sdk_and_hits_the_sdk_builds_cache(
 ) -> None:
     spec = ImageSpec.create(user="alice")
     with_sdk = build_image(docker_client, spec, TAG)
-    state = {"XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPROFILEIMPORTTIME": "1"}
+    state = {"XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPROFILEIMPORTTIME": "1", **LEGACY}
     rebuilt = run_qimg("build", "--user", "alice", "--tag", TAG, "--json", env=state)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert json.loads(rebuilt.stdout)["id"] == with_sdk.id, "every step from the SDK build's cache"
@@ -41,7 +44,7 @@ def test_a_rebuild_imports_no_sdk_and_hits_the_sdk_builds_cache(
 def test_a_failing_step_is_said_as_before(docker_client: docker.DockerClient, tmp_path: Path) -> None:
     result = run_qimg(
         "build", "--user", "alice", "--package", "no-such-package-qimg-fast", "--tag", "qimgtest/broken-fast",
-        env={"XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPROFILEIMPORTTIME": "1"},
+        env={"XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPROFILEIMPORTTIME": "1", **LEGACY},
     )  # fmt: skip
     assert result.returncode == 1
     assert "qimg: error: build failed at step 2/10 (RUN apt-get update" in result.stderr
