@@ -64,11 +64,11 @@ def plan_notebook(port: int | None, *, lab: bool, browser: bool) -> Notebook:
 
 
 def missing_hint(program: str) -> str:
-    lab = program == "jupyter-lab"
+    """The one line for an image without the server asked for, and how to build one that has it."""
     how = (
-        "`qimg build --package python3-pip --setup 'pip install --break-system-packages jupyterlab'`"
-        if lab
-        else f"`qimg build --package {DEBIAN_PACKAGE}` (Debian images), or a devcontainer that installs Jupyter"
+        "`qimg build --base IMAGE` on an image with JupyterLab (pip install jupyterlab), or a devcontainer"
+        if program == "jupyter-lab"
+        else f"`qimg build --package {DEBIAN_PACKAGE}` (Debian images), or a devcontainer that installs it"
     )
     return f"the image has no {program} on the login user's PATH: build one with {how}"
 
@@ -137,7 +137,7 @@ def _answered(notebook: Notebook, ssh: subprocess.Popen[bytes]) -> bool:
     probe = f"http://127.0.0.1:{notebook.tunnel.local}/api"  # the version, without a token
     while ssh.poll() is None:
         try:
-            with urllib.request.urlopen(probe, timeout=2):  # noqa: S310 (http on loopback)
+            with urllib.request.urlopen(probe, timeout=2):
                 return True
         except urllib.error.HTTPError:  # an answer all the same
             return True

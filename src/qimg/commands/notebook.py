@@ -40,8 +40,9 @@ def jupyter(
     password_stdin: PasswordStdinOpt = False,
     **given: Any,
 ) -> None:
-    """Launch a task with a Jupyter notebook server on its loopback, forwarded to a local port through the
-    pinned ssh connection: prints its URL (with its token) and opens it; Ctrl-C stops the task (unless --keep)."""
+    """Launch a task with a Jupyter notebook server on its loopback, forwarded to a local port through
+    the pinned ssh connection: print its URL (with its token), open it; Ctrl-C stops the task (unless
+    --keep)."""
     from qimg.launcher import notebook
     from qimg.launcher.plan import plan_launch
     from qimg.launcher.session import run_task
