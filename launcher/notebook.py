@@ -10,6 +10,8 @@ Jupyter itself does, so that the token is not in the browser's command line eith
 from __future__ import annotations
 
 import contextlib
+import posixpath
+import re
 import secrets
 import subprocess
 import tempfile
@@ -21,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qimg.errors import QimgError, UsageError
 from qimg.launcher import processes, sshconfig
+from qimg.launcher.editor import home
 from qimg.launcher.records import TaskRecord
 from qimg.launcher.session import remote_command
 from qimg.launcher.ssh import free_local_port
@@ -34,6 +38,16 @@ DEBIAN_PACKAGE = "jupyter-notebook"  # Debian 12's package of the classic notebo
 # The remote shell's exit codes for what is missing in the image or the session.
 NO_JUPYTER, NO_TOKEN = 97, 98
 READY_TIMEOUT = 120.0  # seconds for the server to answer once started
+# Where a server is looked for in an image the engine has, besides the folders of the image's own PATH:
+# Debian's packages, pip's (system and --user). A login shell's profile may add more: there the check
+# after login stands.
+_USUAL_FOLDERS = ("/usr/local/bin", "/usr/bin", "/bin")
+_FOLDER = re.compile(r"/[A-Za-z0-9._/+-]{0,200}")  # a folder of an image's PATH, as qimg reads it
+_MAX_FOLDERS = 16
+
+if TYPE_CHECKING:
+    from qimg.engine_api import Engine
+    from qimg.launcher.plan import LaunchPlan
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,31 @@ def missing_hint(program: str) -> str:
         else f"`qimg build --package {DEBIAN_PACKAGE}` (Debian images), or a devcontainer that installs it"
     )
     return f"the image has no {program} on the login user's PATH: build one with {how}"
+
+
+def require_server(images: Engine, plan: LaunchPlan, notebook: Notebook) -> None:
+    """Before the task starts: refuse an image the engine has (--local, or the image pushed from here)
+    with no server in the folders where one would be. An image the engine has not is checked by the
+    login shell, right after login (`serve`)."""
+    ref = plan.request.image
+    inspection = images.image(ref)
+    if inspection is None:
+        return
+    folders = dict.fromkeys([
+        *image_path(inspection), *_USUAL_FOLDERS, posixpath.join(home(plan.login.user), ".local/bin"),
+    ])  # fmt: skip
+    found = images.read_image_files(ref, [posixpath.join(folder, notebook.program) for folder in folders])
+    if not any(content is not None for content in found.values()):
+        raise UsageError(missing_hint(notebook.program))
+
+
+def image_path(inspection: dict[str, Any]) -> list[str]:
+    """The folders of the image's PATH (its Config.Env: outside input), those that are plain absolute
+    paths, at most _MAX_FOLDERS."""
+    env = (inspection.get("Config") or {}).get("Env") or []
+    values = [entry[5:] for entry in env if isinstance(entry, str) and entry.startswith("PATH=")]
+    folders = values[-1].split(":") if values else []
+    return [folder for folder in folders if _FOLDER.fullmatch(folder)][:_MAX_FOLDERS]
 
 
 def server_script(notebook: Notebook) -> str:

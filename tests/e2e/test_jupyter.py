@@ -3,6 +3,7 @@ tunnel by a real headless browser (Debian's chromium), on the local engine and o
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -169,16 +170,36 @@ def test_keep_leaves_the_task_running(
     assert user.qimg("stop", "kept", "--local").returncode == 0
 
 
-def test_an_image_without_jupyter_gets_how_to_build_one(
+MISSING = (
+    "the image has no jupyter-notebook on the login user's PATH: build one with "
+    "`qimg build --package jupyter-notebook` (Debian images), or a devcontainer that installs it"
+)
+
+
+def test_a_local_image_without_jupyter_is_refused_before_its_task_starts(
     e2e_image: str, user: User, docker_client: docker.DockerClient
 ) -> None:
     result = user.qimg("jupyter", "--local", e2e_image, "--name", "nojup", "--no-browser")
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "qimg: error: the image has no jupyter-notebook on the login user's PATH: build one with "
-        "`qimg build --package jupyter-notebook` (Debian images), or a devcontainer that installs it"
-    )
+    assert_one_line_error(result, 2, MISSING)
     assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=nojup"}) == []
+
+
+def test_a_server_the_login_shell_cannot_run_is_found_right_after_login(
+    e2e_image: str, user: User, docker_client: docker.DockerClient
+) -> None:
+    """A file where the server would be passes the look into the image; the login shell finds no
+    program to run, and the task is stopped at once."""
+    tag = f"qimgtest/e2e-fake-jupyter:session-{os.getpid()}"
+    dockerfile = f"FROM {e2e_image}\nRUN touch /usr/local/bin/jupyter-notebook\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    try:
+        result = user.qimg("jupyter", "--local", tag, "--name", "notrun", "--no-browser")
+    finally:
+        docker_client.images.remove(tag)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"qimg: error: {MISSING}"
+    assert "stopped and deleted" in result.stderr
+    assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=notrun"}) == []
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ def jupyter(
     """Launch a task with a Jupyter notebook server on its loopback, forwarded to a local port through
     the pinned ssh connection: print its URL (with its token), open it; Ctrl-C stops the task (unless
     --keep)."""
+    from qimg.engine_api import Engine
     from qimg.launcher import notebook
     from qimg.launcher.plan import plan_launch
     from qimg.launcher.session import run_task
@@ -59,7 +60,9 @@ def jupyter(
         reporter.note(f"task {record.name} ready: starting {server.program} as {record.user}")
 
     with display.RunReporter(stderr(), ready) as reporter:
-        plan = plan_launch(options)
+        images = Engine.from_env()
+        plan = plan_launch(options, images)
+        notebook.require_server(images, plan, server)
         for note in plan.notes:
             reporter.note(note)
 
