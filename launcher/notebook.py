@@ -114,7 +114,8 @@ def image_path(inspection: dict[str, Any]) -> list[str]:
 
 def server_script(notebook: Notebook) -> str:
     """What the login shell runs: the server's check, the token from stdin, then the server itself,
-    in the login user's home, logging only its warnings (its own banner would print the token)."""
+    in the login user's home, logging only its warnings (its own banner would print the token), all of
+    its output on stderr (qimg's stdout is the URL's)."""
     program = notebook.program
     return (
         f"command -v {program} >/dev/null 2>&1 || exit {NO_JUPYTER}\n"
@@ -122,7 +123,7 @@ def server_script(notebook: Notebook) -> str:
         "export JUPYTER_TOKEN\n"
         "cd\n"
         f"exec {program} --no-browser --ip=127.0.0.1 --port={REMOTE_PORT} --port-retries=0 "
-        "--log-level=WARN </dev/null\n"
+        "--log-level=WARN </dev/null >&2\n"
     )
 
 

@@ -184,6 +184,13 @@ def test_a_local_image_without_jupyter_is_refused_before_its_task_starts(
     assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=nojup"}) == []
 
 
+def test_lab_needs_jupyterlab(jupyter_image: str, user: User, docker_client: docker.DockerClient) -> None:
+    """Debian's image has the classic notebook only: --lab is refused before the task starts."""
+    result = user.qimg("jupyter", "--local", jupyter_image, "--lab", "--name", "nolab")
+    assert_one_line_error(result, 2, "the image has no jupyter-lab on the login user's PATH", "jupyterlab")
+    assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=nolab"}) == []
+
+
 def test_a_server_the_login_shell_cannot_run_is_found_right_after_login(
     e2e_image: str, user: User, docker_client: docker.DockerClient
 ) -> None:
