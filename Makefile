@@ -48,9 +48,10 @@ demo: env install
 
 # Compiled first, as pip compiles an installed package: with PYTHONDONTWRITEBYTECODE set (as on these
 # machines) an editable tree would be compiled again by every qimg process the benchmarks time.
+# ROWS="rebuild run-local" runs those sections alone (see bench/run.py).
 bench: env install
 	$(BIN)/python -m compileall -q src/qimg builder launcher
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ROWS)
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

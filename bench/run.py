@@ -11,11 +11,18 @@
   the polling loop of the public Qarnot example (SDK defaults: `task.state` with its 5 s cache, then
   `task.wait(5)` between checks);
 - `qimg ls --json` with 20 running tasks on the fake API, against the raw SDK listing them;
-- `qimg --help` wall time against a bare interpreter.
+- `qimg --help` wall time against a bare interpreter;
+- a no-op rebuild: `qimg build` of an image already built against `docker build` of the same rendered
+  context, with the builder qimg picks (the docker CLI's default) and with the legacy builder
+  (DOCKER_BUILDKIT=0 for both).
+
+`python -m bench.run [SECTION ...]` runs only the sections named (all by default; `make bench
+ROWS="rebuild run-local"`), on a shared machine where only some numbers are wanted.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -29,15 +36,18 @@ from pathlib import Path
 import docker
 
 from qimg.builder.build import build_image
-from qimg.builder.spec import ImageSpec
+from qimg.builder.render import write_context
+from qimg.builder.spec import Distro, ImageSpec
 from qimg.engine_api import Engine
 from qimg.launcher import containers
 from qimg.launcher.keys.generate import throwaway_key
 from qimg.launcher.ssh import wait_until_ready
 
 RUNS = 5
+REBUILD_RUNS = 11  # a no-op rebuild takes a few tenths of a second: more pairs for a steadier median
 LISTED_TASKS = 20
 MANY = 8  # instances in the second `run --local` measure
+RAW_RETRY_SECONDS = 0.05  # between the raw loop's ssh tries
 ATTEMPTS = 3  # of a launch against the fake API (see launch_against_fake)
 BASE = "debian:bookworm-slim"
 # The start of the public Qarnot ssh example, plus one line printing the host key so that the same
@@ -58,11 +68,13 @@ def median_seconds(action: Callable[[], object], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def paired_medians(first: Callable[[], object], second: Callable[[], object]) -> tuple[float, float]:
+def paired_medians(
+    first: Callable[[], object], second: Callable[[], object], runs: int = RUNS
+) -> tuple[float, float]:
     """The median times of two actions run in turns, so that a change in the machine's load (other jobs
     on a 2-core machine) weighs on both sides of a ratio alike."""
     firsts, seconds = [], []
-    for _ in range(RUNS):
+    for _ in range(runs):
         firsts.append(median_seconds(first, 1))
         seconds.append(median_seconds(second, 1))
     return statistics.median(firsts), statistics.median(seconds)
@@ -113,7 +125,7 @@ def run_local_vs_raw(image: str, key: Path, env: dict[str, str], instances: int)
     public = Path(f"{key}.pub").read_text()
 
     def login_loop(container: str) -> None:
-        """ssh until it works, trusting any host key."""
+        """ssh until it works, trusting any host key, every 50 ms as a hand-written script would."""
         port = (
             subprocess.run(["docker", "port", container, "22"], capture_output=True, text=True, check=True)
             .stdout.split(":")[-1]
@@ -123,7 +135,7 @@ def run_local_vs_raw(image: str, key: Path, env: dict[str, str], instances: int)
                "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-i", str(key),
                "-p", port, "alice@127.0.0.1", "true"]  # fmt: skip
         while subprocess.run(ssh, capture_output=True, check=False).returncode != 0:
-            time.sleep(0.1)
+            time.sleep(RAW_RETRY_SECONDS)
 
     def raw() -> None:
         """What people script by hand: docker run for each, then ssh until it works, then docker rm -f."""
@@ -254,16 +266,33 @@ def fake_constants(image: str, key: Path) -> dict[str, str]:
     }  # fmt: skip
 
 
-def launch_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[tuple[str, str]]:
+def user_env(workdir: Path) -> tuple[dict[str, str], Path]:
+    """A user's environment of its own (HOME with a key pair, qimg's state) and the key's path."""
+    (workdir / "home").mkdir(exist_ok=True)
+    key = throwaway_key(workdir / "home", "bench").identity
+    return {**os.environ, "HOME": str(workdir / "home"), "XDG_STATE_HOME": str(workdir / "state")}, key
+
+
+def run_local_rows(image: str, workdir: Path) -> list[tuple[str, str]]:
+    env, key = user_env(workdir)
+    ours, theirs = run_local_vs_raw(image, key, env, 1)
+    ours_many, theirs_many = run_local_vs_raw(image, key, env, MANY)
+    return [
+        ("qimg run --local --command true (median s)", f"{ours:.2f}"),
+        ("docker run + ssh retry loop every 50 ms, no host key pinned (median s)", f"{theirs:.2f}"),
+        ("  ratio qimg / raw", f"{ours / theirs:.2f}x"),
+        (f"qimg run --local --instances {MANY} --command true (median s)", f"{ours_many:.2f}"),
+        (f"the same raw work for {MANY} containers (median s)", f"{theirs_many:.2f}"),
+        (f"  ratio qimg / raw, {MANY} instances", f"{ours_many / theirs_many:.2f}x"),
+    ]
+
+
+def fake_api_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[tuple[str, str]]:
     from qimg.builder.push import push_image
     from qimg.builder.spec import ImageRef
     from tests.fakes.registry import serve_registry
 
-    (workdir / "home").mkdir()
-    key = throwaway_key(workdir / "home", "bench").identity
-    env = {**os.environ, "HOME": str(workdir / "home"), "XDG_STATE_HOME": str(workdir / "state")}
-    ours, theirs = run_local_vs_raw(image, key, env, 1)
-    ours_many, theirs_many = run_local_vs_raw(image, key, env, MANY)
+    env, key = user_env(workdir)
     (workdir / "registry").mkdir()
     with serve_registry(workdir / "registry", auth=False) as registry:
         pushed = push_image(client, image, ImageRef.parse(registry.ref("bench/alice:latest"), "--to"))
@@ -272,12 +301,6 @@ def launch_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[
         )
         ls_seconds, ls_requests, raw_list_seconds = list_against_fake(client, pushed.ref, key, env)
     return [
-        ("qimg run --local --command true (median s)", f"{ours:.2f}"),
-        ("docker run + ssh retry loop, no host key pinned (median s)", f"{theirs:.2f}"),
-        ("  ratio qimg / raw", f"{ours / theirs:.2f}x"),
-        (f"qimg run --local --instances {MANY} --command true (median s)", f"{ours_many:.2f}"),
-        (f"the same raw work for {MANY} containers (median s)", f"{theirs_many:.2f}"),
-        (f"  ratio qimg / raw, {MANY} instances", f"{ours_many / theirs_many:.2f}x"),
         ("fake API: forward appears -> qimg ready, ssh login done (s)", f"{qimg_delay:.2f}"),
         ("fake API: API requests per qimg launch", f"{qimg_requests:.0f}"),
         ("fake API: API requests per second, qimg run to ready", f"{qimg_rate:.2f}"),
@@ -290,41 +313,92 @@ def launch_rows(client: docker.DockerClient, image: str, workdir: Path) -> list[
     ]
 
 
-def main() -> None:
-    client = docker.from_env()
-    rows: list[tuple[str, str]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        qimg_image = build_image(client, ImageSpec.create(user="alice"), "qimg-bench/alice:latest").tag
-        (workdir / "Dockerfile").write_text(EXAMPLE_DOCKERFILE)
-        client.images.build(path=str(workdir), tag="qimg-bench/example:latest", rm=True)
-        engine = Engine.from_env()
-        ours = start_to_login(engine, qimg_image, "/usr/local/sbin/qimg-start", "alice", workdir / "a")
-        theirs = start_to_login(engine, "qimg-bench/example:latest", "", "root", workdir / "b")
+def rebuild_rows(workdir: Path) -> list[tuple[str, str]]:
+    """`qimg build` of alice's image once built, against `docker build` of the context qimg renders for
+    it (the same Dockerfile and files, so the same cached steps), each builder in turn: the default
+    (BuildKit where the CLI has buildx, as qimg then uses it) and the legacy one."""
+    env, _key = user_env(workdir)
+    context = workdir / "context"
+    write_context(ImageSpec.create(user="alice", distro=Distro.DEBIAN), context)
+    tag = "qimg-bench/rebuild:latest"
+    qimg_build = [sys.executable, "-m", "qimg", "build", "--user", "alice", "--tag", tag]
+    docker_build = ["docker", "build", "-q", "-t", tag, str(context)]
+    rows = []
+    for builder, extra in (("default builder", {}), ("legacy builder", {"DOCKER_BUILDKIT": "0"})):
+        builder_env = {**env, **extra}
+
+        def run(argv: list[str], environment: dict[str, str] = builder_env) -> None:
+            subprocess.run(argv, env=environment, capture_output=True, check=True)
+
+        run(qimg_build)  # built (or found cached) once: what follows is the no-op
+        run(docker_build)
+        ours, theirs = paired_medians(lambda: run(qimg_build), lambda: run(docker_build), REBUILD_RUNS)
         rows += [
-            ("start to first ssh login, qimg image (median s)", f"{ours:.2f}"),
-            ("start to first ssh login, Qarnot-example start (median s)", f"{theirs:.2f}"),
-            ("  ratio example / qimg", f"{theirs / ours:.1f}x"),
+            (f"no-op rebuild, {builder}: qimg build (median s)", f"{ours:.2f}"),
+            (f"no-op rebuild, {builder}: docker build, same context (median s)", f"{theirs:.2f}"),
+            ("  ratio qimg / docker build; difference (s)", f"{ours / theirs:.2f}x {ours - theirs:+.2f}"),
         ]
-        ours_layer = layer_size(client, qimg_image)
-        plain_layer = layer_size(client, "qimg-bench/example:latest")
-        floor = installed_size(client, qimg_image)
-        rows += [
-            ("ssh layer, qimg (MB)", f"{ours_layer / 1e6:.1f}"),
-            ("ssh layer, Installed-Size dpkg declares for its packages (MB)", f"{floor / 1e6:.1f}"),
-            ("ssh layer, plain apt-get install openssh-server (MB)", f"{plain_layer / 1e6:.1f}"),
-        ]
-        rows += launch_rows(client, qimg_image, workdir)
+    return rows
+
+
+def login_rows(client: docker.DockerClient, qimg_image: str, workdir: Path) -> list[tuple[str, str]]:
+    (workdir / "Dockerfile").write_text(EXAMPLE_DOCKERFILE)
+    client.images.build(path=str(workdir), tag="qimg-bench/example:latest", rm=True)
+    engine = Engine.from_env()
+    ours = start_to_login(engine, qimg_image, "/usr/local/sbin/qimg-start", "alice", workdir / "a")
+    theirs = start_to_login(engine, "qimg-bench/example:latest", "", "root", workdir / "b")
+    ours_layer = layer_size(client, qimg_image)
+    plain_layer = layer_size(client, "qimg-bench/example:latest")
+    floor = installed_size(client, qimg_image)
+    return [
+        ("start to first ssh login, qimg image (median s)", f"{ours:.2f}"),
+        ("start to first ssh login, Qarnot-example start (median s)", f"{theirs:.2f}"),
+        ("  ratio example / qimg", f"{theirs / ours:.1f}x"),
+        ("ssh layer, qimg (MB)", f"{ours_layer / 1e6:.1f}"),
+        ("ssh layer, Installed-Size dpkg declares for its packages (MB)", f"{floor / 1e6:.1f}"),
+        ("ssh layer, plain apt-get install openssh-server (MB)", f"{plain_layer / 1e6:.1f}"),
+    ]
+
+
+def help_rows() -> list[tuple[str, str]]:
     python = sys.executable
     qimg_help = median_seconds(
         lambda: subprocess.run([python, "-m", "qimg", "--help"], capture_output=True, check=True), 10
     )
     bare = median_seconds(lambda: subprocess.run([python, "-c", "pass"], capture_output=True, check=True), 10)
-    rows += [
+    return [
         ("qimg --help (median s)", f"{qimg_help:.3f}"),
         ("python -c pass (median s)", f"{bare:.3f}"),
         ("  ratio qimg --help / python -c pass", f"{qimg_help / bare:.1f}x"),
     ]
+
+
+SECTIONS = ("login", "run-local", "fake-api", "rebuild", "help")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="qimg's benchmarks")
+    parser.add_argument("sections", nargs="*", help=f"the sections to run, of {', '.join(SECTIONS)} (all)")
+    wanted = parser.parse_args().sections or SECTIONS
+    if unknown := sorted(set(wanted) - set(SECTIONS)):
+        parser.error(f"no such section: {', '.join(unknown)} (sections: {', '.join(SECTIONS)})")
+    client = docker.from_env()
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        image = "qimg-bench/alice:latest"
+        if {"login", "run-local", "fake-api"} & set(wanted):
+            build_image(client, ImageSpec.create(user="alice"), image)
+        sections: dict[str, Callable[[Path], list[tuple[str, str]]]] = {
+            "login": lambda where: login_rows(client, image, where),
+            "run-local": lambda where: run_local_rows(image, where),
+            "fake-api": lambda where: fake_api_rows(client, image, where),
+            "rebuild": rebuild_rows,
+            "help": lambda _where: help_rows(),
+        }
+        for section in (section for section in SECTIONS if section in wanted):
+            (workdir / section).mkdir()
+            rows += sections[section](workdir / section)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>8}")

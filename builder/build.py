@@ -1,4 +1,5 @@
-"""Build an image from a rendered context with the Docker SDK, streaming its progress.
+"""Build an image from a rendered context, streaming its progress: on the engine's API, or with the
+Docker SDK where the base image must be pulled (with `docker login`'s credentials).
 
 The classic builder's stream is terminal output: coloured stderr, carriage-return progress and lines
 cut across chunks. It is read here into plain lines, so nothing handed out carries engine escapes.
@@ -7,7 +8,10 @@ cut across chunks. It is read here into plain lines, so nothing handed out carri
 from __future__ import annotations
 
 import collections
+import io
+import os
 import re
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,7 +22,7 @@ from qimg import engine, state
 from qimg.builder import distro
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageRef, ImageSpec, check_image_ref
-from qimg.engine_api import Engine
+from qimg.engine_api import Engine, EngineError
 from qimg.errors import BuildFailed
 
 if TYPE_CHECKING:
@@ -43,12 +47,14 @@ _ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)|
 # Whatever else a terminal would not print (C0, DEL, C1), tab aside: it aligns columns.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _TAIL_LINES = 15
+# Which builder made an image, as the build's output and its JSON say.
+LEGACY, BUILDKIT = "legacy", "buildkit"
 _SUMMARY_CHARS = 60  # of a step's arguments: enough to recognise it, never the whole RUN script
 _REASON_CHARS = 200  # of an engine message other than an exit code, which may quote a command
 
 
 @dataclass(frozen=True)
-class _Step:
+class BuildStep:
     number: int
     total: int
     instruction: str
@@ -56,6 +62,12 @@ class _Step:
 
     def __str__(self) -> str:
         return f"step {self.number}/{self.total} ({self.summary})"
+
+    @classmethod
+    def parse(cls, number: int, total: int, instruction: str, arguments: str) -> BuildStep:
+        """A step as a builder announces it: its summary is the start of its arguments, on one line."""
+        summary = f"{instruction.upper()} {_shorten(arguments, _SUMMARY_CHARS)}".rstrip()
+        return cls(number, total, instruction.upper(), summary)
 
 
 def clean_line(raw: str) -> str:
@@ -71,12 +83,29 @@ def _shorten(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[:limit].rstrip() + "..."
 
 
+def step_failure(
+    step: BuildStep | None, tail: tuple[str, ...], reason: str, exit_code: int | None
+) -> BuildFailed:
+    """The error for a build that stopped at `step` (None: before its first step) for the builder's
+    `reason`, with the step's last lines."""
+    plain = " ".join(clean_line(line) for line in reason.splitlines())
+    # With an exit code the engine's text only repeats the whole command: the code says it all.
+    what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
+    where = f"at {step}" if step else "before its first step"
+    return BuildFailed(
+        f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tail,
+        number=step.number if step else 0, total=step.total if step else 0,
+        instruction=step.instruction if step else "", summary=step.summary if step else "",
+        command_exit_code=exit_code,
+    )  # fmt: skip
+
+
 class BuildLog:
     """The classic builder's `stream` text read as plain lines: the step running, that step's own last
     lines, and each complete line handed to `on_step` or `on_output` as it arrives."""
 
     def __init__(self, on_step: Callable[[str], None], on_output: Callable[[str], None]) -> None:
-        self.step: _Step | None = None
+        self.step: BuildStep | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._pending = ""
         self._on_step = on_step
@@ -99,25 +128,13 @@ class BuildLog:
         self.flush()
         if exit_code is None and (found := _EXIT_CODE.search(reason)):
             exit_code = int(found[1])
-        plain = " ".join(clean_line(line) for line in reason.splitlines())
-        # With an exit code the engine's text only repeats the whole command: the code says it all.
-        what = f"exit code {exit_code}" if exit_code is not None else _shorten(plain, _REASON_CHARS)
-        step = self.step
-        where = f"at {step}" if step else "before its first step"
-        return BuildFailed(
-            f"build failed {where}: {what or 'the engine gave no reason'}", str(step or ""), tuple(self.tail),
-            number=step.number if step else 0, total=step.total if step else 0,
-            instruction=step.instruction if step else "", summary=step.summary if step else "",
-            command_exit_code=exit_code,
-        )  # fmt: skip
+        return step_failure(self.step, tuple(self.tail), reason, exit_code)
 
     def _take(self, line: str) -> None:
         step = _STEP.fullmatch(line)
         # Only the next step number counts as a step: a command may print "Step 1/2 : ..." itself.
         if step and int(step[1]) == (self.step.number if self.step else 0) + 1:
-            instruction = step[3].upper()
-            summary = f"{instruction} {_shorten(step[4], _SUMMARY_CHARS)}".rstrip()
-            self.step = _Step(int(step[1]), int(step[2]), instruction, summary)
+            self.step = BuildStep.parse(int(step[1]), int(step[2]), step[3], step[4])
             self.tail.clear()
             self._on_step(" ".join(line.split()))
         elif line.strip() and not _NOISE.match(line):
@@ -133,11 +150,12 @@ class BuiltImage:
     user: str
     distro: str
     base: str
+    builder: str = LEGACY
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "tag": self.tag, "size": self.size,
-            "user": self.user, "distro": self.distro, "base": self.base,
+            "user": self.user, "distro": self.distro, "base": self.base, "builder": self.builder,
         }  # fmt: skip
 
 
@@ -146,7 +164,7 @@ def default_tag(spec: ImageSpec) -> str:
 
 
 def build_image(
-    client: docker.DockerClient,
+    client: docker.DockerClient | Engine,
     spec: ImageSpec,
     tag: str,
     *,
@@ -155,35 +173,76 @@ def build_image(
     on_step: Callable[[str], None] = lambda step: None,
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
-    """Build `spec` as `tag`. Raises BuildFailed with the failing step, the exit
+    """Build `spec` as `tag`, through the SDK's `client` or the engine's API itself (an `Engine`: no SDK
+    to import, for a base image the engine has). Raises BuildFailed with the failing step, the exit
     code and the step's last output lines; the callbacks get plain lines, without escape codes."""
-    from docker.errors import APIError
-
     log = BuildLog(on_step, on_output)
     image_id = ""
+
+    def take(chunk: Any) -> None:
+        nonlocal image_id
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            code = detail.get("code")
+            reason = str(chunk.get("error") or detail.get("message") or "")
+            raise log.failure(reason, code if isinstance(code, int) else None)
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+        log.feed(str(chunk.get("stream", "")))
+
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as context:
         write_context(spec, Path(context))
-        try:
-            # forcerm: no container of a failed step is left behind.
-            chunks = client.api.build(
-                path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True
-            )
-            for chunk in chunks:
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail") or {}
-                    code = detail.get("code")
-                    reason = str(chunk.get("error") or detail.get("message") or "")
-                    raise log.failure(reason, code if isinstance(code, int) else None)
-                image_id = chunk.get("aux", {}).get("ID", image_id)
-                log.feed(str(chunk.get("stream", "")))
-            log.flush()
-        except APIError as error:
-            raise log.failure(str(error.explanation or error), None) from None
-    image = client.images.get(image_id or tag)
+        if isinstance(client, Engine):
+            _build_on(client, Path(context), tag, no_cache, pull, take, log)
+        else:
+            _build_with_sdk(client, context, tag, no_cache, pull, take, log)
+    if isinstance(client, Engine):
+        found = client.image(image_id or tag) or {}
+        found_id, size = str(found.get("Id", "")), found.get("Size", 0)
+    else:
+        image = client.images.get(image_id or tag)
+        found_id, size = image.id or "", image.attrs.get("Size", 0)
     return BuiltImage(
-        id=image.id or "", tag=tag, size=int(image.attrs.get("Size", 0)),
+        id=found_id, tag=tag, size=int(size) if isinstance(size, int) else 0,
         user=spec.login_user, distro=spec.distro.value, base=spec.base,
     )  # fmt: skip
+
+
+def _build_with_sdk(
+    client: docker.DockerClient, context: str, tag: str, no_cache: bool, pull: bool,
+    take: Callable[[Any], None], log: BuildLog,
+) -> None:  # fmt: skip
+    from docker.errors import APIError
+
+    try:
+        # forcerm: no container of a failed step is left behind.
+        chunks = client.api.build(
+            path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True
+        )
+        for chunk in chunks:
+            take(chunk)
+        log.flush()
+    except APIError as error:
+        raise log.failure(str(error.explanation or error), None) from None
+
+
+def _build_on(
+    engine: Engine, context: Path, tag: str, no_cache: bool, pull: bool,
+    take: Callable[[Any], None], log: BuildLog,
+) -> None:  # fmt: skip
+    """The SDK's build call, made on the engine's API: the context tarred as the SDK tars it (each
+    file's own header: the COPY steps' cache keys are the same), the same options."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in sorted(os.listdir(context)):
+            tar.add(context / name, arcname=name, recursive=False)
+    query = {"t": tag, "rm": 1, "forcerm": 1, "nocache": int(no_cache), "pull": int(pull)}
+    try:
+        engine.build(archive.getvalue(), query, take)
+        log.flush()
+    except EngineError as error:
+        raise log.failure(error.message, None) from None
 
 
 def build(
@@ -197,16 +256,29 @@ def build(
     on_output: Callable[[str], None] = lambda line: None,
 ) -> BuiltImage:
     """`qimg build`: the base image checked, its distro read when `distro_choice` is "auto", the image
-    built (as `tag`, default qimg/USER:latest) and remembered for check, push and run --local."""
+    built (as `tag`, default qimg/USER:latest; with BuildKit where the engine and the docker CLI have
+    it, `buildkit.buildx_command`) and remembered for check, push and run --local."""
+    from qimg.builder import buildkit
+
     image_tag = check_image_ref(tag, "--tag") if tag else default_tag(spec)
     images = Engine.from_env()
+    buildx = buildkit.buildx_command(images)  # first: a DOCKER_BUILDKIT qimg cannot honour starts nothing
     images.require_image(
         spec.base, "--base", lambda: engine.registry_credentials(ImageRef.parse(spec.base, "--base").registry)
     )
     spec = replace(spec, distro=distro.resolve(distro_choice, spec.base, images))
-    client = engine.client()
-    built = build_image(
-        client, spec, image_tag, no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output
-    )
+    if buildx is None:
+        # A base to pull needs the SDK's registry credentials; one the engine has, no SDK at all (its
+        # import was a fifth of a no-op rebuild).
+        fetches = pull or images.image(spec.base) is None
+        built = build_image(
+            engine.client() if fetches else images, spec, image_tag,
+            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
+        )  # fmt: skip
+    else:
+        built = buildkit.build_image(
+            buildx, images, spec, image_tag,
+            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
+        )  # fmt: skip
     state.remember(state.LAST_BUILT, built.tag)
     return built

@@ -2,7 +2,8 @@
 
 docker-py does not raise when a registry refuses a push (`unauthorized`, `denied`): the refusal is
 only in the JSON stream. Every chunk is checked, and the digest the engine reports is then
-confirmed by asking the registry for the manifest.
+confirmed by asking the registry itself for the tag's manifest (`registry_api`: not the engine's
+/distribution endpoint, which Podman has not).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qimg import engine, state
+from qimg import engine, registry_api, state
 from qimg.builder.spec import ImageRef, check_image_ref
 from qimg.engine_api import Engine
 from qimg.errors import PushFailed, UsageError, first_line
@@ -115,11 +116,14 @@ def _pushed(
             raise PushFailed(
                 f"pushing {target}: the engine reported no digest, so nothing is known to be pushed"
             )
-        confirmed = client.images.get_registry_data(str(target), auth_config=auth_config).id
     except APIError as error:
         raise PushFailed(
             f"pushing {target}: {_explain(getattr(error, 'explanation', None) or str(error))}"
         ) from None
+    given = (auth_config["username"], auth_config["password"]) if auth_config else None
+    confirmed = registry_api.tag_digest(target, given or engine.registry_credentials(target.registry))
+    if confirmed is None:
+        raise PushFailed(f"pushing {target}: the registry does not have it after the push")
     if confirmed != digest:
         raise PushFailed(f"pushing {target}: the registry holds {confirmed}, not the pushed {digest}")
     return Pushed(str(target), digest)

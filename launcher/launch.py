@@ -32,8 +32,11 @@ from qimg.launcher.ssh import Endpoint, host_keys_in, try_login
 # second of it; with every forward there, the polls only watch for an instance that moves or a task
 # that ends, and back off again.
 API_FIRST_PAUSE, API_GROWTH, API_MAX_PAUSE, API_FORWARD_PAUSE = 0.25, 1.6, 3.0, 0.55
-# A failed attempt (sshd not answering yet) is tried again soon, then less and less often.
+# A failed attempt (sshd not answering yet) is tried again soon, then less and less often: every
+# PROBE_FAST_PAUSE at most in the first PROBE_FAST_SECONDS (an attempt that finds no sshd is one
+# connection; a local sshd starts within a second, and a 50 ms retry loop is what a script would do).
 PROBE_FIRST_PAUSE, PROBE_GROWTH, PROBE_MAX_PAUSE = 0.02, 1.5, 1.0
+PROBE_FAST_PAUSE, PROBE_FAST_SECONDS = 0.05, 3.0
 PARALLEL_LOGINS = 16  # login attempts at once: each is an ssh process
 
 StatusCallback = Callable[[TaskView, float], None]
@@ -171,6 +174,7 @@ class _Logins:
         self.readers: HostKeyReaders = {}
         self.retry_at: dict[int, float] = {}  # after a failed attempt, the next waits until then
         self.pauses: dict[int, float] = {}
+        self.first_failed: dict[int, float] = {}  # when the attempts since the last progress began
         self.last_error = "the task has not started yet"
 
     def __enter__(self) -> _Logins:
@@ -215,12 +219,15 @@ class _Logins:
                 )
                 self.retry_at.pop(index, None)
                 self.pauses.pop(index, None)
+                self.first_failed.pop(index, None)
                 continue
             # The output lags: the keys read may be those of a start that is over. Read it again.
             self.readers.pop((index, forward.port), None)
-            pause = self.pauses.get(index, PROBE_FIRST_PAUSE)
-            self.retry_at[index] = time.monotonic() + pause
-            self.pauses[index] = min(pause * PROBE_GROWTH, PROBE_MAX_PAUSE)
+            pause, now = self.pauses.get(index, PROBE_FIRST_PAUSE), time.monotonic()
+            self.retry_at[index] = now + pause
+            grown = min(pause * PROBE_GROWTH, PROBE_MAX_PAUSE)
+            fast = now - self.first_failed.setdefault(index, now) < PROBE_FAST_SECONDS
+            self.pauses[index] = min(grown, PROBE_FAST_PAUSE) if fast else grown
             errors.append(f"instance {index}: {error}")
         self.last_error = errors[-1] if errors else self.last_error
         return errors
@@ -229,6 +236,7 @@ class _Logins:
         """The task made progress: the instances that failed are tried again without waiting."""
         self.retry_at.clear()
         self.pauses.clear()
+        self.first_failed.clear()
 
     def wait(self, until: float) -> None:
         """Until `until`, a retry is due or an attempt ends, whichever comes first."""

@@ -10,16 +10,15 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from qimg import engine, state
+from qimg import engine, registry_api, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
 from qimg.launcher.backends.base import ACCOUNT, Account, Backend, TaskRequest
@@ -104,9 +103,37 @@ def registry_auth(ref: ImageRef, given: tuple[str, str] | None, on_registry: boo
     return given or engine.registry_credentials(ref.registry)
 
 
-def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchPlan:
-    """Check everything, then find the image and its login; the engine is asked only after the
-    user's own input passed."""
+RemoteImages = Callable[[ImageRef, tuple[str, str] | None], registry_api.RemoteImage]
+
+
+def remote_image(ref: ImageRef, auth: tuple[str, str] | None) -> registry_api.RemoteImage:
+    """The image as its registry holds it, read from the registry itself (no engine needed), or the
+    refusal that says how to get it there."""
+    found = registry_api.read_image(ref, auth)
+    if found is None:
+        raise UsageError(
+            f"{ref} is not in its registry {ref.registry}: push it with `qimg push`, or check the name"
+        )
+    return found
+
+
+def image_engine(ref: ImageRef, on_registry: bool, images: Engine | None) -> Engine | None:
+    """Where the image is looked up: None for one a task pulls (from its registry, which the nodes
+    must reach; no engine is needed), else the local engine, whose published ports must be here."""
+    if on_registry:
+        check_registry_reachable(ref)
+        return None
+    local = images or Engine.from_env()
+    local.target.require_ports_here("qimg run --local")
+    return local
+
+
+def plan_launch(
+    options: LaunchOptions, images: Engine | None = None, remote: RemoteImages = remote_image
+) -> LaunchPlan:
+    """Check everything, then find the image and its login; the engine (or the registry) is asked only
+    after the user's own input passed. An image a task pulls is read from its registry: the engine
+    is not needed then."""
     if options.connect and options.as_json:
         raise UsageError("--connect opens a terminal session: it does not go with --json")
     if options.connect and options.command is not None:
@@ -140,17 +167,15 @@ def plan_launch(options: LaunchOptions, images: Engine | None = None) -> LaunchP
     ref = ImageRef.parse(state.image_argument(options.image, remembered, "qimg run IMAGE"), "IMAGE")
     if ref.digest:
         raise UsageError(f"{ref}: Qarnot takes a tag (DOCKER_TAG), not a digest: run REPOSITORY:TAG")
-    if on_registry:
-        check_registry_reachable(ref)
-
-    images = images or Engine.from_env()
-    if not on_registry:
-        images.target.require_ports_here("qimg run --local")
+    local_engine = image_engine(ref, on_registry, images)
     backend = registry.open_backend(options.backend)
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, on_registry)
-    user, start = image_login(images, ref, options.user, on_registry=on_registry, auth=auth)
+    if local_engine is None:
+        user, start = remote_login(images, ref, options.user, remote(ref, auth))
+    else:
+        user, start = local_login(local_engine, ref, options.user)
     check_start(options, ref, start, batch=batch, idle=bool(idle_seconds))
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
@@ -227,23 +252,50 @@ def is_batch(options: LaunchOptions) -> bool:
     return True
 
 
-def image_login(
-    images: Engine, ref: ImageRef, user: str | None, *, on_registry: bool, auth: tuple[str, str] | None
+def local_login(images: Engine, ref: ImageRef, user: str | None) -> tuple[str, contract.Start]:
+    """Who logs in and how sshd starts, for an image the local engine runs: read from its labels there,
+    an image qimg did not build checked for an OpenSSH server."""
+    local = images.local_image(str(ref))
+    login = image_login(labels_of(local), ref, user)
+    if login is None:
+        check_ssh_ready(images, ref)
+        return "root", contract.foreign_start()
+    return login
+
+
+def remote_login(
+    images: Engine | None, ref: ImageRef, user: str | None, found: registry_api.RemoteImage
 ) -> tuple[str, contract.Start]:
-    """Who logs in and how sshd starts, from the labels of a qimg image, checked to exist where the
-    task will find it: the local engine, or the registry for Qarnot. An image qimg did not build is
-    checked for an OpenSSH server when the local engine has it."""
-    local: dict[str, Any] | None
-    if on_registry:
+    """Who logs in and how sshd starts, for an image a task pulls: from its labels in its registry. An
+    image qimg did not build is checked for an OpenSSH server when the local engine has that very image
+    (the check needs a container); with no engine, or another image under that name, it is not."""
+    login = image_login(found.labels, ref, user)
+    if login is not None:
+        return login
+    local = _same_local_image(images, ref, found)
+    if local is not None:
+        check_ssh_ready(local, ref)
+    return "root", contract.foreign_start()
+
+
+def _same_local_image(images: Engine | None, ref: ImageRef, found: registry_api.RemoteImage) -> Engine | None:
+    """The local engine, when it answers and holds the registry's image under the name (its id is the
+    configuration's digest, or with the containerd store the manifest's or the index's)."""
+    try:
+        images = images or Engine.from_env()
         local = images.image(str(ref))
-        if not images.in_registry(str(ref), auth):
-            raise UsageError(
-                f"{ref} is not in its registry (or the registry refused to say): push it with "
-                "`qimg push`, or check the name"
-            )
-    else:
-        local = images.local_image(str(ref))
-    image = labels.read(labels_of(local), str(ref))
+    except QimgError:  # no engine here, or not one that answers: the launch does not need one
+        return None
+    same = local is not None and local.get("Id") in {found.config, found.manifest, found.digest}
+    return images if same else None
+
+
+def image_login(
+    image_labels: dict[str, str], ref: ImageRef, user: str | None
+) -> tuple[str, contract.Start] | None:
+    """Who logs in and how sshd starts, from the labels of a qimg image; None for an image qimg did not
+    build (root logs in), refused for --user of another account."""
+    image = labels.read(image_labels, str(ref))
     if image is not None:
         if user and user not in {image.user, "root"}:
             raise UsageError(f"--user {user}: {ref} was built for {image.user} (and root at most)")
@@ -253,9 +305,7 @@ def image_login(
             f"--user {user}: {ref} was not built by qimg, so only root can log in: build it with "
             f"`qimg build --base {ref} --user {user}`"
         )
-    if local is not None:
-        check_ssh_ready(images, ref)
-    return "root", contract.foreign_start()
+    return None
 
 
 def check_ssh_ready(images: Engine, ref: ImageRef) -> None:

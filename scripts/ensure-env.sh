@@ -35,6 +35,31 @@ if [ -n "$missing" ]; then
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 fi
 
+# BuildKit's client, the `docker buildx` plugin, which `qimg build` uses when present. Debian 12 has no
+# docker-buildx package: trixie's (it needs only libc6 >= 2.34) is fetched through apt from a source list
+# of its own, so that the archive keyring checks its signature and nothing else moves to trixie, then
+# installed with dpkg (which refuses it if a dependency is missing) into /usr/libexec/docker/cli-plugins.
+if ! docker buildx version >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        die "docker buildx is missing: install the docker-buildx package (Debian 13+, Ubuntu) or Docker's buildx plugin."
+    fi
+    say "installing docker-buildx from Debian trixie"
+    apt_dir=$(mktemp -d)
+    mkdir -p "$apt_dir/sources" "$apt_dir/lists/partial" "$apt_dir/cache" "$apt_dir/debs"
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
+        "$MIRROR" /usr/share/keyrings/debian-archive-keyring.gpg >"$apt_dir/sources/trixie.sources"
+    # apt fetches as its unprivileged user _apt where it can write.
+    chmod 755 "$apt_dir"
+    if id -u _apt >/dev/null 2>&1; then chown _apt "$apt_dir/lists/partial" "$apt_dir/debs"; fi
+    set -- -qq -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/sources" \
+        -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache"
+    apt-get "$@" update
+    (cd "$apt_dir/debs" && apt-get "$@" download docker-buildx)
+    dpkg --install "$apt_dir"/debs/docker-buildx_*.deb >/dev/null
+    rm -rf "$apt_dir"
+    docker buildx version >/dev/null 2>&1 || die "docker-buildx is installed but \`docker buildx version\` fails"
+fi
+
 if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null 2>&1 || die "no Docker engine: install docker.io (Debian) or Docker Engine, then start it."
     [ "$(id -u)" = 0 ] || die "the Docker engine is not running: start it (sudo systemctl start docker) or run this as root."

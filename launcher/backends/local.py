@@ -18,6 +18,7 @@ import re
 import sys
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,10 @@ def owner() -> str:
 PROFILE_LABEL = f"{PREFIX}profile"
 # "no" on a container whose port 22 is not reported, as Qarnot forwards only a cluster's master.
 FORWARDED_LABEL = f"{PREFIX}forwarded"
+# Containers started, or removed, at once: the engine sets up (or tears down) each one's network in
+# its own time, and 8 instances take about half as long as one after another (`docker rm -f A B ...`
+# removes several at once too).
+AT_ONCE = 8
 
 
 class LocalBackend:
@@ -80,29 +85,36 @@ class LocalBackend:
     def submit(self, request: TaskRequest) -> str:
         task_id = str(uuid.uuid4())
         cluster = is_cluster_profile(request.profile)
-        try:
-            for index in range(request.instances):
-                forwarded = request.entries is None or index in request.entries
-                containers.start(
-                    self.engine, request.image, instance_command(request.constants, index, cluster),
-                    {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
-                    labels={
-                        TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
-                        LAUNCH_LABEL: request.launch_id, OWNER_LABEL: self.owner,
-                        INSTANCES_LABEL: str(request.instances),
-                        PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
-                    },
-                )  # fmt: skip
-        except containers.ContainerExited as exited:
+
+        def start(index: int) -> None:
+            forwarded = request.entries is None or index in request.entries
+            containers.start(
+                self.engine, request.image, instance_command(request.constants, index, cluster),
+                {**request.constants, "INSTANCE_ID": str(index)}, purpose="run",
+                labels={
+                    TASK_LABEL: task_id, NAME_LABEL: request.name, INSTANCE_LABEL: str(index),
+                    LAUNCH_LABEL: request.launch_id, OWNER_LABEL: self.owner,
+                    INSTANCES_LABEL: str(request.instances),
+                    PROFILE_LABEL: request.profile, FORWARDED_LABEL: "yes" if forwarded else "no",
+                },
+            )  # fmt: skip
+
+        with ThreadPoolExecutor(min(request.instances, AT_ONCE), thread_name_prefix="qimg-start") as pool:
+            started = [pool.submit(start, index) for index in range(request.instances)]
+        failed = [(index, error) for index, outcome in enumerate(started) if (error := outcome.exception())]
+        if not failed:
+            return task_id
+        index, failure = failed[0]  # the first, by instance: the others were all tried too
+        if isinstance(failure, containers.ContainerExited):
             self.stop(task_id)
             raise LaunchFailed(
-                f"instance {index} exited with code {exited.code} as it started",
-                tuple(f"output: {line}" for line in exited.tail),
+                f"instance {index} exited with code {failure.code} as it started",
+                tuple(f"output: {line}" for line in failure.tail),
             ) from None
-        except EngineError as error:
+        if isinstance(failure, EngineError):
             self.stop(task_id)
-            raise BackendError(f"the local engine could not start {request.image}: {error}") from None
-        return task_id
+            raise BackendError(f"the local engine could not start {request.image}: {failure}") from None
+        raise failure
 
     def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
         """The caller's own task containers that carry `label` (labels filter as AND)."""
@@ -148,8 +160,11 @@ class LocalBackend:
 
     def stop(self, task_id: str) -> None:
         try:
-            for container in self._task_containers(task_id):
-                containers.remove(self.engine, container["Id"])
+            found = self._task_containers(task_id)
+            with ThreadPoolExecutor(max(1, min(len(found), AT_ONCE)), thread_name_prefix="qimg-rm") as pool:
+                removed = [pool.submit(containers.remove, self.engine, found_["Id"]) for found_ in found]
+            for outcome in removed:  # each was tried, whatever the others did
+                outcome.result()
         except EngineError as error:
             raise BackendError(f"the local engine could not remove task {task_id}: {error}") from None
 

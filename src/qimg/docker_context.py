@@ -108,7 +108,7 @@ def _context(config_dir: Path, name: str, source: str) -> EngineTarget:
     if folder.is_dir():
         ca, cert, key = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
         tls = TlsFiles(ca if ca.is_file() else None, *((cert, key) if cert.is_file() else (None, None)))
-    return EngineTarget(f"context {name}", host, tls)
+    return EngineTarget(f"context {name}", host, tls, context=name)
 
 
 def _env_tls(env: dict[str, str], config_dir: Path) -> TlsFiles | None:
@@ -126,3 +126,25 @@ def _env_tls(env: dict[str, str], config_dir: Path) -> TlsFiles | None:
             "DOCKER_TLS_VERIFY for an engine without TLS"
         )
     return TlsFiles(*files)
+
+
+# Where the docker CLI looks for its plugins after its config's cliPluginsExtraDirs and
+# $DOCKER_CONFIG/cli-plugins (the CLI's defaultSystemPluginDirs on Linux and macOS).
+_SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
+)  # fmt: skip
+
+
+def cli_plugin(name: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The docker CLI's plugin `name` (docker-NAME) where the CLI would find it, None if it has none."""
+    env = dict(os.environ if environ is None else environ)
+    config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    document = _read_json(config_dir / "config.json")
+    extra = document.get("cliPluginsExtraDirs") if isinstance(document, dict) else None
+    dirs = [*(d for d in extra if isinstance(d, str))] if isinstance(extra, list) else []
+    for folder in (*dirs, str(config_dir / "cli-plugins"), *_SYSTEM_PLUGIN_DIRS):
+        plugin = Path(folder).expanduser() / f"docker-{name}"
+        if plugin.is_file() and os.access(plugin, os.X_OK):
+            return plugin
+    return None

@@ -1,5 +1,5 @@
-"""The Docker engine through the Docker SDK: what streams (build and push) and the credentials
-`docker login` stored. Everything else goes through `engine_api`, without the SDK.
+"""The Docker engine through the Docker SDK: push, a build whose base must be pulled, and the
+credentials `docker login` stored. Everything else goes through `engine_api`, without the SDK.
 
 `docker` is imported here, inside functions, so that commands that do not need it (and `--help`)
 start fast.

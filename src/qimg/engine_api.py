@@ -1,7 +1,8 @@
 """The Docker engine's HTTP API, spoken directly: the few JSON calls the launcher makes (images,
 containers, their logs, archives and execs) without the Docker SDK, whose import (requests, urllib3
 and its own models) costs every `qimg run --local` 70 ms, a third of what qimg adds to a raw
-`docker run`. Build and push, which stream, stay with the SDK (`engine.client`).
+`docker run`. Push, and a build whose base must be pulled (both need `docker login`'s credentials),
+stay with the SDK (`engine.client`); a build on a base the engine has streams here (`build`).
 
 One `Engine` per process, a connection per request (calls come from several threads). The engine
 is the one the docker CLI would choose (`docker_context`), reached by `engine_transport`: a unix
@@ -11,6 +12,7 @@ socket, tcp (plain or TLS) or ssh.
 from __future__ import annotations
 
 import base64
+import codecs
 import http.client
 import io
 import json
@@ -37,6 +39,7 @@ _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream 
 # are kept as they stream (a container that printed gigabytes on one line costs no more memory).
 LOG_LINES, LOG_BYTES = 20_000, 4 << 20
 _READ_CHUNK = 1 << 16
+_JSON = json.JSONDecoder()
 
 
 class _Answered:
@@ -55,7 +58,7 @@ class EngineError(QimgError):
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"the Docker engine: {message}")
-        self.status = status
+        self.status, self.message = status, message
 
 
 class NotFound(EngineError):
@@ -134,8 +137,8 @@ class Engine:
         404) when the engine refuses."""
         versioned = path if path == "/_ping" else f"/v{self.api_version()}{path}"
         url = quote(versioned, safe="/:@") + (f"?{urlencode(query)}" if query else "")
-        payload = json.dumps(body).encode() if body is not None else None
-        sent = {"Content-Type": "application/json"} if payload is not None else {}
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
+        sent = {"Content-Type": "application/json"} if payload is not None and payload is not body else {}
         connection = engine_transport.connection(self.target, self.timeout)
         try:
             connection.request(method, url, payload, {**sent, **(headers or {})})
@@ -226,6 +229,28 @@ class Engine:
         except EngineError:
             return False
         return True
+
+    def build(self, context: bytes, query: dict[str, Any], on_message: Callable[[Any], None]) -> None:
+        """POST /build: the build context (a tar) built by the classic builder, each JSON message of the
+        engine's stream handed to `on_message` as it arrives (what it raises ends the build's read)."""
+
+        def read(reply: http.client.HTTPResponse) -> bytes:
+            decoder, text = codecs.getincrementaldecoder("utf-8")("replace"), ""
+            while chunk := reply.read1(_READ_CHUNK):
+                text += decoder.decode(chunk)
+                while text := text.lstrip():
+                    try:
+                        message, end = _JSON.raw_decode(text)
+                    except ValueError:
+                        break  # the rest of the message comes in the next chunks
+                    on_message(message)
+                    text = text[end:]
+            if text.strip():
+                raise EngineError(0, f"the build's stream ended inside a message: {text[:60]!r}")
+            return b""
+
+        headers = {"Content-Type": "application/x-tar"}
+        self.request("POST", "/build", query, context, headers, read=read)
 
     # Containers
 

@@ -57,6 +57,7 @@ class EngineTarget:
     name: str  # what qimg calls it in its messages: "context NAME", "DOCKER_HOST", "the local engine"
     host: str  # unix:///path, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT]
     tls: TlsFiles | None = None
+    context: str = ""  # the Docker context it was named by, for the docker CLI (`docker --context`)
 
     @property
     def described(self) -> str:

@@ -1,8 +1,9 @@
 """What qimg remembers between commands: the last image built (for check, push and run --local)
-and the last one pushed (for run on Qarnot)."""
+and the last one pushed (for run on Qarnot), and the caches of look-ups (`cached`, `cache`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -68,3 +69,18 @@ def image_argument(given: str | None, remembered: str, usage: str) -> str:
     if ref is None:
         raise UsageError(f"no image given and none {_MEMORIES[remembered][0]} yet: {usage}")
     return ref
+
+
+def cached(name: str, limit: int) -> bytes | None:
+    """The state file `name` of a cache, None when there is none or it cannot be read (or is larger
+    than `limit`): the caller looks up again. Its content is untrusted: the caller checks it."""
+    try:
+        return read_regular(state_dir() / name, limit)
+    except OSError:
+        return None
+
+
+def cache(name: str, text: str) -> None:
+    """Write the state file `name` of a cache; one that cannot be written only costs a look-up."""
+    with contextlib.suppress(FileError):
+        atomic_write(state_dir() / name, text, mode=0o644)

@@ -137,7 +137,10 @@ def test_one_engine_for_the_look_up_the_build_and_the_check(podman_rootful: str)
         docker_cli("context", "use", "pod")
         built = run_qimg("build", "--user", "alice", "--base", base, "--distro", "debian", "--tag", tag)
         assert built.returncode == 0, built.stderr
-        assert built.stdout.strip().endswith(f"on context pod ({podman_rootful})"), built.stdout
+        # Podman builds with Buildah: the legacy builder, through its Docker-compatible API.
+        assert built.stdout.strip().endswith(f"on context pod ({podman_rootful}) with the legacy builder"), (
+            built.stdout
+        )
         assert podman.images.get(tag).labels["io.qimg.user"] == "alice"
         with pytest.raises(docker.errors.ImageNotFound):
             docker_engine.images.get(tag)

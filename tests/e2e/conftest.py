@@ -43,6 +43,13 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 
 @pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The registry with token auth (its token service: tests/fakes/registry_tokens.py)."""
+    with serve_registry(tmp_path_factory.mktemp("registry-token"), auth=True, token=True) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
 def e2e_image(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[str]:
     """alice's image, built by `qimg build`, with busybox for the tunnel test's HTTP server."""
     state = tmp_path_factory.mktemp("build-state")

@@ -54,11 +54,12 @@ def as_user(user: User, env: dict[str, str]) -> User:
 
 
 def every_command_works(user: User, image: str, engine_named: str) -> None:
-    """build (the SDK), check, run --local, ls --local and stop --local (the fast path), each through
-    the engine under test, which each names."""
+    """build (with BuildKit: docker buildx), check, run --local, ls --local and stop --local (the fast
+    path), each through the engine under test, which each names."""
     built = user.qimg("build", "--user", "alice", "--package", "busybox", "--tag", image)
     assert built.returncode == 0, built.stderr
     assert engine_named in built.stdout
+    assert built.stdout.strip().endswith("with BuildKit"), "buildx reaches the same engine"
     ran = user.qimg("run", "--local", image, "--command", "id -un")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip().splitlines()[0] == "alice"

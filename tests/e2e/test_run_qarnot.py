@@ -181,8 +181,9 @@ def test_wrong_registry_password_fails_the_task_clearly(
     result = user.qimg(
         "run", pushed_image, *LOGIN, "--timeout", "60", "--command", "true", stdin="wrong-password\n"
     )
-    # The engine here checks the registry first: the image is "not in its registry (or refused)".
-    assert_one_line_error(result, 2, "not in its registry")
+    # qimg asks the registry itself first (htpasswd: Basic auth), and names who was refused.
+    assert_one_line_error(result, 2, f"refused team/alice to {REGISTRY_USER}")
+    assert "wrong-password" not in result.stderr
     assert fake.count("POST", "/tasks") == 0
 
 

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from qimg.builder import labels
-from qimg.builder.spec import ImageSpec
+from qimg.builder.spec import ImageRef, ImageSpec
 from qimg.engine_transport import DEFAULT_HOST, LOCAL, EngineTarget
-from qimg.errors import UsageError
+from qimg.errors import DockerUnavailable, UsageError
 from qimg.launcher import contract
 from qimg.launcher.backends import registry
 from qimg.launcher.options import LaunchOptions, check_timeout
 from qimg.launcher.plan import LaunchPlan, parse_duration, plan_launch
+from qimg.registry_api import RemoteImage
 
 if TYPE_CHECKING:
     from qimg.engine_api import Engine
@@ -49,20 +50,24 @@ class StubImages:
     """The engine's images: one image (its labels) known locally and in its registry; the files its
     containers would read."""
 
-    def __init__(self, labels: dict[str, str], files: dict[str, bytes | None] | None = None) -> None:
+    def __init__(
+        self, labels: dict[str, str], files: dict[str, bytes | None] | None = None, image_id: str = ""
+    ) -> None:
         self.labels = labels
         self.files = files or {}
+        self.image_id = image_id  # the local image's: the registry's configuration digest when the same
         self.registry_auth: list[tuple[str, str] | None] = []
         self.target = EngineTarget(LOCAL, DEFAULT_HOST)
 
     def image(self, ref: str) -> dict[str, Any]:
-        return {"Config": {"Labels": self.labels}}
+        return {"Id": self.image_id, "Config": {"Labels": self.labels}}
 
     local_image = image
 
-    def in_registry(self, ref: str, auth: tuple[str, str] | None = None) -> bool:
+    def remote(self, ref: ImageRef, auth: tuple[str, str] | None) -> RemoteImage:
+        """The image as its registry holds it: the same labels, another id than any local image's."""
         self.registry_auth.append(auth)
-        return True
+        return RemoteImage("sha256:" + "1" * 64, "sha256:" + "1" * 64, "sha256:" + "2" * 64, self.labels)
 
     def read_image_files(self, ref: str, paths: Sequence[str]) -> dict[str, bytes | None]:
         return {path: self.files[path] for path in paths}
@@ -73,6 +78,10 @@ class NoEngine:
 
     def __getattr__(self, name: str) -> None:
         raise AssertionError(f"the engine was asked for {name}")
+
+    @staticmethod
+    def remote(ref: ImageRef, auth: tuple[str, str] | None) -> RemoteImage:
+        raise AssertionError(f"the registry was asked for {ref}")
 
 
 ALICE_LABELS = labels.write(ImageSpec.create(user="alice"))
@@ -97,7 +106,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def plan(images: StubImages | NoEngine, **options: Any) -> LaunchPlan:
-    return plan_launch(LaunchOptions(**options), images=cast("Engine", images))
+    return plan_launch(LaunchOptions(**options), images=cast("Engine", images), remote=images.remote)
 
 
 def test_docker_hub_credentials_come_from_the_docker_config(machine: Path) -> None:
@@ -173,3 +182,30 @@ def test_the_deadline_is_fixed_at_submit(machine: Path) -> None:
     constants = plan(StubImages(ALICE_LABELS), image="reg.example.com/t/a:1", max_time="2h").request.constants
     assert constants["QIMG_MAX_SECONDS"] == "7200"
     assert before + 7200 <= int(constants["QIMG_DEADLINE"]) <= int(time.time()) + 7200
+
+
+def test_a_foreign_image_on_its_registry_is_checked_for_sshd_where_the_engine_holds_that_very_image(
+    machine: Path,
+) -> None:
+    """Its labels come from the registry; the ssh check needs a container, so the local engine's copy,
+    and only when it is the registry's image (its id is the configuration's digest)."""
+    found: dict[str, bytes | None] = {path: b"\x7fELF" for path in contract.FOREIGN_NEEDS}
+    found["/usr/sbin/sshd"] = None
+    same = StubImages({}, found, image_id="sha256:" + "2" * 64)
+    with pytest.raises(UsageError, match=r"has no OpenSSH server"):
+        plan(same, image="reg.example.com/t/debian:12")
+    other = StubImages({}, found, image_id="sha256:" + "3" * 64)  # an older image under the name
+    assert plan(other, image="reg.example.com/t/debian:12").request.constants["DOCKER_USER"] == "root"
+
+
+class DeadEngine(StubImages):
+    """An engine that does not answer (DOCKER_HOST at a dead socket)."""
+
+    def image(self, ref: str) -> dict[str, Any]:
+        raise DockerUnavailable("the Docker engine does not answer at unix:///nowhere.sock")
+
+
+def test_a_foreign_image_on_its_registry_launches_without_an_engine(machine: Path) -> None:
+    """With no engine to hold it, a foreign image is not checked for sshd (its task says if it has none)."""
+    constants = plan(DeadEngine({}), image="reg.example.com/t/debian:12").request.constants
+    assert constants["DOCKER_USER"] == "root" and constants["DOCKER_CMD"] == contract.foreign_start().command

@@ -40,15 +40,36 @@ def render(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write here, not stdout.", parser=typed_path)
     ] = None,
+    context: Annotated[
+        Path | None,
+        typer.Option(
+            "--context", metavar="DIR", parser=typed_path,
+            help="Write the whole build context (Dockerfile and the files it copies) into DIR, a new or "
+            "empty folder, for docker build, podman build or kaniko.",
+        ),
+    ] = None,
 ) -> None:  # fmt: skip
-    """Print the Dockerfile of an ssh-ready image."""
+    """Print the Dockerfile of an ssh-ready image, or write its whole build context (--context)."""
     from qimg.builder import distro as distros
-    from qimg.builder.render import render_dockerfile
+    from qimg.builder.render import render_dockerfile, write_context
 
+    if output is not None and context is not None:
+        raise UsageError(
+            "-o and --context go apart: -o writes the Dockerfile alone, --context DIR the Dockerfile and "
+            "the files it copies"
+        )
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
     )
-    text = render_dockerfile(replace(spec, distro=distros.resolve(distro, base)))
+    spec = replace(spec, distro=distros.resolve(distro, base))
+    if context is not None:
+        try:
+            write_context(spec, context)
+        except FileError as error:
+            raise UsageError(f"--context: {error}") from None
+        display.context_written(context)
+        return
+    text = render_dockerfile(spec)
     if output is None:
         display.dockerfile(text)
         return
@@ -68,7 +89,7 @@ def build(
     pull: Annotated[bool, typer.Option("--pull", help="Pull a newer base image first.")] = False,
     as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Build an ssh-ready image with the Docker SDK."""
+    """Build an ssh-ready image (with BuildKit where docker buildx is installed)."""
     from qimg.builder.build import build as build_image
 
     # Every option is checked before the engine is touched: bad input starts nothing.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qimg.display import print_json, say, shown, stderr
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
 
 def dockerfile(text: str) -> None:
     sys.stdout.write(text)
+
+
+def context_written(directory: Path) -> None:
+    """`render --context`: where the context is, and the one command that builds it."""
+    where = shown(str(directory))
+    print(f"wrote the build context to {where}: docker build {shown(shlex.quote(str(directory)))}")
 
 
 class BuildSteps:
@@ -37,7 +45,11 @@ class BuildSteps:
 
 @contextlib.contextmanager
 def building() -> Iterator[BuildSteps]:
-    """A status line while the build runs (a failure's last output is shown with its error)."""
+    """A status line while the build runs (a failure's last output is shown with its error), on a
+    terminal: rich draws it nowhere else, and its live display is not imported for nothing."""
+    if not stderr().is_terminal:
+        yield BuildSteps(lambda line: None)
+        return
     with stderr().status("building") as status:
         yield BuildSteps(status.update)
 
@@ -49,8 +61,12 @@ def built(image: BuiltImage, as_json: bool, engine: str) -> None:
     else:
         print(
             f"built {image.tag} ({image.id[:19]}, {image.size / 1e6:.0f} MB), login user {image.user}, "
-            f"on {shown(engine)}"
+            f"on {shown(engine)} with {builder_name(image.builder)}"
         )
+
+
+def builder_name(builder: str) -> str:
+    return "BuildKit" if builder == "buildkit" else "the legacy builder"
 
 
 def checks(ref: str, results: list[CheckResult], passed: bool, as_json: bool, engine: str) -> None:

