@@ -3,6 +3,7 @@ tunnel by a real headless browser (Debian's chromium), on the local engine and o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -68,6 +69,22 @@ def browsers(profile: Path) -> list[str]:
     return found.stdout.split()
 
 
+@contextlib.contextmanager
+def ended(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The process, interrupted (as Ctrl-C does) if a failed assertion left it running: no task or
+    tunnel outlives a test."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
 def wait_url(process: subprocess.Popen[str]) -> str:
     """The URL qimg prints once the server answers (its one line on stdout)."""
     assert process.stdout is not None
@@ -123,12 +140,14 @@ def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
     browser.chmod(0o755)
     port = free_local_port()
     opened = User(user.home, {**user.env, "BROWSER": f"{browser} %s"})
-    process = opened.background("jupyter", "--local", jupyter_image, "--name", "nb", "--port", str(port))
-    url = wait_url(process)
-    assert_serves_the_notebook(url, port, tmp_path)
-    page = seen.read_text()  # webbrowser waits for the BROWSER command: it is done once qimg prints on
-    assert NOTEBOOK_UI in page, page[:2000]
-    errors = interrupt(process)
+    with ended(
+        opened.background("jupyter", "--local", jupyter_image, "--name", "nb", "--port", str(port))
+    ) as process:
+        url = wait_url(process)
+        assert_serves_the_notebook(url, port, tmp_path)
+        page = seen.read_text()  # webbrowser waits for the BROWSER command: it is done once qimg prints on
+        assert NOTEBOOK_UI in page, page[:2000]
+        errors = interrupt(process)
     assert url.split("token=", 1)[1] not in errors  # the token is printed once: in the URL, on stdout
     assert "stopped and deleted" in errors
     assert not port_open(port)
@@ -149,12 +168,13 @@ def test_on_qarnot_the_token_is_no_task_constant(
         process = user.background(
             "jupyter", target, *LOGIN, "--timeout", "120", "--no-browser", "--port", str(port), stdin=stdin
         )
-    url = wait_url(process)
-    assert_serves_the_notebook(url, port, tmp_path)
-    token = url.split("token=", 1)[1]
-    (task,) = fake.tasks.values()
-    assert not any(token in value for value in task.constants.values())
-    interrupt(process)
+    with ended(process):
+        url = wait_url(process)
+        assert_serves_the_notebook(url, port, tmp_path)
+        token = url.split("token=", 1)[1]
+        (task,) = fake.tasks.values()
+        assert not any(token in value for value in task.constants.values())
+        interrupt(process)
     assert fake.live() == [] and fake.containers() == []
     assert not port_open(port)
 
@@ -162,12 +182,17 @@ def test_on_qarnot_the_token_is_no_task_constant(
 def test_keep_leaves_the_task_running(
     jupyter_image: str, user: User, docker_client: docker.DockerClient
 ) -> None:
-    process = user.background("jupyter", "--local", jupyter_image, "--name", "kept", "--no-browser", "--keep")
-    wait_url(process)
-    errors = interrupt(process)
-    assert "kept (--keep)" in errors
-    assert docker_client.containers.list(filters={"label": f"{NAME_LABEL}=kept"}) != []
-    assert user.qimg("stop", "kept", "--local").returncode == 0
+    try:
+        with ended(
+            user.background("jupyter", "--local", jupyter_image, "--name", "kept", "--no-browser", "--keep")
+        ) as process:
+            wait_url(process)
+            errors = interrupt(process)
+        assert "kept (--keep)" in errors
+        assert docker_client.containers.list(filters={"label": f"{NAME_LABEL}=kept"}) != []
+    finally:
+        assert user.qimg("stop", "kept", "--local").returncode == 0
+    assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=kept"}) == []
 
 
 MISSING = (
