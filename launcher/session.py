@@ -45,15 +45,26 @@ class Reporter(Protocol):
     def ready(self, record: TaskRecord) -> None: ...
 
 
-def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress | None = None) -> int:
-    """Launch the plan's task and use it as asked. Returns the exit code: the command's, ssh's, or 0.
+# A session of the caller's own on the ready task (`qimg jupyter`): given the record and the ssh options
+# of the kept login, it returns the exit code.
+Session = Callable[[TaskRecord, tuple[str, ...]], int]
+
+
+def run_task(
+    plan: LaunchPlan,
+    reporter: Reporter,
+    transfers: bucket_io.Progress | None = None,
+    session: Session | None = None,
+) -> int:
+    """Launch the plan's task and use it as asked (`session`, if given, in place of a command or a
+    shell). Returns the exit code: the command's, ssh's, the session's, or 0.
 
     The record is written before the request that creates the task, and signals are held while the
     request runs: whatever happens, the launch's tasks are known (by id, else by the launch's tag)
     and stopped on the way out of a failure.
     """
     backend, request = plan.backend, plan.request
-    session_follows = plan.connect or plan.command is not None
+    session_follows = plan.connect or plan.command is not None or session is not None
     with records.launching(request.name), kept_logins.kept(session_follows) as kept:
         names.claim_name(plan.record(), backend)
         task_id = ""
@@ -96,6 +107,8 @@ def run_task(plan: LaunchPlan, reporter: Reporter, transfers: bucket_io.Progress
             return run_over_ssh(record, None, plan.tunnels, backend=backend, note=reporter.note)
         try:
             with signals.as_errors():
+                if session is not None:
+                    return session(record, kept_logins.client_options(kept))
                 return run_over_ssh(
                     record,
                     plan.command,

@@ -18,7 +18,7 @@ missing=""
 for pair in dockerd:docker.io docker-compose:docker-compose docker-registry:docker-registry \
             mmdebstrap:mmdebstrap ssh:openssh-client ssh-keygen:openssh-client htpasswd:apache2-utils \
             puttygen:putty-tools podman:podman newuidmap:uidmap slirp4netns:slirp4netns \
-            fuse-overlayfs:fuse-overlayfs; do
+            fuse-overlayfs:fuse-overlayfs chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 

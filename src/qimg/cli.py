@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from qimg import __version__, notices
-from qimg.commands import account, data, doctor, images, keys, run, tasks, workspace
+from qimg.commands import account, data, doctor, images, keys, notebook, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
 from qimg.launcher import signals
@@ -23,7 +23,7 @@ from qimg.launcher import signals
 # Each registers its commands on `app` when imported, each under its group (`rich_help_panel`):
 # `qimg --help` lists the groups in the order of the work (`common.GROUPS`), and within a group the
 # commands in the order they were registered (the modules' import above, then each module's order).
-COMMAND_MODULES = (images, run, tasks, workspace, data, account, doctor, keys)
+COMMAND_MODULES = (images, run, notebook, tasks, workspace, data, account, doctor, keys)
 
 
 def _version(value: bool) -> None:

@@ -59,6 +59,11 @@ REWRITTEN: dict[str, tuple[str, str]] = {
         " && qimg fetch snap ./snap-dir && qimg ls --buckets && qimg stop snap --purge",
         "a summary of subcommands joined by |: each run once, on a task with a results bucket",
     ),
+    "qimg jupyter --local qimg/alice:jupyter": (
+        f"{{ timeout --preserve-status -s INT 30 qimg jupyter --local qimg/alice:jupyter --no-browser"
+        f" --port {PORT} >jupyter.url || [ $? = 130 ]; }} && grep -q '^http://127.0.0.1:' jupyter.url",
+        "it serves until Ctrl-C, and no browser here: its URL printed, then a Ctrl-C (130, as Ctrl-C exits)",
+    ),
     "qimg profiles | hardware | account": (
         "qimg profiles && qimg hardware && qimg account",
         "a summary of subcommands joined by |: each run once",

@@ -6,7 +6,7 @@ from tests.helpers import run_qimg
 
 GROUPS = {
     "Images": ["render", "build", "check", "push"],
-    "Tasks": ["run", "ssh", "tunnel", "logs", "stop", "ls", "ssh-config", "cp", "code"],
+    "Tasks": ["run", "jupyter", "ssh", "tunnel", "logs", "stop", "ls", "ssh-config", "cp", "code"],
     "Data": ["snapshot", "fetch"],
     "Account": ["profiles", "hardware", "account", "doctor"],
     "Keys": ["keygen"],
