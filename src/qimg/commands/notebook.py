@@ -17,7 +17,7 @@ from qimg.commands.common import (
     backend_of,
     registry_auth,
 )  # fmt: skip
-from qimg.commands.run import described, parameters
+from qimg.commands.run import described, own_parameters, parameters
 from qimg.display import stderr
 from qimg.display import tasks as display
 from qimg.launcher.options import LaunchOptions
@@ -76,11 +76,7 @@ def jupyter(
 
 def _signature() -> inspect.Signature:
     """The image argument, `jupyter`'s own options, then those of `run` that apply."""
-    own = [
-        p.replace(kind=p.KEYWORD_ONLY)
-        for p in inspect.signature(jupyter, eval_str=True).parameters.values()
-        if p.kind is not p.VAR_KEYWORD
-    ]
+    own = own_parameters(jupyter)
     image, *options = parameters(LaunchOptions)
     return inspect.Signature([image, *own, *(p for p in options if p.name not in _NOT_HERE)])
 

@@ -115,13 +115,19 @@ def described(kind: type[Any], given: dict[str, Any], **known: Any) -> Any:
 _SHOWING = ("putty", "as_json")
 
 
-def _signature() -> inspect.Signature:
-    """`run`'s own parameters after the image argument, then the options of `LaunchOptions`."""
-    own = [
+def own_parameters(command: Any) -> list[inspect.Parameter]:
+    """A command's own options (those its function declares), keyword-only, to be shown after the
+    image argument that `LaunchOptions` leads with."""
+    return [
         p.replace(kind=p.KEYWORD_ONLY)
-        for p in inspect.signature(run, eval_str=True).parameters.values()
+        for p in inspect.signature(command, eval_str=True).parameters.values()
         if p.kind is not p.VAR_KEYWORD
     ]
+
+
+def _signature() -> inspect.Signature:
+    """`run`'s own parameters after the image argument, then the options of `LaunchOptions`."""
+    own = own_parameters(run)
     image, *options = parameters(LaunchOptions)
     worker_at = next(index for index, p in enumerate(options) if p.name == "env")
     return inspect.Signature([
