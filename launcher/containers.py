@@ -33,6 +33,13 @@ class ContainerExited(EngineError):
         self.code, self.tail = code, tail
 
 
+class ContainerGone(EngineError):
+    """The container was removed (by someone else: a `stop` racing the launch) while it started."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "the container was removed as it started")
+
+
 @dataclass(frozen=True)
 class Container:
     id: str
@@ -63,8 +70,11 @@ def start(
     )  # fmt: skip
     container_id = engine.create(config)
     try:
-        engine.start(container_id)
-        inspected = engine.inspect(container_id)
+        try:
+            engine.start(container_id)
+            inspected = engine.inspect(container_id)
+        except NotFound:  # created, then removed before it could start or be looked at
+            raise ContainerGone from None
         try:
             endpoint = published_ssh(inspected)
         except EngineError:  # an exited container has no published port on Docker: say that it exited

@@ -111,6 +111,9 @@ class LocalBackend:
                 f"instance {index} exited with code {failure.code} as it started",
                 tuple(f"output: {line}" for line in failure.tail),
             ) from None
+        if isinstance(failure, containers.ContainerGone):
+            self.stop(task_id)
+            raise LaunchFailed(f"instance {index} is gone: its container was removed as it started") from None
         if isinstance(failure, EngineError):
             self.stop(task_id)
             raise BackendError(f"the local engine could not start {request.image}: {failure}") from None
