@@ -73,8 +73,10 @@ def start(
         try:
             engine.start(container_id)
             inspected = engine.inspect(container_id)
-        except NotFound:  # created, then removed before it could start or be looked at
-            raise ContainerGone from None
+        except EngineError as error:  # created, then removed before it could start or be looked at?
+            if isinstance(error, NotFound) or _gone(engine, container_id):
+                raise ContainerGone from None
+            raise
         try:
             endpoint = published_ssh(inspected)
         except EngineError:  # an exited container has no published port on Docker: say that it exited
@@ -85,6 +87,14 @@ def start(
     except BaseException:
         remove(engine, container_id)  # a container that did not start as asked is not left behind
         raise
+
+
+def _gone(engine: Engine, container_id: str) -> bool:
+    try:
+        engine.inspect(container_id)
+    except NotFound:
+        return True
+    return False
 
 
 def published_ssh(inspected: dict[str, Any]) -> Endpoint:
