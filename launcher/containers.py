@@ -94,6 +94,8 @@ def _gone(engine: Engine, container_id: str) -> bool:
         engine.inspect(container_id)
     except NotFound:
         return True
+    except EngineError:  # the start's own refusal is the one to say
+        return False
     return False
 
 
