@@ -95,6 +95,18 @@ def wait_url(process: subprocess.Popen[str]) -> str:
     return line
 
 
+def wait_said(process: subprocess.Popen[str], words: str) -> str:
+    """qimg's stderr up to and including the line with `words` (a failure if it ends first)."""
+    assert process.stderr is not None
+    said = ""
+    while words not in said:
+        line = process.stderr.readline()
+        if not line:
+            pytest.fail(f"qimg jupyter ended before saying {words!r}: {said}")
+        said += line
+    return said
+
+
 def interrupt(process: subprocess.Popen[str]) -> str:
     """SIGINT, as Ctrl-C sends it: qimg's exit code is 130; its stderr."""
     process.send_signal(signal.SIGINT)
@@ -131,11 +143,10 @@ def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
 ) -> None:
     """The browser qimg opens (BROWSER, as Python's webbrowser reads it: chromium dumping what it shows)
     gets the notebook UI through the tunnel; a wrong token gets the login page; Ctrl-C closes it all."""
-    profile, seen = tmp_path / "profile-opened", tmp_path / "opened.html"
+    profile, seen, shown = tmp_path / "profile-opened", tmp_path / "opened.html", tmp_path / "browser.log"
     browser = tmp_path / "browser"
     browser.write_text(
-        f'#!/bin/sh\nexec {" ".join(CHROMIUM)} --user-data-dir={profile} --dump-dom "$1" '
-        f">{seen} 2>/dev/null\n"
+        f'#!/bin/sh\nexec {" ".join(CHROMIUM)} --user-data-dir={profile} --dump-dom "$1" >{seen} 2>{shown}\n'
     )
     browser.chmod(0o755)
     port = free_local_port()
@@ -145,9 +156,12 @@ def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
     ) as process:
         url = wait_url(process)
         assert_serves_the_notebook(url, port, tmp_path)
-        page = seen.read_text()  # webbrowser waits for the BROWSER command: it is done once qimg prints on
-        assert NOTEBOOK_UI in page, page[:2000]
-        errors = interrupt(process)
+        # qimg prints the URL, then opens the browser (webbrowser waits for the BROWSER command), then says
+        # how to stop: once it has said so, the browser is done with the page.
+        said = wait_said(process, "Ctrl-C stops")
+        page = seen.read_text()
+        assert NOTEBOOK_UI in page, f"{page[:2000]}\nbrowser's stderr: {shown.read_text()[-2000:]}"
+        errors = said + interrupt(process)
     assert url.split("token=", 1)[1] not in errors  # the token is printed once: in the URL, on stdout
     assert "stopped and deleted" in errors
     assert not port_open(port)
