@@ -64,12 +64,13 @@ IGNORED = {
     "otherPortsAttributes": "qimg forwards only the ports listed in forwardPorts",
     "secrets": "it only recommends secrets: pass them with qimg run --secret NAME",
     "build.cacheFrom": "it only hints where a cache may be",
+    "settings": "VS Code's settings are the editor's own",
 }
 _HONOURED = frozenset(
     {
         "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
         "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features", "customizations",
-        *LIFECYCLE_HOOKS,
+        "extensions", *LIFECYCLE_HOOKS,
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
@@ -299,7 +300,7 @@ class _Reader:
             hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
             workspace_folder=self.container_workspace,
             features=self.features(kept.get("features")),
-            extensions=self.extensions(kept.get("customizations")),
+            extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
         )  # fmt: skip
 
@@ -536,21 +537,25 @@ class _Reader:
             )  # fmt: skip
         return normal
 
-    def extensions(self, value: Any) -> tuple[str, ...]:
-        if value is None:
-            return ()
+    def extensions(self, value: Any, legacy: Any) -> tuple[str, ...]:
+        """customizations.vscode.extensions, and the top-level "extensions" of older files (which the
+        specification's reader moves there)."""
+        value = {} if value is None else value
         if not isinstance(value, dict):
             raise self.fail("customizations", f"expected an object, not {_json_type(value)}")
         vscode = value.get("vscode", {})
         if not isinstance(vscode, dict):
             raise self.fail("customizations.vscode", f"expected an object, not {_json_type(vscode)}")
+        key = "customizations.vscode.extensions"
         listed = vscode.get("extensions", [])
-        if not isinstance(listed, list):
-            raise self.fail("customizations.vscode.extensions", f"expected a list, not {_json_type(listed)}")
+        for where, found in ((key, listed), ("extensions", legacy or [])):
+            if not isinstance(found, list):
+                raise self.fail(where, f"expected a list, not {_json_type(found)}")
+        listed = [*(legacy or []), *listed]
         for extension in listed:
             if not (isinstance(extension, str) and _EXTENSION.fullmatch(extension)):
                 raise self.fail(
-                    "customizations.vscode.extensions", f"{extension!r} is not an extension id",
+                    key, f"{extension!r} is not an extension id",
                     "name it PUBLISHER.NAME, as the Marketplace does (ms-python.python)",
                 )  # fmt: skip
         return tuple(dict.fromkeys(listed))
@@ -619,7 +624,7 @@ class _Reader:
             allowed = declaration.get("enum") if isinstance(declaration, dict) else None
             if isinstance(allowed, list) and text not in allowed:
                 raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
-            options.append((_option_variable(name), text))
+            options.append((option_variable(name), text))
         variables = self.environment(f"{key} containerEnv", metadata.get("containerEnv"))
         container_env = tuple(
             (name, self.single_line(f"{key} containerEnv.{name}", text)) for name, text in variables.items()
@@ -627,7 +632,7 @@ class _Reader:
         return Feature(reference, folder, feature_id, tuple(options), container_env)
 
 
-def _option_variable(name: str) -> str:
+def option_variable(name: str) -> str:
     """A feature option's environment variable, as the specification names it: non-word characters
     made `_`, upper case, a leading digit or `_` run prefixed with `_`."""
     variable = re.sub(r"[^\w_]", "_", name).upper()
