@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
 from qimg.builder.spec import USER_NAME, check_image_ref
 from qimg.errors import UsageError
 from qimg.files import read_regular
@@ -28,9 +29,6 @@ from qimg.files import read_regular
 DEFAULT_LOCATIONS = (Path(".devcontainer", "devcontainer.json"), Path(".devcontainer.json"))
 _FILE_LIMIT = 1 << 20  # a devcontainer.json or a feature's metadata: far less in practice
 
-# The lifecycle hooks qimg runs, in the specification's order. onCreate, updateContent and postCreate run
-# once in a new container, postStart at every start; on Qarnot every instance is a new container.
-LIFECYCLE_HOOKS = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
 
 # Keys qimg cannot honour on a Qarnot task, and why. Each is refused unless the user passes --ignore KEY.
 REFUSED = {
@@ -81,11 +79,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEYS?$", re.IGNORECASE)
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# What becomes an image label or a path in one: written between double quotes in a Dockerfile, where `$`,
-# `\` and quotes would mean something.
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9 ._@+,=/-]{0,254}")
-_PORT_LABEL = re.compile(r"[A-Za-z0-9 ._:/()+-]{1,40}")
-_EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?")
 _BUILD_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LOOPBACK = ("localhost", "127.0.0.1")
 
@@ -491,7 +484,7 @@ class _Reader:
             label = attributes.get("label")
             if label is not None:
                 label = self.text(f"{where}.label", label)
-                if not _PORT_LABEL.fullmatch(label):
+                if not PORT_LABEL.fullmatch(label):
                     raise self.fail(
                         f"{where}.label", f"{label!r} cannot be an image label",
                         "use up to 40 letters, digits, spaces and . _ : / ( ) + -",
@@ -530,7 +523,7 @@ class _Reader:
     def workspace_folder(self, value: Any) -> str:
         folder = self.text("workspaceFolder", value)
         normal = os.path.normpath(folder) if folder.startswith("/") else ""
-        if not _PLAIN_PATH.fullmatch(normal) or normal.startswith("//"):
+        if not PLAIN_FOLDER.fullmatch(normal) or normal.startswith("//"):
             raise self.fail(
                 "workspaceFolder", f"{folder!r} is not an absolute path of plain characters",
                 "name a folder such as /workspaces/project (letters, digits, spaces and . _ @ + , = -)",
@@ -553,7 +546,7 @@ class _Reader:
                 raise self.fail(where, f"expected a list, not {_json_type(found)}")
         listed = [*(legacy or []), *listed]
         for extension in listed:
-            if not (isinstance(extension, str) and _EXTENSION.fullmatch(extension)):
+            if not (isinstance(extension, str) and EXTENSION_ID.fullmatch(extension)):
                 raise self.fail(
                     key, f"{extension!r} is not an extension id",
                     "name it PUBLISHER.NAME, as the Marketplace does (ms-python.python)",
