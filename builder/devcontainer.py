@@ -561,7 +561,7 @@ class _Reader:
         return tuple(self.feature(reference, options) for reference, options in value.items())
 
     def feature(self, reference: str, given: Any) -> Feature:
-        key = f"features.{reference}"
+        key = f'features "{reference}"'
         if not reference.startswith("./"):
             raise self.fail(
                 key, "features from a registry or a URL are not supported yet",

@@ -47,11 +47,11 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]] = {
     "feature without install.sh": (
         {CONFIG: f'{{{IMAGE}, "features": {{"./tool": {{}}}}}}',
          ".devcontainer/tool/devcontainer-feature.json": FEATURE_JSON},
-        (), ("features../tool:", "has no install.sh"),
+        (), ('features "./tool":', "has no install.sh"),
     ),
     "feature from a registry": (
         {CONFIG: f'{{{IMAGE}, "features": {{"ghcr.io/devcontainers/features/node:1": {{}}}}}}'}, (),
-        ("features.ghcr.io/devcontainers/features/node:1: features from a registry", "not supported yet"),
+        ('features "ghcr.io/devcontainers/features/node:1": features from a registry', "not supported yet"),
     ),
     "forwardPorts beyond 65535": (
         {CONFIG: f'{{{IMAGE}, "forwardPorts": [8888, 70000]}}'}, (), ("forwardPorts: 70000 is not a port",),

@@ -22,6 +22,7 @@ import pytest
 
 from qimg.builder import devcontainer
 from qimg.builder.devcontainer import Command
+from qimg.builder.labels import LIFECYCLE_HOOKS
 from qimg.errors import UsageError
 
 CORPUS = Path(__file__).resolve().parents[1] / "devcontainers"
@@ -121,9 +122,7 @@ def test_qimg_reads_what_the_dev_containers_cli_reads(name: str, monkeypatch) ->
     }
 
     hooks = {hook.name: dict(hook.commands) for hook in read.hooks}
-    assert hooks == {
-        key: command(configuration[key]) for key in devcontainer.LIFECYCLE_HOOKS if key in configuration
-    }
+    assert hooks == {key: command(configuration[key]) for key in LIFECYCLE_HOOKS if key in configuration}
     assert read.workspace_folder == workspace["workspaceFolder"]
 
     features = configuration.get("features", {})
