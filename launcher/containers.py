@@ -90,13 +90,14 @@ def start(
 
 
 def _gone(engine: Engine, container_id: str) -> bool:
+    """Removed, or being removed (the engine refuses to start a container marked for removal)."""
     try:
-        engine.inspect(container_id)
+        inspected = engine.inspect(container_id)
     except NotFound:
         return True
     except EngineError:  # the start's own refusal is the one to say
         return False
-    return False
+    return _status(inspected) in {"removing", "dead"}
 
 
 def published_ssh(inspected: dict[str, Any]) -> Endpoint:
