@@ -177,26 +177,14 @@ def build_image(
     to import, for a base image the engine has). Raises BuildFailed with the failing step, the exit
     code and the step's last output lines; the callbacks get plain lines, without escape codes."""
     log = BuildLog(on_step, on_output)
-    image_id = ""
-
-    def take(chunk: Any) -> None:
-        nonlocal image_id
-        if not isinstance(chunk, dict):
-            return
-        if "error" in chunk or "errorDetail" in chunk:
-            detail = chunk.get("errorDetail") or {}
-            code = detail.get("code")
-            reason = str(chunk.get("error") or detail.get("message") or "")
-            raise log.failure(reason, code if isinstance(code, int) else None)
-        image_id = chunk.get("aux", {}).get("ID", image_id)
-        log.feed(str(chunk.get("stream", "")))
-
+    stream = _Stream(log)
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as context:
         write_context(spec, Path(context))
         if isinstance(client, Engine):
-            _build_on(client, Path(context), tag, no_cache, pull, take, log)
+            _build_on(client, Path(context), tag, no_cache, pull, stream.take, log)
         else:
-            _build_with_sdk(client, context, tag, no_cache, pull, take, log)
+            _build_with_sdk(client, context, tag, no_cache, pull, stream.take, log)
+    image_id = stream.image_id
     if isinstance(client, Engine):
         found = client.image(image_id or tag) or {}
         found_id, size = str(found.get("Id", "")), found.get("Size", 0)
@@ -209,16 +197,36 @@ def build_image(
     )  # fmt: skip
 
 
+class _Stream:
+    """The classic builder's JSON messages taken one by one: an error raised as the build's failure,
+    the image's ID kept, the rest fed to the log."""
+
+    def __init__(self, log: BuildLog) -> None:
+        self.log, self.image_id = log, ""
+
+    def take(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            code = detail.get("code")
+            reason = str(chunk.get("error") or detail.get("message") or "")
+            raise self.log.failure(reason, code if isinstance(code, int) else None)
+        self.image_id = chunk.get("aux", {}).get("ID", self.image_id)
+        self.log.feed(str(chunk.get("stream", "")))
+
+
 def _build_with_sdk(
     client: docker.DockerClient, context: str, tag: str, no_cache: bool, pull: bool,
-    take: Callable[[Any], None], log: BuildLog,
+    take: Callable[[Any], None], log: BuildLog, **options: Any,
 ) -> None:  # fmt: skip
+    """`options`: more of the SDK's build arguments (a project's Dockerfile, its args and target)."""
     from docker.errors import APIError
 
     try:
         # forcerm: no container of a failed step is left behind.
         chunks = client.api.build(
-            path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True
+            path=context, tag=tag, rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=True, **options
         )
         for chunk in chunks:
             take(chunk)
@@ -282,3 +290,38 @@ def build(
         )  # fmt: skip
     state.remember(state.LAST_BUILT, built.tag)
     return built
+
+
+def build_dockerfile(
+    context: Path,
+    dockerfile: str,
+    args: tuple[tuple[str, str], ...],
+    target: str | None,
+    tag: str,
+    *,
+    no_cache: bool = False,
+    pull: bool = False,
+    on_step: Callable[[str], None] = lambda step: None,
+    on_output: Callable[[str], None] = lambda line: None,
+) -> str:
+    """A project's own Dockerfile (`dockerfile`, relative to `context`) built as `tag` by the builder
+    `build` uses, with the same progress; the image's ID. BuildFailed as `build_image`. The legacy
+    builder's context is the SDK's (its .dockerignore read, a base pulled with `docker login`'s
+    credentials)."""
+    from qimg.builder import buildkit
+
+    images = Engine.from_env()
+    buildx = buildkit.buildx_command(images)
+    if buildx is not None:
+        return buildkit.build_dockerfile(
+            buildx, images, context, dockerfile, args, target, tag,
+            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
+        )  # fmt: skip
+    log = BuildLog(on_step, on_output)
+    stream = _Stream(log)
+    options: dict[str, Any] = {"dockerfile": dockerfile, "buildargs": dict(args)}
+    if target:
+        options["target"] = target
+    _build_with_sdk(engine.client(), str(context), tag, no_cache, pull, stream.take, log, **options)
+    found = images.image(stream.image_id or tag) or {}
+    return str(found.get("Id", ""))

@@ -174,13 +174,51 @@ def build_image(
 ) -> BuiltImage:
     """Build `spec` as `tag` with `buildx` (`buildx_command`) on the engine of `images`, loaded into it
     as the legacy builder's image would be (no attestation). BuildFailed as `build.build_image`."""
-    log = BuildKitLog(on_step, on_output)
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as folder:
-        context, iidfile = Path(folder, "context"), Path(folder, "image-id")
+        context = Path(folder, "context")
         write_context(spec, context)
+        image_id = _build(buildx, images, [str(context)], tag, no_cache, pull, on_step, on_output)
+    size = images.local_image(image_id).get("Size")  # the engine's reply: untrusted
+    return BuiltImage(
+        id=image_id, tag=tag, size=size if isinstance(size, int) and size >= 0 else 0,
+        user=spec.login_user, distro=spec.distro.value, base=spec.base, builder=BUILDKIT,
+    )  # fmt: skip
+
+
+def build_dockerfile(
+    buildx: list[str],
+    images: Engine,
+    context: Path,
+    dockerfile: str,
+    args: tuple[tuple[str, str], ...],
+    target: str | None,
+    tag: str,
+    *,
+    no_cache: bool = False,
+    pull: bool = False,
+    on_step: Callable[[str], None] = lambda step: None,
+    on_output: Callable[[str], None] = lambda line: None,
+) -> str:
+    """A project's own Dockerfile (relative to `context`) built as `tag` with `buildx`; the image's ID."""
+    options = ["--file", str(context / dockerfile)]
+    for name, value in args:
+        options += ["--build-arg", f"{name}={value}"]
+    if target:
+        options += ["--target", target]
+    return _build(buildx, images, [*options, str(context)], tag, no_cache, pull, on_step, on_output)
+
+
+def _build(
+    buildx: list[str], images: Engine, operands: list[str], tag: str, no_cache: bool, pull: bool,
+    on_step: Callable[[str], None], on_output: Callable[[str], None],
+) -> str:  # fmt: skip
+    """One `docker buildx build` loading its image into the engine of `images`; the image's ID."""
+    log = BuildKitLog(on_step, on_output)
+    with tempfile.TemporaryDirectory(prefix="qimg-buildx-") as folder:
+        iidfile = Path(folder, "image-id")
         argv = [
             *buildx, "--load", "--progress=plain", "--iidfile", str(iidfile),
-            "--tag", tag, *(["--no-cache"] if no_cache else []), *(["--pull"] if pull else []), str(context),
+            "--tag", tag, *(["--no-cache"] if no_cache else []), *(["--pull"] if pull else []), *operands,
         ]  # fmt: skip
         with subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -197,11 +235,7 @@ def build_image(
         raise log.failure()
     if not _IMAGE_ID.fullmatch(image_id):
         raise BuildFailed(f"build failed: docker buildx gave no image id ({image_id[:80]!r}): build again")
-    size = images.local_image(image_id).get("Size")  # the engine's reply: untrusted
-    return BuiltImage(
-        id=image_id, tag=tag, size=size if isinstance(size, int) and size >= 0 else 0,
-        user=spec.login_user, distro=spec.distro.value, base=spec.base, builder=BUILDKIT,
-    )  # fmt: skip
+    return image_id
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

@@ -48,6 +48,7 @@ def write(spec: ImageSpec) -> dict[str, str]:
         _GID: str(spec.gid) if spec.user else "0",
         _ROOT_LOGIN: "yes" if spec.root_login else "no",
         "org.opencontainers.image.base.name": spec.base,
+        **dict(spec.extra.labels if spec.extra else ()),
     }
 
 
@@ -80,3 +81,86 @@ def read(labels: Mapping[str, str] | None, ref: str) -> ImageLabels | None:
     if found.get(_ROOT_LOGIN, "no") not in {"yes", "no"}:
         raise refuse(_ROOT_LOGIN, "is neither yes nor no")
     return ImageLabels(user, start, ids[0], ids[1], found.get(_ROOT_LOGIN) == "yes")
+
+
+# A devcontainer's labels (`qimg build --devcontainer`): what `run`, `ls` and `code` need from it. Their
+# values are written between double quotes in a Dockerfile, where `$`, `\` and quotes would mean
+# something: each part is of plain characters, checked where devcontainer.json is read and again here.
+FORWARD_PORTS, PORT_LABELS, WORKSPACE_FOLDER, VSCODE_EXTENSIONS, LIFECYCLE = (
+    f"{PREFIX}{name}"
+    for name in ("forward-ports", "port-labels", "workspace-folder", "vscode-extensions", "lifecycle")
+)
+PORT_LABEL = re.compile(r"[A-Za-z0-9 ._:/()+-]{1,40}")
+PLAIN_FOLDER = re.compile(r"/[A-Za-z0-9 ._@+,=/-]{0,254}")
+EXTENSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?")
+LIFECYCLE_HOOKS = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_LIST_LIMIT = 64  # entries of one label: more than any devcontainer.json lists
+
+
+@dataclass(frozen=True)
+class DevcontainerLabels:
+    """What a devcontainer image says about itself, checked: the ports `run` forwards by default (and
+    their names, for `ls`), where `code` opens and the extensions it lists, the lifecycle hooks the
+    image's start script runs."""
+
+    forward_ports: tuple[int, ...] = ()
+    port_labels: tuple[tuple[int, str], ...] = ()
+    workspace_folder: str | None = None
+    extensions: tuple[str, ...] = ()
+    lifecycle: tuple[str, ...] = ()
+
+    def write(self) -> dict[str, str]:
+        written = {
+            FORWARD_PORTS: ",".join(str(port) for port in self.forward_ports),
+            PORT_LABELS: ";".join(f"{port}={label}" for port, label in self.port_labels),
+            WORKSPACE_FOLDER: self.workspace_folder or "",
+            VSCODE_EXTENSIONS: ",".join(self.extensions),
+            LIFECYCLE: ",".join(self.lifecycle),
+        }
+        return {label: value for label, value in written.items() if value}
+
+
+def read_devcontainer(labels: Mapping[str, str] | None, ref: str) -> DevcontainerLabels:
+    """The checked devcontainer labels of an image (empty for an image without them). Raises UsageError,
+    naming the label, for a value no qimg build writes."""
+    found = dict(labels or {})
+
+    def refuse(label: str, why: str) -> UsageError:
+        shown = repr(found.get(label, ""))[:60]
+        return UsageError(
+            f"{ref}: its label {label}={shown} {why}: this image was not built by qimg as it is; "
+            "rebuild it with `qimg build --devcontainer`"
+        )
+
+    def entries(label: str) -> list[str]:
+        text = found.get(label, "")
+        parts = text.split(";" if label == PORT_LABELS else ",") if text else []
+        if len(parts) > _LIST_LIMIT:
+            raise refuse(label, f"lists more than {_LIST_LIMIT} entries")
+        return parts
+
+    def port(label: str, text: str) -> int:
+        if not _PORT.fullmatch(text) or int(text) > 65535:
+            raise refuse(label, f"holds {text[:20]!r}, not a port")
+        return int(text)
+
+    forward_ports = tuple(port(FORWARD_PORTS, text) for text in entries(FORWARD_PORTS))
+    port_labels = []
+    for entry in entries(PORT_LABELS):
+        number, _, name = entry.partition("=")
+        if not PORT_LABEL.fullmatch(name):
+            raise refuse(
+                PORT_LABELS, "holds a port name of other characters than letters, digits and ._:/()+-"
+            )
+        port_labels.append((port(PORT_LABELS, number), name))
+    folder = found.get(WORKSPACE_FOLDER) or None
+    if folder is not None and (not PLAIN_FOLDER.fullmatch(folder) or "/../" in f"{folder}/"):
+        raise refuse(WORKSPACE_FOLDER, "is not a plain absolute path")
+    extensions = entries(VSCODE_EXTENSIONS)
+    if not all(EXTENSION_ID.fullmatch(extension) for extension in extensions):
+        raise refuse(VSCODE_EXTENSIONS, "holds something other than extension ids")
+    hooks = entries(LIFECYCLE)
+    if not all(hook in LIFECYCLE_HOOKS for hook in hooks):
+        raise refuse(LIFECYCLE, "names something other than lifecycle hooks")
+    return DevcontainerLabels(forward_ports, tuple(port_labels), folder, tuple(extensions), tuple(hooks))

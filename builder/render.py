@@ -50,7 +50,7 @@ def setup_argv(spec: ImageSpec) -> list[str]:
 
 
 def render_dockerfile(spec: ImageSpec) -> str:
-    return (
+    text = (
         _templates()
         .get_template(f"{spec.distro.value}.Dockerfile.j2")
         .render(
@@ -62,6 +62,7 @@ def render_dockerfile(spec: ImageSpec) -> str:
             labels=labels.write(spec),
         )
     )
+    return text + (f"\n{spec.extra.dockerfile}" if spec.extra else "")
 
 
 def render_sshd_config(spec: ImageSpec) -> str:
@@ -77,6 +78,8 @@ def context_files(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
     }
     for script in _SCRIPTS:
         found[script] = (files("qimg.images").joinpath(script).read_bytes(), 0o755)
+    for name, data, mode in spec.extra.files if spec.extra else ():
+        found[name] = (data, mode)
     return found
 
 

@@ -110,6 +110,17 @@ def check_image_ref(ref: str, option: str) -> str:
 
 
 @dataclass(frozen=True)
+class ExtraLayer:
+    """What goes on top of qimg's own layer, made and checked by its maker (`qimg build --devcontainer`:
+    builder/devcontainer_build.py): Dockerfile instructions appended after qimg's, the files of the build
+    context they copy (name, bytes, mode; plain names beside qimg's own), and labels."""
+
+    dockerfile: str
+    files: tuple[tuple[str, bytes, int], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """Everything a template needs. Construct it with `ImageSpec.create`, which checks every value."""
 
@@ -121,6 +132,7 @@ class ImageSpec:
     sudo: bool = False
     packages: tuple[str, ...] = field(default_factory=tuple)
     root_login: bool = True
+    extra: ExtraLayer | None = None
 
     @classmethod
     def create(

@@ -3,7 +3,8 @@
 # Creates the login user (unless root), records it for qimg-start, makes sshd read qimg's drop-in
 # first, makes pam_loginuid optional (containers often lack CAP_AUDIT_WRITE), and checks sshd's
 # configuration. Account policy when the base image already has some of the ids:
-#   - the user name exists: it is used if its uid is UID, refused otherwise;
+#   - the user name exists: it is used if its uid is UID, refused otherwise; it keeps its home, and its
+#     shell unless that is no login shell (nologin, false, missing);
 #   - UID belongs to another user (ubuntu:24.04 has "ubuntu" at 1000): that user is renamed, with
 #     its home and its same-named group, so files the base gave uid UID stay the login user's;
 #   - GID exists as another group: it becomes the user's primary group.
@@ -36,6 +37,11 @@ if [ "$login_user" != root ]; then
         [ "$existing_uid" = "$uid" ] ||
             die "user $login_user already exists in the base image with uid $existing_uid: build with --uid $existing_uid"
         ensure_group
+        own_shell=$(field passwd "$login_user" 7)
+        case "$own_shell" in
+        "" | */nologin | */false) ;;
+        *) [ ! -x "$own_shell" ] || shell=$own_shell ;;
+        esac
         usermod -g "$gid" -s "$shell" "$login_user"
     elif [ -n "$uid_owner" ]; then
         say "uid $uid belongs to $uid_owner in the base image: renaming it to $login_user"

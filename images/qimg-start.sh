@@ -183,15 +183,20 @@ if [ -n "$seconds_left" ]; then
 fi
 [ -z "${QIMG_IDLE_STOP:-}" ] || QIMG_SSHD_PID=$$ /usr/local/sbin/qimg-idle &
 
+# A devcontainer's lifecycle commands (`qimg build --devcontainer`): before a batch task's command,
+# beside sshd otherwise. Started after the environment above is written: they run in login shells.
+lifecycle=/usr/local/sbin/qimg-lifecycle
 if [ -n "${QIMG_COMMAND:-}" ]; then
     # A batch task (`qimg run --command` on a profile without ssh): the command is the task. It runs
     # in a login shell of the login user, so with the environment and secrets an ssh session has, and
     # its exit code ends the task (Success or Failure). The deadline above stops it as it would sshd.
+    if [ -x "$lifecycle" ]; then "$lifecycle"; fi
     printf 'qimg-start: running the command as %s\n' "$login_user"
     trap - EXIT
     rm -rf "$work"
     exec su -l "$login_user" -c "$QIMG_COMMAND"
 fi
+if [ -x "$lifecycle" ]; then "$lifecycle" & fi
 printf 'qimg-start: sshd starting, login as %s\n' "$login_user"
 trap - EXIT
 rm -rf "$work"

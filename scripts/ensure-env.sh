@@ -18,7 +18,7 @@ missing=""
 for pair in dockerd:docker.io docker-compose:docker-compose docker-registry:docker-registry \
             mmdebstrap:mmdebstrap ssh:openssh-client ssh-keygen:openssh-client htpasswd:apache2-utils \
             puttygen:putty-tools podman:podman newuidmap:uidmap slirp4netns:slirp4netns \
-            fuse-overlayfs:fuse-overlayfs chromium:chromium; do
+            fuse-overlayfs:fuse-overlayfs chromium:chromium node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 
@@ -33,6 +33,17 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Debian's docker-registry package starts a registry on :5000 for all addresses; tests run their own.
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+fi
+
+# The Dev Containers CLI, the reference reader of devcontainer.json (tests/unit/test_devcontainer_reference.py),
+# from npm at a pinned version: 0.83.0 is the last that runs on Debian 12's Node.js 18.
+DEVCONTAINER_CLI=0.83.0
+if [ "$(devcontainer --version 2>/dev/null)" != "$DEVCONTAINER_CLI" ]; then
+    [ "$(id -u)" = 0 ] || die "the Dev Containers CLI $DEVCONTAINER_CLI is missing: npm install -g @devcontainers/cli@$DEVCONTAINER_CLI"
+    say "installing the Dev Containers CLI $DEVCONTAINER_CLI (npm)"
+    npm install --global --no-fund --no-audit --loglevel=error "@devcontainers/cli@$DEVCONTAINER_CLI" >/dev/null
+    [ "$(devcontainer --version 2>/dev/null)" = "$DEVCONTAINER_CLI" ] ||
+        die "npm installed @devcontainers/cli@$DEVCONTAINER_CLI but \`devcontainer --version\` does not say $DEVCONTAINER_CLI: is npm's bin folder on PATH?"
 fi
 
 # BuildKit's client, the `docker buildx` plugin, which `qimg build` uses when present. Debian 12 has no

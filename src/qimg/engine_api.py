@@ -192,6 +192,11 @@ class Engine:
                 "(docker load)"
             )
 
+    def untag(self, ref: str) -> None:
+        """The tag `ref` removed (and its image, when no other tag or container holds it; not its
+        parents, the build cache)."""
+        self.request("DELETE", f"/images/{ref}", {"noprune": "1"})
+
     def read_image_files(self, ref: str, paths: Sequence[str]) -> dict[str, bytes | None]:
         """The contents of files in a local image (None for one it has not), following symbolic
         links, from one container that is never started."""

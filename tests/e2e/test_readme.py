@@ -137,10 +137,20 @@ NOT_RUN: dict[str, str] = {
     " >~/jupyter.log 2>&1 </dev/null &'": "Jupyter is in the CUDA image only (see above)",
 }
 
-# What the user has in their working directory for the commands that upload it.
+
+def readme_devcontainer() -> str:
+    """The devcontainer.json the README shows (its one ```jsonc block)."""
+    found = re.search(r"^```jsonc\n(.*?)^```", README.read_text(), flags=re.MULTILINE | re.DOTALL)
+    assert found, "README.md: no ```jsonc block (the devcontainer.json of its devcontainer section)"
+    return found[1]
+
+
+# What the user has in their working directory for the commands that upload it, and the project
+# `qimg build --devcontainer` builds.
 FILES = {
     "data/run.sh": "echo from-the-task > /job/result.txt\n",
     "notebooks/hello.ipynb": "{}\n",
+    ".devcontainer/devcontainer.json": readme_devcontainer(),
 }
 
 

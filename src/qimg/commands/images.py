@@ -88,10 +88,42 @@ def build(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step again.")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Pull a newer base image first.")] = False,
     as_json: JsonOpt = False,
+    devcontainer: Annotated[
+        bool,
+        typer.Option(
+            "--devcontainer",
+            help="Build from a devcontainer.json, PATH (default: .devcontainer/devcontainer.json, then "
+            ".devcontainer.json): its image or Dockerfile, users, environment, features, ports and commands.",
+        ),
+    ] = False,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[PATH]", parser=typed_path, show_default=False,
+            help="With --devcontainer: the devcontainer.json, or the project folder holding it.",
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore", metavar="KEY",
+            help="With --devcontainer: set aside a key of the file that qimg refuses (repeatable).",
+        ),
+    ] = None,
 ) -> None:  # fmt: skip
     """Build an ssh-ready image (with BuildKit where docker buildx is installed)."""
     from qimg.builder.build import build as build_image
 
+    if devcontainer:
+        _build_devcontainer(path, tuple(ignore or ()), tag, no_cache, pull, as_json, {
+            "--base": base != DEFAULT_BASE, "--distro": distro != "auto", "--user": user is not None,
+            "--uid": uid != DEFAULT_ID, "--gid": gid != DEFAULT_ID, "--sudo": sudo,
+            "--package": bool(package), "--root-login/--no-root-login": root_login is not None,
+        })  # fmt: skip
+        return
+    if ignore or path:
+        what = "--ignore" if ignore else f"the argument {path}"
+        raise UsageError(f"{what} goes with --devcontainer: qimg build --devcontainer [PATH]")
     # Every option is checked before the engine is touched: bad input starts nothing.
     spec = ImageSpec.create(
         base=base, user=user, uid=uid, gid=gid, sudo=sudo, packages=package or [], root_login=root_login
@@ -101,6 +133,25 @@ def build(
     with display.building() as steps:
         built = build_image(
             spec, distro, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
+        )
+    display.built(built, as_json, docker_context.resolve().described)
+
+
+def _build_devcontainer(
+    path: Path | None, ignore: tuple[str, ...], tag: str | None, no_cache: bool, pull: bool, as_json: bool,
+    given: dict[str, bool],
+) -> None:  # fmt: skip
+    """`build --devcontainer [PATH]`: the image and its user come from the file, not from options."""
+    from qimg.builder import devcontainer_build
+
+    clashing = [option for option, present in given.items() if present]
+    if clashing:
+        raise UsageError(
+            f"--devcontainer takes the image and its user from devcontainer.json: leave out {clashing[0]}"
+        )
+    with display.building() as steps:
+        built = devcontainer_build.build(
+            path, ignore, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
         )
     display.built(built, as_json, docker_context.resolve().described)
 

@@ -1,0 +1,648 @@
+"""A project's devcontainer.json read as the Dev Containers specification reads it, into one checked
+`Devcontainer`: JSON with comments and trailing commas (through the `json5` parser, a superset), the
+variables the specification substitutes when it reads the file (`${localEnv:NAME}`,
+`${localWorkspaceFolder}`, `${containerWorkspaceFolder}` and their basenames), paths relative to the
+file's folder, and every key sorted into what qimg honours, what it cannot honour on Qarnot (refused,
+naming the key and why, unless the user passes `--ignore KEY`) and what changes nothing on Qarnot.
+
+Nothing here touches the engine: every refusal comes before anything is built. The file is the user's
+input and the features' folders too, so every value is checked where it is read; what reaches a
+Dockerfile, a label or a shell script later has passed one of these checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
+from qimg.builder.spec import USER_NAME, check_image_ref
+from qimg.errors import UsageError
+from qimg.files import read_regular
+
+# Where the specification looks when no path is given, in its order, from the current directory.
+DEFAULT_LOCATIONS = (Path(".devcontainer", "devcontainer.json"), Path(".devcontainer.json"))
+_FILE_LIMIT = 1 << 20  # a devcontainer.json or a feature's metadata: far less in practice
+
+
+# Keys qimg cannot honour on a Qarnot task, and why. Each is refused unless the user passes --ignore KEY.
+REFUSED = {
+    "runArgs": "its docker run options have no place on Qarnot, which starts the task's container itself",
+    "mounts": "a Qarnot task has no bind mounts or volumes (send data with qimg run --upload/--results)",
+    "workspaceMount": "a Qarnot task has no bind mounts (send data with qimg run --upload/--results)",
+    "privileged": "a Qarnot task never runs privileged",
+    "capAdd": "a Qarnot task gets no extra capabilities",
+    "securityOpt": "a Qarnot task's security options are Qarnot's, not the image's",
+    "init": "a Qarnot task's first process is qimg's start script: there is no --init",
+    "initializeCommand": "it runs on this machine before every start, and qimg runs nothing here",
+    "appPort": "it publishes ports on the host; on Qarnot a port is reached through qimg's ssh tunnel "
+    "(name it in forwardPorts)",
+    "dockerComposeFile": "a Qarnot task is one container, not a Docker Compose project",
+    "service": "a Qarnot task is one container, not a Docker Compose project",
+    "runServices": "a Qarnot task is one container, not a Docker Compose project",
+    "postAttachCommand": "not yet: qimg does not run commands when a session attaches",
+    "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
+    "overrideFeatureInstallOrder": "not yet: qimg installs local features in the order they are listed",
+    "build.options": "its docker build options are not passed on by qimg",
+}
+# Keys that change nothing on Qarnot, and why: read, and set aside.
+IGNORED = {
+    "$schema": "it names the file's schema",
+    "name": "it names the environment for the editor",
+    "overrideCommand": "qimg's start script is always the image's command",
+    "shutdownAction": "a task stops with qimg stop, or when its command or session ends",
+    "updateRemoteUserUID": "there is no bind mount whose owner the user must match",
+    "userEnvProbe": "login shells read the environment as the image sets it",
+    "waitFor": "qimg logs in when sshd answers; the commands' output is in qimg logs",
+    "otherPortsAttributes": "qimg forwards only the ports listed in forwardPorts",
+    "secrets": "it only recommends secrets: pass them with qimg run --secret NAME",
+    "build.cacheFrom": "it only hints where a cache may be",
+    "settings": "VS Code's settings are the editor's own",
+}
+_HONOURED = frozenset(
+    {
+        "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
+        "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features", "customizations",
+        "extensions", *LIFECYCLE_HOOKS,
+    }
+)  # fmt: skip
+_BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A variable whose value is a credential: the specification would pass it to the container when it
+# starts; qimg would write it into the image, which is pushed to a registry.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEYS?$", re.IGNORECASE)
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BUILD_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_LOOPBACK = ("localhost", "127.0.0.1")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One lifecycle command: a shell command line (the string form) or an argv run as it is (the array
+    form)."""
+
+    shell: str | None = None
+    argv: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> str:
+        """The command as /bin/sh runs it: the string as written, the array's words quoted."""
+        return self.shell if self.shell is not None else shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A lifecycle hook's commands: one unnamed (the string and array forms), or several named ones that
+    run in parallel (the object form)."""
+
+    name: str
+    commands: tuple[tuple[str, Command], ...]
+
+
+@dataclass(frozen=True)
+class DockerfileBuild:
+    dockerfile: Path  # absolute, inside `context`
+    context: Path  # absolute
+    args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+
+    @property
+    def dockerfile_in_context(self) -> str:
+        """The Dockerfile's path as the build context names it (POSIX, relative)."""
+        return self.dockerfile.relative_to(self.context).as_posix()
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A local feature: its folder (with install.sh), its id, and its options as install.sh gets them:
+    environment variables, the given value or the default."""
+
+    reference: str  # as devcontainer.json names it: "./my-feature"
+    folder: Path
+    id: str
+    options: tuple[tuple[str, str], ...]
+    container_env: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PortAttributes:
+    label: str | None = None
+    protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Devcontainer:
+    """A devcontainer.json as qimg honours it, every value checked."""
+
+    path: Path
+    image: str | None
+    build: DockerfileBuild | None
+    remote_user: str | None
+    container_user: str | None
+    container_env: tuple[tuple[str, str], ...]
+    remote_env: tuple[tuple[str, str | None], ...]
+    forward_ports: tuple[int, ...]
+    ports_attributes: tuple[tuple[int, PortAttributes], ...]
+    hooks: tuple[Hook, ...]
+    workspace_folder: str
+    features: tuple[Feature, ...]
+    extensions: tuple[str, ...]
+    set_aside: tuple[str, ...]  # keys read and set aside: IGNORED ones, and those of --ignore
+
+    @property
+    def login_user(self) -> str | None:
+        """remoteUser, else containerUser; None: the image's own user decides."""
+        return self.remote_user or self.container_user
+
+
+def find(path: Path | None, cwd: Path | None = None) -> Path:
+    """The devcontainer.json to read: `path` (a file, or a folder holding one of the default locations),
+    or the first default location that exists in `cwd`."""
+    where = cwd or Path.cwd()
+    if path is None:
+        found = next((where / place for place in DEFAULT_LOCATIONS if (where / place).is_file()), None)
+        if found is None:
+            raise UsageError(
+                f"no devcontainer.json in {where}: looked for "
+                + " and ".join(str(place) for place in DEFAULT_LOCATIONS),
+                hint="run qimg from the project's folder, or name the file: --devcontainer PATH",
+            )
+        return found
+    if path.is_dir():
+        inside = next((path / place for place in DEFAULT_LOCATIONS if (path / place).is_file()), None)
+        if inside is None and (path / "devcontainer.json").is_file():
+            inside = path / "devcontainer.json"
+        if inside is None:
+            raise UsageError(
+                f"--devcontainer {path}: a folder without a devcontainer.json",
+                hint="name the file itself, or the project's folder",
+            )
+        return inside
+    if not path.exists():
+        raise UsageError(f"--devcontainer {path}: no such file", hint="check the path")
+    return path
+
+
+def workspace_of(config: Path) -> Path:
+    """The project folder a devcontainer.json belongs to (the specification's local workspace folder):
+    the folder above `.devcontainer/` (or above `.devcontainer/NAME/`), else the file's own folder."""
+    folder = config.parent
+    if folder.name == ".devcontainer":
+        return folder.parent
+    if folder.parent.name == ".devcontainer":
+        return folder.parent.parent
+    return folder
+
+
+def parse(text: str, where: str) -> dict[str, Any]:
+    """JSONC (comments, trailing commas) read into a JSON object, or the one line that says where it
+    is not valid."""
+    import json5
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        found = json5.loads(text, parse_constant=refuse_constant)
+    except ValueError as error:
+        reason = " ".join(str(error).split()).removeprefix("<string>:")
+        raise UsageError(
+            f"{where} is not valid JSON with comments: line {reason}",
+            hint="fix the file (a JSON object; // and /* */ comments and trailing commas are allowed)",
+        ) from None
+    if not isinstance(found, dict):
+        raise UsageError(f"{where} does not hold a JSON object", hint='write it as { "image": ... }')
+    return found
+
+
+def read(
+    path: Path | None,
+    ignore: tuple[str, ...] = (),
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Devcontainer:
+    """The devcontainer.json at `path` (None: the default locations in `cwd`), checked. `ignore`: keys to
+    set aside, refused ones included. `environ`: what `${localEnv:NAME}` reads (this process's)."""
+    config = find(path, cwd).absolute()
+    try:
+        text = read_regular(config, _FILE_LIMIT).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{config} is not UTF-8 text", hint="save it as UTF-8") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {config}: {error.strerror or error}", hint="check the path") from None
+    raw = parse(text, str(config))
+    return _Reader(config, raw, ignore, dict(os.environ if environ is None else environ)).read()
+
+
+class _Reader:
+    """One devcontainer.json's checks, each naming the file and the key."""
+
+    def __init__(
+        self, config: Path, raw: dict[str, Any], ignore: tuple[str, ...], env: dict[str, str]
+    ) -> None:
+        self.config, self.raw, self.env = config, raw, env
+        self.folder = config.parent
+        self.workspace = workspace_of(config)
+        self.ignore = tuple(dict.fromkeys(ignore))
+        self.container_workspace = ""
+
+    def fail(self, key: str, what: str, hint: str = "") -> UsageError:
+        return UsageError(f"{self.config}: {key}: {what}", hint=hint)
+
+    def read(self) -> Devcontainer:
+        raw = self.raw
+        build = raw.get("build")
+        present = set(raw) | {f"build.{key}" for key in build} if isinstance(build, dict) else set(raw)
+        for key in self.ignore:
+            if key not in present:
+                raise UsageError(f"--ignore {key}: {self.config} has no key {key}", hint="leave it out")
+        for key in sorted(present):
+            if key in self.ignore or key in IGNORED:
+                continue
+            if key in REFUSED:
+                raise self.fail(
+                    key, f"qimg cannot honour it: {REFUSED[key]}", f"remove it, or --ignore {key}"
+                )
+            if key.startswith("build.") and key.removeprefix("build.") not in _BUILD_KEYS:
+                raise self.fail(key, "not a build key qimg knows", f"fix its name, or --ignore {key}")
+            if "." not in key and key not in _HONOURED:
+                raise self.fail(
+                    key, "not a devcontainer.json key qimg knows", f"fix its name, or --ignore {key}"
+                )
+        kept = {key: value for key, value in raw.items() if key in _HONOURED and key not in self.ignore}
+        # The container's workspace first: other values may name it.
+        default = f"/workspaces/{self.workspace.name}"
+        self.container_workspace = self.workspace_folder(kept.get("workspaceFolder", default))
+        image, dockerfile_build = self.source(kept)
+        users = [self.user(kept, key) for key in ("remoteUser", "containerUser")]
+        return Devcontainer(
+            path=self.config, image=image, build=dockerfile_build,
+            remote_user=users[0], container_user=users[1],
+            container_env=self.container_env(kept.get("containerEnv")),
+            remote_env=self.remote_env(kept.get("remoteEnv")),
+            forward_ports=self.forward_ports(kept.get("forwardPorts")),
+            ports_attributes=self.ports_attributes(kept.get("portsAttributes")),
+            hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
+            workspace_folder=self.container_workspace,
+            features=self.features(kept.get("features")),
+            extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
+            set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
+        )  # fmt: skip
+
+    # Values
+
+    def text(self, key: str, value: Any, *, remote: bool = False) -> str:
+        """A string value with the specification's variables substituted (`remote`: remoteEnv's, which
+        keeps `${containerEnv:NAME}` for the session to expand)."""
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, not {_json_type(value)}")
+
+        def substitute(found: re.Match[str]) -> str:
+            inner = found[1]
+            kind, _, rest = inner.partition(":")
+            if kind in ("localEnv", "env"):
+                name, _, default = rest.partition(":")
+                if not _ENV_NAME.fullmatch(name):
+                    raise self.fail(key, f"${{{inner}}} does not name an environment variable")
+                if _SECRET_NAME.search(name):
+                    raise self.fail(
+                        key, f"${{{inner}}} would write a credential into the image",
+                        f"pass it when the task starts instead: qimg run --secret {name.upper()}",
+                    )  # fmt: skip
+                return self.env.get(name) or default
+            if inner == "localWorkspaceFolder":
+                return str(self.workspace)
+            if inner == "localWorkspaceFolderBasename":
+                return self.workspace.name
+            if inner == "containerWorkspaceFolder" and self.container_workspace:
+                return self.container_workspace
+            if inner == "containerWorkspaceFolderBasename" and self.container_workspace:
+                return PurePosixPath(self.container_workspace).name
+            if kind == "containerEnv":
+                if remote:
+                    return found[0]
+                raise self.fail(
+                    key, f"${{{inner}}}: not yet: qimg expands ${{containerEnv:...}} only in remoteEnv"
+                )
+            return found[0]  # as the specification's reader does: an unknown variable stays as written
+
+        return _VARIABLE.sub(substitute, value)
+
+    def source(self, kept: dict[str, Any]) -> tuple[str | None, DockerfileBuild | None]:
+        build = kept.get("build")
+        legacy = kept.get("dockerFile")
+        if build is not None and not isinstance(build, dict):
+            raise self.fail("build", f"expected an object, not {_json_type(build)}")
+        dockerfile = (build or {}).get("dockerfile", legacy)
+        if "image" in kept and dockerfile is not None:
+            raise self.fail("image", "goes with no Dockerfile build", "keep either image or build.dockerfile")
+        if "image" in kept:
+            image = self.text("image", kept["image"])
+            return check_image_ref(image, f"{self.config}: image"), None
+        if dockerfile is None:
+            raise self.fail(
+                "image", "missing: the file names no image",
+                'give "image": "debian:bookworm-slim", or "build": {"dockerfile": "Dockerfile"}',
+            )  # fmt: skip
+        file_key = "build.dockerfile" if build and "dockerfile" in build else "dockerFile"
+        context_key = "build.context" if build and "context" in build else "context"
+        context_text = (build or {}).get("context", kept.get("context", "."))
+        context = self.folder_path(context_key, self.text(context_key, context_text))
+        file = self.local_path(file_key, self.text(file_key, dockerfile))
+        if not file.is_file():
+            raise self.fail(
+                file_key, f"{file} is not a file", "check the path (relative to devcontainer.json)"
+            )
+        if not _within(file, context):
+            raise self.fail(
+                file_key, f"{file} is outside the build context {context}",
+                "move the Dockerfile into the context, or widen build.context",
+            )  # fmt: skip
+        args = (build or {}).get("args", {})
+        if not isinstance(args, dict):
+            raise self.fail("build.args", f"expected an object, not {_json_type(args)}")
+        for name in args:
+            if not _ENV_NAME.fullmatch(name):
+                raise self.fail("build.args", f"{name!r} is not a build argument name")
+        checked_args = tuple(
+            (name, self.single_line(f"build.args.{name}", value)) for name, value in args.items()
+        )
+        target = (build or {}).get("target")
+        if target is not None:
+            target = self.text("build.target", target)
+            if not _BUILD_TARGET.fullmatch(target):
+                raise self.fail("build.target", f"{target!r} is not a build stage name")
+        return None, DockerfileBuild(file, context, checked_args, target)
+
+    def single_line(self, key: str, value: Any) -> str:
+        checked = self.text(key, value)
+        if _CONTROL.search(checked):
+            raise self.fail(key, "holds a control character (a newline?)", "keep the value on one line")
+        return checked
+
+    def local_path(self, key: str, text: str) -> Path:
+        """A path as the specification reads it: relative to the devcontainer.json's folder (`~` is not
+        expanded by it either)."""
+        if not text:
+            raise self.fail(key, "is empty")
+        return Path(os.path.normpath(self.folder / text))
+
+    def folder_path(self, key: str, text: str) -> Path:
+        folder = self.local_path(key, text)
+        if not folder.is_dir():
+            raise self.fail(
+                key, f"{folder} is not a folder", "check the path (relative to devcontainer.json)"
+            )
+        return folder
+
+    def user(self, kept: dict[str, Any], key: str) -> str | None:
+        if key not in kept:
+            return None
+        name = self.text(key, kept[key])
+        if name != "root" and not USER_NAME.fullmatch(name):
+            raise self.fail(
+                key, f"{name!r} is not a user name qimg can log in as",
+                "name the user (1 to 32 lower-case letters, digits, _ or -), not a uid",
+            )  # fmt: skip
+        return name
+
+    def environment(self, key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected an object of variables, not {_json_type(value)}")
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise self.fail(key, f"{name!r} is not a variable name", "use letters, digits and _")
+        return value
+
+    def container_env(self, value: Any) -> tuple[tuple[str, str], ...]:
+        variables = self.environment("containerEnv", value)
+        return tuple(
+            (name, self.single_line(f"containerEnv.{name}", text)) for name, text in variables.items()
+        )
+
+    def remote_env(self, value: Any) -> tuple[tuple[str, str | None], ...]:
+        variables = self.environment("remoteEnv", value)
+        return tuple(
+            (name, None if text is None else self.remote_value(f"remoteEnv.{name}", text))
+            for name, text in variables.items()
+        )
+
+    def remote_value(self, key: str, value: Any) -> str:
+        checked = self.text(key, value, remote=True)
+        if _CONTROL.search(checked):
+            raise self.fail(key, "holds a control character (a newline?)", "keep the value on one line")
+        for found in _VARIABLE.finditer(checked):
+            kind, _, rest = found[1].partition(":")
+            if kind == "containerEnv" and not _ENV_NAME.fullmatch(rest.partition(":")[0]):
+                raise self.fail(key, f"{found[0]} does not name an environment variable")
+        return checked
+
+    def forward_ports(self, value: Any) -> tuple[int, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail("forwardPorts", f"expected a list of ports, not {_json_type(value)}")
+        return tuple(dict.fromkeys(self.port("forwardPorts", entry) for entry in value))
+
+    def port(self, key: str, entry: Any) -> int:
+        fix = 'give a port number from 1 to 65535 (or "localhost:PORT")'
+        if isinstance(entry, str):
+            host, colon, number = entry.rpartition(":")
+            if colon and host not in _LOOPBACK:
+                raise self.fail(
+                    key, f"{entry!r} is a port of another host, which a Qarnot task does not have",
+                    f"forward a port of the task itself, or --ignore {key}",
+                )  # fmt: skip
+            entry = int(number) if number.isdigit() and number.isascii() else entry
+        if isinstance(entry, bool) or not isinstance(entry, int) or not 1 <= entry <= 65535:
+            raise self.fail(key, f"{entry!r} is not a port", fix)
+        return entry
+
+    def ports_attributes(self, value: Any) -> tuple[tuple[int, PortAttributes], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail("portsAttributes", f"expected an object, not {_json_type(value)}")
+        found = []
+        for key, attributes in value.items():
+            where = f"portsAttributes.{key}"
+            if not isinstance(attributes, dict):
+                raise self.fail(where, f"expected an object, not {_json_type(attributes)}")
+            if not (key.isdigit() and key.isascii()):
+                continue  # a range or a pattern: qimg forwards the ports of forwardPorts only
+            port = self.port(where, int(key))
+            label = attributes.get("label")
+            if label is not None:
+                label = self.text(f"{where}.label", label)
+                if not PORT_LABEL.fullmatch(label):
+                    raise self.fail(
+                        f"{where}.label", f"{label!r} cannot be an image label",
+                        "use up to 40 letters, digits, spaces and . _ : / ( ) + -",
+                    )  # fmt: skip
+            protocol = attributes.get("protocol")
+            if protocol not in (None, "http", "https"):
+                raise self.fail(f"{where}.protocol", f"{protocol!r} is neither http nor https")
+            found.append((port, PortAttributes(label, protocol)))
+        return tuple(found)
+
+    def hook(self, key: str, value: Any) -> Hook | None:
+        if value is None:
+            return None
+        forms = "a string, an array of strings, or an object of those (commands run in parallel)"
+        if isinstance(value, dict):
+            commands = tuple(
+                (str(name), self.command(f"{key}.{name}", command)) for name, command in value.items()
+            )
+        elif isinstance(value, (str, list)):
+            commands = (("", self.command(key, value)),)
+        else:
+            raise self.fail(key, f"{_json_type(value)} is not a lifecycle command form", f"write {forms}")
+        kept = tuple((name, command) for name, command in commands if command.script.strip())
+        return Hook(key, kept) if kept else None
+
+    def command(self, key: str, value: Any) -> Command:
+        if isinstance(value, str):
+            return Command(shell=self.text(key, value))
+        if isinstance(value, list) and all(isinstance(word, str) for word in value):
+            return Command(argv=tuple(self.text(key, word) for word in value))
+        raise self.fail(
+            key, f"{_json_type(value)} is not a command",
+            "write a string (run by /bin/sh) or an array of strings (run as it is)",
+        )  # fmt: skip
+
+    def workspace_folder(self, value: Any) -> str:
+        folder = self.text("workspaceFolder", value)
+        normal = os.path.normpath(folder) if folder.startswith("/") else ""
+        if not PLAIN_FOLDER.fullmatch(normal) or normal.startswith("//"):
+            raise self.fail(
+                "workspaceFolder", f"{folder!r} is not an absolute path of plain characters",
+                "name a folder such as /workspaces/project (letters, digits, spaces and . _ @ + , = -)",
+            )  # fmt: skip
+        return normal
+
+    def extensions(self, value: Any, legacy: Any) -> tuple[str, ...]:
+        """customizations.vscode.extensions, and the top-level "extensions" of older files (which the
+        specification's reader moves there)."""
+        value = {} if value is None else value
+        if not isinstance(value, dict):
+            raise self.fail("customizations", f"expected an object, not {_json_type(value)}")
+        vscode = value.get("vscode", {})
+        if not isinstance(vscode, dict):
+            raise self.fail("customizations.vscode", f"expected an object, not {_json_type(vscode)}")
+        key = "customizations.vscode.extensions"
+        listed = vscode.get("extensions", [])
+        for where, found in ((key, listed), ("extensions", legacy or [])):
+            if not isinstance(found, list):
+                raise self.fail(where, f"expected a list, not {_json_type(found)}")
+        listed = [*(legacy or []), *listed]
+        for extension in listed:
+            if not (isinstance(extension, str) and EXTENSION_ID.fullmatch(extension)):
+                raise self.fail(
+                    key, f"{extension!r} is not an extension id",
+                    "name it PUBLISHER.NAME, as the Marketplace does (ms-python.python)",
+                )  # fmt: skip
+        return tuple(dict.fromkeys(listed))
+
+    def features(self, value: Any) -> tuple[Feature, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail("features", f"expected an object, not {_json_type(value)}")
+        return tuple(self.feature(reference, options) for reference, options in value.items())
+
+    def feature(self, reference: str, given: Any) -> Feature:
+        key = f'features "{reference}"'
+        if not reference.startswith("./"):
+            raise self.fail(
+                key, "features from a registry or a URL are not supported yet",
+                "copy the feature into a folder beside devcontainer.json and name it \"./FOLDER\"",
+            )  # fmt: skip
+        folder = Path(os.path.normpath(self.folder / reference))
+        if not _within(folder, self.folder) or folder == self.folder:
+            raise self.fail(key, "a local feature is a folder inside devcontainer.json's folder")
+        if not folder.is_dir():
+            raise self.fail(
+                key, f"{folder} is not a folder", "check the path (relative to devcontainer.json)"
+            )
+        install = folder / "install.sh"
+        if not install.is_file():
+            raise self.fail(key, f"{folder} has no install.sh", "a feature's folder holds install.sh")
+        metadata_file = folder / "devcontainer-feature.json"
+        try:
+            metadata_text = read_regular(metadata_file, _FILE_LIMIT).decode("utf-8", "replace")
+        except OSError as error:
+            raise self.fail(
+                key,
+                f"cannot read {metadata_file}: {error.strerror or error}",
+                "a feature's folder holds devcontainer-feature.json",
+            ) from None
+        metadata = parse(metadata_text, str(metadata_file))
+        feature_id = metadata.get("id")
+        if not (isinstance(feature_id, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", feature_id)):
+            raise self.fail(key, f"its devcontainer-feature.json has no valid id ({feature_id!r})")
+        for refused in ("privileged", "capAdd", "securityOpt", "init", "mounts", "entrypoint"):
+            if metadata.get(refused) not in (None, False, [], ""):
+                raise self.fail(
+                    key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
+                )
+        if isinstance(given, str):
+            given = {"version": given}
+        elif given is True or given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise self.fail(key, f"expected an object of options, not {_json_type(given)}")
+        declared = metadata.get("options", {})
+        if not isinstance(declared, dict):
+            raise self.fail(key, "its devcontainer-feature.json's options are not an object")
+        for name in given:
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                raise self.fail(f"{key}.{name}", "the feature has no such option", f"its options: {known}")
+        options = []
+        for name, declaration in declared.items():
+            value = given.get(name, declaration.get("default", "") if isinstance(declaration, dict) else "")
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            text = self.single_line(f"{key}.{name}", value)
+            allowed = declaration.get("enum") if isinstance(declaration, dict) else None
+            if isinstance(allowed, list) and text not in allowed:
+                raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
+            options.append((option_variable(name), text))
+        variables = self.environment(f"{key} containerEnv", metadata.get("containerEnv"))
+        container_env = tuple(
+            (name, self.single_line(f"{key} containerEnv.{name}", text)) for name, text in variables.items()
+        )
+        return Feature(reference, folder, feature_id, tuple(options), container_env)
+
+
+def option_variable(name: str) -> str:
+    """A feature option's environment variable, as the specification names it: non-word characters
+    made `_`, upper case, a leading digit or `_` run prefixed with `_`."""
+    variable = re.sub(r"[^\w_]", "_", name).upper()
+    return re.sub(r"^[\d_]+", "_", variable)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it, links resolved."""
+    resolved, base = path.resolve(), folder.resolve()
+    return resolved == base or base in resolved.parents
+
+
+def _json_type(value: Any) -> str:
+    names: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "true/false"), (int, "a number"), (float, "a number"), (str, "a string"),
+        (list, "an array"), (dict, "an object"),
+    )  # fmt: skip
+    if value is None:
+        return "null"
+    return next((name for kind, name in names if isinstance(value, kind)), "a value")

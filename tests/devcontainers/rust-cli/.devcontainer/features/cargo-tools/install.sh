@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+test -f /opt/rustup/version
+echo "$TOOLS $LOCKED" > /opt/rustup/tools

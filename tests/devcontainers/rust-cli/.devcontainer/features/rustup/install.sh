@@ -1,0 +1,3 @@
+#!/bin/sh
+set -e
+mkdir -p /opt/rustup && echo "$VERSION $PROFILE" > /opt/rustup/version
