@@ -1,14 +1,15 @@
 """`qimg push`: push an image with the Docker SDK, and prove it arrived.
 
 docker-py does not raise when a registry refuses a push (`unauthorized`, `denied`): the refusal is
-only in the JSON stream. Every chunk is checked, and the digest the engine reports is then
-confirmed by asking the registry itself for the tag's manifest (`registry_api`: not the engine's
-/distribution endpoint, which Podman has not).
+only in the JSON stream. Every chunk is checked, and the digest the engine reports (Docker's in `aux`;
+Podman's only in the status line the docker CLI prints) is then confirmed by asking the registry itself
+for the tag's manifest (`registry_api`: not the engine's /distribution endpoint, which Podman has not).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import docker
 
 RegistryAuth = tuple[str, str]  # (username, password)
+_PUSHED_DIGEST = re.compile(r"(?P<tag>[^\s:]+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: [0-9]+")
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,11 @@ def _check_chunk(chunk: dict[str, Any], target: ImageRef) -> str:
     if error:
         raise PushFailed(f"pushing {target}: {_explain(str(error))}")
     aux = chunk.get("aux") or {}
-    return str(aux.get("Digest") or "")
+    if aux.get("Digest"):
+        return str(aux["Digest"])
+    # Podman's compat API reports the digest only as the docker CLI prints it: `TAG: digest: D size: N`.
+    said = _PUSHED_DIGEST.fullmatch(str(chunk.get("status") or ""))
+    return said["digest"] if said and said["tag"] == target.tag else ""
 
 
 def _explain(message: str) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import docker
 import pytest
@@ -14,6 +18,7 @@ from qimg.launcher.ssh import free_local_port
 from tests.e2e.conftest import User
 from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, REGISTRY_USER, Registry
 from tests.helpers import assert_one_line_error
+from tests.podman import serve_podman
 
 pytestmark = pytest.mark.docker
 AUTH = {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}
@@ -131,3 +136,30 @@ def test_push_of_a_missing_image_prints_its_error_alone(user: User, open_registr
     result = user.qimg("push", "qimgtest/no-such-image:none", "--to", open_registry.ref("team/none:1"))
     assert_one_line_error(result, 2, "no local image qimgtest/no-such-image:none")
     assert result.stdout == ""
+
+
+def test_push_through_podman_proves_the_digest_it_reports_in_status_text(
+    docker_client: docker.DockerClient, auth_registry: Registry, user: User, tmp_path: Path
+) -> None:
+    """Rootful Podman's compat API (a service of the test's own, told the plain-HTTP registry is insecure,
+    as Podman users must) reports the digest only in its `TAG: digest: D size: N` status line."""
+    insecure = tmp_path / "registries.conf"
+    insecure.write_text(f'[[registry]]\nlocation = "{auth_registry.host}"\ninsecure = true\n')
+    folder = Path(tempfile.mkdtemp(prefix="qimg-podman-"))  # a short path: sockets' are limited
+    try:
+        with serve_podman(
+            folder / "podman.sock", folder / "service.log",
+            env={**os.environ, "CONTAINERS_REGISTRIES_CONF": str(insecure)},
+        ) as url:  # fmt: skip
+            target = auth_registry.ref("team/podman:pushed")
+            through_podman = User(user.home, {**user.env, "DOCKER_HOST": url})
+            pushed = through_podman.qimg(
+                "push", "debian:bookworm-slim", "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n"
+            )
+            assert pushed.returncode == 0, pushed.stderr
+            ref, _, digest = pushed.stdout.strip().partition("@")
+            assert ref == target and digest.startswith("sha256:")
+            # Asked through Docker's engine: Podman has no /distribution endpoint.
+            assert docker_client.images.get_registry_data(target, auth_config=AUTH).id == digest
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
