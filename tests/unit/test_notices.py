@@ -71,7 +71,7 @@ def test_a_scripted_run_writes_its_notes_as_rich_would_without_it(
 
 
 @pytest.mark.parametrize("variable", ["FORCE_COLOR", "TTY_COMPATIBLE"])
-def test_a_variable_rich_reads_first_keeps_the_console(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_rich_reads_first_keeps_the_console(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """FORCE_COLOR or TTY_COMPATIBLE may tell rich that a pipe is a terminal: rich decides then."""
     monkeypatch.setenv(variable, "1")
     assert isinstance(terminal_stderr(), Console)
