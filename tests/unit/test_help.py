@@ -53,11 +53,10 @@ def test_each_command_is_found_in_its_own_module() -> None:
     from qimg.commands.common import app
 
     cli.register_commands(["--help"])
-    registered = {
-        info.name or (info.callback.__name__ if info.callback else ""): info.callback.__module__
-        for info in app.registered_commands
-        if info.callback
-    }
+    registered = {}
+    for info in app.registered_commands:
+        assert info.callback is not None
+        registered[info.name or info.callback.__name__] = info.callback.__module__
     assert {name: f"qimg.commands.{module}" for name, module in cli.COMMANDS.items()} == registered
 
 
