@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from importlib.resources import files
 
 from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
@@ -60,6 +59,8 @@ class Start:
 def foreign_start() -> Start:
     """For an image qimg did not build, whatever its USER: the script writes root's keys and runs
     sshd, which needs root."""
+    from importlib.resources import files  # only for such an image
+
     script = files("qimg.images").joinpath(FOREIGN_START).read_text()
     # Comments stay in the file: the constant, at most MAX_LENGTH characters, carries the commands.
     commands = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))

@@ -12,9 +12,10 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from qimg import engine, registry_api, state
+from qimg import engine, state
 from qimg.builder import labels
 from qimg.builder.spec import ImageRef, check_user
 from qimg.engine_api import Engine, labels_of
@@ -28,6 +29,9 @@ from qimg.launcher.launch import Readiness
 from qimg.launcher.options import LaunchOptions, check_timeout
 from qimg.launcher.records import InstanceRecord, TaskRecord
 from qimg.launcher.tunnels import Tunnel, parse_tunnels
+
+if TYPE_CHECKING:  # imported where an image is read from its registry: a local run needs none of it
+    from qimg import registry_api
 
 MAX_INSTANCES = 64
 
@@ -103,12 +107,14 @@ def registry_auth(ref: ImageRef, given: tuple[str, str] | None, on_registry: boo
     return given or engine.registry_credentials(ref.registry)
 
 
-RemoteImages = Callable[[ImageRef, tuple[str, str] | None], registry_api.RemoteImage]
+RemoteImages = Callable[[ImageRef, tuple[str, str] | None], "registry_api.RemoteImage"]
 
 
 def remote_image(ref: ImageRef, auth: tuple[str, str] | None) -> registry_api.RemoteImage:
     """The image as its registry holds it, read from the registry itself (no engine needed), or the
     refusal that says how to get it there."""
+    from qimg import registry_api
+
     found = registry_api.read_image(ref, auth)
     if found is None:
         raise UsageError(

@@ -7,15 +7,18 @@ this shell always wins over a file written long ago.
 
 from __future__ import annotations
 
-import configparser
 import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from qimg.errors import UsageError
+
+if TYPE_CHECKING:
+    import configparser
 
 DEFAULT_CLUSTER_URL = "https://api.qarnot.com"
 REQUEST_TIMEOUT = 30  # seconds, qimg's bound on every request to the cluster
@@ -78,8 +81,14 @@ def _config_file() -> Path | None:
     return default if default.is_file() else None
 
 
-def _read(path: Path) -> configparser.ConfigParser:
+def _read(path: Path | None) -> configparser.ConfigParser:
+    """The file's settings (none without a file). configparser is imported here, where a launch on
+    Qarnot reads them: a local run needs none."""
+    import configparser
+
     parser = configparser.ConfigParser()
+    if path is None:
+        return parser
     try:
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -97,7 +106,7 @@ def settings() -> QarnotSettings:
     """The settings to connect with; refuses, before any request, when there is no token at all."""
     env = os.environ
     path = _config_file()
-    parser = _read(path) if path else configparser.ConfigParser()
+    parser = _read(path)
     token = env.get("QARNOT_CLIENT_TOKEN") or str(parser.get("client", "token", fallback=""))
     source = "QARNOT_CLIENT_TOKEN" if env.get("QARNOT_CLIENT_TOKEN") else f"the token in {path}"
     if not token.strip():

@@ -15,15 +15,32 @@ from typing import Annotated, NoReturn
 import typer
 
 from qimg import __version__, notices
-from qimg.commands import account, data, doctor, images, keys, notebook, run, tasks, workspace
 from qimg.commands.common import app
 from qimg.errors import Interrupted, QimgError
 from qimg.launcher import signals
 
-# Each registers its commands on `app` when imported, each under its group (`rich_help_panel`):
-# `qimg --help` lists the groups in the order of the work (`common.GROUPS`), and within a group the
-# commands in the order they were registered (the modules' import above, then each module's order).
-COMMAND_MODULES = (images, run, notebook, tasks, workspace, data, account, doctor, keys)
+# The modules of qimg.commands. Each registers its commands on `app` when imported, each under its
+# group (`rich_help_panel`): `qimg --help` lists the groups in the order of the work (`common.GROUPS`),
+# and within a group the commands in the order they were registered (this order, then each module's).
+COMMAND_MODULES = ("images", "run", "notebook", "tasks", "workspace", "data", "account", "doctor", "keys")
+# The module of each command: `qimg NAME ...` imports that one alone (the others' imports, and typer
+# making their options, would cost every command 15 ms). Help, --version and a name not here import
+# them all.
+COMMANDS = {
+    "render": "images", "build": "images", "check": "images", "push": "images",
+    "run": "run", "jupyter": "notebook",
+    "ssh": "tasks", "tunnel": "tasks", "logs": "tasks", "stop": "tasks", "ls": "tasks", "ssh-config": "tasks",
+    "cp": "workspace", "code": "workspace", "snapshot": "data", "fetch": "data",
+    "profiles": "account", "hardware": "account", "account": "account", "doctor": "doctor", "keygen": "keys",
+}  # fmt: skip
+
+
+def register_commands(args: list[str]) -> None:
+    """Register the command `args` name (its module), or every command."""
+    named = COMMANDS.get(args[0]) if args else None
+    for module in (named,) if named else COMMAND_MODULES:
+        # The statement's own path, which `-X importtime` times and lists (importlib's does not).
+        __import__(f"qimg.commands.{module}")
 
 
 def _version(value: bool) -> None:
@@ -65,12 +82,19 @@ def report(error: QimgError) -> None:
 
 def main() -> NoReturn:
     """Run the CLI; every failure the user can act on ends as one line and an exit code."""
+    # Start-up makes tens of thousands of objects that live as long as the process (the command's
+    # modules, classes and options) and no garbage: at the default threshold (700 new objects) the
+    # collector walks them some 20 times before the command starts, 4 ms of `run --local`. A command
+    # that runs for hours still collects, at every 50,000 new objects.
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     try:
         # Every command, not only those that hold a task: Ctrl-C, SIGTERM and SIGHUP raise Interrupted
         # (typer would turn a KeyboardInterrupt into a silent 130, and the other two would kill qimg
         # before any clean-up). Commands that must hold or ignore them install their own for a while.
         with signals.as_errors(), notices.to(warning):
-            code = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
+            args = sys.argv[1:] or ["--help"]
+            register_commands(args)
+            code = app(args=args, standalone_mode=False)
     except typer.TyperException as error:  # options typer itself rejects (types, choices, unknown ones)
         context = getattr(error, "ctx", None)
         where = context.command_path if context is not None else "qimg"

@@ -21,7 +21,6 @@ import posixpath
 import re
 import shlex
 import struct
-import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -207,6 +206,8 @@ class Engine:
             self.remove(container_id)
 
     def _archived_file(self, container_id: str, path: str) -> bytes | None:
+        import tarfile  # only to read a file of an image qimg did not build: not on every command
+
         for _ in range(8):  # /etc/os-release is a link to ../usr/lib/os-release on most distros
             archived = self.archive(container_id, path)
             if archived is None:

@@ -43,13 +43,19 @@ def built_json(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
 
 def test_buildkit_builds_what_the_legacy_builder_builds(docker_client: docker.DockerClient) -> None:
     tag, legacy_tag = "qimgtest/buildkit-alice:latest", "qimgtest/legacy-alice:latest"
-    shown = run_qimg("build", "--user", "alice", "--tag", tag)
+    shown = run_qimg("build", "--user", "alice", "--tag", tag, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().endswith(f"on the local engine (unix://{ENGINE_SOCKET}) with BuildKit"), (
         shown.stdout
     )
     # BuildKit's own step lines ("[2/7] RUN ..."), not the classic builder's ("Step 2/9 : RUN ...").
     assert re.search(r"^\[\d+/\d+\] RUN apt-get update", shown.stderr, re.MULTILINE), shown.stderr
+    # Written without rich where stderr is no terminal (20 ms of a no-op rebuild).
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines() if "import time:" in line
+    }
+    assert "qimg.builder.buildkit" in imported
+    assert not {name for name in imported if name.split(".")[0] == "rich"}
 
     info = built_json("--tag", tag)
     assert (info["builder"], info["tag"]) == ("buildkit", tag)

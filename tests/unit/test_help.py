@@ -45,3 +45,26 @@ def test_one_column_for_every_group() -> None:
     ]
     assert len(lines) == len(commands)
     assert len({line.index(line.split(maxsplit=1)[1]) for line in lines}) == 1, lines
+
+
+def test_each_command_is_found_in_its_own_module() -> None:
+    """`qimg NAME` imports NAME's module alone: the table names the module that registers each command."""
+    from qimg import cli
+    from qimg.commands.common import app
+
+    cli.register_commands(["--help"])
+    registered = {}
+    for info in app.registered_commands:
+        assert info.callback is not None
+        registered[info.name or info.callback.__name__] = info.callback.__module__
+    assert {name: f"qimg.commands.{module}" for name, module in cli.COMMANDS.items()} == registered
+
+
+def test_a_command_imports_no_other_commands_module() -> None:
+    result = run_qimg("ls", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "qimg ls" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert {name for name in imported if name.startswith("qimg.commands.")} == {
+        "qimg.commands.common", "qimg.commands.tasks",
+    }  # fmt: skip

@@ -28,7 +28,7 @@ def flagged() -> list[tuple[str, Any, Any]]:
 
 
 def run_params() -> dict[str, Any]:
-    assert run_command in cli.COMMAND_MODULES  # every command registered: `qimg` is a group
+    cli.register_commands(["--help"])  # every command registered: `qimg` is a group
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
     return {param.name or "": param for param in group.commands["run"].params}

@@ -18,8 +18,8 @@ from qimg.commands.common import (
     registry_auth,
 )  # fmt: skip
 from qimg.commands.run import described, own_parameters, parameters
-from qimg.display import stderr
 from qimg.display import tasks as display
+from qimg.display import terminal_stderr
 from qimg.launcher.options import LaunchOptions
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def jupyter(
     def ready(record: TaskRecord) -> None:
         reporter.note(f"task {record.name} ready: starting {server.program} as {record.user}")
 
-    with display.RunReporter(stderr(), ready) as reporter:
+    with display.RunReporter(terminal_stderr(), ready) as reporter:
         images = Engine.from_env()
         plan = plan_launch(options, images)
         notebook.require_server(images, plan, server)

@@ -23,8 +23,8 @@ from qimg.commands.common import (
     registry_auth,
     typed_path,
 )  # fmt: skip
-from qimg.display import stderr
 from qimg.display import tasks as display
+from qimg.display import terminal_stderr
 from qimg.launcher.options import FLAG, LaunchOptions
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def run(
         forwards = tuple(option for tunnel in plan.tunnels for option in tunnel.ssh_option)
         display.ready(record, sshconfig.logins(record, putty, forwards), as_json, out)
 
-    with display.RunReporter(stderr(), ready) as reporter:  # warnings met while planning are its notes
+    # Warnings met while planning are the reporter's notes.
+    with display.RunReporter(terminal_stderr(), ready) as reporter:
         plan = plan_launch(options)
         for note in plan.notes:
             reporter.note(note)

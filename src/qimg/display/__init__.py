@@ -10,7 +10,9 @@ codes, no hard wrap, and no control character reaches the terminal (rich strips 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,8 +35,35 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def terminal_stderr() -> Console | None:
+    """stderr's console where rich may draw on it (status lines, bars, styles); None where rich would
+    see no terminal there, told without importing it (20 ms of a scripted `qimg run`, before its
+    first engine request): stderr is no tty, and neither TTY_COMPATIBLE nor FORCE_COLOR, which rich
+    reads first, says otherwise. There, `plain_note` writes lines as rich would."""
+    if {"TTY_COMPATIBLE", "FORCE_COLOR"} & os.environ.keys():
+        return stderr()
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        terminal = isatty is None or isatty()
+    except ValueError:  # closed: rich's own answer is then "no terminal", but it is rich's to give
+        terminal = True
+    return stderr() if terminal else None
+
+
 def say(console: Console, line: str, style: str | None = None) -> None:
     console.print(shown(line), style=style, markup=False, emoji=False, soft_wrap=True)
+
+
+def plain_note(line: str) -> None:
+    """`note` where `terminal_stderr` is None: the line as rich writes it to a file (no style, no wrap),
+    in one write (notes come from several threads). rich expands a tab to the next column by the
+    cells of the text before it: a line with one goes through rich."""
+    text = shown(line)
+    if "\t" in text:
+        note(line)
+        return
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def note(line: str) -> None:

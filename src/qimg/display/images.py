@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qimg.display import print_json, say, shown, stderr
+from qimg.display import plain_note, print_json, say, shown, stderr, terminal_stderr
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import TaskID
 
     from qimg.builder.build import BuiltImage
@@ -32,26 +33,35 @@ def context_written(directory: Path) -> None:
 class BuildSteps:
     """The build's status line: each step printed (bold) and shown as the status, its output dim."""
 
-    def __init__(self, update: Callable[[str], None]) -> None:
-        self.console, self.update = stderr(), update
+    def __init__(self, update: Callable[[str], None], console: Console | None) -> None:
+        """`console`: stderr's, or None where rich would draw nothing on it (`terminal_stderr`)."""
+        self.console, self.update = console, update
 
     def step(self, line: str) -> None:
-        say(self.console, line, "bold")
+        self._say(line, "bold")
         self.update(line)
 
     def output(self, line: str) -> None:
-        say(self.console, f"  {line}", "dim")
+        self._say(f"  {line}", "dim")
+
+    def _say(self, line: str, style: str) -> None:
+        if self.console is None:
+            plain_note(line)
+        else:
+            say(self.console, line, style)
 
 
 @contextlib.contextmanager
 def building() -> Iterator[BuildSteps]:
     """A status line while the build runs (a failure's last output is shown with its error), on a
-    terminal: rich draws it nowhere else, and its live display is not imported for nothing."""
-    if not stderr().is_terminal:
-        yield BuildSteps(lambda line: None)
+    terminal: rich draws it nowhere else, and is not even imported where it sees no terminal (a
+    script's build: 20 ms of a no-op rebuild)."""
+    console = terminal_stderr()
+    if console is None or not console.is_terminal:
+        yield BuildSteps(lambda line: None, console)
         return
     with stderr().status("building") as status:
-        yield BuildSteps(status.update)
+        yield BuildSteps(status.update, stderr())
 
 
 def built(image: BuiltImage, as_json: bool, engine: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from qimg import notices
-from qimg.display import print_json, say, shown
+from qimg.display import plain_note, print_json, say, shown
 from qimg.display.data import TransferBars
 
 if TYPE_CHECKING:
@@ -27,10 +27,11 @@ class RunReporter:
     """A live status line while the task starts, notes and warnings on stderr (the status line makes
     way for them), the ready lines once it is ready."""
 
-    def __init__(self, console: Console, on_ready: Callable[[TaskRecord], None]) -> None:
+    def __init__(self, console: Console | None, on_ready: Callable[[TaskRecord], None]) -> None:
+        """`console`: stderr's, or None where rich would draw nothing on it (`terminal_stderr`)."""
         self.console, self.on_ready = console, on_ready
         self.live: Status | None = None
-        self.bars = TransferBars(console)
+        self.bars = TransferBars(console) if console is not None else None
         self.warnings = notices.to(self.warning)
 
     def __enter__(self) -> RunReporter:
@@ -40,7 +41,8 @@ class RunReporter:
     def __exit__(self, *_: object) -> None:
         self.warnings.__exit__(None, None, None)
         self._stop_live()
-        self.bars.__exit__()
+        if self.bars is not None:
+            self.bars.__exit__()
 
     def _stop_live(self) -> None:
         if self.live is not None:
@@ -48,8 +50,8 @@ class RunReporter:
             self.live = None
 
     def status(self, view: TaskView, elapsed: float) -> None:
-        if not self.console.is_terminal:  # a transient line, which rich draws only on a terminal:
-            return  # not importing its live display spares a scripted launch 20 ms before its logins
+        if self.console is None or not self.console.is_terminal:  # a transient line, which rich draws
+            return  # only on a terminal: not importing its live display spares a scripted launch 20 ms
         running = f"{view.running}/{view.instance_count} instances running"
         line = shown(f"{view.name}: {view.state}, {running}, {elapsed:.0f} s")
         if self.live is None:
@@ -59,10 +61,14 @@ class RunReporter:
 
     def transfer(self, what: str, done: int, total: int) -> None:
         self._stop_live()  # rich draws one live display at a time: the bars take the status line's place
-        self.bars(what, done, total)
+        if self.bars is not None:  # bars are drawn only on a terminal
+            self.bars(what, done, total)
 
     def note(self, line: str) -> None:
         self._stop_live()  # a note is printed once, above where the status line was
+        if self.console is None:
+            plain_note(line)
+            return
         say(self.console, line, "dim" if line.startswith("  ") else None)
 
     def warning(self, text: str) -> None:
