@@ -38,6 +38,29 @@ def parse_tunnels(specs: tuple[str, ...] | list[str]) -> tuple[Tunnel, ...]:
     return tunnels
 
 
+def image_tunnels(forward_ports: tuple[int, ...]) -> tuple[Tunnel, ...]:
+    """The tunnels of an image's devcontainer `forwardPorts`, when no --tunnel is given: each from the
+    same local port. One that is taken is refused (a URL the project documents names that port: another
+    one chosen silently would not match it), naming the option that forwards it from another."""
+    tunnels = tuple(Tunnel(port, port) for port in dict.fromkeys(forward_ports))
+    for tunnel in tunnels:
+        if not is_port_free(tunnel.local):
+            raise UsageError(
+                f"local port {tunnel.local} (the image's forwardPorts) is already in use: forward it from "
+                f"another with --tunnel LOCAL:{tunnel.remote}, or run with --no-tunnel"
+            )
+    return tunnels
+
+
+def is_port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def check_port_free(tunnel: Tunnel) -> None:
     with socket.socket() as probe:
         try:

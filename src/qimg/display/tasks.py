@@ -100,6 +100,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
             {
                 **task.as_dict(now),
                 "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
+                "ports": [port.as_dict() for port in listing.ports.get(task.id, [])],
             }
             for task in listing.tasks
         ]
@@ -110,7 +111,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
     from rich.table import Table
 
     table = Table(title=f"qimg tasks on {listing.backend}", title_justify="left")
-    for column in ("name", "state", "endpoints", "age", "credits", "idle stop"):
+    for column in ("name", "state", "endpoints", "ports", "age", "credits", "idle stop"):
         table.add_column(column)
     for task in listing.tasks:
         age = int((now - task.created).total_seconds()) if task.created else None
@@ -119,6 +120,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
             endpoints += f" (master of {task.instance_count})"
         table.add_row(
             shown(task.name), shown(task.state), shown(endpoints),
+            " ".join(port.shown for port in listing.ports.get(task.id, [])) or "-",
             "-" if age is None else _hours_minutes(age),
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
             _idle_stop(listing.idle_stops.get(task.id), now),
