@@ -53,7 +53,10 @@ def image_tunnels(forward_ports: tuple[int, ...]) -> tuple[Tunnel, ...]:
 
 
 def is_port_free(port: int) -> bool:
+    """Whether ssh can listen on the local port now. Probed as ssh binds a forward (SO_REUSEADDR): a
+    port whose last connections linger in TIME_WAIT is free to it, one with a listener is not."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -62,11 +65,8 @@ def is_port_free(port: int) -> bool:
 
 
 def check_port_free(tunnel: Tunnel) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", tunnel.local))
-        except OSError:
-            raise UsageError(
-                f"local port {tunnel.local} is already in use: pick another, e.g. --tunnel "
-                f"{tunnel.local + 1}:{tunnel.remote}"
-            ) from None
+    if not is_port_free(tunnel.local):
+        raise UsageError(
+            f"local port {tunnel.local} is already in use: pick another, e.g. --tunnel "
+            f"{tunnel.local + 1}:{tunnel.remote}"
+        )
