@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from qimg.errors import QimgError, UsageError
 from qimg.launcher import names, processes, sshconfig, transfer
+from qimg.launcher.records import TaskRecord
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -65,11 +66,16 @@ def workspace(name: str, path: str | None, instance: int, backend: str) -> Works
     if path is not None and (not path or _CONTROL.search(path) or not _is_text(path)):
         raise UsageError(f"code: {path[:60]!r} is not a folder path")
     record = names.login(name, backend).record
-    folder = record.workspace_folder if path is None and record.workspace_folder else None
     return Workspace(
-        transfer.instance_host(record, instance), folder or remote_folder(record.user, path),
-        tuple(record.extensions),
-    )  # fmt: skip
+        transfer.instance_host(record, instance), opened_folder(record, path), tuple(record.extensions)
+    )
+
+
+def opened_folder(record: TaskRecord, path: str | None) -> str:
+    """PATH (from the login user's home), else the workspace folder recorded at launch, else home."""
+    if path is None and record.workspace_folder:
+        return record.workspace_folder
+    return remote_folder(record.user, path)
 
 
 # VS Code Remote-SSH's user setting: extensions it installs on every remote server it sets up.

@@ -154,9 +154,10 @@ def _port(item: Any) -> ForwardedPort:
     numbers = [item.get(key) for key in ("local", "remote")]
     _expect(all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 65536 for n in numbers), "port")
     label = item.get("label")
-    _expect(label is None or (isinstance(label, str) and PORT_LABEL.fullmatch(label) is not None), "port label")
+    _expect(
+        label is None or (isinstance(label, str) and PORT_LABEL.fullmatch(label) is not None), "port label"
+    )
     return ForwardedPort(numbers[0], numbers[1], label)
-
 
 
 def _instance(item: Any) -> InstanceRecord:
