@@ -83,6 +83,7 @@ def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: T
         print_json({
             "task": {"id": record.task_id, "name": record.name}, "backend": record.backend,
             "state": EXECUTING, "instances": [login.as_dict() for login in logins],
+            "ports": [port.as_dict() for port in record.ports],
         })  # fmt: skip
         return
     print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
@@ -90,6 +91,8 @@ def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: T
         print(f"  {login.ssh_command}", file=out, flush=True)
         if login.putty_command is not None:
             print(f"  {login.putty_command}", file=out, flush=True)
+    for port in record.ports:  # the tunnels, forwarded from here on
+        print(f"  port {port.shown}: 127.0.0.1:{port.local}", file=out, flush=True)
 
 
 def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None) -> None:
