@@ -98,6 +98,11 @@ _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _LIST_LIMIT = 64  # entries of one label: more than any devcontainer.json lists
 
 
+def is_plain_folder(folder: str) -> bool:
+    """An absolute path of plain characters, without `..`: a workspace folder a link or a shell can name."""
+    return PLAIN_FOLDER.fullmatch(folder) is not None and "/../" not in f"{folder}/"
+
+
 @dataclass(frozen=True)
 class DevcontainerLabels:
     """What a devcontainer image says about itself, checked: the ports `run` forwards by default (and
@@ -155,7 +160,7 @@ def read_devcontainer(labels: Mapping[str, str] | None, ref: str) -> Devcontaine
             )
         port_labels.append((port(PORT_LABELS, number), name))
     folder = found.get(WORKSPACE_FOLDER) or None
-    if folder is not None and (not PLAIN_FOLDER.fullmatch(folder) or "/../" in f"{folder}/"):
+    if folder is not None and not is_plain_folder(folder):
         raise refuse(WORKSPACE_FOLDER, "is not a plain absolute path")
     extensions = entries(VSCODE_EXTENSIONS)
     if not all(EXTENSION_ID.fullmatch(extension) for extension in extensions):

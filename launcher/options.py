@@ -86,7 +86,12 @@ class LaunchOptions:
     instances: int = option(1, "--instances", "Number of instances.")
     name: str | None = option(None, "--name", "Task name (default USER-XXXX).")
     profile: str = option("docker-network-ssh", "--profile", "Qarnot profile.")
-    tunnels: tuple[str, ...] = option((), "--tunnel", "LOCAL[:REMOTE] port to forward (repeatable).")
+    tunnels: tuple[str, ...] = option(
+        (), "--tunnel",
+        "LOCAL[:REMOTE] port to forward (repeatable); replaces the image's devcontainer forwardPorts, "
+        "which are forwarded otherwise.",
+    )  # fmt: skip
+    no_tunnel: bool = option(False, "--no-tunnel", "Forward no port, not even the image's forwardPorts.")
     connect: bool = option(False, "--connect", "Open an ssh session when ready.")
     command: str | None = option(None, "--command", "Run this over ssh, exit with its code.")
     timeout: float = option(600.0, "--timeout", "Seconds to wait for sshd.")

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -27,8 +27,8 @@ from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.launch import Readiness
 from qimg.launcher.options import LaunchOptions, check_timeout
-from qimg.launcher.records import InstanceRecord, TaskRecord
-from qimg.launcher.tunnels import Tunnel, parse_tunnels
+from qimg.launcher.records import ForwardedPort, InstanceRecord, TaskRecord
+from qimg.launcher.tunnels import Tunnel, image_tunnels, parse_tunnels
 
 if TYPE_CHECKING:  # imported where an image is read from its registry: a local run needs none of it
     from qimg import registry_api
@@ -57,14 +57,20 @@ class LaunchPlan:
     data: DataPlan | None = None  # buckets: inputs uploaded before, results downloaded at the end
     notes: tuple[str, ...] = ()  # what the user should know before the launch (a busy organisation quota)
     batch: bool = False  # --command is the task's own command (a profile without ssh): no login
+    devcontainer: labels.DevcontainerLabels = field(default_factory=labels.DevcontainerLabels)  # checked
 
     def record(self, task_id: str = "", instances: Sequence[InstanceRecord] = ()) -> TaskRecord:
         """The launch's record: before the task exists (no id), once created, once every instance is
-        pinned."""
+        pinned. The image's devcontainer labels go in it as they were at launch (the tunnels, each named
+        by its portsAttributes label; the workspace folder and extensions `qimg code` tells)."""
+        named = dict(self.devcontainer.port_labels)
         return TaskRecord(
             name=self.request.name, backend=self.backend.name, task_id=task_id, user=self.login.user,
             identity=self.login.key.identity, ppk=self.login.key.ppk, instances=list(instances),
             launch_id=self.request.launch_id,
+            ports=[ForwardedPort(t.local, t.remote, named.get(t.remote)) for t in self.tunnels],
+            workspace_folder=self.devcontainer.workspace_folder,
+            extensions=list(self.devcontainer.extensions),
         )  # fmt: skip
 
 
@@ -146,7 +152,7 @@ def plan_launch(
         raise UsageError("--connect opens a terminal session: it does not go with --command")
     if not 1 <= options.instances <= MAX_INSTANCES:
         raise UsageError(f"invalid --instances {options.instances}: from 1 to {MAX_INSTANCES}")
-    tunnels = parse_tunnels(options.tunnels)
+    tunnels = given_tunnels(options)
     timeout = check_timeout(options.timeout)
     max_seconds = parse_duration(options.max_time, "--max-time")
     idle_seconds = parse_duration(options.idle_stop, "--idle-stop") if options.idle_stop is not None else None
@@ -178,10 +184,9 @@ def plan_launch(
     if checked_data is not None:
         check_storage(backend)
     auth = registry_auth(ref, options.registry_auth, on_registry)
-    if local_engine is None:
-        user, start = remote_login(images, ref, options.user, remote(ref, auth))
-    else:
-        user, start = local_login(local_engine, ref, options.user)
+    user, start, devcontainer = read_image(images, local_engine, ref, options.user, auth, remote)
+    if not (options.tunnels or options.no_tunnel or batch):
+        tunnels = image_tunnels(devcontainer.forward_ports)
     check_start(options, ref, start, batch=batch, idle=bool(idle_seconds))
     name = options.name or f"{user}-{secrets.token_hex(2)}"
     # The deadline is fixed now, at submit: an instance restarted later keeps it (--max-time is not
@@ -209,8 +214,36 @@ def plan_launch(
     return LaunchPlan(
         backend=backend, request=request, login=Login(user, key), wait=wait, keep=options.keep,
         tunnels=tunnels, command=options.command, connect=options.connect, data=data_plan,
-        notes=launch_notes(backend, request, batch), batch=batch,
+        notes=launch_notes(backend, request, batch), batch=batch, devcontainer=devcontainer,
     )  # fmt: skip
+
+
+def given_tunnels(options: LaunchOptions) -> tuple[Tunnel, ...]:
+    """The --tunnel options, checked; with none, the image's forwardPorts are the tunnels (read later,
+    with the image), unless --no-tunnel."""
+    if options.no_tunnel and options.tunnels:
+        raise UsageError("--no-tunnel forwards no port: it does not go with --tunnel")
+    return parse_tunnels(options.tunnels)
+
+
+def read_image(
+    images: Engine | None,
+    local_engine: Engine | None,
+    ref: ImageRef,
+    user: str | None,
+    auth: tuple[str, str] | None,
+    remote: RemoteImages,
+) -> tuple[str, contract.Start, labels.DevcontainerLabels]:
+    """Who logs in, how sshd starts and the devcontainer labels, from the image's labels where the
+    task finds it (its registry, no engine needed; else the local engine), read once."""
+    if local_engine is None:
+        found = remote(ref, auth)
+        image_labels = found.labels
+        user, start = remote_login(images, ref, user, found)
+    else:
+        image_labels = labels_of(local_engine.local_image(str(ref)))
+        user, start = local_login(local_engine, ref, user, image_labels)
+    return user, start, labels.read_devcontainer(image_labels, str(ref))
 
 
 def check_start(
@@ -258,11 +291,12 @@ def is_batch(options: LaunchOptions) -> bool:
     return True
 
 
-def local_login(images: Engine, ref: ImageRef, user: str | None) -> tuple[str, contract.Start]:
+def local_login(
+    images: Engine, ref: ImageRef, user: str | None, image_labels: dict[str, str]
+) -> tuple[str, contract.Start]:
     """Who logs in and how sshd starts, for an image the local engine runs: read from its labels there,
     an image qimg did not build checked for an OpenSSH server."""
-    local = images.local_image(str(ref))
-    login = image_login(labels_of(local), ref, user)
+    login = image_login(image_labels, ref, user)
     if login is None:
         check_ssh_ready(images, ref)
         return "root", contract.foreign_start()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qimg.builder.labels import EXTENSION_ID, PORT_LABEL, is_plain_folder
 from qimg.builder.spec import USER_NAME
 from qimg.errors import FileError, QimgError, UsageError
 from qimg.filelock import locked
@@ -57,6 +58,25 @@ class InstanceRecord:
     attempt: int = 0
 
 
+@dataclass(frozen=True)
+class ForwardedPort:
+    """A tunnel `run` opened: a local port to the task's `remote` one, named by the image's
+    devcontainer (`portsAttributes` label) when it names it."""
+
+    local: int
+    remote: int
+    label: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """`8888 (Jupyter)`, or `18888:8888 (Jupyter)` as --tunnel spells another local port."""
+        ports = str(self.remote) if self.local == self.remote else f"{self.local}:{self.remote}"
+        return f"{ports} ({self.label})" if self.label else ports
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"local": self.local, "remote": self.remote, "label": self.label}
+
+
 @dataclass
 class TaskRecord:
     """A launched task. Written before the request that creates it (task_id "" then): whatever happens
@@ -70,12 +90,18 @@ class TaskRecord:
     ppk: Path | None = None  # the PuTTY key, for plink
     instances: list[InstanceRecord] = field(default_factory=list)
     launch_id: str = ""  # the tag of every task the launch created (`backends.base.launch_tag`)
+    # From the image's devcontainer labels, at launch: what `ls` shows and where `qimg code` opens.
+    ports: list[ForwardedPort] = field(default_factory=list)
+    workspace_folder: str | None = None
+    extensions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "backend": self.backend, "task_id": self.task_id, "user": self.user,
             "identity": str(self.identity), "ppk": str(self.ppk) if self.ppk else None,
             "launch_id": self.launch_id,
+            "ports": [port.as_dict() for port in self.ports],
+            "workspace_folder": self.workspace_folder, "extensions": self.extensions,
             "instances": [
                 {"index": i.index, "host": i.endpoint.host, "port": i.endpoint.port,
                  "host_keys": i.host_keys, "attempt": i.attempt}
@@ -102,11 +128,36 @@ class TaskRecord:
         _expect(launch_id == "" or _is_id(launch_id), "launch_id")
         task_id = data.get("task_id")
         _expect(_is_id(task_id) or (task_id == "" and launch_id != ""), "task_id")  # "": being created
+        ports = data.get("ports", [])
+        _expect(isinstance(ports, list) and len(ports) <= _LIST_LIMIT, "ports")
+        folder = data.get("workspace_folder")
+        _expect(folder is None or (isinstance(folder, str) and is_plain_folder(folder)), "workspace_folder")
+        extensions = data.get("extensions", [])
+        _expect(
+            isinstance(extensions, list) and len(extensions) <= _LIST_LIMIT
+            and all(isinstance(e, str) and EXTENSION_ID.fullmatch(e) for e in extensions),
+            "extensions",
+        )  # fmt: skip
         return cls(
             name=name, backend=str(backend), task_id=str(task_id), user=str(user),
             identity=Path(str(identity)), ppk=Path(ppk) if ppk else None,
             instances=[_instance(item) for item in instances], launch_id=str(launch_id),
+            ports=[_port(item) for item in ports], workspace_folder=folder, extensions=list(extensions),
         )  # fmt: skip
+
+
+_LIST_LIMIT = 64  # ports or extensions of one record: as many as an image's labels may list
+
+
+def _port(item: Any) -> ForwardedPort:
+    _expect(isinstance(item, dict), "port")
+    numbers = [item.get(key) for key in ("local", "remote")]
+    _expect(all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 65536 for n in numbers), "port")
+    label = item.get("label")
+    _expect(
+        label is None or (isinstance(label, str) and PORT_LABEL.fullmatch(label) is not None), "port label"
+    )
+    return ForwardedPort(numbers[0], numbers[1], label)
 
 
 def _instance(item: Any) -> InstanceRecord:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from qimg import notices
@@ -34,16 +34,19 @@ class Listing:
     backend: str
     tasks: list[TaskView]  # oldest first
     idle_stops: dict[str, IdleStop]  # by task id, for the running tasks whose output tells one
+    ports: dict[str, list[records.ForwardedPort]] = field(default_factory=dict)  # by task id: run's tunnels
 
 
 def list_tasks(backend: str) -> Listing:
     """The qimg tasks of `backend` (a registered name), and the idle stops of the running ones
     launched with --idle-stop: one output read for each, all at once, none for the others (they
     have nothing to tell). The records are read too: a broken one is set aside, and said."""
-    for problem in records.all_records()[1]:
+    recorded, problems = records.all_records()
+    for problem in problems:
         notices.warn(problem)
     opened = registry.open_backend(backend)
     found = sorted(opened.tasks(), key=lambda task: task.created or datetime.max)
+    ports = {r.task_id: r.ports for r in recorded if r.backend == opened.name and r.task_id and r.ports}
     running = [task.id for task in found if task.running and not task.ended and task.watches_idle]
 
     def idle_stop(task_id: str) -> IdleStop | None:
@@ -53,10 +56,10 @@ def list_tasks(backend: str) -> Listing:
             return None  # HTTP libraries' errors): the listing goes on without it
 
     if not running:
-        return Listing(opened.name, found, {})
+        return Listing(opened.name, found, {}, ports)
     with ThreadPoolExecutor(min(len(running), OUTPUT_READS_AT_ONCE), thread_name_prefix="qimg-ls") as pool:
         stops = dict(zip(running, pool.map(idle_stop, running), strict=True))
-    return Listing(opened.name, found, {task_id: stop for task_id, stop in stops.items() if stop})
+    return Listing(opened.name, found, {task_id: stop for task_id, stop in stops.items() if stop}, ports)
 
 
 def stop(

@@ -38,12 +38,35 @@ def parse_tunnels(specs: tuple[str, ...] | list[str]) -> tuple[Tunnel, ...]:
     return tunnels
 
 
-def check_port_free(tunnel: Tunnel) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", tunnel.local))
-        except OSError:
+def image_tunnels(forward_ports: tuple[int, ...]) -> tuple[Tunnel, ...]:
+    """The tunnels of an image's devcontainer `forwardPorts`, when no --tunnel is given: each from the
+    same local port. One that is taken is refused (a URL the project documents names that port: another
+    one chosen silently would not match it), naming the option that forwards it from another."""
+    tunnels = tuple(Tunnel(port, port) for port in dict.fromkeys(forward_ports))
+    for tunnel in tunnels:
+        if not is_port_free(tunnel.local):
             raise UsageError(
-                f"local port {tunnel.local} is already in use: pick another, e.g. --tunnel "
-                f"{tunnel.local + 1}:{tunnel.remote}"
-            ) from None
+                f"local port {tunnel.local} (the image's forwardPorts) is already in use: forward it from "
+                f"another with --tunnel LOCAL:{tunnel.remote}, or run with --no-tunnel"
+            )
+    return tunnels
+
+
+def is_port_free(port: int) -> bool:
+    """Whether ssh can listen on the local port now. Probed as ssh binds a forward (SO_REUSEADDR): a
+    port whose last connections linger in TIME_WAIT is free to it, one with a listener is not."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_port_free(tunnel: Tunnel) -> None:
+    if not is_port_free(tunnel.local):
+        raise UsageError(
+            f"local port {tunnel.local} is already in use: pick another, e.g. --tunnel "
+            f"{tunnel.local + 1}:{tunnel.remote}"
+        )

@@ -133,7 +133,7 @@ def test_devcontainer_built_checked_and_run_locally_and_on_qarnot(
     check_probe(facts(local.stdout))
 
     # The lifecycle commands' own lines are the task's output (qimg logs), as a kept task shows them.
-    kept = user.qimg("run", "--local", TAG, "--name", "dck")
+    kept = user.qimg("run", "--local", TAG, "--name", "dck", "--no-tunnel")  # returns once ready
     assert kept.returncode == 0, kept.stderr
     try:
         waited = user.qimg("ssh", "dck", "--", "sh -lc " + shlex.quote(PROBE))

@@ -64,6 +64,18 @@ REWRITTEN: dict[str, tuple[str, str]] = {
         f" --port {PORT} >jupyter.url || [ $? = 130 ]; }} && grep -q '^http://127.0.0.1:' jupyter.url",
         "it serves until Ctrl-C, and no browser here: its URL printed, then a Ctrl-C (130, as Ctrl-C exits)",
     ),
+    "qimg run --local qimg/alice:dev --name dev": (
+        "{ timeout --preserve-status -s INT 20 qimg run --local qimg/alice:dev --name dev"
+        f" --tunnel {PORT}:8888"
+        ' || [ $? = 130 ]; } && qimg ls --local --json | grep -q \'"label": "Jupyter"\'',
+        "it holds the forwarded port until Ctrl-C (a Ctrl-C after 20 s), and 8888 may be taken here: the same"
+        " remote port from a free local one, its label shown by ls",
+    ),
+    "qimg code dev --local": (
+        "qimg code dev --local --print 2>code.err | grep -q '/workspaces/'"
+        " && grep -q defaultExtensions code.err",
+        "no VS Code here: the link printed, in the workspace folder, and the extensions' setting on stderr",
+    ),
     "qimg profiles | hardware | account": (
         "qimg profiles && qimg hardware && qimg account",
         "a summary of subcommands joined by |: each run once",

@@ -11,7 +11,7 @@ import pytest
 from qimg.display import shown
 from qimg.display.tasks import ready
 from qimg.launcher import sshconfig
-from qimg.launcher.records import InstanceRecord, TaskRecord
+from qimg.launcher.records import ForwardedPort, InstanceRecord, TaskRecord
 from qimg.launcher.ssh import Endpoint
 
 CASES = {
@@ -50,4 +50,19 @@ def test_the_ready_lines_and_object(
             "index": 0, "alias": "qimg-web", "host": "127.0.0.1", "port": 2222, "user": "alice",
             "ssh_command": "ssh -F ~/state/qimg/ssh/config qimg-web", "host_key": "ssh-ed25519 AAAAkey",
         }],
+        "ports": [],
     }  # fmt: skip
+    record.ports = [
+        ForwardedPort(8888, 8888, "Jupyter"),
+        ForwardedPort(18080, 8080),
+    ]  # the tunnels run opened
+    ready(record, logins, as_json=False, out=sys.stdout)
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "  port 8888 (Jupyter): 127.0.0.1:8888",
+        "  port 18080:8080: 127.0.0.1:18080",
+    ]
+    ready(record, logins, as_json=True, out=sys.stdout)
+    assert json.loads(capsys.readouterr().out)["ports"] == [
+        {"local": 8888, "remote": 8888, "label": "Jupyter"},
+        {"local": 18080, "remote": 8080, "label": None},
+    ]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from qimg.launcher.records import TaskRecord
 
 # Options of `run` that a notebook session has no use for: its session is the server, its tunnel qimg's.
-_NOT_HERE = ("tunnels", "connect", "command")
+_NOT_HERE = ("tunnels", "no_tunnel", "connect", "command")
 
 
 def jupyter(
@@ -50,7 +50,11 @@ def jupyter(
 
     server = notebook.plan_notebook(port, lab=lab, browser=not no_browser)
     options = described(
-        LaunchOptions, given, backend=backend_of(local), registry_auth=registry_auth(username, password_stdin)
+        LaunchOptions,
+        given,
+        backend=backend_of(local),
+        registry_auth=registry_auth(username, password_stdin),
+        no_tunnel=True,  # the notebook's tunnel is its own (the image's forwardPorts are run's)
     )
 
     def show_url(address: str) -> None:

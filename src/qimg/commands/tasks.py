@@ -106,7 +106,8 @@ def list_tasks(
     as_json: JsonOpt = False,
     show_buckets: Annotated[bool, typer.Option("--buckets", help="List qimg's buckets instead.")] = False,
 ) -> None:
-    """List the tasks launched by qimg: name, state, endpoints, age, credits, idle stop (or its buckets)."""
+    """List the tasks launched by qimg: name, state, endpoints, forwarded ports, age, credits, idle stop (or
+    its buckets)."""
     from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)

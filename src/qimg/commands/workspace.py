@@ -31,7 +31,11 @@ def cp(
 def code(
     name: NameArg,
     path: Annotated[
-        str | None, typer.Argument(help="Folder on the task (default: the login user's home).")
+        str | None,
+        typer.Argument(
+            help="Folder on the task (default: the image's devcontainer workspaceFolder, else the login "
+            "user's home)."
+        ),
     ] = None,
     print_link: Annotated[
         bool, typer.Option("--print", help="Print the vscode:// link instead of starting VS Code.")
@@ -50,6 +54,8 @@ def code(
     hint = editor.include_hint(Path.home() / ".ssh" / "config")
     if hint:
         note(hint)
+    for line in editor.extensions_note(space.extensions):
+        note(line)
     if print_link:
         display.lines([space.link])
         return

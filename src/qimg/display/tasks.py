@@ -89,6 +89,7 @@ def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: T
         print_json({
             "task": {"id": record.task_id, "name": record.name}, "backend": record.backend,
             "state": EXECUTING, "instances": [login.as_dict() for login in logins],
+            "ports": [port.as_dict() for port in record.ports],
         })  # fmt: skip
         return
     print(f"ready: task {record.name} ({record.task_id}) on {record.backend}, host keys pinned", file=out)
@@ -96,6 +97,8 @@ def ready(record: TaskRecord, logins: list[InstanceLogin], as_json: bool, out: T
         print(f"  {login.ssh_command}", file=out, flush=True)
         if login.putty_command is not None:
             print(f"  {login.putty_command}", file=out, flush=True)
+    for port in record.ports:  # the tunnels, forwarded from here on
+        print(f"  port {port.shown}: 127.0.0.1:{port.local}", file=out, flush=True)
 
 
 def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None) -> None:
@@ -106,6 +109,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
             {
                 **task.as_dict(now),
                 "idle_stop": idle.as_dict(now) if (idle := listing.idle_stops.get(task.id)) else None,
+                "ports": [port.as_dict() for port in listing.ports.get(task.id, [])],
             }
             for task in listing.tasks
         ]
@@ -116,7 +120,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
     from rich.table import Table
 
     table = Table(title=f"qimg tasks on {listing.backend}", title_justify="left")
-    for column in ("name", "state", "endpoints", "age", "credits", "idle stop"):
+    for column in ("name", "state", "endpoints", "ports", "age", "credits", "idle stop"):
         table.add_column(column)
     for task in listing.tasks:
         age = int((now - task.created).total_seconds()) if task.created else None
@@ -125,6 +129,7 @@ def task_list(listing: Listing, now: datetime, as_json: bool, engine: str | None
             endpoints += f" (master of {task.instance_count})"
         table.add_row(
             shown(task.name), shown(task.state), shown(endpoints),
+            " ".join(port.shown for port in listing.ports.get(task.id, [])) or "-",
             "-" if age is None else _hours_minutes(age),
             "-" if task.credits is None else f"{task.credits:.2f} EUR",
             _idle_stop(listing.idle_stops.get(task.id), now),
