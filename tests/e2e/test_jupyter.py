@@ -4,11 +4,14 @@ tunnel by a real headless browser (Debian's chromium), on the local engine and o
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import os
 import signal
 import socket
+import stat
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,13 +144,16 @@ def assert_serves_the_notebook(url: str, port: int, tmp_path: Path) -> None:
 def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
     jupyter_image: str, user: User, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    """The browser qimg opens (BROWSER, as Python's webbrowser reads it: chromium dumping what it shows)
-    gets the notebook UI through the tunnel; a wrong token gets the login page; Ctrl-C closes it all."""
-    profile, seen, shown = tmp_path / "profile-opened", tmp_path / "opened.html", tmp_path / "browser.log"
+    """The browser qimg opens (BROWSER, as Python's webbrowser reads it) is given a private page that sends
+    it to the URL qimg printed; that URL, in a real browser through the tunnel, is the notebook UI, and a
+    wrong token the login page; Ctrl-C closes it all and the page goes with it.
+
+    The test's browser records what it is given rather than loading it: chromium following a file://
+    page's redirect to http:// dumped an empty page now and then on CI's loaded machines (twice in two
+    runs there, never here), while loading the URL itself never failed."""
+    given = tmp_path / "browser-given"
     browser = tmp_path / "browser"
-    browser.write_text(
-        f'#!/bin/sh\nexec {" ".join(CHROMIUM)} --user-data-dir={profile} --dump-dom "$1" >{seen} 2>{shown}\n'
-    )
+    browser.write_text(f'#!/bin/sh\nprintf "%s" "$1" >{given}\n')
     browser.chmod(0o755)
     port = free_local_port()
     opened = User(user.home, {**user.env, "BROWSER": f"{browser} %s"})
@@ -157,16 +163,20 @@ def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
         url = wait_url(process)
         assert_serves_the_notebook(url, port, tmp_path)
         # qimg prints the URL, then opens the browser (webbrowser waits for the BROWSER command), then says
-        # how to stop: once it has said so, the browser is done with the page.
+        # how to stop: once it has said so, the browser has been given the page.
         said = wait_said(process, "Ctrl-C stops")
-        page = seen.read_text()
-        assert NOTEBOOK_UI in page, f"{page[:2000]}\nbrowser's stderr: {shown.read_text()[-2000:]}"
+        page = Path(urllib.parse.urlsplit(given.read_text()).path)
+        assert given.read_text() == page.as_uri()
+        assert stat.S_IMODE(page.parent.stat().st_mode) == 0o700  # the token's page is the user's alone
+        target = html.escape(url, quote=True)
+        assert f'<meta http-equiv="refresh" content="0;url={target}">' in page.read_text()
         errors = said + interrupt(process)
     assert url.split("token=", 1)[1] not in errors  # the token is printed once: in the URL, on stdout
     assert "stopped and deleted" in errors
+    assert not page.exists()
     assert not port_open(port)
     assert docker_client.containers.list(all=True, filters={"label": f"{NAME_LABEL}=nb"}) == []
-    assert browsers(profile) == [] and browsers(tmp_path / "profile-right") == []
+    assert browsers(tmp_path / "profile-right") == []
 
 
 def test_on_qarnot_the_token_is_no_task_constant(
