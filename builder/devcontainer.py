@@ -45,7 +45,6 @@ REFUSED = {
     "dockerComposeFile": "a Qarnot task is one container, not a Docker Compose project",
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
-    "postAttachCommand": "not yet: qimg does not run commands when a session attaches",
     "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
     "overrideFeatureInstallOrder": "not yet: qimg installs local features in the order they are listed",
     "build.options": "its docker build options are not passed on by qimg",

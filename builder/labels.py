@@ -93,7 +93,13 @@ FORWARD_PORTS, PORT_LABELS, WORKSPACE_FOLDER, VSCODE_EXTENSIONS, LIFECYCLE = (
 PORT_LABEL = re.compile(r"[A-Za-z0-9 ._:/()+-]{1,40}")
 PLAIN_FOLDER = re.compile(r"/[A-Za-z0-9 ._@+,=/-]{0,254}")
 EXTENSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?")
-LIFECYCLE_HOOKS = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
+LIFECYCLE_HOOKS = (
+    "onCreateCommand",
+    "updateContentCommand",
+    "postCreateCommand",
+    "postStartCommand",
+    "postAttachCommand",
+)
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _LIST_LIMIT = 64  # entries of one label: more than any devcontainer.json lists
 

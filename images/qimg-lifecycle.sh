@@ -1,13 +1,24 @@
 #!/bin/sh
-# qimg-lifecycle: a devcontainer's lifecycle commands (`qimg build --devcontainer`), run by qimg-start as
-# the Dev Containers specification runs them: onCreateCommand, updateContentCommand and postCreateCommand
-# once in a new container, postStartCommand at every start (on Qarnot every instance is a new container).
-# Each runs as the login user in a login shell (the environment an ssh session has), from the workspace
-# folder; the commands of one hook (its object form) run in parallel; a hook that fails stops the hooks
-# after it. Their output is the container's: `qimg logs`. Exit code: 0, or 1 when a hook failed.
+# qimg-lifecycle: a devcontainer's lifecycle commands (`qimg build --devcontainer`), run as the Dev
+# Containers specification runs them: onCreateCommand, updateContentCommand and postCreateCommand once in
+# a new container, postStartCommand at every start (on Qarnot every instance is a new container), both
+# by qimg-start; postAttachCommand each time qimg attaches a session (`qimg-lifecycle attached`, run by
+# qimg as the login user: it appends a line to the attach file, which this script, as root, follows once
+# the other hooks are done). Each command runs as the login user in a login shell (the environment an
+# ssh session has), from the workspace folder; the commands of one hook (its object form) run in
+# parallel; a hook that fails stops the hooks after it. Their output is the container's: `qimg logs`.
+# Exit code: 0, or 1 when a hook failed.
 #   /etc/qimg/lifecycle/N-HOOK/M-NAME  one command for /bin/sh per file, in order (N, M: two digits)
 #   /etc/qimg/workspace-folder         the folder the commands start in
 set -eu
+
+attach_file=/run/qimg/attached # one line per attach; written by the login user, read here
+
+if [ "${1:-}" = attached ]; then
+    # Appending never waits for the reader (a FIFO would, while postCreateCommand still runs).
+    if [ -w "$attach_file" ]; then printf 'attach\n' >>"$attach_file"; fi
+    exit 0
+fi
 
 say() { printf 'qimg-lifecycle: %s\n' "$*"; }
 
@@ -19,15 +30,12 @@ again=""
 mkdir -p /var/lib/qimg
 : >"$created"
 
-for hook in /etc/qimg/lifecycle/*; do
-    [ -d "$hook" ] || continue
-    name=${hook##*/}
+# run_hook FOLDER: its commands in parallel, as the login user; 1 when one failed.
+run_hook() {
+    name=${1##*/}
     name=${name#*-}
-    if [ -n "$again" ] && [ "$name" != postStartCommand ]; then
-        continue
-    fi
     pids=""
-    for file in "$hook"/*; do
+    for file in "$1"/*; do
         label=${file##*/}
         label=${label#*-}
         say "$name${label:+ ($label)}: running as $login_user"
@@ -42,8 +50,40 @@ for hook in /etc/qimg/lifecycle/*; do
         [ "$status" = 0 ] || failed="$failed $status"
     done
     if [ -n "$failed" ]; then
-        say "$name failed (exit code${failed}): the hooks after it do not run"
-        exit 1
+        say "$name failed (exit code${failed})"
+        return 1
     fi
     say "$name: done"
+}
+
+attach_hook=""
+for hook in /etc/qimg/lifecycle/*-postAttachCommand; do
+    [ ! -d "$hook" ] || attach_hook=$hook
+done
+if [ -n "$attach_hook" ]; then
+    # Made before the other hooks run: a session attached meanwhile is answered once they are done.
+    mkdir -p "${attach_file%/*}"
+    rm -f "$attach_file"
+    install -m 0600 -o "$login_user" /dev/null "$attach_file"
+fi
+
+for hook in /etc/qimg/lifecycle/*; do
+    [ -d "$hook" ] && [ "$hook" != "$attach_hook" ] || continue
+    name=${hook##*/}
+    name=${name#*-}
+    if [ -n "$again" ] && [ "$name" != postStartCommand ]; then
+        continue
+    fi
+    if ! run_hook "$hook"; then
+        say "the hooks after $name do not run"
+        exit 1
+    fi
+done
+
+[ -n "$attach_hook" ] || exit 0
+# Each line is one attach, and runs the hook in the background: an attach never waits behind another
+# (a hook may start a server). tail -F follows the file from its first line: the attaches made while the
+# hooks above ran are answered too.
+tail -n +1 -F "$attach_file" 2>/dev/null | while read -r _; do
+    run_hook "$attach_hook" &
 done

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from qimg.errors import QimgError, UsageError
-from qimg.launcher import names, processes, sshconfig, transfer
+from qimg.launcher import attach, names, processes, sshconfig, transfer
 from qimg.launcher.records import TaskRecord
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -28,6 +28,7 @@ class Workspace:
     host: str  # qimg-NAME[-i]
     folder: str  # absolute, on the task
     extensions: tuple[str, ...] = field(default=())  # the devcontainer's customizations.vscode.extensions
+    attach_hook: bool = False  # the image runs a postAttachCommand when VS Code attaches
 
     @property
     def link(self) -> str:
@@ -67,7 +68,10 @@ def workspace(name: str, path: str | None, instance: int, backend: str) -> Works
         raise UsageError(f"code: {path[:60]!r} is not a folder path")
     record = names.login(name, backend).record
     return Workspace(
-        transfer.instance_host(record, instance), opened_folder(record, path), tuple(record.extensions)
+        transfer.instance_host(record, instance),
+        opened_folder(record, path),
+        tuple(record.extensions),
+        record.attach_hook,
     )
 
 
@@ -115,5 +119,8 @@ def require_code() -> None:
 
 
 def open_in_code(space: Workspace) -> int:
-    """`code --remote ssh-remote+HOST FOLDER`: its exit code."""
+    """`code --remote ssh-remote+HOST FOLDER`: its exit code. VS Code attaching is an attach: the
+    image's postAttachCommand is asked for first."""
+    if space.attach_hook:
+        attach.announce(space.host)
     return processes.foreground(space.argv)

@@ -71,6 +71,7 @@ class LaunchPlan:
             ports=[ForwardedPort(t.local, t.remote, named.get(t.remote)) for t in self.tunnels],
             workspace_folder=self.devcontainer.workspace_folder,
             extensions=list(self.devcontainer.extensions),
+            attach_hook="postAttachCommand" in self.devcontainer.lifecycle,
         )  # fmt: skip
 
 

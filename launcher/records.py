@@ -94,6 +94,7 @@ class TaskRecord:
     ports: list[ForwardedPort] = field(default_factory=list)
     workspace_folder: str | None = None
     extensions: list[str] = field(default_factory=list)
+    attach_hook: bool = False  # the image runs a postAttachCommand when qimg attaches a session
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class TaskRecord:
             "launch_id": self.launch_id,
             "ports": [port.as_dict() for port in self.ports],
             "workspace_folder": self.workspace_folder, "extensions": self.extensions,
+            "attach_hook": self.attach_hook,
             "instances": [
                 {"index": i.index, "host": i.endpoint.host, "port": i.endpoint.port,
                  "host_keys": i.host_keys, "attempt": i.attempt}
@@ -138,11 +140,14 @@ class TaskRecord:
             and all(isinstance(e, str) and EXTENSION_ID.fullmatch(e) for e in extensions),
             "extensions",
         )  # fmt: skip
+        attach_hook = data.get("attach_hook", False)
+        _expect(isinstance(attach_hook, bool), "attach_hook")
         return cls(
             name=name, backend=str(backend), task_id=str(task_id), user=str(user),
             identity=Path(str(identity)), ppk=Path(ppk) if ppk else None,
             instances=[_instance(item) for item in instances], launch_id=str(launch_id),
             ports=[_port(item) for item in ports], workspace_folder=folder, extensions=list(extensions),
+            attach_hook=attach_hook,
         )  # fmt: skip
 
 

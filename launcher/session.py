@@ -18,6 +18,7 @@ from typing import Protocol
 from qimg import notices
 from qimg.errors import CreatedButFailed, CreationUnresolved, Interrupted, QimgError, ResultsUploading
 from qimg.launcher import (
+    attach,
     bucket_io,
     kept_logins,
     launch,
@@ -226,6 +227,8 @@ def run_over_ssh(
     if tunnels:
         first += ["-o", "ExitOnForwardFailure=yes"]
     if interactive:  # Ctrl-C belongs to the remote shell
+        if record.attach_hook:
+            attach.announce(hosts[0], ssh_options)
         with signals.as_errors(interrupt=False):
             return processes.children([sshconfig.config_argv(hosts[0], options=tuple(first))], terminal=True)
     if command is None:  # tunnels alone: Ctrl-C closes them, and the task keeps running

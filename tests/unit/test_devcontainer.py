@@ -150,7 +150,7 @@ def test_labels_written_and_read_back() -> None:
         ("io.qimg.workspace-folder", "/a/../../etc"),
         ("io.qimg.workspace-folder", "/a'b"),
         ("io.qimg.vscode-extensions", "not an id"),
-        ("io.qimg.lifecycle", "postAttachCommand"),
+        ("io.qimg.lifecycle", "postStartCommand,preAttachCommand"),
     ],
 )
 def test_labels_no_qimg_build_writes_are_refused(label: str, value: str) -> None:

@@ -21,6 +21,7 @@ def record() -> TaskRecord:
         [InstanceRecord(0, Endpoint("127.0.0.1", 50001), ["ssh-ed25519 AAAAdev"])],
         ports=[ForwardedPort(8888, 8888, "Jupyter"), ForwardedPort(18080, 8080)],
         workspace_folder="/workspaces/proj", extensions=["ms-python.python", "ms-toolsai.jupyter@1.2.3"],
+        attach_hook=True,
     )  # fmt: skip
 
 
@@ -31,10 +32,10 @@ def test_the_devcontainer_fields_survive_a_round_trip() -> None:
 
 def test_a_record_of_before_has_none() -> None:
     older = record().as_dict()
-    for key in ("ports", "workspace_folder", "extensions"):
+    for key in ("ports", "workspace_folder", "extensions", "attach_hook"):
         del older[key]
     read = TaskRecord.from_dict(older)
-    assert (read.ports, read.workspace_folder, read.extensions) == ([], None, [])
+    assert (read.ports, read.workspace_folder, read.extensions, read.attach_hook) == ([], None, [], False)
 
 
 HOSTILE: dict[str, Any] = {
@@ -47,6 +48,8 @@ HOSTILE: dict[str, Any] = {
     "workspace_folder  ": "/a\x1b[2Jb",
     "extensions": ["--install-extension"],
     "extensions ": "ms-python.python",
+    "attach_hook": "yes",
+    "attach_hook ": 1,
 }
 
 
