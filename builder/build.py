@@ -159,6 +159,24 @@ class BuiltImage:
         }  # fmt: skip
 
 
+def _unshown(text: str) -> None:
+    """Progress that nobody shows."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build runs, one value from the command to the builder (legacy or BuildKit): every step
+    again (`no_cache`), a newer base first (`pull`), and where its progress goes, as plain lines."""
+
+    no_cache: bool = False
+    pull: bool = False
+    on_step: Callable[[str], None] = _unshown
+    on_output: Callable[[str], None] = _unshown
+
+
+QUIET = BuildOptions()
+
+
 def default_tag(spec: ImageSpec) -> str:
     return f"qimg/{spec.login_user}:latest"
 
@@ -167,23 +185,19 @@ def build_image(
     client: docker.DockerClient | Engine,
     spec: ImageSpec,
     tag: str,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> BuiltImage:
     """Build `spec` as `tag`, through the SDK's `client` or the engine's API itself (an `Engine`: no SDK
     to import, for a base image the engine has). Raises BuildFailed with the failing step, the exit
     code and the step's last output lines; the callbacks get plain lines, without escape codes."""
-    log = BuildLog(on_step, on_output)
+    log = BuildLog(options.on_step, options.on_output)
     stream = _Stream(log)
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as context:
         write_context(spec, Path(context))
         if isinstance(client, Engine):
-            _build_on(client, Path(context), tag, no_cache, pull, stream.take, log)
+            _build_on(client, Path(context), tag, options.no_cache, options.pull, stream.take, log)
         else:
-            _build_with_sdk(client, context, tag, no_cache, pull, stream.take, log)
+            _build_with_sdk(client, context, tag, options.no_cache, options.pull, stream.take, log)
     image_id = stream.image_id
     if isinstance(client, Engine):
         found = client.image(image_id or tag) or {}
@@ -257,11 +271,7 @@ def build(
     spec: ImageSpec,
     distro_choice: str,
     tag: str | None,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> BuiltImage:
     """`qimg build`: the base image checked, its distro read when `distro_choice` is "auto", the image
     built (as `tag`, default qimg/USER:latest; with BuildKit where the engine and the docker CLI have
@@ -278,16 +288,10 @@ def build(
     if buildx is None:
         # A base to pull needs the SDK's registry credentials; one the engine has, no SDK at all (its
         # import was a fifth of a no-op rebuild).
-        fetches = pull or images.image(spec.base) is None
-        built = build_image(
-            engine.client() if fetches else images, spec, image_tag,
-            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
-        )  # fmt: skip
+        fetches = options.pull or images.image(spec.base) is None
+        built = build_image(engine.client() if fetches else images, spec, image_tag, options)
     else:
-        built = buildkit.build_image(
-            buildx, images, spec, image_tag,
-            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
-        )  # fmt: skip
+        built = buildkit.build_image(buildx, images, spec, image_tag, options)
     state.remember(state.LAST_BUILT, built.tag)
     return built
 
@@ -298,11 +302,7 @@ def build_dockerfile(
     args: tuple[tuple[str, str], ...],
     target: str | None,
     tag: str,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> str:
     """A project's own Dockerfile (`dockerfile`, relative to `context`) built as `tag` by the builder
     `build` uses, with the same progress; the image's ID. BuildFailed as `build_image`. The legacy
@@ -313,15 +313,14 @@ def build_dockerfile(
     images = Engine.from_env()
     buildx = buildkit.buildx_command(images)
     if buildx is not None:
-        return buildkit.build_dockerfile(
-            buildx, images, context, dockerfile, args, target, tag,
-            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
-        )  # fmt: skip
-    log = BuildLog(on_step, on_output)
+        return buildkit.build_dockerfile(buildx, images, context, dockerfile, args, target, tag, options)
+    log = BuildLog(options.on_step, options.on_output)
     stream = _Stream(log)
-    options: dict[str, Any] = {"dockerfile": dockerfile, "buildargs": dict(args)}
+    recipe: dict[str, Any] = {"dockerfile": dockerfile, "buildargs": dict(args)}
     if target:
-        options["target"] = target
-    _build_with_sdk(engine.client(), str(context), tag, no_cache, pull, stream.take, log, **options)
+        recipe["target"] = target
+    _build_with_sdk(
+        engine.client(), str(context), tag, options.no_cache, options.pull, stream.take, log, **recipe
+    )
     found = images.image(stream.image_id or tag) or {}
     return str(found.get("Id", ""))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from qimg import docker_context
-from qimg.builder.build import BUILDKIT, BuildStep, BuiltImage, clean_line, step_failure
+from qimg.builder.build import BUILDKIT, QUIET, BuildOptions, BuildStep, BuiltImage, clean_line, step_failure
 from qimg.builder.render import write_context
 from qimg.builder.spec import ImageSpec
 from qimg.engine_api import Engine
@@ -166,18 +166,14 @@ def build_image(
     images: Engine,
     spec: ImageSpec,
     tag: str,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> BuiltImage:
     """Build `spec` as `tag` with `buildx` (`buildx_command`) on the engine of `images`, loaded into it
     as the legacy builder's image would be (no attestation). BuildFailed as `build.build_image`."""
     with tempfile.TemporaryDirectory(prefix="qimg-build-") as folder:
         context = Path(folder, "context")
         write_context(spec, context)
-        image_id = _build(buildx, images, [str(context)], tag, no_cache, pull, on_step, on_output)
+        image_id = _build(buildx, images, [str(context)], tag, options)
     size = images.local_image(image_id).get("Size")  # the engine's reply: untrusted
     return BuiltImage(
         id=image_id, tag=tag, size=size if isinstance(size, int) and size >= 0 else 0,
@@ -193,32 +189,28 @@ def build_dockerfile(
     args: tuple[tuple[str, str], ...],
     target: str | None,
     tag: str,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> str:
     """A project's own Dockerfile (relative to `context`) built as `tag` with `buildx`; the image's ID."""
-    options = ["--file", str(context / dockerfile)]
+    recipe = ["--file", str(context / dockerfile)]
     for name, value in args:
-        options += ["--build-arg", f"{name}={value}"]
+        recipe += ["--build-arg", f"{name}={value}"]
     if target:
-        options += ["--target", target]
-    return _build(buildx, images, [*options, str(context)], tag, no_cache, pull, on_step, on_output)
+        recipe += ["--target", target]
+    return _build(buildx, images, [*recipe, str(context)], tag, options)
 
 
 def _build(
-    buildx: list[str], images: Engine, operands: list[str], tag: str, no_cache: bool, pull: bool,
-    on_step: Callable[[str], None], on_output: Callable[[str], None],
+    buildx: list[str], images: Engine, operands: list[str], tag: str, options: BuildOptions
 ) -> str:  # fmt: skip
     """One `docker buildx build` loading its image into the engine of `images`; the image's ID."""
-    log = BuildKitLog(on_step, on_output)
+    log = BuildKitLog(options.on_step, options.on_output)
     with tempfile.TemporaryDirectory(prefix="qimg-buildx-") as folder:
         iidfile = Path(folder, "image-id")
         argv = [
             *buildx, "--load", "--progress=plain", "--iidfile", str(iidfile),
-            "--tag", tag, *(["--no-cache"] if no_cache else []), *(["--pull"] if pull else []), *operands,
+            "--tag", tag, *(["--no-cache"] if options.no_cache else []),
+            *(["--pull"] if options.pull else []), *operands,
         ]  # fmt: skip
         with subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

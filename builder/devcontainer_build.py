@@ -21,14 +21,13 @@ import re
 import shlex
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from qimg.builder import build as builds
 from qimg.builder import devcontainer
-from qimg.builder.build import BuiltImage
+from qimg.builder.build import QUIET, BuildOptions, BuiltImage
 from qimg.builder.devcontainer import Devcontainer, Feature
 from qimg.builder.labels import DevcontainerLabels
 from qimg.builder.spec import (
@@ -90,11 +89,7 @@ def build(
     path: Path | None,
     ignore: tuple[str, ...],
     tag: str | None,
-    *,
-    no_cache: bool = False,
-    pull: bool = False,
-    on_step: Callable[[str], None] = lambda step: None,
-    on_output: Callable[[str], None] = lambda line: None,
+    options: BuildOptions = QUIET,
 ) -> BuiltImage:
     """The image of the devcontainer.json at `path` (None: the default locations), ssh-ready, as `tag`
     (default qimg/USER:latest), remembered for check, push and run --local as every build is."""
@@ -102,9 +97,7 @@ def build(
     if tag:
         check_image_ref(tag, "--tag")
     images = Engine.from_env()
-    base, made = _base_image(
-        config, images, no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output
-    )
+    base, made = _base_image(config, images, options)
     try:
         facts = _facts(images, base)
         spec = _spec(config, facts, base)
@@ -112,7 +105,8 @@ def build(
         if made:
             images.untag(base)  # refused: the Dockerfile's image made for it goes too
         raise
-    return builds.build(spec, "auto", tag, no_cache=no_cache, on_step=on_step, on_output=on_output)
+    # qimg's layer goes on the base just read: nothing to pull.
+    return builds.build(spec, "auto", tag, replace(options, pull=False))
 
 
 def base_tag(config: Devcontainer) -> str:
@@ -121,28 +115,21 @@ def base_tag(config: Devcontainer) -> str:
     return f"qimg/devcontainer-base-{name or 'project'}:latest"
 
 
-def _base_image(
-    config: Devcontainer, images: Engine, *, no_cache: bool, pull: bool,
-    on_step: Callable[[str], None], on_output: Callable[[str], None],
-) -> tuple[str, bool]:  # fmt: skip
+def _base_image(config: Devcontainer, images: Engine, options: BuildOptions) -> tuple[str, bool]:
     """The image below qimg's layer, and whether this build made it: the file's `image` when the engine
     has it, else built (its Dockerfile, or `FROM image` to pull it as a build pulls a base)."""
-    if config.image and not pull and images.image(config.image) is not None:
+    if config.image and not options.pull and images.image(config.image) is not None:
         return config.image, False
     tag = base_tag(config)
     if config.build:
         recipe = config.build
         builds.build_dockerfile(
-            recipe.context, recipe.dockerfile_in_context, recipe.args, recipe.target, tag,
-            no_cache=no_cache, pull=pull, on_step=on_step, on_output=on_output,
-        )  # fmt: skip
+            recipe.context, recipe.dockerfile_in_context, recipe.args, recipe.target, tag, options
+        )
         return tag, True
     with tempfile.TemporaryDirectory(prefix="qimg-devcontainer-") as folder:
         Path(folder, "Dockerfile").write_text(f"FROM {config.image}\n")
-        builds.build_dockerfile(
-            Path(folder), "Dockerfile", (), None, tag, no_cache=no_cache, pull=pull,
-            on_step=on_step, on_output=on_output,
-        )  # fmt: skip
+        builds.build_dockerfile(Path(folder), "Dockerfile", (), None, tag, options)
     return tag, True
 
 

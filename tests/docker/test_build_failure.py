@@ -11,7 +11,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from qimg.builder.build import build_image
+from qimg.builder.build import BuildOptions, build_image
 from qimg.builder.spec import Distro, ImageSpec
 from qimg.errors import BuildFailed
 
@@ -37,7 +37,7 @@ def test_a_failing_install_step(engine_client: docker.DockerClient) -> None:
     output: list[str] = []
 
     with pytest.raises(BuildFailed) as raised:
-        build_image(engine_client, spec, tag, on_step=steps.append, on_output=output.append)
+        build_image(engine_client, spec, tag, BuildOptions(on_step=steps.append, on_output=output.append))
 
     failure = raised.value
     message = str(failure)

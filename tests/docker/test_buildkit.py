@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from qimg.builder import buildkit
+from qimg.builder.build import BuildOptions
 from qimg.builder.spec import Distro, ImageSpec
 from qimg.engine_api import Engine
 from qimg.errors import BuildFailed
@@ -110,7 +111,9 @@ def test_a_failing_step_under_buildkit(docker_client: docker.DockerClient) -> No
     output: list[str] = []
 
     with pytest.raises(BuildFailed) as raised:
-        buildkit.build_image(buildx, images, spec, tag, on_step=steps.append, on_output=output.append)
+        buildkit.build_image(
+            buildx, images, spec, tag, BuildOptions(on_step=steps.append, on_output=output.append)
+        )
 
     failure = raised.value
     shown = re.fullmatch(

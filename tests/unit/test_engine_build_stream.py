@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qimg.builder.build import build_image
+from qimg.builder.build import BuildOptions, build_image
 from qimg.builder.spec import ImageSpec
 from qimg.engine_api import Engine, EngineError
 from qimg.engine_transport import EngineTarget
@@ -118,8 +118,12 @@ def test_a_build_sends_the_context_and_reads_its_steps(build_engine: tuple[Engin
     answer.chunks = cut(MESSAGES, 7)
     steps: list[str] = []
     output: list[str] = []
-    built = build_image(engine, ImageSpec.create(user="alice"), "qimgtest/x:1", on_step=steps.append,
-                        on_output=output.append)  # fmt: skip
+    built = build_image(
+        engine,
+        ImageSpec.create(user="alice"),
+        "qimgtest/x:1",
+        BuildOptions(on_step=steps.append, on_output=output.append),
+    )
     assert built.id == IMAGE["Id"] and built.size == 1234
     assert steps == ["Step 1/2 : FROM debian:bookworm-slim", "Step 2/2 : RUN echo été"]
     assert output == ["été"]

@@ -112,6 +112,7 @@ def build(
     ] = None,
 ) -> None:  # fmt: skip
     """Build an ssh-ready image (with BuildKit where docker buildx is installed)."""
+    from qimg.builder.build import BuildOptions
     from qimg.builder.build import build as build_image
 
     if devcontainer:
@@ -131,9 +132,7 @@ def build(
     # A signal ends the build through its clean-up (the temporary context goes): cli.main makes
     # SIGINT, SIGTERM and SIGHUP raise Interrupted. A failure's last output is shown by cli.main.
     with display.building() as steps:
-        built = build_image(
-            spec, distro, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
-        )
+        built = build_image(spec, distro, tag, BuildOptions(no_cache, pull, steps.step, steps.output))
     display.built(built, as_json, docker_context.resolve().described)
 
 
@@ -143,6 +142,7 @@ def _build_devcontainer(
 ) -> None:  # fmt: skip
     """`build --devcontainer [PATH]`: the image and its user come from the file, not from options."""
     from qimg.builder import devcontainer_build
+    from qimg.builder.build import BuildOptions
 
     clashing = [option for option, present in given.items() if present]
     if clashing:
@@ -151,7 +151,7 @@ def _build_devcontainer(
         )
     with display.building() as steps:
         built = devcontainer_build.build(
-            path, ignore, tag, no_cache=no_cache, pull=pull, on_step=steps.step, on_output=steps.output
+            path, ignore, tag, BuildOptions(no_cache, pull, steps.step, steps.output)
         )
     display.built(built, as_json, docker_context.resolve().described)
 
