@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from qimg.builder import feature_registry
+from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
 from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
 from qimg.builder.spec import USER_NAME, check_image_ref
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 from qimg.files import read_regular
 
 # Where the specification looks when no path is given, in its order, from the current directory.
@@ -46,7 +48,8 @@ REFUSED = {
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
     "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
-    "overrideFeatureInstallOrder": "not yet: qimg installs local features in the order they are listed",
+    "overrideFeatureInstallOrder": "not yet: qimg installs features in the order listed, each after those "
+    "it depends on or installs after",
     "build.options": "its docker build options are not passed on by qimg",
 }
 # Keys that change nothing on Qarnot, and why: read, and set aside.
@@ -120,14 +123,22 @@ class DockerfileBuild:
 
 @dataclass(frozen=True)
 class Feature:
-    """A local feature: its folder (with install.sh), its id, and its options as install.sh gets them:
-    environment variables, the given value or the default."""
+    """A feature, from a local folder or a registry: its files (install.sh among them), its id, its
+    options as install.sh gets them (environment variables, the given value or the default), and the
+    features it must install after."""
 
-    reference: str  # as devcontainer.json names it: "./my-feature"
-    folder: Path
+    reference: str  # as devcontainer.json names it: "./my-feature", "ghcr.io/devcontainers/features/node:1"
+    resource: str  # the reference without its version, as other features name it
     id: str
+    files: tuple[tuple[str, bytes | None], ...]  # relative POSIX names; None for a folder
     options: tuple[tuple[str, str], ...]
     container_env: tuple[tuple[str, str], ...]
+    depends_on: tuple[str, ...] = ()
+    installs_after: tuple[str, ...] = ()
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        return (*self.depends_on, *self.installs_after)
 
 
 @dataclass(frozen=True)
@@ -291,9 +302,9 @@ class _Reader:
             ports_attributes=self.ports_attributes(kept.get("portsAttributes")),
             hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
             workspace_folder=self.container_workspace,
-            features=self.features(kept.get("features")),
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
+            features=self.features(kept.get("features")),  # last: a registry's are fetched
         )  # fmt: skip
 
     # Values
@@ -557,15 +568,50 @@ class _Reader:
             return ()
         if not isinstance(value, dict):
             raise self.fail("features", f"expected an object, not {_json_type(value)}")
-        return tuple(self.feature(reference, options) for reference, options in value.items())
+        return self.install_order([self.feature(reference, options) for reference, options in value.items()])
 
     def feature(self, reference: str, given: Any) -> Feature:
         key = f'features "{reference}"'
-        if not reference.startswith("./"):
+        if reference.startswith("./"):
+            resource, files = reference, self.local_feature(key, reference)
+        else:
+            try:
+                ref = feature_registry.FeatureRef.parse(reference)
+                resource, files = ref.resource, feature_registry.fetch(ref)
+            except QimgError as error:  # the registry's faults keep their kind (and exit code)
+                raise type(error)(f"{self.config}: {key}: {error.message}", hint=error.hint) from None
+        if not isinstance(files.get("install.sh"), bytes):
+            raise self.fail(key, "the feature has no install.sh", "a feature's folder holds install.sh")
+        metadata_file = files.get("devcontainer-feature.json")
+        if not isinstance(metadata_file, bytes) or len(metadata_file) > _FILE_LIMIT:
             raise self.fail(
-                key, "features from a registry or a URL are not supported yet",
-                "copy the feature into a folder beside devcontainer.json and name it \"./FOLDER\"",
+                key, "the feature has no devcontainer-feature.json (of at most 1 MB)",
+                "a feature's folder holds devcontainer-feature.json",
             )  # fmt: skip
+        metadata = parse(metadata_file.decode("utf-8", "replace"), f"{key}'s devcontainer-feature.json")
+        feature_id = metadata.get("id")
+        if not (isinstance(feature_id, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", feature_id)):
+            raise self.fail(key, f"its devcontainer-feature.json has no valid id ({feature_id!r})")
+        if not reference.startswith("./") and feature_id.lower() != resource.rsplit("/", 1)[-1]:
+            raise self.fail(key, f"the registry sent the feature {feature_id!r}, not the one named")
+        for refused in ("privileged", "capAdd", "securityOpt", "init", "mounts", "entrypoint"):
+            if metadata.get(refused) not in (None, False, [], ""):
+                raise self.fail(
+                    key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
+                )
+        for hook in LIFECYCLE_HOOKS:
+            if metadata.get(hook) not in (None, "", [], {}):
+                raise self.fail(
+                    key, f"its own {hook} is not run by qimg yet",
+                    "leave the feature out, or add its command to devcontainer.json's own",
+                )  # fmt: skip
+        return Feature(
+            reference, resource, feature_id, tuple(files.items()), self.feature_options(key, metadata, given),
+            self.feature_env(key, metadata), *self.feature_order(key, metadata),
+        )  # fmt: skip
+
+    def local_feature(self, key: str, reference: str) -> FeatureFiles:
+        """The files of a local feature's folder: regular files and folders, no links."""
         folder = Path(os.path.normpath(self.folder / reference))
         if not _within(folder, self.folder) or folder == self.folder:
             raise self.fail(key, "a local feature is a folder inside devcontainer.json's folder")
@@ -573,27 +619,29 @@ class _Reader:
             raise self.fail(
                 key, f"{folder} is not a folder", "check the path (relative to devcontainer.json)"
             )
-        install = folder / "install.sh"
-        if not install.is_file():
-            raise self.fail(key, f"{folder} has no install.sh", "a feature's folder holds install.sh")
-        metadata_file = folder / "devcontainer-feature.json"
-        try:
-            metadata_text = read_regular(metadata_file, _FILE_LIMIT).decode("utf-8", "replace")
-        except OSError as error:
-            raise self.fail(
-                key,
-                f"cannot read {metadata_file}: {error.strerror or error}",
-                "a feature's folder holds devcontainer-feature.json",
-            ) from None
-        metadata = parse(metadata_text, str(metadata_file))
-        feature_id = metadata.get("id")
-        if not (isinstance(feature_id, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", feature_id)):
-            raise self.fail(key, f"its devcontainer-feature.json has no valid id ({feature_id!r})")
-        for refused in ("privileged", "capAdd", "securityOpt", "init", "mounts", "entrypoint"):
-            if metadata.get(refused) not in (None, False, [], ""):
+        files: FeatureFiles = {}
+        total = 0
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 raise self.fail(
-                    key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
-                )
+                    key, f"{folder}: {name} is not a plain file or folder",
+                    "a feature's folder holds files and folders only (no links)",
+                )  # fmt: skip
+            if path.is_dir():
+                files[name] = None
+                continue
+            try:
+                files[name] = read_regular(path, FEATURE_LIMIT)
+            except OSError as error:
+                raise self.fail(key, f"cannot read {path}: {error.strerror or error}") from None
+            total += len(files[name] or b"")
+            if total > FEATURE_LIMIT:
+                raise self.fail(key, f"{folder} holds more than {FEATURE_LIMIT >> 20} MB", "trim it")
+        return files
+
+    def feature_options(self, key: str, metadata: dict[str, Any], given: Any) -> tuple[tuple[str, str], ...]:
+        """The feature's options as install.sh gets them: the given value, else the default."""
         if isinstance(given, str):
             given = {"version": given}
         elif given is True or given is None:
@@ -617,11 +665,55 @@ class _Reader:
             if isinstance(allowed, list) and text not in allowed:
                 raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
             options.append((option_variable(name), text))
+        return tuple(options)
+
+    def feature_env(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         variables = self.environment(f"{key} containerEnv", metadata.get("containerEnv"))
-        container_env = tuple(
+        return tuple(
             (name, self.single_line(f"{key} containerEnv.{name}", text)) for name, text in variables.items()
         )
-        return Feature(reference, folder, feature_id, tuple(options), container_env)
+
+    def feature_order(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The features this one depends on, and those it installs after, as resources."""
+        depends_on, installs_after = metadata.get("dependsOn", {}), metadata.get("installsAfter", [])
+        if not (isinstance(depends_on, dict) and isinstance(installs_after, list)):
+            raise self.fail(key, "its dependsOn is not an object, or its installsAfter not a list")
+        named = [*depends_on, *installs_after]
+        if not all(isinstance(name, str) and len(name) <= 256 for name in named):
+            raise self.fail(key, "its dependsOn or installsAfter names a feature by what is not a name")
+        return (
+            tuple(feature_registry.resource_of(name) for name in depends_on),
+            tuple(feature_registry.resource_of(name) for name in installs_after),
+        )
+
+    def install_order(self, features: list[Feature]) -> tuple[Feature, ...]:
+        """The features in the order they install: each after those it depends on or installs after (of
+        those listed), otherwise in the order listed. A feature it depends on must be listed."""
+        listed = {feature.resource for feature in features}
+        for feature in features:
+            for needed in feature.depends_on:
+                if needed not in listed:
+                    raise self.fail(
+                        f'features "{feature.reference}"', f"it depends on {needed}, which is not listed",
+                        f'add "{needed}" (with its version) to features',
+                    )  # fmt: skip
+        ordered: list[Feature] = []
+        waiting = list(features)
+        while waiting:
+            placed = {feature.resource for feature in ordered}
+            ready = next(
+                (
+                    feature for feature in waiting
+                    if all(before in placed or before not in listed for before in feature.after)
+                ),
+                None,
+            )  # fmt: skip
+            if ready is None:
+                names = ", ".join(f'"{feature.reference}"' for feature in waiting)
+                raise self.fail("features", f"{names} depend on each other in a cycle", "break the cycle")
+            ordered.append(ready)
+            waiting.remove(ready)
+        return tuple(ordered)
 
 
 def option_variable(name: str) -> str:
