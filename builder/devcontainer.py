@@ -48,8 +48,6 @@ REFUSED = {
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
     "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
-    "overrideFeatureInstallOrder": "not yet: qimg installs features in the order listed, each after those "
-    "it depends on or installs after",
     "build.options": "its docker build options are not passed on by qimg",
 }
 # Keys that change nothing on Qarnot, and why: read, and set aside.
@@ -69,8 +67,8 @@ IGNORED = {
 _HONOURED = frozenset(
     {
         "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
-        "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features", "customizations",
-        "extensions", *LIFECYCLE_HOOKS,
+        "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features",
+        "overrideFeatureInstallOrder", "customizations", "extensions", *LIFECYCLE_HOOKS,
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
@@ -304,7 +302,8 @@ class _Reader:
             workspace_folder=self.container_workspace,
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
-            features=self.features(kept.get("features")),  # last: a registry's are fetched
+            # Last: a registry's features are fetched.
+            features=self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder")),
         )  # fmt: skip
 
     # Values
@@ -563,12 +562,23 @@ class _Reader:
                 )  # fmt: skip
         return tuple(dict.fromkeys(listed))
 
-    def features(self, value: Any) -> tuple[Feature, ...]:
+    def features(self, value: Any, override: Any) -> tuple[Feature, ...]:
         if value is None:
-            return ()
+            value = {}
         if not isinstance(value, dict):
             raise self.fail("features", f"expected an object, not {_json_type(value)}")
-        return self.install_order([self.feature(reference, options) for reference, options in value.items()])
+        key = "overrideFeatureInstallOrder"
+        first = [] if override is None else override
+        if not (isinstance(first, list) and all(isinstance(name, str) for name in first)):
+            raise self.fail(key, f"expected a list of features, not {_json_type(first)}")
+        listed = [self.feature(reference, options) for reference, options in value.items()]
+        resources = [feature_registry.resource_of(name) for name in first]
+        for name, resource in zip(first, resources, strict=True):
+            if resource not in {feature.resource for feature in listed}:
+                raise self.fail(
+                    key, f"{name!r} is not one of the features listed", "name them as features does"
+                )
+        return self.install_order(listed, resources)
 
     def feature(self, reference: str, given: Any) -> Feature:
         key = f'features "{reference}"'
@@ -686,9 +696,11 @@ class _Reader:
             tuple(feature_registry.resource_of(name) for name in installs_after),
         )
 
-    def install_order(self, features: list[Feature]) -> tuple[Feature, ...]:
+    def install_order(self, features: list[Feature], first: list[str]) -> tuple[Feature, ...]:
         """The features in the order they install: each after those it depends on or installs after (of
-        those listed), otherwise in the order listed. A feature it depends on must be listed."""
+        those listed); of those that may go next, those `first` names (overrideFeatureInstallOrder), and
+        those they install after, in its order, then the others in the order listed. A feature it depends
+        on must be listed."""
         listed = {feature.resource for feature in features}
         for feature in features:
             for needed in feature.depends_on:
@@ -697,22 +709,30 @@ class _Reader:
                         f'features "{feature.reference}"', f"it depends on {needed}, which is not listed",
                         f'add "{needed}" (with its version) to features',
                     )  # fmt: skip
+        # A feature `first` names goes early, and so do those it must install after.
+        needs = {feature.resource: feature.after for feature in features}
+        rank: dict[str, int] = {}
+        for index, resource in reversed(list(enumerate(first))):
+            pending = [resource]
+            while pending:
+                found = pending.pop()
+                if found in needs and rank.get(found) != index:
+                    rank[found] = index
+                    pending += needs[found]
         ordered: list[Feature] = []
         waiting = list(features)
         while waiting:
             placed = {feature.resource for feature in ordered}
-            ready = next(
-                (
-                    feature for feature in waiting
-                    if all(before in placed or before not in listed for before in feature.after)
-                ),
-                None,
-            )  # fmt: skip
-            if ready is None:
+            ready = [
+                feature for feature in waiting
+                if all(before in placed or before not in listed for before in feature.after)
+            ]  # fmt: skip
+            if not ready:
                 names = ", ".join(f'"{feature.reference}"' for feature in waiting)
                 raise self.fail("features", f"{names} depend on each other in a cycle", "break the cycle")
-            ordered.append(ready)
-            waiting.remove(ready)
+            chosen = min(ready, key=lambda feature: rank.get(feature.resource, len(first)))
+            ordered.append(chosen)
+            waiting.remove(chosen)
         return tuple(ordered)
 
 

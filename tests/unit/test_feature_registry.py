@@ -142,3 +142,17 @@ def test_a_dependency_not_listed_or_a_cycle_refused(tmp_path: Path) -> None:
     hooked = local_features(tmp_path / "3", {"a": {"postCreateCommand": "echo"}}, ["a"])
     with pytest.raises(UsageError, match="its own postCreateCommand is not run by qimg yet"):
         devcontainer.read(hooked)
+
+
+def test_override_feature_install_order_goes_first_within_dependencies(tmp_path: Path) -> None:
+    features: dict[str, dict[str, object]] = {"a": {}, "b": {"dependsOn": {"./c": {}}}, "c": {}, "d": {}}
+    config = local_features(tmp_path, features, ["a", "b", "c", "d"])
+    document = json.loads(config.read_text())
+    config.write_text(json.dumps({**document, "overrideFeatureInstallOrder": ["./d", "./b"]}))
+    # d first; b next, but only after c, which it depends on; then a, in the order listed.
+    assert [feature.id for feature in devcontainer.read(config).features] == ["d", "c", "b", "a"]
+    config.write_text(json.dumps({**document, "overrideFeatureInstallOrder": ["./e"]}))
+    with pytest.raises(
+        UsageError, match=r"overrideFeatureInstallOrder: '\./e' is not one of the features listed"
+    ):
+        devcontainer.read(config)
