@@ -219,6 +219,10 @@ def parse(text: str, where: str) -> dict[str, Any]:
 
     try:
         found = json5.loads(text, parse_constant=refuse_constant)
+    except RecursionError:  # json5 recurses: nested deeper than Python's stack
+        raise UsageError(
+            f"{where} is not valid JSON with comments: nested too deeply", hint="fix the file"
+        ) from None
     except ValueError as error:
         reason = " ".join(str(error).split()).removeprefix("<string>:")
         raise UsageError(
@@ -674,7 +678,13 @@ class _Reader:
             allowed = declaration.get("enum") if isinstance(declaration, dict) else None
             if isinstance(allowed, list) and text not in allowed:
                 raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
-            options.append((option_variable(name), text))
+            variable = option_variable(name)
+            if variable.strip("_") == "":
+                raise self.fail(
+                    f"{key}.{name}", "the option's name gives no variable for install.sh",
+                    "its devcontainer-feature.json must name its options with letters or digits",
+                )  # fmt: skip
+            options.append((variable, text))
         return tuple(options)
 
     def feature_env(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -739,8 +749,8 @@ class _Reader:
 def option_variable(name: str) -> str:
     """A feature option's environment variable, as the specification names it: non-word characters
     made `_`, upper case, a leading digit or `_` run prefixed with `_`."""
-    variable = re.sub(r"[^\w_]", "_", name).upper()
-    return re.sub(r"^[\d_]+", "_", variable)
+    variable = re.sub(r"[^\w_]", "_", name, flags=re.ASCII).upper()  # JavaScript's \w and \d: ASCII
+    return re.sub(r"^[\d_]+", "_", variable, flags=re.ASCII)
 
 
 def _within(path: Path, folder: Path) -> bool:

@@ -156,3 +156,87 @@ def test_override_feature_install_order_goes_first_within_dependencies(tmp_path:
         UsageError, match=r"overrideFeatureInstallOrder: '\./e' is not one of the features listed"
     ):
         devcontainer.read(config)
+
+
+def pax_bomb(expanded: int) -> bytes:
+    """A gzipped tar whose first member is a pax header of `expanded` bytes: a layer of a few hundred
+    kilobytes that tarfile would read whole into memory before it yields any member."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, expanded
+    stream = io.BytesIO()
+    with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=9) as packed:
+        packed.write(header.tobuf(tarfile.USTAR_FORMAT))
+        chunk = b"0" * (1 << 20)
+        for _ in range(expanded >> 20):
+            packed.write(chunk)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("packing", ["gzip", "xz"])
+def test_a_layer_that_expands_past_the_limit_is_refused_without_expanding_it(packing: str) -> None:
+    """A decompression bomb: the layer is small (within the registry's cap), its tar is not. It is
+    refused having held no more than the limit in memory; and xz, which the Dev Containers CLI does not
+    read (node-tar: gzip or plain), is no tar either."""
+    import lzma
+    import tracemalloc
+
+    layer = pax_bomb(256 << 20)
+    if packing == "xz":
+        layer = lzma.compress(gzip.decompress(layer))
+    assert len(layer) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match=r"more than 64 MB|not a tar"):
+            read_layer(layer)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20, f"{peak >> 20} MB held to refuse a {len(layer) >> 10} kB layer"
+
+
+def test_option_names_give_the_variables_the_cli_gives() -> None:
+    """The CLI's getSafeId (JavaScript: \\w and \\d are ASCII): what is not an ASCII letter, digit or _
+    becomes _, so that devcontainer-features.env stays a shell script."""
+    assert devcontainer.option_variable("café") == "CAF_"
+    assert devcontainer.option_variable("٣x") == "_X"
+    assert devcontainer.option_variable("ß") == "_"
+    assert devcontainer.option_variable("installZsh") == "INSTALLZSH"
+    assert devcontainer.option_variable("a-b.c") == "A_B_C"
+
+
+def feature_with(tmp_path: Path, metadata: str, options: object = None) -> Path:
+    folder = tmp_path / ".devcontainer"
+    (folder / "f").mkdir(parents=True)
+    (folder / "f" / "install.sh").write_text("#!/bin/sh\n")
+    (folder / "f" / "devcontainer-feature.json").write_text(metadata)
+    config = folder / "devcontainer.json"
+    config.write_text(json.dumps({"image": "debian:bookworm-slim", "features": {"./f": options or {}}}))
+    return config
+
+
+@pytest.mark.parametrize(
+    ("metadata", "refusal"),
+    [
+        ("[" * 100_000, "is not valid JSON"),  # nested past Python's stack: json5 recurses
+        ('{"id": "f", "options": {"": {"type": "string", "default": "x"}}}', "no variable"),
+        ('{"id": "f", "options": {"-": {"type": "string", "default": "x"}}}', "no variable"),
+    ],
+)
+def test_a_hostile_feature_metadata_refused_in_one_line(tmp_path: Path, metadata: str, refusal: str) -> None:
+    with pytest.raises(UsageError, match=refusal):
+        devcontainer.read(feature_with(tmp_path, metadata))
+
+
+def test_local_features_named_as_their_folders_are_spelled(tmp_path: Path) -> None:
+    """The CLI compares local features by their paths, case kept: "./Base" in installsAfter,
+    dependsOn and overrideFeatureInstallOrder is the folder ./Base (only registry references are
+    lower-cased)."""
+    config = local_features(
+        tmp_path,
+        {"App": {"installsAfter": ["./Base"]}, "Base": {}, "Lib": {"dependsOn": {"./Base": {}}}},
+        ["App", "Lib", "Base"],
+    )
+    assert [feature.id for feature in devcontainer.read(config).features] == ["Base", "App", "Lib"]
+    document = json.loads(config.read_text())
+    config.write_text(json.dumps({**document, "overrideFeatureInstallOrder": ["./Lib"]}))
+    assert [feature.id for feature in devcontainer.read(config).features] == ["Base", "Lib", "App"]
