@@ -24,7 +24,7 @@ from qimg.builder import feature_registry
 from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
 from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
 from qimg.builder.spec import USER_NAME, check_image_ref
-from qimg.errors import QimgError, UsageError
+from qimg.errors import Interrupted, QimgError, UsageError
 from qimg.files import read_regular
 
 # Where the specification looks when no path is given, in its order, from the current directory.
@@ -592,6 +592,8 @@ class _Reader:
             try:
                 ref = feature_registry.FeatureRef.parse(reference)
                 resource, files = ref.resource, feature_registry.fetch(ref)
+            except Interrupted:  # Ctrl-C while the registry is asked: an interruption, not its fault
+                raise
             except QimgError as error:  # the registry's faults keep their kind (and exit code)
                 raise type(error)(f"{self.config}: {key}: {error.message}", hint=error.hint) from None
         if not isinstance(files.get("install.sh"), bytes):

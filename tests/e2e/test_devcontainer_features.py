@@ -189,3 +189,31 @@ def test_what_the_registry_sends_is_untrusted(
         refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
         assert_one_line_error(refused, code, f'features "{reference}":', fragment)
         assert absent(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_ctrl_c_while_a_registry_stalls_is_an_interruption(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """A registry that takes the connection and never answers: Ctrl-C ends the build as any interruption
+    (128 + SIGINT, one line, no traceback), nothing built."""
+    import signal
+    import socket
+
+    with socket.socket() as stalling:
+        stalling.bind(("127.0.0.1", 0))
+        stalling.listen()
+        port = stalling.getsockname()[1]
+        reference = f"127.0.0.1:{port}/{NAMESPACE}/hello:1"
+        folder = project(user, {reference: {}})
+        process = user.background("build", "--devcontainer", "--tag", TAG, cwd=folder)
+        stalling.settimeout(60)
+        connection, _ = stalling.accept()  # qimg asks, and is never answered
+        with connection:
+            connection.recv(4096)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["qimg: interrupted by SIGINT"], stderr
+    assert absent(docker_client)
