@@ -217,3 +217,42 @@ def test_ctrl_c_while_a_registry_stalls_is_an_interruption(
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines() == ["qimg: interrupted by SIGINT"], stderr
     assert absent(docker_client)
+
+
+def feature_tar(tmp_path: Path, feature_id: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        metadata = json.dumps({"id": feature_id})
+        for name, text in (("install.sh", "#!/bin/sh\n"), ("devcontainer-feature.json", metadata)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_manifests_that_are_no_feature(
+    user: User, open_registry: Registry, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A tag that names an index (a multi-platform image's, not a feature's manifest): one line naming
+    the feature and what it is; a digest-pinned reference whose digest the registry does not have: one
+    line; an upper-case reference (the CLI lower-cases it) and a right digest: fetched."""
+    good = feature_manifest(open_registry, "evil/f/good", feature_tar(tmp_path, "good"))
+    digest = put_manifest(open_registry, "evil/f/good", "1", good)
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+             "size": len(json.dumps(good)), "platform": {"os": "linux", "architecture": "amd64"}}  # fmt: skip
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}
+    put_manifest(open_registry, "evil/f/good", "index", index)
+    host = open_registry.host
+    wrong = "sha256:" + "0" * 64
+    for reference, code, fragment in (
+        (f"{host}/evil/f/good:index", 2, "an image index"),
+        (f"{host}/evil/f/good@{wrong}", 2, f"has no evil/f/good at {wrong}"),
+    ):
+        refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+        assert_one_line_error(refused, code, f'features "{reference}":', fragment)
+        assert absent(docker_client)
+    for reference in (f"{host}/Evil/F/Good:1", f"{host}/evil/f/good@{digest}"):
+        built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+        assert built.returncode == 0, built.stderr
+        remove(docker_client)
