@@ -256,3 +256,56 @@ def test_manifests_that_are_no_feature(
         built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
         assert built.returncode == 0, built.stderr
         remove(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_wrong_password_in_docker_config_is_one_line_without_it(
+    user: User, features: str, docker_client: docker.DockerClient
+) -> None:
+    """docker login's credentials gone stale (the password changed since): the registry's refusal in one
+    line naming the user, never the password."""
+    import base64
+
+    stale = "stale-password-0f9e"
+    (user.home / ".docker").mkdir(exist_ok=True)
+    auth = base64.b64encode(f"{REGISTRY_USER}:{stale}".encode()).decode()
+    (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {features: {"auth": auth}}}))
+    reference = f"{features}/{NAMESPACE}/hello:1"
+    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+    refusal = f"refused {NAMESPACE}/hello to {REGISTRY_USER}"
+    assert_one_line_error(refused, 2, f'features "{reference}"', refusal)
+    assert stale not in refused.stdout + refused.stderr and auth not in refused.stdout + refused.stderr
+    assert absent(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_hostile_option_values_reach_install_sh_as_written(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """Option values and defaults that a shell would run ($(...), backquotes, quotes, a ;): install.sh
+    gets them as written, nothing of them run; the devcontainer and its feature named relative, from
+    another folder."""
+    folder = user.workdir / "elsewhere" / "proj"
+    feature = folder / ".devcontainer" / "f"
+    feature.mkdir(parents=True)
+    (feature / "install.sh").write_text(
+        '#!/bin/sh\nset -eu\nprintf "%s\\n" "$GIVEN" "$DEFAULTED" > /usr/local/share/qimg-options\n'
+    )
+    default = "$(touch /tmp/pwned-default)`touch /tmp/pwned-backquote`"
+    options = {
+        "given": {"type": "string", "default": ""}, "defaulted": {"type": "string", "default": default}
+    }  # fmt: skip
+    (feature / "devcontainer-feature.json").write_text(json.dumps({"id": "f", "options": options}))
+    given = 'it\'s "quoted"; touch /tmp/pwned-given $HOME \\'
+    config = {"image": "debian:bookworm-slim", "features": {"./f": {"given": given}}}
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config))
+    (user.workdir / "other").mkdir()
+    built = user.qimg(
+        "build", "--devcontainer", "../elsewhere/proj/.devcontainer/devcontainer.json", "--tag", TAG,
+        cwd=user.workdir / "other",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    shown = docker_client.containers.run(
+        TAG, entrypoint=["sh", "-c", "cat /usr/local/share/qimg-options; ls /tmp"], remove=True
+    )
+    assert shown.decode() == f"{given}\n{default}\n"
