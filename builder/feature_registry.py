@@ -155,6 +155,12 @@ def read_layer(data: bytes) -> FeatureFiles:
                     files[name] = extracted.read() if extracted else None
     except (tarfile.TarError, EOFError, zlib.error, OSError):
         raise UsageError("a layer that is not a tar") from None
+    for name in files:
+        parent = posixpath.dirname(name)
+        while parent:
+            if files.get(parent) is not None:
+                raise UsageError(f"a tar whose entry {parent[:80]!r} is both a file and a folder")
+            parent = posixpath.dirname(parent)
     return files
 
 

@@ -240,3 +240,11 @@ def test_local_features_named_as_their_folders_are_spelled(tmp_path: Path) -> No
     document = json.loads(config.read_text())
     config.write_text(json.dumps({**document, "overrideFeatureInstallOrder": ["./Lib"]}))
     assert [feature.id for feature in devcontainer.read(config).features] == ["Base", "Lib", "App"]
+
+
+@pytest.mark.parametrize("order", [["lib", "lib/x.sh"], ["lib/x.sh", "lib"]])
+def test_a_layer_with_a_file_where_a_folder_is_refused(order: list[str]) -> None:
+    """A name both a file and a folder (in either order): no folder holds it, and the image's ADD of it
+    would fail half-way through the build."""
+    with pytest.raises(UsageError, match="is both a file and a folder"):
+        read_layer(tar([entry("install.sh"), *(entry(name) for name in order)]))
