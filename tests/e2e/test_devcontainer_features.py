@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import docker
@@ -309,3 +311,76 @@ def test_hostile_option_values_reach_install_sh_as_written(
         TAG, entrypoint=["sh", "-c", "cat /usr/local/share/qimg-options; ls /tmp"], remove=True
     )
     assert shown.decode() == f"{given}\n{default}\n"
+
+
+@contextlib.contextmanager
+def http_server(answer: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A local HTTP server whose GETs `answer` handles: its host:port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer(self)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name.replace("_", "-"), value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_layer_redirected_elsewhere_gets_no_credentials(user: User, tmp_path: Path) -> None:
+    """A registry (Basic auth) that redirects the layer to another host, as registries that keep blobs
+    in S3 do: the layer is fetched there, checked, and the other host never sees the credentials."""
+    import base64
+    import hashlib
+
+    layer = feature_tar(tmp_path, "moved")
+    layer_digest = f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    config = b"{}"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.devcontainers", "size": 2,
+                   "digest": f"sha256:{hashlib.sha256(config).hexdigest()}"},
+        "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "digest": layer_digest,
+                    "size": len(layer)}],
+    }).encode()  # fmt: skip
+    password = "redirect-s3cret"
+    basic = "Basic " + base64.b64encode(f"{REGISTRY_USER}:{password}".encode()).decode()
+    seen: list[dict[str, str]] = []
+
+    def store(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(dict(handler.headers))
+        reply(handler, 200, layer)
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        if handler.headers.get("Authorization") != basic:
+            reply(handler, 401, b"", WWW_Authenticate='Basic realm="test"')
+        elif "/manifests/" in handler.path:
+            reply(handler, 200, manifest, Content_Type="application/vnd.oci.image.manifest.v1+json")
+        else:
+            reply(handler, 307, b"", Location=f"http://{elsewhere}/bucket/{layer_digest}")
+
+    with http_server(store) as elsewhere, http_server(registry) as host:
+        (user.home / ".docker").mkdir(exist_ok=True)
+        auth = base64.b64encode(f"{REGISTRY_USER}:{password}".encode()).decode()
+        (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+        reference = f"{host}/team/f/moved:1"
+        built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+    assert built.returncode == 0, built.stderr
+    assert len(seen) == 1 and not any(name.lower() == "authorization" for name in seen[0]), seen
+    assert password not in built.stdout + built.stderr
