@@ -260,7 +260,7 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
         archive, folder = f"devcontainer-feature-{index}.tar", f"/tmp/qimg-feature-{index}"
         files.append((archive, _feature_archive(feature, users), 0o644))
         lines.append(f"# Feature {feature.id}.")
-        lines += [_env_line(name, value) for name, value in feature.container_env]
+        lines += [_env_line(name, value, expand=True) for name, value in feature.container_env]
         lines += [
             f"ADD {archive} {folder}/",
             f"RUN cd {folder} && set -a && . ./{_FEATURE_ENV} && set +a"
@@ -292,10 +292,14 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
     return ExtraLayer("\n".join(lines) + "\n", tuple(files), tuple(labels.write().items()))
 
 
-def _env_line(name: str, value: str) -> str:
+def _env_line(name: str, value: str, *, expand: bool = False) -> str:
     """ENV for one variable, its value as written: in double quotes, where the Dockerfile reads \\, \\"
-    and \\$ as the characters themselves (values are one line: checked when they are read)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    and \\$ as the characters themselves (values are one line: checked when they are read). `expand`:
+    its ${NAME} expanded by the builder, as the CLI writes a feature's containerEnv (a feature's
+    "PATH": "/usr/local/x/bin:${PATH}" extends the image's PATH; devcontainer.json's own is as written)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not expand:
+        escaped = escaped.replace("$", "\\$")
     return f'ENV {name}="{escaped}"'
 
 

@@ -384,3 +384,27 @@ def test_a_layer_redirected_elsewhere_gets_no_credentials(user: User, tmp_path: 
     assert built.returncode == 0, built.stderr
     assert len(seen) == 1 and not any(name.lower() == "authorization" for name in seen[0]), seen
     assert password not in built.stdout + built.stderr
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_feature_container_env_extends_the_path_as_the_cli_does(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """A feature's containerEnv (node's, go's, python's: "PATH": "/usr/local/x/bin:${PATH}") is written
+    as the CLI writes it, an ENV whose ${...} the builder expands; the devcontainer's own containerEnv
+    stays as written (the CLI escapes its $)."""
+    folder = project(user, {"./f": {}})
+    document = json.loads((folder / ".devcontainer" / "devcontainer.json").read_text())
+    document["containerEnv"] = {"OWN": "${HOME}"}
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(document))
+    feature = folder / ".devcontainer" / "f"
+    feature.mkdir()
+    (feature / "install.sh").write_text("#!/bin/sh\n")
+    metadata = {"id": "f", "containerEnv": {"PATH": "/opt/f/bin:${PATH}", "F_QUOTED": 'a "b" \\c'}}
+    (feature / "devcontainer-feature.json").write_text(json.dumps(metadata))
+    built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
+    assert built.returncode == 0, built.stderr
+    env = dict(line.split("=", 1) for line in docker_client.images.get(TAG).attrs["Config"]["Env"])
+    assert env["PATH"].startswith("/opt/f/bin:/usr/local/") and "$" not in env["PATH"], env["PATH"]
+    assert env["F_QUOTED"] == 'a "b" \\c'
+    assert env["OWN"] == "${HOME}"
