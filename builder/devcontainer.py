@@ -12,6 +12,7 @@ Dockerfile, a label or a shell script later has passed one of these checks.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -22,7 +23,15 @@ from typing import Any
 
 from qimg.builder import feature_registry
 from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
-from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
+from qimg.builder.labels import (
+    EXTENSION_ID,
+    LIFECYCLE_HOOKS,
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    PLAIN_FOLDER,
+    PORT_LABEL,
+    HostRequirements,
+)
 from qimg.builder.spec import USER_NAME, check_image_ref
 from qimg.errors import QimgError, UsageError
 from qimg.files import read_regular
@@ -47,7 +56,6 @@ REFUSED = {
     "dockerComposeFile": "a Qarnot task is one container, not a Docker Compose project",
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
-    "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
     "build.options": "its docker build options are not passed on by qimg",
 }
 # Keys that change nothing on Qarnot, and why: read, and set aside.
@@ -63,15 +71,19 @@ IGNORED = {
     "secrets": "it only recommends secrets: pass them with qimg run --secret NAME",
     "build.cacheFrom": "it only hints where a cache may be",
     "settings": "VS Code's settings are the editor's own",
+    "hostRequirements.storage": "a Qarnot task's disk is its machine's: no hardware constraint chooses it",
 }
 _HONOURED = frozenset(
     {
         "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
         "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features",
-        "overrideFeatureInstallOrder", "customizations", "extensions", *LIFECYCLE_HOOKS,
+        "overrideFeatureInstallOrder", "customizations", "extensions", "hostRequirements", *LIFECYCLE_HOOKS,
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
+_HOST_KEYS = frozenset({"cpus", "memory", "storage", "gpu"})
+_MEMORY = re.compile(r"([0-9]{1,15})([tgmk]b)?")  # the specification's pattern
+_BYTES = {"": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}  # binary, as the CLI reads them
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A variable whose value is a credential: the specification would pass it to the container when it
@@ -162,6 +174,7 @@ class Devcontainer:
     workspace_folder: str
     features: tuple[Feature, ...]
     extensions: tuple[str, ...]
+    host_requirements: HostRequirements
     set_aside: tuple[str, ...]  # keys read and set aside: IGNORED ones, and those of --ignore
 
     @property
@@ -267,8 +280,10 @@ class _Reader:
 
     def read(self) -> Devcontainer:
         raw = self.raw
-        build = raw.get("build")
-        present = set(raw) | {f"build.{key}" for key in build} if isinstance(build, dict) else set(raw)
+        present = set(raw)
+        for parent in ("build", "hostRequirements"):  # their own keys, each to honour, refuse or ignore
+            if isinstance(children := raw.get(parent), dict):
+                present |= {f"{parent}.{key}" for key in children}
         for key in self.ignore:
             if key not in present:
                 raise UsageError(f"--ignore {key}: {self.config} has no key {key}", hint="leave it out")
@@ -281,6 +296,11 @@ class _Reader:
                 )
             if key.startswith("build.") and key.removeprefix("build.") not in _BUILD_KEYS:
                 raise self.fail(key, "not a build key qimg knows", f"fix its name, or --ignore {key}")
+            if (
+                key.startswith("hostRequirements.")
+                and key.removeprefix("hostRequirements.") not in _HOST_KEYS
+            ):
+                raise self.fail(key, "not a hostRequirements key", f"fix its name, or --ignore {key}")
             if "." not in key and key not in _HONOURED:
                 raise self.fail(
                     key, "not a devcontainer.json key qimg knows", f"fix its name, or --ignore {key}"
@@ -301,6 +321,7 @@ class _Reader:
             hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
             workspace_folder=self.container_workspace,
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
+            host_requirements=self.host_requirements(kept.get("hostRequirements")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
             # Last: a registry's features are fetched.
             features=self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder")),
@@ -528,6 +549,39 @@ class _Reader:
             key, f"{_json_type(value)} is not a command",
             "write a string (run by /bin/sh) or an array of strings (run as it is)",
         )  # fmt: skip
+
+    def host_requirements(self, value: Any) -> HostRequirements:
+        """cpus, memory (binary units, as the Dev Containers CLI reads them, in Qarnot's decimal MB) and
+        gpu (true, or an object: a GPU; "optional" or false: none needed); storage is set aside."""
+        if value is None:
+            return HostRequirements()
+        if not isinstance(value, dict):
+            raise self.fail("hostRequirements", f"expected an object, not {_json_type(value)}")
+        given = {
+            key: found for key, found in value.items()
+            if f"hostRequirements.{key}" not in self.ignore and f"hostRequirements.{key}" not in IGNORED
+        }  # fmt: skip
+        cpus = given.get("cpus")
+        if cpus is not None and not (
+            isinstance(cpus, int) and not isinstance(cpus, bool) and 0 < cpus <= MAX_CPUS
+        ):
+            raise self.fail("hostRequirements.cpus", f"{cpus!r} is not a number of cpus from 1 to {MAX_CPUS}")
+        memory = given.get("memory")
+        memory_mb = None
+        if memory is not None:
+            matched = _MEMORY.fullmatch(memory) if isinstance(memory, str) else None
+            memory_mb = math.ceil(int(matched[1]) * _BYTES[matched[2] or ""] / 1e6) if matched else 0
+            if not 0 < memory_mb <= MAX_MEMORY_MB:
+                raise self.fail(
+                    "hostRequirements.memory", f"{memory!r} is not an amount of memory qimg can ask for",
+                    'write a number with kb, mb, gb or tb, as the specification does: "16gb"',
+                )  # fmt: skip
+        gpu = given.get("gpu", False)
+        if not (isinstance(gpu, (bool, dict)) or gpu == "optional"):
+            raise self.fail(
+                "hostRequirements.gpu", f'{gpu!r} is neither true, false, "optional" nor an object'
+            )
+        return HostRequirements(cpus, memory_mb, gpu is True or isinstance(gpu, dict))
 
     def workspace_folder(self, value: Any) -> str:
         folder = self.text("workspaceFolder", value)
