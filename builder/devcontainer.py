@@ -183,6 +183,11 @@ class Devcontainer:
         return self.remote_user or self.container_user
 
 
+def why_set_aside(key: str) -> str:
+    """Why a key of `Devcontainer.set_aside` changes nothing: its IGNORED reason, or --ignore's."""
+    return IGNORED.get(key, f"--ignore {key}")
+
+
 def find(path: Path | None, cwd: Path | None = None) -> Path:
     """The devcontainer.json to read: `path` (a file, or a folder holding one of the default locations),
     or the first default location that exists in `cwd`."""

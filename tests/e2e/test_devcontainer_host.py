@@ -35,6 +35,8 @@ def host_image(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.D
     state = tmp_path_factory.mktemp("build-state")
     built = run_qimg("build", "--devcontainer", "--tag", TAG, env={"XDG_STATE_HOME": str(state)}, cwd=project)
     assert built.returncode == 0, built.stderr
+    set_aside = ".devcontainer.json: hostRequirements.storage set aside: a Qarnot task's disk is its"
+    assert set_aside in built.stderr
     yield TAG
     docker_client.images.remove(TAG)
 
