@@ -17,7 +17,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -81,6 +81,7 @@ _HONOURED = frozenset(
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
+_MAX_HOOKS = 99  # the lifecycle folders' two-digit numbers (images/qimg-lifecycle.sh)
 _HOST_KEYS = frozenset({"cpus", "memory", "storage", "gpu"})
 _MEMORY = re.compile(r"([0-9]{1,15})([tgmk]b)?")  # the specification's pattern
 _BYTES = {"": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}  # binary, as the CLI reads them
@@ -145,6 +146,7 @@ class Feature:
     container_env: tuple[tuple[str, str], ...]
     depends_on: tuple[str, ...] = ()
     installs_after: tuple[str, ...] = ()
+    hooks: tuple[Hook, ...] = ()  # its own lifecycle commands: they run before devcontainer.json's
 
     @property
     def after(self) -> tuple[str, ...]:
@@ -170,12 +172,12 @@ class Devcontainer:
     remote_env: tuple[tuple[str, str | None], ...]
     forward_ports: tuple[int, ...]
     ports_attributes: tuple[tuple[int, PortAttributes], ...]
-    hooks: tuple[Hook, ...]
+    hooks: tuple[Hook, ...]  # in the order they run: the features' (in their install order), the file's
     workspace_folder: str
-    features: tuple[Feature, ...]
     extensions: tuple[str, ...]
     host_requirements: HostRequirements
     set_aside: tuple[str, ...]  # keys read and set aside: IGNORED ones, and those of --ignore
+    features: tuple[Feature, ...] = ()
 
     @property
     def login_user(self) -> str | None:
@@ -316,7 +318,7 @@ class _Reader:
         self.container_workspace = self.workspace_folder(kept.get("workspaceFolder", default))
         image, dockerfile_build = self.source(kept)
         users = [self.user(kept, key) for key in ("remoteUser", "containerUser")]
-        return Devcontainer(
+        found = Devcontainer(
             path=self.config, image=image, build=dockerfile_build,
             remote_user=users[0], container_user=users[1],
             container_env=self.container_env(kept.get("containerEnv")),
@@ -328,9 +330,18 @@ class _Reader:
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
             host_requirements=self.host_requirements(kept.get("hostRequirements")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
-            # Last: a registry's features are fetched.
-            features=self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder")),
         )  # fmt: skip
+        # Last, the features (a registry's are fetched), whose own hooks run before the file's, each
+        # hook's in the order the features install.
+        features = self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder"))
+        hooks = tuple(
+            hook for key in LIFECYCLE_HOOKS
+            for hook in (*(own for feature in features for own in feature.hooks), *found.hooks)
+            if hook.name == key
+        )  # fmt: skip
+        if len(hooks) > _MAX_HOOKS:
+            raise self.fail("features", f"with the file, they have more than {_MAX_HOOKS} lifecycle hooks")
+        return replace(found, features=features, hooks=hooks)
 
     # Values
 
@@ -530,20 +541,26 @@ class _Reader:
             found.append((port, PortAttributes(label, protocol)))
         return tuple(found)
 
-    def hook(self, key: str, value: Any) -> Hook | None:
+    def hook(self, name: str, value: Any, where: str = "", feature: str = "") -> Hook | None:
+        """The lifecycle hook `name` (`where` names it in messages); `feature`: the id of the feature
+        whose hook it is, which names its commands in qimg logs."""
+        key = where or name
         if value is None:
             return None
         forms = "a string, an array of strings, or an object of those (commands run in parallel)"
         if isinstance(value, dict):
             commands = tuple(
-                (str(name), self.command(f"{key}.{name}", command)) for name, command in value.items()
+                (str(label), self.command(f"{key}.{label}", command)) for label, command in value.items()
             )
         elif isinstance(value, (str, list)):
             commands = (("", self.command(key, value)),)
         else:
             raise self.fail(key, f"{_json_type(value)} is not a lifecycle command form", f"write {forms}")
-        kept = tuple((name, command) for name, command in commands if command.script.strip())
-        return Hook(key, kept) if kept else None
+        kept = tuple(
+            (" ".join(part for part in (feature, label) if part), command)
+            for label, command in commands if command.script.strip()
+        )  # fmt: skip
+        return Hook(name, kept) if kept else None
 
     def command(self, key: str, value: Any) -> Command:
         if isinstance(value, str):
@@ -668,15 +685,13 @@ class _Reader:
                 raise self.fail(
                     key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
                 )
-        for hook in LIFECYCLE_HOOKS:
-            if metadata.get(hook) not in (None, "", [], {}):
-                raise self.fail(
-                    key, f"its own {hook} is not run by qimg yet",
-                    "leave the feature out, or add its command to devcontainer.json's own",
-                )  # fmt: skip
+        hooks = tuple(
+            hook for name in LIFECYCLE_HOOKS
+            if (hook := self.hook(name, metadata.get(name), f"{key} {name}", f"feature {feature_id}"))
+        )  # fmt: skip
         return Feature(
             reference, resource, feature_id, tuple(files.items()), self.feature_options(key, metadata, given),
-            self.feature_env(key, metadata), *self.feature_order(key, metadata),
+            self.feature_env(key, metadata), *self.feature_order(key, metadata), hooks,
         )  # fmt: skip
 
     def local_feature(self, key: str, reference: str) -> FeatureFiles:

@@ -282,7 +282,7 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
         ),
         workspace_folder=config.workspace_folder,
         extensions=config.extensions,
-        lifecycle=tuple(hook.name for hook in config.hooks),
+        lifecycle=tuple(dict.fromkeys(hook.name for hook in config.hooks)),
         host_requirements=config.host_requirements,
     )  # fmt: skip
     return ExtraLayer("\n".join(lines) + "\n", tuple(files), tuple(labels.write().items()))
