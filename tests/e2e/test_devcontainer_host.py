@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry
+from tests.fakes.registry import Registry
 from tests.helpers import assert_one_line_error, run_qimg
 
 pytestmark = pytest.mark.docker
@@ -49,9 +49,7 @@ def constraints(fake: FakeQarnot) -> list[dict[str, object]]:
 def test_host_requirements_become_the_least_offered_constraints(
     user: User, fake: FakeQarnot, auth_registry: Registry, host_image: str
 ) -> None:
-    target = auth_registry.ref("team/devcontainer-host:e2e")
-    pushed = user.qimg("push", host_image, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
-    assert pushed.returncode == 0, pushed.stderr
+    target = user.push_to(host_image, auth_registry, "team/devcontainer-host:e2e")
     ran = user.launch(target, "--command", "true")
     assert ran.returncode == 0, ran.stderr
     assert constraints(fake) == [
