@@ -12,17 +12,26 @@ Dockerfile, a label or a shell script later has passed one of these checks.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qimg.builder import feature_registry
 from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
-from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
+from qimg.builder.labels import (
+    EXTENSION_ID,
+    LIFECYCLE_HOOKS,
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    PLAIN_FOLDER,
+    PORT_LABEL,
+    HostRequirements,
+)
 from qimg.builder.spec import USER_NAME, check_image_ref
 from qimg.errors import Interrupted, QimgError, UsageError
 from qimg.files import read_regular
@@ -47,7 +56,6 @@ REFUSED = {
     "dockerComposeFile": "a Qarnot task is one container, not a Docker Compose project",
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
-    "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
     "build.options": "its docker build options are not passed on by qimg",
 }
 # Keys that change nothing on Qarnot, and why: read, and set aside.
@@ -63,15 +71,20 @@ IGNORED = {
     "secrets": "it only recommends secrets: pass them with qimg run --secret NAME",
     "build.cacheFrom": "it only hints where a cache may be",
     "settings": "VS Code's settings are the editor's own",
+    "hostRequirements.storage": "a Qarnot task's disk is its machine's: no hardware constraint chooses it",
 }
 _HONOURED = frozenset(
     {
         "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
         "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features",
-        "overrideFeatureInstallOrder", "customizations", "extensions", *LIFECYCLE_HOOKS,
+        "overrideFeatureInstallOrder", "customizations", "extensions", "hostRequirements", *LIFECYCLE_HOOKS,
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
+_MAX_HOOKS = 99  # the lifecycle folders' two-digit numbers (images/qimg-lifecycle.sh)
+_HOST_KEYS = frozenset({"cpus", "memory", "storage", "gpu"})
+_MEMORY = re.compile(r"([0-9]{1,15})([tgmk]b)?")  # the specification's pattern
+_BYTES = {"": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}  # binary, as the CLI reads them
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A variable whose value is a credential: the specification would pass it to the container when it
@@ -133,6 +146,7 @@ class Feature:
     container_env: tuple[tuple[str, str], ...]
     depends_on: tuple[str, ...] = ()
     installs_after: tuple[str, ...] = ()
+    hooks: tuple[Hook, ...] = ()  # its own lifecycle commands: they run before devcontainer.json's
 
     @property
     def after(self) -> tuple[str, ...]:
@@ -158,16 +172,22 @@ class Devcontainer:
     remote_env: tuple[tuple[str, str | None], ...]
     forward_ports: tuple[int, ...]
     ports_attributes: tuple[tuple[int, PortAttributes], ...]
-    hooks: tuple[Hook, ...]
+    hooks: tuple[Hook, ...]  # in the order they run: the features' (in their install order), the file's
     workspace_folder: str
-    features: tuple[Feature, ...]
     extensions: tuple[str, ...]
+    host_requirements: HostRequirements
     set_aside: tuple[str, ...]  # keys read and set aside: IGNORED ones, and those of --ignore
+    features: tuple[Feature, ...] = ()
 
     @property
     def login_user(self) -> str | None:
         """remoteUser, else containerUser; None: the image's own user decides."""
         return self.remote_user or self.container_user
+
+
+def why_set_aside(key: str) -> str:
+    """Why a key of `Devcontainer.set_aside` changes nothing: its IGNORED reason, or --ignore's."""
+    return IGNORED.get(key, f"--ignore {key}")
 
 
 def find(path: Path | None, cwd: Path | None = None) -> Path:
@@ -271,8 +291,10 @@ class _Reader:
 
     def read(self) -> Devcontainer:
         raw = self.raw
-        build = raw.get("build")
-        present = set(raw) | {f"build.{key}" for key in build} if isinstance(build, dict) else set(raw)
+        present = set(raw)
+        for parent in ("build", "hostRequirements"):  # their own keys, each to honour, refuse or ignore
+            if isinstance(children := raw.get(parent), dict):
+                present |= {f"{parent}.{key}" for key in children}
         for key in self.ignore:
             if key not in present:
                 raise UsageError(f"--ignore {key}: {self.config} has no key {key}", hint="leave it out")
@@ -285,6 +307,11 @@ class _Reader:
                 )
             if key.startswith("build.") and key.removeprefix("build.") not in _BUILD_KEYS:
                 raise self.fail(key, "not a build key qimg knows", f"fix its name, or --ignore {key}")
+            if (
+                key.startswith("hostRequirements.")
+                and key.removeprefix("hostRequirements.") not in _HOST_KEYS
+            ):
+                raise self.fail(key, "not a hostRequirements key", f"fix its name, or --ignore {key}")
             if "." not in key and key not in _HONOURED:
                 raise self.fail(
                     key, "not a devcontainer.json key qimg knows", f"fix its name, or --ignore {key}"
@@ -295,7 +322,7 @@ class _Reader:
         self.container_workspace = self.workspace_folder(kept.get("workspaceFolder", default))
         image, dockerfile_build = self.source(kept)
         users = [self.user(kept, key) for key in ("remoteUser", "containerUser")]
-        return Devcontainer(
+        found = Devcontainer(
             path=self.config, image=image, build=dockerfile_build,
             remote_user=users[0], container_user=users[1],
             container_env=self.container_env(kept.get("containerEnv")),
@@ -305,10 +332,20 @@ class _Reader:
             hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
             workspace_folder=self.container_workspace,
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
+            host_requirements=self.host_requirements(kept.get("hostRequirements")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
-            # Last: a registry's features are fetched.
-            features=self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder")),
         )  # fmt: skip
+        # Last, the features (a registry's are fetched), whose own hooks run before the file's, each
+        # hook's in the order the features install.
+        features = self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder"))
+        hooks = tuple(
+            hook for key in LIFECYCLE_HOOKS
+            for hook in (*(own for feature in features for own in feature.hooks), *found.hooks)
+            if hook.name == key
+        )  # fmt: skip
+        if len(hooks) > _MAX_HOOKS:
+            raise self.fail("features", f"with the file, they have more than {_MAX_HOOKS} lifecycle hooks")
+        return replace(found, features=features, hooks=hooks)
 
     # Values
 
@@ -508,20 +545,26 @@ class _Reader:
             found.append((port, PortAttributes(label, protocol)))
         return tuple(found)
 
-    def hook(self, key: str, value: Any) -> Hook | None:
+    def hook(self, name: str, value: Any, where: str = "", feature: str = "") -> Hook | None:
+        """The lifecycle hook `name` (`where` names it in messages); `feature`: the id of the feature
+        whose hook it is, which names its commands in qimg logs."""
+        key = where or name
         if value is None:
             return None
         forms = "a string, an array of strings, or an object of those (commands run in parallel)"
         if isinstance(value, dict):
             commands = tuple(
-                (str(name), self.command(f"{key}.{name}", command)) for name, command in value.items()
+                (str(label), self.command(f"{key}.{label}", command)) for label, command in value.items()
             )
         elif isinstance(value, (str, list)):
             commands = (("", self.command(key, value)),)
         else:
             raise self.fail(key, f"{_json_type(value)} is not a lifecycle command form", f"write {forms}")
-        kept = tuple((name, command) for name, command in commands if command.script.strip())
-        return Hook(key, kept) if kept else None
+        kept = tuple(
+            (" ".join(part for part in (feature, label) if part), command)
+            for label, command in commands if command.script.strip()
+        )  # fmt: skip
+        return Hook(name, kept) if kept else None
 
     def command(self, key: str, value: Any) -> Command:
         if isinstance(value, str):
@@ -532,6 +575,39 @@ class _Reader:
             key, f"{_json_type(value)} is not a command",
             "write a string (run by /bin/sh) or an array of strings (run as it is)",
         )  # fmt: skip
+
+    def host_requirements(self, value: Any) -> HostRequirements:
+        """cpus, memory (binary units, as the Dev Containers CLI reads them, in Qarnot's decimal MB) and
+        gpu (true, or an object: a GPU; "optional" or false: none needed); storage is set aside."""
+        if value is None:
+            return HostRequirements()
+        if not isinstance(value, dict):
+            raise self.fail("hostRequirements", f"expected an object, not {_json_type(value)}")
+        given = {
+            key: found for key, found in value.items()
+            if f"hostRequirements.{key}" not in self.ignore and f"hostRequirements.{key}" not in IGNORED
+        }  # fmt: skip
+        cpus = given.get("cpus")
+        if cpus is not None and not (
+            isinstance(cpus, int) and not isinstance(cpus, bool) and 0 < cpus <= MAX_CPUS
+        ):
+            raise self.fail("hostRequirements.cpus", f"{cpus!r} is not a number of cpus from 1 to {MAX_CPUS}")
+        memory = given.get("memory")
+        memory_mb = None
+        if memory is not None:
+            matched = _MEMORY.fullmatch(memory) if isinstance(memory, str) else None
+            memory_mb = math.ceil(int(matched[1]) * _BYTES[matched[2] or ""] / 1e6) if matched else 0
+            if not 0 < memory_mb <= MAX_MEMORY_MB:
+                raise self.fail(
+                    "hostRequirements.memory", f"{memory!r} is not an amount of memory qimg can ask for",
+                    'write a number with kb, mb, gb or tb, as the specification does: "16gb"',
+                )  # fmt: skip
+        gpu = given.get("gpu", False)
+        if not (isinstance(gpu, (bool, dict)) or gpu == "optional"):
+            raise self.fail(
+                "hostRequirements.gpu", f'{gpu!r} is neither true, false, "optional" nor an object'
+            )
+        return HostRequirements(cpus, memory_mb, gpu is True or isinstance(gpu, dict))
 
     def workspace_folder(self, value: Any) -> str:
         folder = self.text("workspaceFolder", value)
@@ -615,15 +691,13 @@ class _Reader:
                 raise self.fail(
                     key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
                 )
-        for hook in LIFECYCLE_HOOKS:
-            if metadata.get(hook) not in (None, "", [], {}):
-                raise self.fail(
-                    key, f"its own {hook} is not run by qimg yet",
-                    "leave the feature out, or add its command to devcontainer.json's own",
-                )  # fmt: skip
+        hooks = tuple(
+            hook for name in LIFECYCLE_HOOKS
+            if (hook := self.hook(name, metadata.get(name), f"{key} {name}", f"feature {feature_id}"))
+        )  # fmt: skip
         return Feature(
             reference, resource, feature_id, tuple(files.items()), self.feature_options(key, metadata, given),
-            self.feature_env(key, metadata), *self.feature_order(key, metadata),
+            self.feature_env(key, metadata), *self.feature_order(key, metadata), hooks,
         )  # fmt: skip
 
     def local_feature(self, key: str, reference: str) -> FeatureFiles:

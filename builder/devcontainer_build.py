@@ -85,15 +85,10 @@ class ImageFacts:
         return [found for found in self.accounts.values() if found.uid in _REGULAR_UIDS]
 
 
-def build(
-    path: Path | None,
-    ignore: tuple[str, ...],
-    tag: str | None,
-    options: BuildOptions = QUIET,
-) -> BuiltImage:
-    """The image of the devcontainer.json at `path` (None: the default locations), ssh-ready, as `tag`
-    (default qimg/USER:latest), remembered for check, push and run --local as every build is."""
-    config = devcontainer.read(path, ignore)  # every refusal of the file before the engine is touched
+def build(config: Devcontainer, tag: str | None, options: BuildOptions = QUIET) -> BuiltImage:
+    """The image of a devcontainer.json (read and checked: every refusal of the file comes before the
+    engine is touched), ssh-ready, as `tag` (default qimg/USER:latest), remembered for check, push and
+    run --local as every build is."""
     if tag:
         check_image_ref(tag, "--tag")
     images = Engine.from_env()
@@ -287,7 +282,8 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
         ),
         workspace_folder=config.workspace_folder,
         extensions=config.extensions,
-        lifecycle=tuple(hook.name for hook in config.hooks),
+        lifecycle=tuple(dict.fromkeys(hook.name for hook in config.hooks)),
+        host_requirements=config.host_requirements,
     )  # fmt: skip
     return ExtraLayer("\n".join(lines) + "\n", tuple(files), tuple(labels.write().items()))
 

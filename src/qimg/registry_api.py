@@ -193,17 +193,7 @@ def read_artifact(
     layer = layers[0]
     if _field(layer, "mediaType") != layer_media:
         raise session.fault(f"sent an artifact whose layer is not {layer_media}")
-    layer_digest = session.digest_field(layer, "its layer")
-    size = _field(layer, "size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= limit:
-        raise session.fault(f"gives the artifact's layer a size qimg does not take ({str(size)[:20]})")
-    blob = session.get(f"blobs/{layer_digest}", "", size)
-    if blob.status == 404:
-        raise session.fault(f"does not have the layer {layer_digest[:19]}... its manifest names")
-    if len(blob.body) != size:
-        raise session.fault(f"sent a layer of {len(blob.body)} bytes, not the {size} its manifest says")
-    session.check_digest(blob.body, layer_digest, "the layer")
-    return Artifact(digest, blob.body)
+    return Artifact(digest, session.blob(layer, "layer", limit)[1])
 
 
 def tag_digest(name: ImageName, auth: tuple[str, str] | None) -> str | None:
@@ -393,27 +383,33 @@ class _Session:
         if _digest_of(body) != digest:
             raise self.fault(f"sent {what} {digest[:19]}... whose content does not match its digest")
 
+    def blob(self, descriptor: Any, what: str, limit: int) -> tuple[str, bytes]:
+        """The digest and the content of the blob `descriptor` names (its `what`): its size at most
+        `limit`, as the descriptor says, and its content checked against its digest."""
+        digest = self.digest_field(descriptor, f"its {what}")
+        size = _field(descriptor, "size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= limit:
+            raise self.fault(f"gives its {what} a size qimg does not take ({str(size)[:20]})")
+        reply = self.get(f"blobs/{digest}", "", size)
+        if reply.status == 404:
+            raise self.fault(f"does not have the {what} {digest[:19]}... its manifest names")
+        if len(reply.body) != size:
+            raise self.fault(f"sent a {what} of {len(reply.body)} bytes, not the {size} its manifest says")
+        self.check_digest(reply.body, digest, f"the {what}")
+        return digest, reply.body
+
     def configuration(self, manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The image configuration's digest and its labels (text only: labels are anyone's to write)."""
         descriptor = manifest.get("config")
-        digest = self.digest_field(descriptor, "its configuration")
-        media, size = _field(descriptor, "mediaType"), _field(descriptor, "size")
+        self.digest_field(descriptor, "its configuration")
+        media = _field(descriptor, "mediaType")
         if media not in IMAGE_CONFIGS:
             raise UsageError(
                 f"{self.registry}/{self.repository} is not a container image (its configuration is "
                 f"{_shown(str(media), 80)!r}): name an image"
             )
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_CONFIG:
-            raise self.fault(f"gives its configuration a size qimg does not take ({str(size)[:20]})")
-        reply = self.get(f"blobs/{digest}", "", size)
-        if reply.status == 404:
-            raise self.fault(f"does not have the configuration {digest[:19]}... its manifest names")
-        if len(reply.body) != size:
-            raise self.fault(
-                f"sent a configuration of {len(reply.body)} bytes, not the {size} its manifest says"
-            )
-        self.check_digest(reply.body, digest, "the configuration")
-        config = _json(reply.body)
+        digest, body = self.blob(descriptor, "configuration", MAX_CONFIG)
+        config = _json(body)
         found = _field(_field(config, "config"), "Labels")
         system, architecture = _field(config, "os"), _field(config, "architecture")
         if isinstance(system, str) and isinstance(architecture, str) and (system, architecture) != PLATFORM:

@@ -28,6 +28,11 @@ pytestmark = pytest.mark.docker
 
 TAG = "qimgtest/devcontainer-features:latest"
 NAMESPACE = "team/features"
+# Run in the task once its post-start hooks are done (the file's appends to the feature's file).
+PROBE = (
+    "for i in $(seq 100); do [ $(wc -l < /tmp/feature-started) = 2 ] && break; sleep 0.2; done; "
+    "paste -sd ' ' /tmp/feature-started"
+)
 
 
 def publish(registry: Registry, collection: Path) -> str:
@@ -55,7 +60,9 @@ def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
         (
             "hello",
             {"options": {"greeting": {"type": "string", "default": "hi"}},
-             "installsAfter": [f"{host}/{NAMESPACE}/base"]},
+             "installsAfter": [f"{host}/{NAMESPACE}/base"],
+             # Its own hook: before the file's, as the login user.
+             "postStartCommand": "id -un > /tmp/feature-started"},
             'test -s /usr/local/share/qimg-base\nprintf "%s as %s\\n" "$GREETING" "$_REMOTE_USER" '
             "> /usr/local/share/qimg-hello\n",
         ),
@@ -88,10 +95,10 @@ def absent(client: docker.DockerClient) -> bool:
     return False
 
 
-def project(user: User, features: dict[str, object]) -> Path:
+def project(user: User, features: dict[str, object], **more: object) -> Path:
     folder = user.workdir / "proj"
     (folder / ".devcontainer").mkdir(parents=True, exist_ok=True)
-    config = {"image": "debian:bookworm-slim", "remoteUser": "dev", "features": features}
+    config = {"image": "debian:bookworm-slim", "remoteUser": "dev", "features": features, **more}
     (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config))
     return folder
 
@@ -113,6 +120,7 @@ def test_features_fetched_with_docker_login_and_installed_in_order(
     folder = project(
         user, {f"{features}/{NAMESPACE}/hello:1": {"greeting": "hello from the registry"},
                f"{features}/{NAMESPACE}/base": {}},
+        postStartCommand="test -s /tmp/feature-started && echo \"then the file's\" >> /tmp/feature-started",
     )  # fmt: skip
     built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
     assert built.returncode == 0, built.stderr
@@ -125,6 +133,9 @@ def test_features_fetched_with_docker_login_and_installed_in_order(
     assert REGISTRY_PASSWORD not in history
     checked = user.qimg("check", TAG)
     assert checked.returncode == 0, checked.stderr
+    ran = user.qimg("run", "--local", TAG, "--name", "featured", "--command", PROBE)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "dev then the file's"
 
 
 @pytest.mark.usefixtures("untagged")

@@ -139,9 +139,29 @@ def test_a_dependency_not_listed_or_a_cycle_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="depend on each other in a cycle"):
         devcontainer.read(cycle)
-    hooked = local_features(tmp_path / "3", {"a": {"postCreateCommand": "echo"}}, ["a"])
-    with pytest.raises(UsageError, match="its own postCreateCommand is not run by qimg yet"):
+    hooked = local_features(tmp_path / "3", {"a": {"postCreateCommand": {"x": 1}}}, ["a"])
+    with pytest.raises(UsageError, match=r'features "\./a" postCreateCommand\.x: a number is not a command'):
         devcontainer.read(hooked)
+
+
+def test_features_hooks_run_before_the_files_in_install_order(tmp_path: Path) -> None:
+    config = local_features(
+        tmp_path,
+        {"a": {"postStartCommand": "echo a", "installsAfter": ["./b"]},
+         "b": {"postStartCommand": {"one": "echo b1", "two": ["echo", "b2"]}, "onCreateCommand": "echo b"}},
+        ["a", "b"],
+    )  # fmt: skip
+    document = json.loads(config.read_text())
+    config.write_text(json.dumps({**document, "postStartCommand": "echo file", "onCreateCommand": "echo f"}))
+    read = devcontainer.read(config)
+    shown = [(hook.name, [(name, command.script) for name, command in hook.commands]) for hook in read.hooks]
+    assert shown == [
+        ("onCreateCommand", [("feature b", "echo b")]),
+        ("onCreateCommand", [("", "echo f")]),
+        ("postStartCommand", [("feature b one", "echo b1"), ("feature b two", "echo b2")]),
+        ("postStartCommand", [("feature a", "echo a")]),
+        ("postStartCommand", [("", "echo file")]),
+    ]
 
 
 def test_override_feature_install_order_goes_first_within_dependencies(tmp_path: Path) -> None:
