@@ -238,6 +238,10 @@ def feature_with(tmp_path: Path, metadata: str, options: object = None) -> Path:
     ("metadata", "refusal"),
     [
         ("[" * 100_000, "is not valid JSON"),  # nested past Python's stack: json5 recurses
+        ("id: f\n", "is not valid JSON"),
+        ('{"id": "f", "description": "' + "x" * (1 << 20) + '"}', "of at most 1 MB"),
+        (r'{"id": "f\n$(reboot)"}', "has no valid id"),
+        (r'{"id": "f", "options": {"o": {"type": "string", "default": "a\nb"}}}', "a control character"),
         ('{"id": "f", "options": {"": {"type": "string", "default": "x"}}}', "no variable"),
         ('{"id": "f", "options": {"-": {"type": "string", "default": "x"}}}', "no variable"),
     ],
