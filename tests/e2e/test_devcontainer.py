@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry
+from tests.fakes.registry import Registry
 
 pytestmark = pytest.mark.docker
 
@@ -145,9 +145,7 @@ def test_devcontainer_built_checked_and_run_locally_and_on_qarnot(
     finally:
         assert user.qimg("stop", "dck", "--local").returncode == 0
 
-    target = auth_registry.ref("team/devcontainer:e2e")
-    pushed = user.qimg("push", TAG, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
-    assert pushed.returncode == 0, pushed.stderr
+    target = user.push_to(TAG, auth_registry, "team/devcontainer:e2e")
     remote = user.launch(target, "--command", PROBE)
     assert remote.returncode == 0, remote.stderr
     check_probe(facts(remote.stdout))
