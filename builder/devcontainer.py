@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qimg.builder import feature_registry
-from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
+from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles, feature_file
 from qimg.builder.labels import (
     EXTENSION_ID,
     LIFECYCLE_HOOKS,
@@ -722,7 +722,7 @@ class _Reader:
                 files[name] = None
                 continue
             try:
-                files[name] = read_regular(path, FEATURE_LIMIT)
+                files[name] = feature_file(read_regular(path, FEATURE_LIMIT), path.stat().st_mode)
             except OSError as error:
                 raise self.fail(key, f"cannot read {path}: {error.strerror or error}") from None
             total += len(files[name] or b"")

@@ -30,6 +30,7 @@ from qimg.builder import build as builds
 from qimg.builder import devcontainer
 from qimg.builder.build import QUIET, BuildOptions, BuiltImage
 from qimg.builder.devcontainer import Devcontainer, Feature
+from qimg.builder.feature_registry import ExecutableFile
 from qimg.builder.labels import DevcontainerLabels
 from qimg.builder.spec import (
     DEFAULT_ID,
@@ -357,7 +358,7 @@ def _feature_archive(feature: Feature, users: dict[str, str]) -> bytes:
 
 def _archive(entries: dict[str, bytes | None]) -> bytes:
     """A tar of `entries` (None: a folder), owned by root, dated 0: the same bytes for the same
-    content, so that its layer is cached."""
+    content, so that its layer is cached. Executable: scripts, and a feature's executable files."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for name, data in entries.items():
@@ -367,6 +368,7 @@ def _archive(entries: dict[str, bytes | None]) -> bytes:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 archive.addfile(info)
             else:
-                info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+                executable = name.endswith(".sh") or isinstance(data, ExecutableFile)
+                info.size, info.mode = len(data), 0o755 if executable else 0o644
                 archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

@@ -51,6 +51,15 @@ _VERSION_SUFFIX = re.compile(r"[:@][^/]*$")  # the CLI's: what follows the resou
 FeatureFiles = dict[str, bytes | None]  # a feature's folder: relative POSIX names, None for a folder
 
 
+class ExecutableFile(bytes):
+    """The content of a feature's file that its folder (or its tar) marks executable: it keeps the
+    execute bits in the image, as the CLI's tar keeps a file's mode (install.sh may run ./bin/tool)."""
+
+
+def feature_file(data: bytes, mode: int) -> bytes:
+    return ExecutableFile(data) if mode & 0o111 else data
+
+
 @dataclass(frozen=True)
 class FeatureRef:
     """A feature in a registry: REGISTRY/PATH, at a tag or a digest."""
@@ -152,7 +161,7 @@ def read_layer(data: bytes) -> FeatureFiles:
                     raise UsageError(f"a tar of more than {FEATURE_LIMIT >> 20} MB")
                 extracted = archive.extractfile(member) if member.isfile() else None
                 if name != ".":
-                    files[name] = extracted.read() if extracted else None
+                    files[name] = feature_file(extracted.read(), member.mode) if extracted else None
     except (tarfile.TarError, EOFError, zlib.error, OSError):
         raise UsageError("a layer that is not a tar") from None
     for name in files:

@@ -51,12 +51,12 @@ def publish(registry: Registry, collection: Path) -> str:
 
 @pytest.fixture(scope="module")
 def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Two features in the registry: `base`, and `hello`, which installs after `base` and writes its
-    option; the registry's name."""
+    """Two features in the registry: `base`, whose install.sh runs an executable of its folder, and
+    `hello`, which installs after `base` and writes its option; the registry's name."""
     collection = tmp_path_factory.mktemp("features") / "src"
     host = "localhost:" + auth_registry.host.rsplit(":", 1)[1]
     for name, metadata, script in (
-        ("base", {}, "echo base > /usr/local/share/qimg-base\n"),
+        ("base", {}, "./bin/tool > /usr/local/share/qimg-base\n"),
         (
             "hello",
             {"options": {"greeting": {"type": "string", "default": "hi"}},
@@ -72,6 +72,10 @@ def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
         document = {"id": name, "name": name, "version": "1.2.0", **metadata}
         (folder / "devcontainer-feature.json").write_text(json.dumps(document))
         (folder / "install.sh").write_text("#!/bin/sh\nset -eu\n" + script)
+    tool = collection / "base" / "bin" / "tool"  # its mode travels in the CLI's tar
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho base\n")
+    tool.chmod(0o755)
     return publish(auth_registry, collection)
 
 

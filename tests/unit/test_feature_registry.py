@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qimg.builder import devcontainer
-from qimg.builder.feature_registry import FeatureRef, read_layer, resource_of
+from qimg.builder import devcontainer, devcontainer_build
+from qimg.builder.feature_registry import ExecutableFile, FeatureRef, read_layer, resource_of
 from qimg.errors import UsageError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -272,3 +272,22 @@ def test_a_layer_with_a_file_where_a_folder_is_refused(order: list[str]) -> None
     would fail half-way through the build."""
     with pytest.raises(UsageError, match="is both a file and a folder"):
         read_layer(tar([entry("install.sh"), *(entry(name) for name in order)]))
+
+
+def test_execute_bits_kept_from_a_tar_and_from_a_folder(tmp_path: Path) -> None:
+    """As the CLI's tar keeps a file's mode: an executable stays one in the feature's archive."""
+    tool, data = entry("bin/tool"), entry("share/data")
+    tool.mode, data.mode = 0o755, 0o644
+    files = read_layer(
+        tar([entry("install.sh"), tool, data], {"bin/tool": b"#!/bin/sh\n", "share/data": b"x"})
+    )
+    assert isinstance(files["bin/tool"], ExecutableFile) and not isinstance(
+        files["share/data"], ExecutableFile
+    )
+    config = local_features(tmp_path, {"f": {}}, ["f"])
+    (config.parent / "f" / "run").write_text("#!/bin/sh\n")
+    (config.parent / "f" / "run").chmod(0o750)
+    (feature,) = devcontainer.read(config).features
+    with tarfile.open(fileobj=io.BytesIO(devcontainer_build._feature_archive(feature, {}))) as archive:
+        modes = {member.name: member.mode for member in archive}
+    assert (modes["run"], modes["devcontainer-feature.json"], modes["install.sh"]) == (0o755, 0o644, 0o755)
