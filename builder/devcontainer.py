@@ -652,6 +652,14 @@ class _Reader:
         if not (isinstance(first, list) and all(isinstance(name, str) for name in first)):
             raise self.fail(key, f"expected a list of features, not {_json_type(first)}")
         listed = [self.feature(reference, options) for reference, options in value.items()]
+        seen: dict[str, str] = {}
+        for feature in listed:
+            if feature.resource in seen:
+                raise self.fail(
+                    f'features "{feature.reference}"', f'the same feature as "{seen[feature.resource]}"',
+                    "list a feature once, with the version you want",
+                )  # fmt: skip
+            seen[feature.resource] = feature.reference
         resources = [feature_registry.resource_of(name) for name in first]
         for name, resource in zip(first, resources, strict=True):
             if resource not in {feature.resource for feature in listed}:

@@ -165,6 +165,11 @@ def test_a_fetch_that_fails_is_one_line_naming_the_feature(
         assert_one_line_error(refused, code, f'features "{reference}"', *fragments)
         assert "--username" not in refused.stderr
         assert absent(docker_client)
+    # The same feature twice, at two versions: which one would install is not the file's to leave open.
+    twice = project(user, {f"{hello}:1": {}, hello: {}})
+    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=twice)
+    assert_one_line_error(refused, 2, f'features "{hello}": the same feature as "{hello}:1"')
+    assert absent(docker_client)
 
 
 def feature_manifest(registry: Registry, repository: str, layer: bytes) -> dict[str, object]:
