@@ -161,7 +161,7 @@ profile=/etc/profile.d/qimg-env.sh
     # task): the names are upper-cased in one `tr`, and a value is piped through sed only when it
     # holds a quote or a newline (otherwise sed would give it back unchanged).
     names=$(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u)
-    # shellcheck disable=SC2086 # one word per name: names hold no blank
+    # shellcheck disable=SC2046,SC2086 # one word per name: names hold no blank
     set -- $(printf '%s\n' $names | tr '[:lower:]' '[:upper:]')
     for name in $names; do
         upper=$1
