@@ -14,8 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from qimg.launcher.backends.local import TASK_LABEL
 from tests.e2e.conftest import User
+from tests.e2e.processes import named_tasks
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry
 
@@ -113,10 +113,6 @@ def check_probe(found: dict[str, str]) -> None:
     assert found["workspace"] == "dev"
 
 
-def local_tasks(client: docker.DockerClient) -> list[str]:
-    return [c.name or "" for c in client.containers.list(all=True, filters={"label": TASK_LABEL})]
-
-
 def build_project(user: User) -> subprocess.CompletedProcess[str]:
     return user.qimg("build", "--devcontainer", "--tag", TAG, "--json", cwd=make_project(user.workdir))
 
@@ -155,7 +151,7 @@ def test_devcontainer_built_checked_and_run_locally(
         assert "qimg-lifecycle: postStartCommand: done" in logs.stdout
     finally:
         assert local_user.qimg("stop", "dck", "--local").returncode == 0
-    assert local_tasks(engine_client) == []
+    assert named_tasks(engine_client, "dcl", "dck") == []
 
 
 def test_devcontainer_pushed_and_run_on_qarnot(user: User, fake: FakeQarnot, auth_registry: Registry) -> None:

@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.e2e.conftest import User
+from tests.e2e.processes import named_tasks
+from tests.engines import LocalEngine
 from tests.helpers import run_qimg
 
 pytestmark = pytest.mark.docker
@@ -45,54 +49,146 @@ def attached(user: User, name: str, count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def attach_image(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> str:
+def attach_image(tmp_path_factory: pytest.TempPathFactory, local_engine: LocalEngine) -> Iterator[str]:
+    """The image, built on the engine under test."""
     project = tmp_path_factory.mktemp("attach-project")
     (project / ".devcontainer.json").write_text(json.dumps(DEVCONTAINER))
-    built = run_qimg("build", "--devcontainer", str(project / ".devcontainer.json"), "--tag", TAG)
+    state = {"XDG_STATE_HOME": str(tmp_path_factory.mktemp("attach-state"))}
+    built = run_qimg(
+        "build", "--devcontainer", str(project / ".devcontainer.json"), "--tag", TAG,
+        env={**state, **local_engine.env},
+    )  # fmt: skip
     assert built.returncode == 0, built.stderr
-    assert docker_client.images.get(TAG).labels["io.qimg.lifecycle"] == "postStartCommand,postAttachCommand"
-    return TAG
+    client = local_engine.client()
+    try:
+        assert client.images.get(TAG).labels["io.qimg.lifecycle"] == "postStartCommand,postAttachCommand"
+        yield TAG
+    finally:
+        client.close()
 
 
 def test_each_session_qimg_attaches_runs_the_hook_after_the_start_commands(
-    attach_image: str, user: User, tmp_path: Path
+    attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    kept = user.qimg("run", "--local", attach_image, "--name", "att")
+    kept = local_user.qimg("run", "--local", attach_image, "--name", "att")
     assert kept.returncode == 0, kept.stderr
     try:
-        first = user.qimg("ssh", "att", "--local", stdin="exit\n")  # a session: the user's shell
+        first = local_user.qimg("ssh", "att", "--local", stdin="exit\n")  # a session: the user's shell
         assert first.returncode == 0, first.stderr
-        assert attached(user, "att", 1) == [ATTACH_LINE]  # after the slow postStartCommand
+        assert attached(local_user, "att", 1) == [ATTACH_LINE]  # after the slow postStartCommand
         # VS Code opened by qimg code attaches too (a `code` of the test's, which only says it ran).
         fake_bin = tmp_path / "bin"
         fake_bin.mkdir()
         (fake_bin / "code").write_text("#!/bin/sh\nexit 0\n")
         (fake_bin / "code").chmod(0o755)
         opened = run_qimg(
-            "code", "att", "--local", env={**user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+            "code", "att", "--local", env={**local_user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
         )
         assert opened.returncode == 0, opened.stderr
-        lines = attached(user, "att", 2)  # each `ssh -- CMD` of the wait is no attach: two, not more
+        lines = attached(local_user, "att", 2)  # each `ssh -- CMD` of the wait is no attach: two, not more
         assert lines == [ATTACH_LINE] * 2
         for _ in range(300):  # the runner says "done" once the hook's commands have ended
-            logs = user.qimg("logs", "att", "--local").stdout
+            logs = local_user.qimg("logs", "att", "--local").stdout
             if logs.count("qimg-lifecycle: postAttachCommand: done") == 2:
                 break
             time.sleep(0.2)
         assert logs.count("qimg-lifecycle: postAttachCommand (log): running as dev") == 2, logs
         assert logs.count("qimg-lifecycle: postAttachCommand: done") == 2, logs
     finally:
-        assert user.qimg("stop", "att", "--local").returncode == 0
+        assert local_user.qimg("stop", "att", "--local").returncode == 0
+    assert named_tasks(engine_client, "att") == []
 
 
-def test_the_attach_file_is_the_login_users_alone(attach_image: str, user: User, tmp_path: Path) -> None:
+def test_the_attach_file_is_the_login_users_alone(
+    attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path
+) -> None:
     """Only the login user (and root) may ask for an attach: the file is theirs, mode 0600, in a folder
     of root's."""
-    kept = user.qimg("run", "--local", attach_image, "--name", "attf")
+    kept = local_user.qimg("run", "--local", attach_image, "--name", "attf")
     assert kept.returncode == 0, kept.stderr
     try:
-        shown = user.qimg("ssh", "attf", "--local", "--", "stat -c '%U %a' /run/qimg/attached /run/qimg")
+        shown = local_user.qimg(
+            "ssh", "attf", "--local", "--", "stat -c '%U %a' /run/qimg/attached /run/qimg"
+        )
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.splitlines() == ["dev 600", "root 755"]
     finally:
-        assert user.qimg("stop", "attf", "--local").returncode == 0
+        assert local_user.qimg("stop", "attf", "--local").returncode == 0
+    assert named_tasks(engine_client, "attf") == []
+
+
+# The image's qimg-lifecycle gone wrong, as in an image qimg did not make whole: `Fault`'s steps on top of
+# the image; where the task's runner must stay the real one, a stand-in answers the attach request alone.
+LIFECYCLE = "/usr/local/sbin/qimg-lifecycle"
+STAND_IN = f"""#!/bin/sh
+if [ "${{1:-}}" = attached ]; then ATTACHED; fi
+exec {LIFECYCLE}.real "$@"
+"""
+REPLACED = f"RUN mv {LIFECYCLE} {LIFECYCLE}.real\nCOPY stand-in {LIFECYCLE}"
+
+
+@dataclass(frozen=True)
+class Fault:
+    steps: str  # Dockerfile steps
+    attached: str = ""  # what the stand-in does for an attach request (REPLACED)
+    said: str = ""  # in the warning
+
+
+FAULTS = {
+    "missing": Fault(
+        f"RUN rm {LIFECYCLE}",
+        said=f"the task has no {LIFECYCLE}, though the image's labels say it has the hook",
+    ),
+    "failing": Fault(
+        REPLACED,
+        r'printf "some noise\nno attach here \033[31m(red)\n" >&2; exit 3',
+        said=r"no attach here \x1b[31m(red)",  # its last line, escaped
+    ),
+    "unfollowed": Fault(  # the runner has no hook to follow the requests for
+        "RUN rm -r /etc/qimg/lifecycle/02-postAttachCommand",
+        said="qimg-lifecycle: no /run/qimg/attached: this task runs no postAttachCommand",
+    ),
+}
+
+
+def faulty_image(client: docker.DockerClient, image: str, folder: Path, name: str) -> str:
+    """`image` with the fault `name` (of FAULTS), built on the engine of `client`."""
+    tag, fault = f"qimgtest/devcontainer-attach-{name}:latest", FAULTS[name]
+    folder.mkdir()
+    if fault.attached:
+        (folder / "stand-in").write_text(STAND_IN.replace("ATTACHED", fault.attached))
+        (folder / "stand-in").chmod(0o755)
+    (folder / "Dockerfile").write_text(f"FROM {image}\n{fault.steps}\n")
+    client.images.build(path=str(folder), tag=tag, rm=True)
+    return tag
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
+    attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path, fault: str
+) -> None:
+    """The image's labels say it has a postAttachCommand, but its qimg-lifecycle is missing or fails:
+    one warning line (what the task said, escaped), and the session is the user's as ever."""
+    image = faulty_image(engine_client, attach_image, tmp_path / "image", fault)
+    session_input = "echo session went on as $(id -un)\nexit\n"
+    kept = local_user.qimg("run", "--local", image, "--name", "attw")
+    assert kept.returncode == 0, kept.stderr
+    try:
+        session = local_user.qimg("ssh", "attw", "--local", stdin=session_input)
+        assert session.returncode == 0, session.stderr
+        assert "session went on as dev" in session.stdout
+        said = [line for line in session.stderr.splitlines() if line.startswith("qimg")]  # not ssh's
+        assert len(said) == 1, session.stderr
+        assert said[0].startswith("qimg: warning: the image's postAttachCommand was not started: "), said
+        assert FAULTS[fault].said in said[0] and "\x1b" not in session.stderr
+    finally:
+        assert local_user.qimg("stop", "attw", "--local").returncode == 0
+    # run's own session: the warning is one of its notes, the session follows, the task is stopped.
+    connected = local_user.qimg("run", "--local", image, "--name", "attc", "--connect", stdin=session_input)
+    assert connected.returncode == 0, connected.stderr
+    assert "session went on as dev" in connected.stdout
+    warned = [line for line in connected.stderr.splitlines() if "postAttachCommand" in line]
+    assert len(warned) == 1 and FAULTS[fault].said in warned[0], connected.stderr
+    assert "Traceback" not in connected.stderr and "\x1b" not in connected.stderr
+    assert named_tasks(engine_client, "attw", "attc") == []
+    engine_client.images.remove(image)
