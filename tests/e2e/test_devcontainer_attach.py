@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +19,9 @@ import docker
 import pytest
 
 from tests.e2e.conftest import User
-from tests.e2e.processes import named_tasks
+from tests.e2e.processes import named_tasks, no_ssh_left, ssh_processes, task_container
 from tests.engines import LocalEngine
-from tests.helpers import run_qimg
+from tests.helpers import qimg_argv, run_qimg
 
 pytestmark = pytest.mark.docker
 
@@ -144,6 +148,7 @@ FAULTS = {
         r'printf "some noise\nno attach here \033[31m(red)\n" >&2; exit 3',
         said=r"no attach here \x1b[31m(red)",  # its last line, escaped
     ),
+    "hanging": Fault(REPLACED, ": >/tmp/attach-asked; exec sleep 600"),  # the request in flight until ended
     "unfollowed": Fault(  # the runner has no hook to follow the requests for
         "RUN rm -r /etc/qimg/lifecycle/02-postAttachCommand",
         said="qimg-lifecycle: no /run/qimg/attached: this task runs no postAttachCommand",
@@ -163,7 +168,7 @@ def faulty_image(client: docker.DockerClient, image: str, folder: Path, name: st
     return tag
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", sorted(set(FAULTS) - {"hanging"}))
 def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
     attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path, fault: str
 ) -> None:
@@ -191,4 +196,87 @@ def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
     assert len(warned) == 1 and FAULTS[fault].said in warned[0], connected.stderr
     assert "Traceback" not in connected.stderr and "\x1b" not in connected.stderr
     assert named_tasks(engine_client, "attw", "attc") == []
+    engine_client.images.remove(image)
+
+
+def on_terminal(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`argv` on a new terminal (a pty) that is its controlling terminal, in a session of its own whose
+    process group is the terminal's foreground one (util-linux `setsid --ctty`, which execs in place), as
+    a shell starts a command: Ctrl-C typed there is SIGINT to that group. The process, the terminal's
+    master and its own end (kept open to read its settings afterwards)."""
+    master, terminal = pty.openpty()
+    process = subprocess.Popen(
+        ["setsid", "--ctty", *argv], stdin=terminal, stdout=terminal, stderr=terminal,
+        env={**os.environ, **env}, cwd=cwd,
+    )  # fmt: skip
+    return process, master, terminal
+
+
+def read_until_exit(process: subprocess.Popen[bytes], master: int, timeout: float = 60) -> str:
+    """All the terminal showed until the process exited."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            shown += os.read(master, 65536)
+        elif process.poll() is not None:
+            return shown.decode("utf-8", "replace")
+    raise AssertionError(f"still running after {timeout} s: {shown!r}")
+
+
+SESSIONS = {  # how a session attaches, and whether its task outlives qimg
+    "run": (("run", "--local", "IMAGE", "--name", "attint", "--connect"), False),
+    "run-kept": (("run", "--local", "IMAGE", "--name", "attint", "--connect", "--keep"), True),
+    "ssh": (("ssh", "attint", "--local"), True),  # a task started before: not qimg ssh's to stop
+}
+
+
+@pytest.mark.parametrize("how", sorted(SESSIONS))
+def test_ctrl_c_while_the_attach_request_is_in_flight(
+    attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path, how: str
+) -> None:
+    """Ctrl-C typed while qimg waits for the task to take the attach request: qimg says it was
+    interrupted in one line, without a traceback; no ssh of it is left; the task is stopped unless it
+    is kept (`--keep`, or a task `qimg ssh` found); the terminal has the settings it had, its cursor
+    shown."""
+    image = faulty_image(engine_client, attach_image, tmp_path / "image", "hanging")
+    state = local_user.env["XDG_STATE_HOME"]
+    words, kept = SESSIONS[how]
+    if how == "ssh":
+        started = local_user.qimg("run", "--local", image, "--name", "attint")  # no session: no attach
+        assert started.returncode == 0, started.stderr
+    argv = qimg_argv(*(image if word == "IMAGE" else word for word in words))
+    process, master, terminal = on_terminal(argv, local_user.env, local_user.workdir)
+    try:
+        before = termios.tcgetattr(terminal)
+        deadline = time.monotonic() + 120
+        while not any("qimg-lifecycle attached" in line for line in ssh_processes(state)):
+            assert process.poll() is None and time.monotonic() < deadline, "no attach request was made"
+            time.sleep(0.1)
+        container = task_container(engine_client, "attint")
+        while container.exec_run(["test", "-e", "/tmp/attach-asked"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the task never took the attach request"
+            time.sleep(0.1)
+        os.write(master, b"\x03")  # Ctrl-C
+        shown = read_until_exit(process, master)
+        assert process.returncode == 130, shown
+        assert termios.tcgetattr(terminal) == before
+        assert "Traceback" not in shown
+        last = shown.rstrip().splitlines()[-1].removeprefix("^C")  # the terminal echoes Ctrl-C
+        assert last == "qimg: interrupted by SIGINT", shown
+        assert shown.rfind("\x1b[?25l") <= shown.rfind("\x1b[?25h")  # a cursor hidden is shown again
+        no_ssh_left(state)
+        if kept:
+            assert named_tasks(engine_client, "attint") != []
+            assert ("kept (--keep)" in shown) == (how == "run-kept")
+        else:
+            assert "stopped and deleted" in shown
+            assert named_tasks(engine_client, "attint") == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+        os.close(terminal)
+        local_user.qimg("stop", "attint", "--local")  # what the test kept, or left failing
+    assert named_tasks(engine_client, "attint") == []
     engine_client.images.remove(image)
