@@ -34,7 +34,9 @@ from qimg.errors import BuildFailed, UsageError
 _TRUE, _FALSE = ("1", "t", "T", "TRUE", "true", "True"), ("0", "f", "F", "FALSE", "false", "False")
 _VERTEX = re.compile(r"#(\d+) (.*)")
 # "[2/7] RUN apt-get ...", or "[stage 2/7] ..." in a Dockerfile of several stages.
-_STEP = re.compile(r"\[(?:\S+ )?(\d+)/(\d+)\] (\S+)\s*(.*)")
+# buildx pads the step number to the width of the total: "[ 2/11]", "[dev  2/11]".
+_STEP = re.compile(r"\[(?:\S+ )?\s*(\d+)/(\d+)\] (\S+)\s*(.*)")
+_PADDING = re.compile(r"^\[ (?=\d+/\d+\])")  # "[ 2/11]" shown as "[2/11]"
 _LOGGED = re.compile(r"\d+\.\d+ (.*)")  # a vertex's output line, after the seconds since it started
 _ERROR = re.compile(r"ERROR: (.*)")
 # BuildKit's words for a failing RUN: "... did not complete successfully: exit code: 100" (newer) or
@@ -142,7 +144,7 @@ class BuildKitLog:
             self.steps[number] = parsed
             self.tails[number] = collections.deque(maxlen=_TAIL_LINES)
             if step:
-                self._on_step(" ".join(text.split()))
+                self._on_step(_PADDING.sub("[", " ".join(text.split()), count=1))
         elif logged := _LOGGED.fullmatch(text):
             self.tails[number].append(logged[1])
             if self.steps[number] is not None:

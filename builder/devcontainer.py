@@ -12,17 +12,28 @@ Dockerfile, a label or a shell script later has passed one of these checks.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from qimg.builder.labels import EXTENSION_ID, LIFECYCLE_HOOKS, PLAIN_FOLDER, PORT_LABEL
+from qimg.builder import feature_registry
+from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
+from qimg.builder.labels import (
+    EXTENSION_ID,
+    LIFECYCLE_HOOKS,
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    PLAIN_FOLDER,
+    PORT_LABEL,
+    HostRequirements,
+)
 from qimg.builder.spec import USER_NAME, check_image_ref
-from qimg.errors import UsageError
+from qimg.errors import QimgError, UsageError
 from qimg.files import read_regular
 
 # Where the specification looks when no path is given, in its order, from the current directory.
@@ -45,8 +56,6 @@ REFUSED = {
     "dockerComposeFile": "a Qarnot task is one container, not a Docker Compose project",
     "service": "a Qarnot task is one container, not a Docker Compose project",
     "runServices": "a Qarnot task is one container, not a Docker Compose project",
-    "hostRequirements": "not yet: choose the machine with qimg run's options (--profile, --hardware ...)",
-    "overrideFeatureInstallOrder": "not yet: qimg installs local features in the order they are listed",
     "build.options": "its docker build options are not passed on by qimg",
 }
 # Keys that change nothing on Qarnot, and why: read, and set aside.
@@ -62,15 +71,20 @@ IGNORED = {
     "secrets": "it only recommends secrets: pass them with qimg run --secret NAME",
     "build.cacheFrom": "it only hints where a cache may be",
     "settings": "VS Code's settings are the editor's own",
+    "hostRequirements.storage": "a Qarnot task's disk is its machine's: no hardware constraint chooses it",
 }
 _HONOURED = frozenset(
     {
         "image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
-        "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features", "customizations",
-        "extensions", *LIFECYCLE_HOOKS,
+        "remoteEnv", "forwardPorts", "portsAttributes", "workspaceFolder", "features",
+        "overrideFeatureInstallOrder", "customizations", "extensions", "hostRequirements", *LIFECYCLE_HOOKS,
     }
 )  # fmt: skip
 _BUILD_KEYS = frozenset({"dockerfile", "context", "args", "target"})
+_MAX_HOOKS = 99  # the lifecycle folders' two-digit numbers (images/qimg-lifecycle.sh)
+_HOST_KEYS = frozenset({"cpus", "memory", "storage", "gpu"})
+_MEMORY = re.compile(r"([0-9]{1,15})([tgmk]b)?")  # the specification's pattern
+_BYTES = {"": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}  # binary, as the CLI reads them
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A variable whose value is a credential: the specification would pass it to the container when it
@@ -120,14 +134,23 @@ class DockerfileBuild:
 
 @dataclass(frozen=True)
 class Feature:
-    """A local feature: its folder (with install.sh), its id, and its options as install.sh gets them:
-    environment variables, the given value or the default."""
+    """A feature, from a local folder or a registry: its files (install.sh among them), its id, its
+    options as install.sh gets them (environment variables, the given value or the default), and the
+    features it must install after."""
 
-    reference: str  # as devcontainer.json names it: "./my-feature"
-    folder: Path
+    reference: str  # as devcontainer.json names it: "./my-feature", "ghcr.io/devcontainers/features/node:1"
+    resource: str  # the reference without its version, as other features name it
     id: str
+    files: tuple[tuple[str, bytes | None], ...]  # relative POSIX names; None for a folder
     options: tuple[tuple[str, str], ...]
     container_env: tuple[tuple[str, str], ...]
+    depends_on: tuple[str, ...] = ()
+    installs_after: tuple[str, ...] = ()
+    hooks: tuple[Hook, ...] = ()  # its own lifecycle commands: they run before devcontainer.json's
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        return (*self.depends_on, *self.installs_after)
 
 
 @dataclass(frozen=True)
@@ -149,16 +172,22 @@ class Devcontainer:
     remote_env: tuple[tuple[str, str | None], ...]
     forward_ports: tuple[int, ...]
     ports_attributes: tuple[tuple[int, PortAttributes], ...]
-    hooks: tuple[Hook, ...]
+    hooks: tuple[Hook, ...]  # in the order they run: the features' (in their install order), the file's
     workspace_folder: str
-    features: tuple[Feature, ...]
     extensions: tuple[str, ...]
+    host_requirements: HostRequirements
     set_aside: tuple[str, ...]  # keys read and set aside: IGNORED ones, and those of --ignore
+    features: tuple[Feature, ...] = ()
 
     @property
     def login_user(self) -> str | None:
         """remoteUser, else containerUser; None: the image's own user decides."""
         return self.remote_user or self.container_user
+
+
+def why_set_aside(key: str) -> str:
+    """Why a key of `Devcontainer.set_aside` changes nothing: its IGNORED reason, or --ignore's."""
+    return IGNORED.get(key, f"--ignore {key}")
 
 
 def find(path: Path | None, cwd: Path | None = None) -> Path:
@@ -258,8 +287,10 @@ class _Reader:
 
     def read(self) -> Devcontainer:
         raw = self.raw
-        build = raw.get("build")
-        present = set(raw) | {f"build.{key}" for key in build} if isinstance(build, dict) else set(raw)
+        present = set(raw)
+        for parent in ("build", "hostRequirements"):  # their own keys, each to honour, refuse or ignore
+            if isinstance(children := raw.get(parent), dict):
+                present |= {f"{parent}.{key}" for key in children}
         for key in self.ignore:
             if key not in present:
                 raise UsageError(f"--ignore {key}: {self.config} has no key {key}", hint="leave it out")
@@ -272,6 +303,11 @@ class _Reader:
                 )
             if key.startswith("build.") and key.removeprefix("build.") not in _BUILD_KEYS:
                 raise self.fail(key, "not a build key qimg knows", f"fix its name, or --ignore {key}")
+            if (
+                key.startswith("hostRequirements.")
+                and key.removeprefix("hostRequirements.") not in _HOST_KEYS
+            ):
+                raise self.fail(key, "not a hostRequirements key", f"fix its name, or --ignore {key}")
             if "." not in key and key not in _HONOURED:
                 raise self.fail(
                     key, "not a devcontainer.json key qimg knows", f"fix its name, or --ignore {key}"
@@ -282,7 +318,7 @@ class _Reader:
         self.container_workspace = self.workspace_folder(kept.get("workspaceFolder", default))
         image, dockerfile_build = self.source(kept)
         users = [self.user(kept, key) for key in ("remoteUser", "containerUser")]
-        return Devcontainer(
+        found = Devcontainer(
             path=self.config, image=image, build=dockerfile_build,
             remote_user=users[0], container_user=users[1],
             container_env=self.container_env(kept.get("containerEnv")),
@@ -291,10 +327,21 @@ class _Reader:
             ports_attributes=self.ports_attributes(kept.get("portsAttributes")),
             hooks=tuple(hook for key in LIFECYCLE_HOOKS if (hook := self.hook(key, kept.get(key)))),
             workspace_folder=self.container_workspace,
-            features=self.features(kept.get("features")),
             extensions=self.extensions(kept.get("customizations"), kept.get("extensions")),
+            host_requirements=self.host_requirements(kept.get("hostRequirements")),
             set_aside=tuple(sorted(key for key in present if key in IGNORED or key in self.ignore)),
         )  # fmt: skip
+        # Last, the features (a registry's are fetched), whose own hooks run before the file's, each
+        # hook's in the order the features install.
+        features = self.features(kept.get("features"), kept.get("overrideFeatureInstallOrder"))
+        hooks = tuple(
+            hook for key in LIFECYCLE_HOOKS
+            for hook in (*(own for feature in features for own in feature.hooks), *found.hooks)
+            if hook.name == key
+        )  # fmt: skip
+        if len(hooks) > _MAX_HOOKS:
+            raise self.fail("features", f"with the file, they have more than {_MAX_HOOKS} lifecycle hooks")
+        return replace(found, features=features, hooks=hooks)
 
     # Values
 
@@ -494,20 +541,26 @@ class _Reader:
             found.append((port, PortAttributes(label, protocol)))
         return tuple(found)
 
-    def hook(self, key: str, value: Any) -> Hook | None:
+    def hook(self, name: str, value: Any, where: str = "", feature: str = "") -> Hook | None:
+        """The lifecycle hook `name` (`where` names it in messages); `feature`: the id of the feature
+        whose hook it is, which names its commands in qimg logs."""
+        key = where or name
         if value is None:
             return None
         forms = "a string, an array of strings, or an object of those (commands run in parallel)"
         if isinstance(value, dict):
             commands = tuple(
-                (str(name), self.command(f"{key}.{name}", command)) for name, command in value.items()
+                (str(label), self.command(f"{key}.{label}", command)) for label, command in value.items()
             )
         elif isinstance(value, (str, list)):
             commands = (("", self.command(key, value)),)
         else:
             raise self.fail(key, f"{_json_type(value)} is not a lifecycle command form", f"write {forms}")
-        kept = tuple((name, command) for name, command in commands if command.script.strip())
-        return Hook(key, kept) if kept else None
+        kept = tuple(
+            (" ".join(part for part in (feature, label) if part), command)
+            for label, command in commands if command.script.strip()
+        )  # fmt: skip
+        return Hook(name, kept) if kept else None
 
     def command(self, key: str, value: Any) -> Command:
         if isinstance(value, str):
@@ -518,6 +571,39 @@ class _Reader:
             key, f"{_json_type(value)} is not a command",
             "write a string (run by /bin/sh) or an array of strings (run as it is)",
         )  # fmt: skip
+
+    def host_requirements(self, value: Any) -> HostRequirements:
+        """cpus, memory (binary units, as the Dev Containers CLI reads them, in Qarnot's decimal MB) and
+        gpu (true, or an object: a GPU; "optional" or false: none needed); storage is set aside."""
+        if value is None:
+            return HostRequirements()
+        if not isinstance(value, dict):
+            raise self.fail("hostRequirements", f"expected an object, not {_json_type(value)}")
+        given = {
+            key: found for key, found in value.items()
+            if f"hostRequirements.{key}" not in self.ignore and f"hostRequirements.{key}" not in IGNORED
+        }  # fmt: skip
+        cpus = given.get("cpus")
+        if cpus is not None and not (
+            isinstance(cpus, int) and not isinstance(cpus, bool) and 0 < cpus <= MAX_CPUS
+        ):
+            raise self.fail("hostRequirements.cpus", f"{cpus!r} is not a number of cpus from 1 to {MAX_CPUS}")
+        memory = given.get("memory")
+        memory_mb = None
+        if memory is not None:
+            matched = _MEMORY.fullmatch(memory) if isinstance(memory, str) else None
+            memory_mb = math.ceil(int(matched[1]) * _BYTES[matched[2] or ""] / 1e6) if matched else 0
+            if not 0 < memory_mb <= MAX_MEMORY_MB:
+                raise self.fail(
+                    "hostRequirements.memory", f"{memory!r} is not an amount of memory qimg can ask for",
+                    'write a number with kb, mb, gb or tb, as the specification does: "16gb"',
+                )  # fmt: skip
+        gpu = given.get("gpu", False)
+        if not (isinstance(gpu, (bool, dict)) or gpu == "optional"):
+            raise self.fail(
+                "hostRequirements.gpu", f'{gpu!r} is neither true, false, "optional" nor an object'
+            )
+        return HostRequirements(cpus, memory_mb, gpu is True or isinstance(gpu, dict))
 
     def workspace_folder(self, value: Any) -> str:
         folder = self.text("workspaceFolder", value)
@@ -552,20 +638,64 @@ class _Reader:
                 )  # fmt: skip
         return tuple(dict.fromkeys(listed))
 
-    def features(self, value: Any) -> tuple[Feature, ...]:
+    def features(self, value: Any, override: Any) -> tuple[Feature, ...]:
         if value is None:
-            return ()
+            value = {}
         if not isinstance(value, dict):
             raise self.fail("features", f"expected an object, not {_json_type(value)}")
-        return tuple(self.feature(reference, options) for reference, options in value.items())
+        key = "overrideFeatureInstallOrder"
+        first = [] if override is None else override
+        if not (isinstance(first, list) and all(isinstance(name, str) for name in first)):
+            raise self.fail(key, f"expected a list of features, not {_json_type(first)}")
+        listed = [self.feature(reference, options) for reference, options in value.items()]
+        resources = [feature_registry.resource_of(name) for name in first]
+        for name, resource in zip(first, resources, strict=True):
+            if resource not in {feature.resource for feature in listed}:
+                raise self.fail(
+                    key, f"{name!r} is not one of the features listed", "name them as features does"
+                )
+        return self.install_order(listed, resources)
 
     def feature(self, reference: str, given: Any) -> Feature:
         key = f'features "{reference}"'
-        if not reference.startswith("./"):
+        if reference.startswith("./"):
+            resource, files = reference, self.local_feature(key, reference)
+        else:
+            try:
+                ref = feature_registry.FeatureRef.parse(reference)
+                resource, files = ref.resource, feature_registry.fetch(ref)
+            except QimgError as error:  # the registry's faults keep their kind (and exit code)
+                raise type(error)(f"{self.config}: {key}: {error.message}", hint=error.hint) from None
+        if not isinstance(files.get("install.sh"), bytes):
+            raise self.fail(key, "the feature has no install.sh", "a feature's folder holds install.sh")
+        metadata_file = files.get("devcontainer-feature.json")
+        if not isinstance(metadata_file, bytes) or len(metadata_file) > _FILE_LIMIT:
             raise self.fail(
-                key, "features from a registry or a URL are not supported yet",
-                "copy the feature into a folder beside devcontainer.json and name it \"./FOLDER\"",
+                key, "the feature has no devcontainer-feature.json (of at most 1 MB)",
+                "a feature's folder holds devcontainer-feature.json",
             )  # fmt: skip
+        metadata = parse(metadata_file.decode("utf-8", "replace"), f"{key}'s devcontainer-feature.json")
+        feature_id = metadata.get("id")
+        if not (isinstance(feature_id, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", feature_id)):
+            raise self.fail(key, f"its devcontainer-feature.json has no valid id ({feature_id!r})")
+        if not reference.startswith("./") and feature_id.lower() != resource.rsplit("/", 1)[-1]:
+            raise self.fail(key, f"the registry sent the feature {feature_id!r}, not the one named")
+        for refused in ("privileged", "capAdd", "securityOpt", "init", "mounts", "entrypoint"):
+            if metadata.get(refused) not in (None, False, [], ""):
+                raise self.fail(
+                    key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
+                )
+        hooks = tuple(
+            hook for name in LIFECYCLE_HOOKS
+            if (hook := self.hook(name, metadata.get(name), f"{key} {name}", f"feature {feature_id}"))
+        )  # fmt: skip
+        return Feature(
+            reference, resource, feature_id, tuple(files.items()), self.feature_options(key, metadata, given),
+            self.feature_env(key, metadata), *self.feature_order(key, metadata), hooks,
+        )  # fmt: skip
+
+    def local_feature(self, key: str, reference: str) -> FeatureFiles:
+        """The files of a local feature's folder: regular files and folders, no links."""
         folder = Path(os.path.normpath(self.folder / reference))
         if not _within(folder, self.folder) or folder == self.folder:
             raise self.fail(key, "a local feature is a folder inside devcontainer.json's folder")
@@ -573,27 +703,29 @@ class _Reader:
             raise self.fail(
                 key, f"{folder} is not a folder", "check the path (relative to devcontainer.json)"
             )
-        install = folder / "install.sh"
-        if not install.is_file():
-            raise self.fail(key, f"{folder} has no install.sh", "a feature's folder holds install.sh")
-        metadata_file = folder / "devcontainer-feature.json"
-        try:
-            metadata_text = read_regular(metadata_file, _FILE_LIMIT).decode("utf-8", "replace")
-        except OSError as error:
-            raise self.fail(
-                key,
-                f"cannot read {metadata_file}: {error.strerror or error}",
-                "a feature's folder holds devcontainer-feature.json",
-            ) from None
-        metadata = parse(metadata_text, str(metadata_file))
-        feature_id = metadata.get("id")
-        if not (isinstance(feature_id, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", feature_id)):
-            raise self.fail(key, f"its devcontainer-feature.json has no valid id ({feature_id!r})")
-        for refused in ("privileged", "capAdd", "securityOpt", "init", "mounts", "entrypoint"):
-            if metadata.get(refused) not in (None, False, [], ""):
+        files: FeatureFiles = {}
+        total = 0
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 raise self.fail(
-                    key, f"its {refused} cannot be honoured on a Qarnot task", "leave the feature out"
-                )
+                    key, f"{folder}: {name} is not a plain file or folder",
+                    "a feature's folder holds files and folders only (no links)",
+                )  # fmt: skip
+            if path.is_dir():
+                files[name] = None
+                continue
+            try:
+                files[name] = read_regular(path, FEATURE_LIMIT)
+            except OSError as error:
+                raise self.fail(key, f"cannot read {path}: {error.strerror or error}") from None
+            total += len(files[name] or b"")
+            if total > FEATURE_LIMIT:
+                raise self.fail(key, f"{folder} holds more than {FEATURE_LIMIT >> 20} MB", "trim it")
+        return files
+
+    def feature_options(self, key: str, metadata: dict[str, Any], given: Any) -> tuple[tuple[str, str], ...]:
+        """The feature's options as install.sh gets them: the given value, else the default."""
         if isinstance(given, str):
             given = {"version": given}
         elif given is True or given is None:
@@ -617,11 +749,65 @@ class _Reader:
             if isinstance(allowed, list) and text not in allowed:
                 raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
             options.append((option_variable(name), text))
+        return tuple(options)
+
+    def feature_env(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         variables = self.environment(f"{key} containerEnv", metadata.get("containerEnv"))
-        container_env = tuple(
+        return tuple(
             (name, self.single_line(f"{key} containerEnv.{name}", text)) for name, text in variables.items()
         )
-        return Feature(reference, folder, feature_id, tuple(options), container_env)
+
+    def feature_order(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The features this one depends on, and those it installs after, as resources."""
+        depends_on, installs_after = metadata.get("dependsOn", {}), metadata.get("installsAfter", [])
+        if not (isinstance(depends_on, dict) and isinstance(installs_after, list)):
+            raise self.fail(key, "its dependsOn is not an object, or its installsAfter not a list")
+        named = [*depends_on, *installs_after]
+        if not all(isinstance(name, str) and len(name) <= 256 for name in named):
+            raise self.fail(key, "its dependsOn or installsAfter names a feature by what is not a name")
+        return (
+            tuple(feature_registry.resource_of(name) for name in depends_on),
+            tuple(feature_registry.resource_of(name) for name in installs_after),
+        )
+
+    def install_order(self, features: list[Feature], first: list[str]) -> tuple[Feature, ...]:
+        """The features in the order they install: each after those it depends on or installs after (of
+        those listed); of those that may go next, those `first` names (overrideFeatureInstallOrder), and
+        those they install after, in its order, then the others in the order listed. A feature it depends
+        on must be listed."""
+        listed = {feature.resource for feature in features}
+        for feature in features:
+            for needed in feature.depends_on:
+                if needed not in listed:
+                    raise self.fail(
+                        f'features "{feature.reference}"', f"it depends on {needed}, which is not listed",
+                        f'add "{needed}" (with its version) to features',
+                    )  # fmt: skip
+        # A feature `first` names goes early, and so do those it must install after.
+        needs = {feature.resource: feature.after for feature in features}
+        rank: dict[str, int] = {}
+        for index, resource in reversed(list(enumerate(first))):
+            pending = [resource]
+            while pending:
+                found = pending.pop()
+                if found in needs and rank.get(found) != index:
+                    rank[found] = index
+                    pending += needs[found]
+        ordered: list[Feature] = []
+        waiting = list(features)
+        while waiting:
+            placed = {feature.resource for feature in ordered}
+            ready = [
+                feature for feature in waiting
+                if all(before in placed or before not in listed for before in feature.after)
+            ]  # fmt: skip
+            if not ready:
+                names = ", ".join(f'"{feature.reference}"' for feature in waiting)
+                raise self.fail("features", f"{names} depend on each other in a cycle", "break the cycle")
+            chosen = min(ready, key=lambda feature: rank.get(feature.resource, len(first)))
+            ordered.append(chosen)
+            waiting.remove(chosen)
+        return tuple(ordered)
 
 
 def option_variable(name: str) -> str:

@@ -5,9 +5,10 @@ The image the file describes comes first: its `image` as it is (pulled through a
 engine lacks it), or its Dockerfile built with its context, args and target, through the builder and the
 progress display of every `qimg build`. qimg's own layer goes on top, with the login user the file names
 (remoteUser, else containerUser, else the image's own user; an existing user keeps its uid, group, home
-and shell), then the devcontainer's part (`spec.ExtraLayer`): its local features installed in order with
-their options, remoteEnv for login sessions, the lifecycle commands for the start script, the workspace
-folder, containerEnv, and the labels `run`, `ls` and `code` read (`labels.DevcontainerLabels`).
+and shell), then the devcontainer's part (`spec.ExtraLayer`): its features (local folders, or fetched
+from a registry by `feature_registry`) installed in order with their options, remoteEnv for login
+sessions, the lifecycle commands for the start script, the workspace folder, containerEnv, and the
+labels `run`, `ls` and `code` read (`labels.DevcontainerLabels`).
 
 What the image holds (its users, its own user, its devcontainer.metadata label) is read from the image,
 untrusted: checked where it is read.
@@ -47,7 +48,6 @@ _REGULAR_UIDS = range(1000, 60001)
 _METADATA_LABEL = "devcontainer.metadata"  # what the Dev Containers tools record in the images they make
 _METADATA_LIMIT = 1 << 16
 _FEATURE_ENV = "devcontainer-features.env"  # the file the specification's tools source before install.sh
-_FEATURE_LIMIT = 64 << 20  # bytes of one feature's folder
 _NAME_PART = re.compile(r"[^a-z0-9]+")
 # The folder where the lifecycle commands start, and the lifecycle files' home, for qimg-lifecycle.
 _WORKSPACE_SCRIPT = (
@@ -85,15 +85,10 @@ class ImageFacts:
         return [found for found in self.accounts.values() if found.uid in _REGULAR_UIDS]
 
 
-def build(
-    path: Path | None,
-    ignore: tuple[str, ...],
-    tag: str | None,
-    options: BuildOptions = QUIET,
-) -> BuiltImage:
-    """The image of the devcontainer.json at `path` (None: the default locations), ssh-ready, as `tag`
-    (default qimg/USER:latest), remembered for check, push and run --local as every build is."""
-    config = devcontainer.read(path, ignore)  # every refusal of the file before the engine is touched
+def build(config: Devcontainer, tag: str | None, options: BuildOptions = QUIET) -> BuiltImage:
+    """The image of a devcontainer.json (read and checked: every refusal of the file comes before the
+    engine is touched), ssh-ready, as `tag` (default qimg/USER:latest), remembered for check, push and
+    run --local as every build is."""
     if tag:
         check_image_ref(tag, "--tag")
     images = Engine.from_env()
@@ -287,7 +282,8 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
         ),
         workspace_folder=config.workspace_folder,
         extensions=config.extensions,
-        lifecycle=tuple(hook.name for hook in config.hooks),
+        lifecycle=tuple(dict.fromkeys(hook.name for hook in config.hooks)),
+        host_requirements=config.host_requirements,
     )  # fmt: skip
     return ExtraLayer("\n".join(lines) + "\n", tuple(files), tuple(labels.write().items()))
 
@@ -348,24 +344,8 @@ def _lifecycle_archive(config: Devcontainer) -> bytes:
 
 
 def _feature_archive(feature: Feature, users: dict[str, str]) -> bytes:
-    """A feature's folder, with the options install.sh reads as variables (devcontainer-features.env)."""
-    entries: dict[str, bytes | None] = {}
-    total = 0
-    for path in sorted(feature.folder.rglob("*")):
-        name = path.relative_to(feature.folder).as_posix()
-        if path.is_symlink() or not (path.is_dir() or path.is_file()):
-            raise UsageError(
-                f"{feature.folder}: {name} is not a plain file or folder",
-                hint="a feature's folder holds files and folders only (no links)",
-            )
-        if path.is_dir():
-            entries[name] = None
-            continue
-        data = path.read_bytes()
-        total += len(data)
-        if total > _FEATURE_LIMIT:
-            raise UsageError(f"{feature.folder} holds more than {_FEATURE_LIMIT >> 20} MB", hint="trim it")
-        entries[name] = data
+    """A feature's files, with the options install.sh reads as variables (devcontainer-features.env)."""
+    entries = dict(feature.files)
     variables = [*users.items(), *feature.options]
     entries[_FEATURE_ENV] = "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables).encode()
     return _archive(entries)

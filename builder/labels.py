@@ -86,10 +86,13 @@ def read(labels: Mapping[str, str] | None, ref: str) -> ImageLabels | None:
 # A devcontainer's labels (`qimg build --devcontainer`): what `run`, `ls` and `code` need from it. Their
 # values are written between double quotes in a Dockerfile, where `$`, `\` and quotes would mean
 # something: each part is of plain characters, checked where devcontainer.json is read and again here.
-FORWARD_PORTS, PORT_LABELS, WORKSPACE_FOLDER, VSCODE_EXTENSIONS, LIFECYCLE = (
+FORWARD_PORTS, PORT_LABELS, WORKSPACE_FOLDER, VSCODE_EXTENSIONS, LIFECYCLE, HOST_REQUIREMENTS = (
     f"{PREFIX}{name}"
-    for name in ("forward-ports", "port-labels", "workspace-folder", "vscode-extensions", "lifecycle")
-)
+    for name in (
+        "forward-ports", "port-labels", "workspace-folder", "vscode-extensions", "lifecycle",
+        "host-requirements",
+    )
+)  # fmt: skip
 PORT_LABEL = re.compile(r"[A-Za-z0-9 ._:/()+-]{1,40}")
 PLAIN_FOLDER = re.compile(r"/[A-Za-z0-9 ._@+,=/-]{0,254}")
 EXTENSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?")
@@ -102,6 +105,24 @@ LIFECYCLE_HOOKS = (
 )
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _LIST_LIMIT = 64  # entries of one label: more than any devcontainer.json lists
+MAX_CPUS = 1024  # a hostRequirements.cpus above any machine's
+MAX_MEMORY_MB = 64_000_000  # 64 TB
+_REQUIREMENT = re.compile(r"(cpus|memory-mb)=([1-9][0-9]{0,7})|gpu=1")
+
+
+@dataclass(frozen=True)
+class HostRequirements:
+    """A devcontainer's hostRequirements as Qarnot can honour them: the least cores and memory (decimal
+    MB, as Qarnot's offers count it) of the machine, and whether it needs a GPU. None: no requirement."""
+
+    cpus: int | None = None
+    memory_mb: int | None = None
+    gpu: bool = False
+
+    def write(self) -> str:
+        parts = [f"cpus={self.cpus}"] if self.cpus else []
+        parts += [f"memory-mb={self.memory_mb}"] if self.memory_mb else []
+        return ",".join(parts + (["gpu=1"] if self.gpu else []))
 
 
 def is_plain_folder(folder: str) -> bool:
@@ -120,6 +141,7 @@ class DevcontainerLabels:
     workspace_folder: str | None = None
     extensions: tuple[str, ...] = ()
     lifecycle: tuple[str, ...] = ()
+    host_requirements: HostRequirements = HostRequirements()
 
     def write(self) -> dict[str, str]:
         written = {
@@ -128,6 +150,7 @@ class DevcontainerLabels:
             WORKSPACE_FOLDER: self.workspace_folder or "",
             VSCODE_EXTENSIONS: ",".join(self.extensions),
             LIFECYCLE: ",".join(self.lifecycle),
+            HOST_REQUIREMENTS: self.host_requirements.write(),
         }
         return {label: value for label, value in written.items() if value}
 
@@ -174,4 +197,18 @@ def read_devcontainer(labels: Mapping[str, str] | None, ref: str) -> Devcontaine
     hooks = entries(LIFECYCLE)
     if not all(hook in LIFECYCLE_HOOKS for hook in hooks):
         raise refuse(LIFECYCLE, "names something other than lifecycle hooks")
-    return DevcontainerLabels(forward_ports, tuple(port_labels), folder, tuple(extensions), tuple(hooks))
+    requirements = {}
+    for entry in entries(HOST_REQUIREMENTS):
+        matched = _REQUIREMENT.fullmatch(entry)
+        if not matched or entry.partition("=")[0] in requirements:
+            raise refuse(
+                HOST_REQUIREMENTS, "holds something other than cpus=N, memory-mb=N and gpu=1, once each"
+            )
+        requirements[entry.partition("=")[0]] = int(matched[2] or 1)
+    cpus, memory = requirements.get("cpus"), requirements.get("memory-mb")
+    if (cpus or 0) > MAX_CPUS or (memory or 0) > MAX_MEMORY_MB:
+        raise refuse(HOST_REQUIREMENTS, f"asks for more than {MAX_CPUS} cpus or {MAX_MEMORY_MB} MB")
+    return DevcontainerLabels(
+        forward_ports, tuple(port_labels), folder, tuple(extensions), tuple(hooks),
+        HostRequirements(cpus, memory, "gpu" in requirements),
+    )  # fmt: skip

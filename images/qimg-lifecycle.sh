@@ -68,11 +68,12 @@ run_hook() {
     say "$name: done"
 }
 
-attach_hook=""
+# The postAttachCommand folders: the features' (in their install order), then the file's.
+attach_hooks=""
 for hook in /etc/qimg/lifecycle/*-postAttachCommand; do
-    [ ! -d "$hook" ] || attach_hook=$hook
+    [ ! -d "$hook" ] || attach_hooks="$attach_hooks $hook"
 done
-if [ -n "$attach_hook" ]; then
+if [ -n "$attach_hooks" ]; then
     # Made before the other hooks run: a session attached meanwhile is answered once they are done.
     mkdir -p "${attach_file%/*}"
     rm -f "$attach_file"
@@ -80,9 +81,10 @@ if [ -n "$attach_hook" ]; then
 fi
 
 for hook in /etc/qimg/lifecycle/*; do
-    [ -d "$hook" ] && [ "$hook" != "$attach_hook" ] || continue
+    [ -d "$hook" ] || continue
     name=${hook##*/}
     name=${name#*-}
+    [ "$name" != postAttachCommand ] || continue
     if [ -n "$again" ] && [ "$name" != postStartCommand ]; then
         continue
     fi
@@ -92,10 +94,16 @@ for hook in /etc/qimg/lifecycle/*; do
     fi
 done
 
-[ -n "$attach_hook" ] || exit 0
-# Each line is one attach, and runs the hook in the background: an attach never waits behind another
+[ -n "$attach_hooks" ] || exit 0
+# Each line is one attach, and runs the hooks in the background: an attach never waits behind another
 # (a hook may start a server). tail -F follows the file from its first line: the attaches made while the
 # hooks above ran are answered too.
 tail -n +1 -F "$attach_file" 2>/dev/null | while read -r _; do
-    run_hook "$attach_hook" &
+    (
+        # The folders are qimg's own paths, without spaces: split on purpose.
+        # shellcheck disable=SC2086
+        for hook in $attach_hooks; do
+            run_hook "$hook" || break
+        done
+    ) &
 done

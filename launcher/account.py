@@ -10,6 +10,7 @@ import difflib
 import math
 from dataclasses import dataclass, replace
 
+from qimg.builder.labels import HostRequirements
 from qimg.errors import UsageError
 from qimg.launcher.backends import registry
 from qimg.launcher.backends.base import (
@@ -153,14 +154,10 @@ def check_hardware(hardware: Hardware, offers: list[HardwareOffer]) -> None:
     """Each constraint against the account's offers. Qarnot's values are discrete (cores 8, 16, 32;
     RAM 32000.0 MB ...) and a constraint no offer satisfies is refused at submit (402): the harsh
     reading of "satisfies" is taken, a value qimg sends must be one the account lists."""
-
-    def offered(kind: str) -> list[float]:
-        return [float(offer.value) for offer in offers if offer.kind == kind and _is_number(offer.value)]
-
     if hardware.min_cores is not None:
-        check_offered("--cores", hardware.min_cores, offered(CORES), 1)
+        check_offered("--cores", hardware.min_cores, _offered(offers, CORES), 1)
     if hardware.min_ram_mb is not None:
-        check_offered("--ram", hardware.min_ram_mb, offered(RAM), MB_PER_GB)
+        check_offered("--ram", hardware.min_ram_mb, _offered(offers, RAM), MB_PER_GB)
     for option, asked, kind in (("--gpu", hardware.gpu, GPU), ("--ssd", hardware.ssd, SSD)):
         if asked and not any(offer.kind == kind for offer in offers):
             raise UsageError(
@@ -170,6 +167,50 @@ def check_hardware(hardware: Hardware, offers: list[HardwareOffer]) -> None:
         keys = [offer.value for offer in offers if offer.kind == SPECIFIC]
         for key in hardware.keys:
             check_known("--hardware", key, keys, "qimg hardware")
+
+
+def fit_host_requirements(
+    request: TaskRequest, needs: HostRequirements, offers: list[HardwareOffer], image: str
+) -> tuple[TaskRequest, tuple[str, ...]]:
+    """The image's hostRequirements (its devcontainer's) as the request's hardware where the user chose
+    none (--cores, --ram): the least cores and memory the account offers at or above each, since a
+    requirement is a least amount and Qarnot takes only the values it offers; and a GPU, which needs a
+    GPU profile. Also what the user should know: a requirement the account has no constraint for."""
+    hardware, notes = request.hardware, []
+    chosen: dict[str, int | None] = {}
+    for kind, asked, given, what, option, unit in (
+        (CORES, needs.cpus, hardware.min_cores, "cpus", "--cores", 1),
+        (RAM, needs.memory_mb, hardware.min_ram_mb, "MB of memory", "--ram", MB_PER_GB),
+    ):
+        chosen[kind] = given
+        if asked is None or given is not None:
+            continue
+        offered = sorted(_offered(offers, kind))
+        if not offered:
+            notes.append(
+                f"{image} asks for {asked} {what} (hostRequirements), and the account has no {option} "
+                "constraint: any machine may run it"
+            )
+            continue
+        fit = next((value for value in offered if value >= asked), None)
+        if fit is None:
+            raise UsageError(
+                f"{image} asks for {asked} {what} (its devcontainer's hostRequirements), more than the "
+                f"account offers ({option} {offered[-1] / unit:g} at most, `qimg hardware`): choose with "
+                f"{option}, or build it without (--ignore hostRequirements)"
+            )
+        chosen[kind] = math.ceil(fit)
+    if needs.gpu and not is_gpu_profile(request.profile):
+        raise UsageError(
+            f"{image} needs a GPU (its devcontainer's hostRequirements.gpu), and profile {request.profile} "
+            f"gives its containers none: run it with a GPU profile, --profile NAME (`qimg profiles`)"
+        )
+    fitted = replace(hardware, min_cores=chosen[CORES], min_ram_mb=chosen[RAM], gpu=hardware.gpu or needs.gpu)
+    return replace(request, hardware=fitted), tuple(notes)
+
+
+def _offered(offers: list[HardwareOffer], kind: str) -> list[float]:
+    return [float(offer.value) for offer in offers if offer.kind == kind and _is_number(offer.value)]
 
 
 def check_offered(option: str, asked: float, offered: list[float], unit: int) -> None:

@@ -22,7 +22,7 @@ from qimg.engine_api import Engine, labels_of
 from qimg.errors import QimgError, UsageError
 from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
-from qimg.launcher.backends.base import ACCOUNT, Account, Backend, TaskRequest
+from qimg.launcher.backends.base import ACCOUNT, Account, Backend, HardwareChoice, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.launch import Readiness
@@ -206,6 +206,11 @@ def plan_launch(
     if data_plan is not None:
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
+    notes: tuple[str, ...] = ()
+    if isinstance(backend, HardwareChoice) and devcontainer.host_requirements != labels.HostRequirements():
+        request, notes = account.fit_host_requirements(
+            request, devcontainer.host_requirements, backend.hardware_offers(), str(ref)
+        )
     # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
     # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
     wait = Readiness(
@@ -215,7 +220,7 @@ def plan_launch(
     return LaunchPlan(
         backend=backend, request=request, login=Login(user, key), wait=wait, keep=options.keep,
         tunnels=tunnels, command=options.command, connect=options.connect, data=data_plan,
-        notes=launch_notes(backend, request, batch), batch=batch, devcontainer=devcontainer,
+        notes=(*notes, *launch_notes(backend, request, batch)), batch=batch, devcontainer=devcontainer,
     )  # fmt: skip
 
 

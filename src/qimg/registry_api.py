@@ -1,6 +1,7 @@
 """A container registry's HTTP API v2, spoken directly: what `qimg run` must know of a pushed image (that
 its registry has it, which manifest, its labels) without a Docker engine, which a laptop launching a
-colleague's image may not have.
+colleague's image may not have; and the Dev Container features `qimg build --devcontainer` fetches,
+which are OCI artifacts that no engine pulls.
 
 A few calls on urllib, with docker-py's helpers for the credentials `docker login` stored
 (`engine.registry_credentials`), rather than a client library: oras-py and python-dxf each bring
@@ -21,7 +22,8 @@ one line or tested (tests/e2e/test_registry_api.py, test_run_registry.py):
 - Digests other than sha256: refused in one line.
 - A redirect: followed without the credentials or the token (a blob stored elsewhere, S3), and never
   from https down to plain http.
-- Layers are never read: only the manifest and the image's configuration.
+- An image's layers are never read: only the manifest and the image's configuration. An artifact's
+  layer (a Dev Container feature: `read_artifact`) is, within a cap, its digest checked.
 - Docker Hub (registry-1.docker.io, its token service auth.docker.io) was not reached from here (no
   network): its flow is the token flow the tests run.
 """
@@ -152,6 +154,43 @@ def read_image(name: ImageName, auth: tuple[str, str] | None) -> RemoteImage | N
     return RemoteImage(digest, manifest, config, labels)
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """An OCI artifact of one layer (a Dev Container feature), as its registry holds it."""
+
+    digest: str  # its manifest's
+    layer: bytes  # checked against the digest its manifest gives
+
+
+def read_artifact(
+    name: ImageName, version: str, auth: tuple[str, str] | None, kind: tuple[str, str], limit: int
+) -> Artifact | None:
+    """The artifact `name` at `version` (a tag, or a manifest's digest: then the manifest is checked
+    against it), whose configuration and first layer have the media types `kind`, its layer at most
+    `limit` bytes: None when the registry has no such tag or digest. (Only `docker login` gives
+    credentials for it.)"""
+    session = _Session(name, auth, options=False)
+    reply = session.tagged(version)
+    if reply is None:
+        return None
+    digest = _digest_of(reply.body)
+    if _DIGEST.fullmatch(version) and digest != version:
+        raise session.fault(f"sent a manifest for {version[:19]}... whose content does not match it")
+    document, media = session.manifest(reply)
+    config_media, layer_media = kind
+    found = _field(document.get("config"), "mediaType")
+    layers = document.get("layers")
+    if media != OCI_MANIFEST or found != config_media or not isinstance(layers, list) or not layers:
+        raise UsageError(
+            f"{name.registry}/{name.repository}:{_shown(version, 80)} is not a {config_media} artifact "
+            f"(its configuration is {_shown(str(found or media), 80)!r}): check the name"
+        )
+    layer = layers[0]
+    if _field(layer, "mediaType") != layer_media:
+        raise session.fault(f"sent an artifact whose layer is not {layer_media}")
+    return Artifact(digest, session.blob(layer, "layer", limit)[1])
+
+
 def tag_digest(name: ImageName, auth: tuple[str, str] | None) -> str | None:
     """The digest of what the tag names (a manifest, or a multi-platform image's index), as the
     registry serves it: what a push is proven by. None when the registry has no such tag."""
@@ -167,14 +206,16 @@ class _Session:
     """Requests to one repository of one registry, authorised once (Basic, or a token service's
     Bearer token, on the registry's challenge)."""
 
-    def __init__(self, name: ImageName, auth: tuple[str, str] | None) -> None:
+    def __init__(self, name: ImageName, auth: tuple[str, str] | None, options: bool = True) -> None:
+        """`options`: whether the command has --username and --password-stdin, which refusals name."""
         server = DOCKER_HUB_API if name.on_hub else name.server_url
         self.base = f"{server.rstrip('/')}/v2/{quote(name.repository, safe='/')}/"
         self.registry, self.repository, self.auth = name.registry, name.repository, auth
+        self.options = options
         self.authorization = ""
 
     def tagged(self, tag: str) -> _Reply | None:
-        """The manifest (or index) the tag names, None when there is none."""
+        """The manifest (or index) the tag (or digest) names, None when there is none."""
         reply = self.get(f"manifests/{quote(tag, safe='')}", ", ".join((*INDEXES, *MANIFESTS)), MAX_MANIFEST)
         if reply.status == 404:
             return None
@@ -200,15 +241,16 @@ class _Session:
         return reply
 
     def _refused(self) -> UsageError:
+        given = ", or give --username and --password-stdin" if self.options else ""
         if self.auth is None:
             return UsageError(
                 f"the registry {self.registry} needs credentials for {self.repository} (or has no such "
-                f"repository): log in with "
-                f"`docker login {self.registry}`, or give --username and --password-stdin"
+                f"repository): log in with `docker login {self.registry}`{given}"
             )
+        password = "(--password-stdin, or `docker login`)" if self.options else "(`docker login`)"
         return UsageError(
             f"the registry {self.registry} refused {self.repository} to {self.auth[0]}: check the password "
-            "(--password-stdin, or `docker login`), that the user may pull it, and the image's name"
+            f"{password}, that the user may pull it, and the name"
         )
 
     def _send(self, url: str, accept: str, limit: int, authorization: str | None = None) -> _Reply:
@@ -336,27 +378,33 @@ class _Session:
         if _digest_of(body) != digest:
             raise self.fault(f"sent {what} {digest[:19]}... whose content does not match its digest")
 
+    def blob(self, descriptor: Any, what: str, limit: int) -> tuple[str, bytes]:
+        """The digest and the content of the blob `descriptor` names (its `what`): its size at most
+        `limit`, as the descriptor says, and its content checked against its digest."""
+        digest = self.digest_field(descriptor, f"its {what}")
+        size = _field(descriptor, "size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= limit:
+            raise self.fault(f"gives its {what} a size qimg does not take ({str(size)[:20]})")
+        reply = self.get(f"blobs/{digest}", "", size)
+        if reply.status == 404:
+            raise self.fault(f"does not have the {what} {digest[:19]}... its manifest names")
+        if len(reply.body) != size:
+            raise self.fault(f"sent a {what} of {len(reply.body)} bytes, not the {size} its manifest says")
+        self.check_digest(reply.body, digest, f"the {what}")
+        return digest, reply.body
+
     def configuration(self, manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The image configuration's digest and its labels (text only: labels are anyone's to write)."""
         descriptor = manifest.get("config")
-        digest = self.digest_field(descriptor, "its configuration")
-        media, size = _field(descriptor, "mediaType"), _field(descriptor, "size")
+        self.digest_field(descriptor, "its configuration")
+        media = _field(descriptor, "mediaType")
         if media not in IMAGE_CONFIGS:
             raise UsageError(
                 f"{self.registry}/{self.repository} is not a container image (its configuration is "
                 f"{_shown(str(media), 80)!r}): name an image"
             )
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_CONFIG:
-            raise self.fault(f"gives its configuration a size qimg does not take ({str(size)[:20]})")
-        reply = self.get(f"blobs/{digest}", "", size)
-        if reply.status == 404:
-            raise self.fault(f"does not have the configuration {digest[:19]}... its manifest names")
-        if len(reply.body) != size:
-            raise self.fault(
-                f"sent a configuration of {len(reply.body)} bytes, not the {size} its manifest says"
-            )
-        self.check_digest(reply.body, digest, "the configuration")
-        config = _json(reply.body)
+        digest, body = self.blob(descriptor, "configuration", MAX_CONFIG)
+        config = _json(body)
         found = _field(_field(config, "config"), "Labels")
         system, architecture = _field(config, "os"), _field(config, "architecture")
         if isinstance(system, str) and isinstance(architecture, str) and (system, architecture) != PLATFORM:

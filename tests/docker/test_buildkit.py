@@ -135,6 +135,29 @@ def test_a_failing_step_under_buildkit(docker_client: docker.DockerClient) -> No
         docker_client.images.get(tag)
 
 
+def test_a_failing_step_among_ten_or_more(tmp_path: Path) -> None:
+    """buildx pads step numbers below 10 when there are 10 steps or more ("[ 5/11]"): the step that
+    failed is still named (a devcontainer's image has that many)."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM debian:bookworm-slim\n"
+        + "RUN true\n" * 3
+        + "RUN echo failing-here && exit 3\n"
+        + "RUN true\n" * 6
+    )
+    images = Engine.from_env()
+    buildx = buildkit.buildx_command(images)
+    assert buildx is not None
+    steps: list[str] = []
+    with pytest.raises(BuildFailed) as raised:
+        buildkit.build_dockerfile(
+            buildx, images, tmp_path, "Dockerfile", (), None, "qimgtest/buildkit-padded:latest",
+            BuildOptions(no_cache=True, on_step=steps.append),
+        )  # fmt: skip
+    assert str(raised.value) == "build failed at step 5/11 (RUN echo failing-here && exit 3): exit code 3"
+    assert raised.value.tail == ("failing-here",)
+    assert steps[0] == "[1/11] FROM docker.io/library/debian:bookworm-slim", steps
+
+
 def test_a_failing_build_under_buildkit_through_the_cli(docker_client: docker.DockerClient) -> None:
     tag = f"qimgtest/buildkit-broken-{os.getpid()}:latest"
     result = run_qimg("build", "--user", "alice", "--package", PACKAGE, "--tag", tag)

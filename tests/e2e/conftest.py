@@ -120,6 +120,13 @@ class User:
     ) -> subprocess.CompletedProcess[str]:
         return run_qimg(*args, env=self.env, stdin=stdin, timeout=timeout, cwd=cwd or self.workdir)
 
+    def push_to(self, image: str, registry: Registry, name: str) -> str:
+        """`qimg push IMAGE --to REGISTRY/NAME`, logged into the test registry: the target pushed."""
+        target = registry.ref(name)
+        pushed = self.qimg("push", image, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
+        assert pushed.returncode == 0, pushed.stderr
+        return target
+
     def launch(
         self, image: str, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:

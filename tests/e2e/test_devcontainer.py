@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import User
 from tests.e2e.processes import named_tasks
 from tests.fakes.qarnot import FakeQarnot
-from tests.fakes.registry import LOGIN, REGISTRY_PASSWORD, Registry
+from tests.fakes.registry import Registry
 
 pytestmark = pytest.mark.docker
 
@@ -157,9 +157,7 @@ def test_devcontainer_built_checked_and_run_locally(
 def test_devcontainer_pushed_and_run_on_qarnot(user: User, fake: FakeQarnot, auth_registry: Registry) -> None:
     built = build_project(user)  # on Docker, the engine the fake Qarnot runs its tasks on
     assert built.returncode == 0, built.stderr
-    target = auth_registry.ref("team/devcontainer:e2e")
-    pushed = user.qimg("push", TAG, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
-    assert pushed.returncode == 0, pushed.stderr
+    target = user.push_to(TAG, auth_registry, "team/devcontainer:e2e")
     remote = user.launch(target, "--command", PROBE)
     assert remote.returncode == 0, remote.stderr
     check_probe(facts(remote.stdout))

@@ -49,9 +49,9 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]] = {
          ".devcontainer/tool/devcontainer-feature.json": FEATURE_JSON},
         (), ('features "./tool":', "has no install.sh"),
     ),
-    "feature from a registry": (
-        {CONFIG: f'{{{IMAGE}, "features": {{"ghcr.io/devcontainers/features/node:1": {{}}}}}}'}, (),
-        ('features "ghcr.io/devcontainers/features/node:1": features from a registry', "not supported yet"),
+    "feature by a deprecated short id": (
+        {CONFIG: f'{{{IMAGE}, "features": {{"node": {{}}}}}}'}, (),
+        ('features "node": not a feature in a registry', "ghcr.io/devcontainers/features/node:1"),
     ),
     "forwardPorts beyond 65535": (
         {CONFIG: f'{{{IMAGE}, "forwardPorts": [8888, 70000]}}'}, (), ("forwardPorts: 70000 is not a port",),

@@ -239,9 +239,7 @@ def test_a_hostile_devcontainer_label_is_refused_before_any_task(
 def test_forward_ports_on_qarnot(
     user: User, fake: FakeQarnot, auth_registry: Registry, docker_image: str
 ) -> None:
-    target = auth_registry.ref("team/devcontainer-run:e2e")
-    pushed = user.qimg("push", docker_image, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
-    assert pushed.returncode == 0, pushed.stderr
+    target = user.push_to(docker_image, auth_registry, "team/devcontainer-run:e2e")
     if read_line(PORT) or not is_port_free(PORT):
         pytest.fail(f"port {PORT} is taken on this machine: the test needs it free")
     password = user.home / "registry-password"

@@ -182,9 +182,7 @@ def test_local_the_browser_opens_the_notebook_and_ctrl_c_leaves_nothing(
 def test_on_qarnot_the_token_is_no_task_constant(
     jupyter_image: str, auth_registry: Registry, fake: FakeQarnot, user: User, tmp_path: Path
 ) -> None:
-    target = auth_registry.ref("team/jupyter:e2e")
-    pushed = user.qimg("push", jupyter_image, "--to", target, *LOGIN, stdin=REGISTRY_PASSWORD + "\n")
-    assert pushed.returncode == 0, pushed.stderr
+    target = user.push_to(jupyter_image, auth_registry, "team/jupyter:e2e")
     port = free_local_port()
     password = tmp_path / "password"
     password.write_text(REGISTRY_PASSWORD + "\n")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from qimg.builder.labels import HostRequirements
 from qimg.errors import UsageError
 from qimg.launcher import account
 from qimg.launcher.backends import base, qarnot_worker
@@ -297,3 +298,46 @@ def test_options_for_offered_hardware() -> None:
     assert account.option_for(HardwareOffer("MinimumCoreHardwareConstraint", "16.0")) == "--cores 16"
     assert account.option_for(HardwareOffer("GpuHardwareConstraint")) == "--gpu"
     assert account.option_for(HardwareOffer("CpuModelHardwareConstraint", "EPYC")) is None
+
+
+HOST_OFFERS = [
+    HardwareOffer(account.CORES, "8"),
+    HardwareOffer(account.CORES, "16"),
+    HardwareOffer(account.CORES, "32"),
+    HardwareOffer(account.RAM, "32000.0"),
+    HardwareOffer(account.RAM, "64000.0"),
+    HardwareOffer(account.GPU),
+]
+
+
+def test_host_requirements_fitted_to_the_least_offer_at_or_above_them() -> None:
+    fitted, notes = account.fit_host_requirements(ask(), HostRequirements(10, 34360), HOST_OFFERS, "img")
+    assert (fitted.hardware.min_cores, fitted.hardware.min_ram_mb, fitted.hardware.gpu) == (16, 64000, False)
+    assert notes == ()
+    account.check_hardware(fitted.hardware, HOST_OFFERS)  # what it chose passes the launch's own check
+    exact, _ = account.fit_host_requirements(ask(), HostRequirements(8, 32000), HOST_OFFERS, "img")
+    assert (exact.hardware.min_cores, exact.hardware.min_ram_mb) == (8, 32000)
+    # What the user chose wins over the image's.
+    chosen, _ = account.fit_host_requirements(ask(cores=8), HostRequirements(10), HOST_OFFERS, "img")
+    assert chosen.hardware.min_cores == 8
+    gpu, _ = account.fit_host_requirements(
+        ask(profile="docker-nvidia-network-ssh"), HostRequirements(gpu=True), HOST_OFFERS, "img"
+    )
+    assert gpu.hardware.gpu
+
+
+def test_host_requirements_the_account_cannot_meet() -> None:
+    with pytest.raises(UsageError, match=r"img asks for 64 cpus .* \(--cores 32 at most, `qimg hardware`\)"):
+        account.fit_host_requirements(ask(), HostRequirements(64), HOST_OFFERS, "img")
+    with pytest.raises(UsageError, match=r"more than the account offers \(--ram 64 at most"):
+        account.fit_host_requirements(ask(), HostRequirements(memory_mb=70000), HOST_OFFERS, "img")
+    with pytest.raises(
+        UsageError, match=r"img needs a GPU .* profile docker-network-ssh gives its containers none"
+    ):
+        account.fit_host_requirements(ask(), HostRequirements(gpu=True), HOST_OFFERS, "img")
+    unconstrained, notes = account.fit_host_requirements(ask(), HostRequirements(4), [], "img")
+    assert unconstrained.hardware.min_cores is None
+    assert notes == (
+        "img asks for 4 cpus (hostRequirements), and the account has no --cores constraint: "
+        "any machine may run it",
+    )

@@ -109,6 +109,20 @@ def test_a_command_printing_step_lines_is_output() -> None:
     assert output == ["#9 [3/3] RUN fake", "[3/3] RUN fake"]
 
 
+def test_step_numbers_padded_to_the_width_of_the_total() -> None:
+    """Ten steps or more: buildx pads the number ("[ 5/11]", "[dev  5/11]"); the step is still named."""
+    log, steps, _ = read(
+        "#4 [ 1/11] FROM docker.io/library/debian:bookworm-slim\n#4 DONE 0.0s\n"
+        "#8 [dev  5/11] RUN echo hi && [ -d / ] && exit 3\n#8 0.120 hi\n"
+        "#8 ERROR: executor failed running [/bin/sh -c echo hi && exit 3]: exit code: 3\n"
+    )
+    assert steps == [
+        "[1/11] FROM docker.io/library/debian:bookworm-slim",
+        "[dev 5/11] RUN echo hi && [ -d / ] && exit 3",
+    ]
+    assert str(log.failure()) == "build failed at step 5/11 (RUN echo hi && [ -d / ] && exit 3): exit code 3"
+
+
 def plugin(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "docker-buildx"

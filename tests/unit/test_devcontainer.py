@@ -4,13 +4,14 @@ becomes a shell script (run by the real /bin/sh here) and the labels read back a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from qimg.builder import devcontainer, devcontainer_build
-from qimg.builder.labels import DevcontainerLabels, read_devcontainer
+from qimg.builder.labels import DevcontainerLabels, HostRequirements, read_devcontainer
 from qimg.errors import UsageError
 
 IMAGE = {"image": "debian:bookworm-slim"}
@@ -136,6 +137,52 @@ def test_labels_written_and_read_back() -> None:
     )
     assert read_devcontainer(labels.write(), "img") == labels
     assert read_devcontainer({}, "img") == DevcontainerLabels()
+    needs = DevcontainerLabels(host_requirements=HostRequirements(8, 34360, True))
+    assert needs.write() == {"io.qimg.host-requirements": "cpus=8,memory-mb=34360,gpu=1"}
+    assert read_devcontainer(needs.write(), "img") == needs
+
+
+def host_requirements(tmp_path: Path, given: object, *ignore: str) -> HostRequirements:
+    config = write(tmp_path / ".devcontainer.json", {**IMAGE, "hostRequirements": given})
+    return devcontainer.read(config, ignore).host_requirements
+
+
+def test_host_requirements_as_the_cli_reads_them(tmp_path: Path) -> None:
+    """memory in binary units, as the Dev Containers CLI reads it (2**30 for gb), in decimal MB as Qarnot
+    counts; a GPU needed when gpu is true or an object, not when "optional"; storage set aside."""
+    given = {"cpus": 4, "memory": "32gb", "storage": "64gb", "gpu": "optional"}
+    assert host_requirements(tmp_path, given) == HostRequirements(4, 34360, False)
+    assert host_requirements(tmp_path, {"memory": "512mb", "gpu": {"cores": 1000}}) == HostRequirements(
+        None, 537, True
+    )
+    assert host_requirements(tmp_path, {"memory": "2000000", "gpu": True}) == HostRequirements(None, 2, True)
+    assert host_requirements(tmp_path, {"cpus": 2, "gpu": True}, "hostRequirements.gpu") == HostRequirements(
+        2
+    )
+    read = devcontainer.read(write(tmp_path / ".devcontainer.json", {**IMAGE, "hostRequirements": given}))
+    assert "hostRequirements.storage" in read.set_aside
+
+
+@pytest.mark.parametrize(
+    ("given", "refusal"),
+    [
+        ({"cpus": 0}, "hostRequirements.cpus: 0 is not a number of cpus"),
+        ({"cpus": True}, "hostRequirements.cpus: True is not a number of cpus"),
+        ({"cpus": "4"}, "hostRequirements.cpus: '4' is not a number of cpus"),
+        (
+            {"memory": "32GB"},
+            "hostRequirements.memory: '32GB' is not an amount of memory",
+        ),  # the CLI's: lower
+        ({"memory": "0gb"}, "hostRequirements.memory: '0gb' is not an amount"),
+        ({"memory": "99999tb"}, "hostRequirements.memory: '99999tb' is not an amount"),
+        ({"gpu": "yes"}, "hostRequirements.gpu: 'yes' is neither true, false"),
+        ({"disk": "1gb"}, "hostRequirements.disk: not a hostRequirements key"),
+        ([4], "hostRequirements: expected an object"),
+    ],
+)
+def test_host_requirements_refused(tmp_path: Path, given: object, refusal: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(refusal)):
+        host_requirements(tmp_path, given)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +198,12 @@ def test_labels_written_and_read_back() -> None:
         ("io.qimg.workspace-folder", "/a'b"),
         ("io.qimg.vscode-extensions", "not an id"),
         ("io.qimg.lifecycle", "postStartCommand,preAttachCommand"),
+        ("io.qimg.host-requirements", "cpus=0"),
+        ("io.qimg.host-requirements", "cpus=4,cpus=8"),
+        ("io.qimg.host-requirements", "cpus=99999999"),
+        ("io.qimg.host-requirements", "memory-mb=1e9"),
+        ("io.qimg.host-requirements", "gpu=0"),
+        ("io.qimg.host-requirements", "storage=64"),
     ],
 )
 def test_labels_no_qimg_build_writes_are_refused(label: str, value: str) -> None:

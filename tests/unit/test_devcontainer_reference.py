@@ -11,6 +11,7 @@ with their base images swapped for the local debian:bookworm-slim.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ CASES = {
     "go-service": Case(),
     "rust-cli": Case(ignore=("capAdd", "runArgs", "securityOpt")),
     "dotfile-ruby": Case(env={"EDITOR": "nano"}),
-    "jupyter-lab": Case(ignore=("hostRequirements", "mounts")),
+    "jupyter-lab": Case(ignore=("mounts",)),
     "java-maven": Case(),
     "legacy-dockerfile": Case(ignore=("appPort",)),
     "cpp-cmake": Case(ignore=("init", "initializeCommand", "privileged", "runArgs")),
@@ -149,3 +150,21 @@ def test_each_key_qimg_cannot_honour_is_refused_by_name(name: str, monkeypatch) 
             devcontainer.read(None, others, environ=case.env)
         assert f": {left_out}: qimg cannot honour it: " in refused.value.message
         assert refused.value.hint == f"remove it, or --ignore {left_out}"
+
+
+def test_host_requirements_in_the_units_the_cli_reads(monkeypatch) -> None:
+    """The CLI's merged configuration gives memory in bytes ("32gb" is 32 GiB): qimg's, in Qarnot's
+    decimal MB, is the same amount rounded up."""
+    case, folder = CASES["jupyter-lab"], CORPUS / "jupyter-lab"
+    cli = shutil.which("devcontainer")
+    assert cli, "the Dev Containers CLI is missing: make env installs it"
+    argv = [cli, "read-configuration", "--workspace-folder", str(folder),
+            "--mount-workspace-git-root", "false", "--include-merged-configuration"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = json.loads(done.stdout)["mergedConfiguration"]["hostRequirements"]
+    monkeypatch.chdir(folder)
+    read = devcontainer.read(None, case.ignore, environ=case.env).host_requirements
+    assert read.cpus == expected["cpus"]
+    assert read.memory_mb == math.ceil(int(expected["memory"]) / 1e6)
+    assert read.gpu is (expected["gpu"] is True)

@@ -141,7 +141,7 @@ def _build_devcontainer(
     given: dict[str, bool],
 ) -> None:  # fmt: skip
     """`build --devcontainer [PATH]`: the image and its user come from the file, not from options."""
-    from qimg.builder import devcontainer_build
+    from qimg.builder import devcontainer, devcontainer_build
     from qimg.builder.build import BuildOptions
 
     clashing = [option for option, present in given.items() if present]
@@ -149,10 +149,11 @@ def _build_devcontainer(
         raise UsageError(
             f"--devcontainer takes the image and its user from devcontainer.json: leave out {clashing[0]}"
         )
+    config = devcontainer.read(path, ignore)
     with display.building() as steps:
-        built = devcontainer_build.build(
-            path, ignore, tag, BuildOptions(no_cache, pull, steps.step, steps.output)
-        )
+        for key in config.set_aside:
+            steps.note(f"{config.path.name}: {key} set aside: {devcontainer.why_set_aside(key)}")
+        built = devcontainer_build.build(config, tag, BuildOptions(no_cache, pull, steps.step, steps.output))
     display.built(built, as_json, docker_context.resolve().described)
 
 

@@ -44,7 +44,11 @@ class BuildSteps:
     def output(self, line: str) -> None:
         self._say(f"  {line}", "dim")
 
-    def _say(self, line: str, style: str) -> None:
+    def note(self, line: str) -> None:
+        """What the user should know of the build's input (a key set aside)."""
+        self._say(line, None)
+
+    def _say(self, line: str, style: str | None) -> None:
         if self.console is None:
             plain_note(line)
         else:
