@@ -2,7 +2,8 @@
 Podman maps the container's uids onto a range of the user's own (subuid), and an existing user keeps its
 uid, group, home and shell there as on Docker. The uid and gid are not qimg's default (1000): a build that
 made the user afresh would show. A local feature writes files the login user owns (the specification's
-`_REMOTE_USER`), which the user can then change in a session."""
+`_REMOTE_USER`), which the user can then change in a session. A uid beyond the ids rootless Podman maps
+is named as such by qimg's setup step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import User
 from tests.e2e.processes import named_tasks
+from tests.engines import LocalEngine
 
 pytestmark = pytest.mark.docker
 
@@ -76,3 +78,42 @@ def test_an_existing_user_keeps_its_ids_and_owns_what_a_feature_wrote(
     assert found["ssh"].split() == ["1234:2345", "700", "1234:2345", "600"]
     assert named_tasks(engine_client, "dcu") == []
     engine_client.images.remove(TAG)
+
+
+@pytest.mark.parametrize("local_engine", ["podman-rootless"], indirect=True)
+def test_a_user_beyond_rootless_podmans_ids_fails_at_its_own_step(
+    local_user: User, engine_client: docker.DockerClient
+) -> None:
+    """Rootless Podman maps 65536 ids: the base's user (its Dockerfile's useradd passes) has a uid beyond
+    them, which no file can be given there. qimg's setup step says so, naming the ids the engine maps,
+    instead of chown's bare "Invalid argument"; the build fails at that step (exit 1, no traceback) and
+    nothing is tagged."""
+    project = make_project(local_user.workdir)
+    dockerfile = project / ".devcontainer" / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.replace("-u 1234", "-u 70000"))
+    failed = local_user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project)
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr and "Invalid argument" not in failed.stderr
+    *shown, last = failed.stderr.strip().splitlines()
+    said = "qimg-setup: uid 70000 is not among the ids this engine maps (0-0, 1-65536): rootless Podman"
+    assert any(line.strip().startswith(said) for line in shown), failed.stderr
+    assert last.startswith("qimg: error: build failed at step ") and "qimg-setup" in last, last
+    assert not engine_client.images.list(name=TAG)
+
+
+def test_a_uid_beyond_65536_where_the_engine_maps_it_or_not(
+    local_user: User, local_engine: LocalEngine, engine_client: docker.DockerClient
+) -> None:
+    """`--uid 70000`: Docker and rootful Podman map every id, and the image is built; rootless Podman maps
+    65536, and the setup step says so in its own line (the check reads the build's user namespace)."""
+    tag = "qimgtest/large-uid:latest"
+    built = local_user.qimg("build", "--user", "bob", "--uid", "70000", "--gid", "70000", "--tag", tag)
+    if local_engine.name == "podman-rootless":
+        assert built.returncode == 1, built.stderr
+        assert "qimg-setup: uid 70000 is not among the ids this engine maps" in built.stderr
+        assert "Traceback" not in built.stderr and not engine_client.images.list(name=tag)
+        return
+    assert built.returncode == 0, built.stderr
+    labels = engine_client.images.get(tag).labels
+    assert (labels["io.qimg.uid"], labels["io.qimg.gid"]) == ("70000", "70000")
+    engine_client.images.remove(tag)
