@@ -172,8 +172,9 @@ def faulty_image(client: docker.DockerClient, image: str, folder: Path, name: st
 def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
     attach_image: str, local_user: User, engine_client: docker.DockerClient, tmp_path: Path, fault: str
 ) -> None:
-    """The image's labels say it has a postAttachCommand, but its qimg-lifecycle is missing or fails:
-    one warning line (what the task said, escaped), and the session is the user's as ever."""
+    """The image's labels say it has a postAttachCommand, but its qimg-lifecycle is missing, fails, or
+    has no runner to follow the request: one warning line (what the task said, escaped), and the session
+    (qimg ssh, run --connect, VS Code opened by qimg code) is the user's as ever."""
     image = faulty_image(engine_client, attach_image, tmp_path / "image", fault)
     session_input = "echo session went on as $(id -un)\nexit\n"
     kept = local_user.qimg("run", "--local", image, "--name", "attw")
@@ -186,6 +187,18 @@ def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
         assert len(said) == 1, session.stderr
         assert said[0].startswith("qimg: warning: the image's postAttachCommand was not started: "), said
         assert FAULTS[fault].said in said[0] and "\x1b" not in session.stderr
+        # VS Code opened by qimg code: the same warning, and VS Code opens (a `code` that says it ran).
+        fake_bin = tmp_path / "bin"
+        fake_bin.mkdir()
+        (fake_bin / "code").write_text(f"#!/bin/sh\necho opened >{tmp_path}/opened\n")
+        (fake_bin / "code").chmod(0o755)
+        opened = run_qimg(
+            "code", "attw", "--local", env={**local_user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+        )
+        assert opened.returncode == 0, opened.stderr
+        warned = [line for line in opened.stderr.splitlines() if "postAttachCommand" in line]
+        assert len(warned) == 1 and FAULTS[fault].said in warned[0], opened.stderr
+        assert (tmp_path / "opened").read_text() == "opened\n"
     finally:
         assert local_user.qimg("stop", "attw", "--local").returncode == 0
     # run's own session: the warning is one of its notes, the session follows, the task is stopped.
