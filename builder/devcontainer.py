@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qimg.builder import feature_registry
-from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles
+from qimg.builder.feature_registry import FEATURE_LIMIT, FeatureFiles, feature_file
 from qimg.builder.labels import (
     EXTENSION_ID,
     LIFECYCLE_HOOKS,
@@ -33,7 +33,7 @@ from qimg.builder.labels import (
     HostRequirements,
 )
 from qimg.builder.spec import USER_NAME, check_image_ref
-from qimg.errors import QimgError, UsageError
+from qimg.errors import Interrupted, QimgError, UsageError
 from qimg.files import read_regular
 
 # Where the specification looks when no path is given, in its order, from the current directory.
@@ -239,6 +239,10 @@ def parse(text: str, where: str) -> dict[str, Any]:
 
     try:
         found = json5.loads(text, parse_constant=refuse_constant)
+    except RecursionError:  # json5 recurses: nested deeper than Python's stack
+        raise UsageError(
+            f"{where} is not valid JSON with comments: nested too deeply", hint="fix the file"
+        ) from None
     except ValueError as error:
         reason = " ".join(str(error).split()).removeprefix("<string>:")
         raise UsageError(
@@ -648,6 +652,14 @@ class _Reader:
         if not (isinstance(first, list) and all(isinstance(name, str) for name in first)):
             raise self.fail(key, f"expected a list of features, not {_json_type(first)}")
         listed = [self.feature(reference, options) for reference, options in value.items()]
+        seen: dict[str, str] = {}
+        for feature in listed:
+            if feature.resource in seen:
+                raise self.fail(
+                    f'features "{feature.reference}"', f'the same feature as "{seen[feature.resource]}"',
+                    "list a feature once, with the version you want",
+                )  # fmt: skip
+            seen[feature.resource] = feature.reference
         resources = [feature_registry.resource_of(name) for name in first]
         for name, resource in zip(first, resources, strict=True):
             if resource not in {feature.resource for feature in listed}:
@@ -664,6 +676,8 @@ class _Reader:
             try:
                 ref = feature_registry.FeatureRef.parse(reference)
                 resource, files = ref.resource, feature_registry.fetch(ref)
+            except Interrupted:  # Ctrl-C while the registry is asked: an interruption, not its fault
+                raise
             except QimgError as error:  # the registry's faults keep their kind (and exit code)
                 raise type(error)(f"{self.config}: {key}: {error.message}", hint=error.hint) from None
         if not isinstance(files.get("install.sh"), bytes):
@@ -716,7 +730,7 @@ class _Reader:
                 files[name] = None
                 continue
             try:
-                files[name] = read_regular(path, FEATURE_LIMIT)
+                files[name] = feature_file(read_regular(path, FEATURE_LIMIT), path.stat().st_mode)
             except OSError as error:
                 raise self.fail(key, f"cannot read {path}: {error.strerror or error}") from None
             total += len(files[name] or b"")
@@ -748,7 +762,13 @@ class _Reader:
             allowed = declaration.get("enum") if isinstance(declaration, dict) else None
             if isinstance(allowed, list) and text not in allowed:
                 raise self.fail(f"{key}.{name}", f"{text!r} is not one of {allowed}")
-            options.append((option_variable(name), text))
+            variable = option_variable(name)
+            if variable.strip("_") == "":
+                raise self.fail(
+                    f"{key}.{name}", "the option's name gives no variable for install.sh",
+                    "its devcontainer-feature.json must name its options with letters or digits",
+                )  # fmt: skip
+            options.append((variable, text))
         return tuple(options)
 
     def feature_env(self, key: str, metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -813,8 +833,8 @@ class _Reader:
 def option_variable(name: str) -> str:
     """A feature option's environment variable, as the specification names it: non-word characters
     made `_`, upper case, a leading digit or `_` run prefixed with `_`."""
-    variable = re.sub(r"[^\w_]", "_", name).upper()
-    return re.sub(r"^[\d_]+", "_", variable)
+    variable = re.sub(r"[^\w_]", "_", name, flags=re.ASCII).upper()  # JavaScript's \w and \d: ASCII
+    return re.sub(r"^[\d_]+", "_", variable, flags=re.ASCII)
 
 
 def _within(path: Path, folder: Path) -> bool:

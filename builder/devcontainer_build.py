@@ -30,6 +30,7 @@ from qimg.builder import build as builds
 from qimg.builder import devcontainer
 from qimg.builder.build import QUIET, BuildOptions, BuiltImage
 from qimg.builder.devcontainer import Devcontainer, Feature
+from qimg.builder.feature_registry import ExecutableFile
 from qimg.builder.labels import DevcontainerLabels
 from qimg.builder.spec import (
     DEFAULT_ID,
@@ -255,7 +256,7 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
         archive, folder = f"devcontainer-feature-{index}.tar", f"/tmp/qimg-feature-{index}"
         files.append((archive, _feature_archive(feature, users), 0o644))
         lines.append(f"# Feature {feature.id}.")
-        lines += [_env_line(name, value) for name, value in feature.container_env]
+        lines += [_env_line(name, value, expand=True) for name, value in feature.container_env]
         lines += [
             f"ADD {archive} {folder}/",
             f"RUN cd {folder} && set -a && . ./{_FEATURE_ENV} && set +a"
@@ -288,10 +289,14 @@ def layer(config: Devcontainer, users: dict[str, str]) -> ExtraLayer:
     return ExtraLayer("\n".join(lines) + "\n", tuple(files), tuple(labels.write().items()))
 
 
-def _env_line(name: str, value: str) -> str:
+def _env_line(name: str, value: str, *, expand: bool = False) -> str:
     """ENV for one variable, its value as written: in double quotes, where the Dockerfile reads \\, \\"
-    and \\$ as the characters themselves (values are one line: checked when they are read)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    and \\$ as the characters themselves (values are one line: checked when they are read). `expand`:
+    its ${NAME} expanded by the builder, as the CLI writes a feature's containerEnv (a feature's
+    "PATH": "/usr/local/x/bin:${PATH}" extends the image's PATH; devcontainer.json's own is as written)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not expand:
+        escaped = escaped.replace("$", "\\$")
     return f'ENV {name}="{escaped}"'
 
 
@@ -353,7 +358,7 @@ def _feature_archive(feature: Feature, users: dict[str, str]) -> bytes:
 
 def _archive(entries: dict[str, bytes | None]) -> bytes:
     """A tar of `entries` (None: a folder), owned by root, dated 0: the same bytes for the same
-    content, so that its layer is cached."""
+    content, so that its layer is cached. Executable: scripts, and a feature's executable files."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for name, data in entries.items():
@@ -363,6 +368,7 @@ def _archive(entries: dict[str, bytes | None]) -> bytes:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 archive.addfile(info)
             else:
-                info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+                executable = name.endswith(".sh") or isinstance(data, ExecutableFile)
+                info.size, info.mode = len(data), 0o755 if executable else 0o644
                 archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

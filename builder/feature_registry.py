@@ -39,6 +39,7 @@ FEATURE_CONFIG = "application/vnd.devcontainers"  # the manifest's configuration
 FEATURE_LAYER = "application/vnd.devcontainers.layer.v1+tar"
 FEATURE_LIMIT = 64 << 20  # bytes of one feature's files, from a folder or a registry
 _MEMBERS = 10_000  # entries of one feature's tar
+_TAR_LIMIT = FEATURE_LIMIT + _MEMBERS * 2048  # the tar of that: files, and each entry's headers and padding
 
 # The CLI's own patterns (its getRef): the path under the registry, and a tag.
 _PATH = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
@@ -48,6 +49,15 @@ _REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 _VERSION_SUFFIX = re.compile(r"[:@][^/]*$")  # the CLI's: what follows the resource
 
 FeatureFiles = dict[str, bytes | None]  # a feature's folder: relative POSIX names, None for a folder
+
+
+class ExecutableFile(bytes):
+    """The content of a feature's file that its folder (or its tar) marks executable: it keeps the
+    execute bits in the image, as the CLI's tar keeps a file's mode (install.sh may run ./bin/tool)."""
+
+
+def feature_file(data: bytes, mode: int) -> bytes:
+    return ExecutableFile(data) if mode & 0o111 else data
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,9 @@ class FeatureRef:
 
 def resource_of(reference: str) -> str:
     """A feature's reference without its version (how dependsOn and installsAfter name features),
-    lower case as the CLI compares them."""
-    text = reference.lower()
+    lower case as the CLI compares them; a local folder's ("./Name") as it is spelled (the CLI
+    compares their paths)."""
+    text = reference if reference.startswith("./") else reference.lower()
     found = _VERSION_SUFFIX.search(text)
     return text[: found.start()] if found else text
 
@@ -136,7 +147,7 @@ def read_layer(data: bytes) -> FeatureFiles:
     files: FeatureFiles = {}
     total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+        with tarfile.open(fileobj=io.BytesIO(_expanded(data)), mode="r:") as archive:
             for count, member in enumerate(archive, 1):
                 if count > _MEMBERS:
                     raise UsageError(f"a tar of more than {_MEMBERS} entries")
@@ -150,7 +161,35 @@ def read_layer(data: bytes) -> FeatureFiles:
                     raise UsageError(f"a tar of more than {FEATURE_LIMIT >> 20} MB")
                 extracted = archive.extractfile(member) if member.isfile() else None
                 if name != ".":
-                    files[name] = extracted.read() if extracted else None
+                    files[name] = feature_file(extracted.read(), member.mode) if extracted else None
     except (tarfile.TarError, EOFError, zlib.error, OSError):
         raise UsageError("a layer that is not a tar") from None
+    for name in files:
+        parent = posixpath.dirname(name)
+        while parent:
+            if files.get(parent) is not None:
+                raise UsageError(f"a tar whose entry {parent[:80]!r} is both a file and a folder")
+            parent = posixpath.dirname(parent)
     return files
+
+
+def _expanded(data: bytes) -> bytes:
+    """The layer's tar: gunzipped if gzipped (as the CLI's node-tar reads it: gzip or plain), at most
+    _TAR_LIMIT bytes, so that a small layer that expands to gigabytes (a gzip bomb, or a pax header
+    that tarfile would read whole) is refused having expanded no more."""
+    if not data.startswith(b"\x1f\x8b"):
+        return data
+    parts: list[bytes] = []
+    size = 0
+    while data:
+        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # one gzip member; several may follow
+        while not inflate.eof:  # in steps of 1 MB: zlib's buffer for one call grows by doubling
+            parts.append(inflate.decompress(data, 1 << 20))
+            size += len(parts[-1])
+            if size > _TAR_LIMIT:
+                raise UsageError(f"a tar of more than {FEATURE_LIMIT >> 20} MB")
+            data = inflate.unconsumed_tail
+            if not (parts[-1] or data):
+                raise UsageError("a layer that is not a tar")  # cut short
+        data = inflate.unused_data.lstrip(b"\0")  # zeros after the gzip: padding, as gzip reads it
+    return b"".join(parts)

@@ -119,12 +119,12 @@ class LocalBackend:
             raise BackendError(f"the local engine could not start {request.image}: {failure}") from None
         raise failure
 
-    def _containers(self, label: str = f"{containers.PURPOSE_LABEL}=run") -> list[Container]:
-        """The caller's own task containers that carry `label` (labels filter as AND)."""
+    def _containers(self, *labels: str) -> list[Container]:
+        """The caller's own task containers that carry every one of `labels` (all of them: none given)."""
         mine = f"{OWNER_LABEL}={self.owner}"
         # Inspected one by one: the listing has neither exit codes nor the published ports' addresses.
         found = []
-        for container_id in self.engine.containers([label, mine]):
+        for container_id in self.engine.containers([*(labels or (f"{containers.PURPOSE_LABEL}=run",)), mine]):
             with contextlib.suppress(NotFound):  # removed in between
                 found.append(self.engine.inspect(container_id))
         # Anyone who reaches the engine can label a container: one whose instance number is not one
@@ -135,8 +135,12 @@ class LocalBackend:
             if _INSTANCE.fullmatch(labels_of(container).get(INSTANCE_LABEL, ""))
         ]
 
-    def _task_containers(self, task_id: str) -> list[Container]:
-        return self._containers(f"{TASK_LABEL}={task_id}")
+    def _task_containers(self, task_id: str, instance: int | None = None) -> list[Container]:
+        """The task's containers, or the one of `instance`: each login's read of its host keys inspects
+        its own container, not all of them (8 instances: 24 engine requests, not 80)."""
+        if instance is None:
+            return self._containers(f"{TASK_LABEL}={task_id}")
+        return self._containers(f"{TASK_LABEL}={task_id}", f"{INSTANCE_LABEL}={instance}")
 
     def launched(self, launch_id: str) -> list[TaskView]:
         return _task_views(self._containers(f"{LAUNCH_LABEL}={launch_id}"))
@@ -152,7 +156,7 @@ class LocalBackend:
 
     def output(self, task_id: str, instance: int | None = None, *, stderr: bool = False) -> str:
         parts: list[str] = []
-        for container in sorted(self._task_containers(task_id), key=_instance_index):
+        for container in sorted(self._task_containers(task_id, instance), key=_instance_index):
             index = _instance_index(container)
             if instance is not None and index != instance:
                 continue

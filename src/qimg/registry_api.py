@@ -181,9 +181,14 @@ def read_artifact(
     found = _field(document.get("config"), "mediaType")
     layers = document.get("layers")
     if media != OCI_MANIFEST or found != config_media or not isinstance(layers, list) or not layers:
+        what = (
+            "an image index (a multi-platform image's)" if media in INDEXES
+            else "an artifact with no layer" if found == config_media
+            else f"something whose configuration is {_shown(str(found), 80)!r}"
+        )  # fmt: skip
         raise UsageError(
             f"{name.registry}/{name.repository}:{_shown(version, 80)} is not a {config_media} artifact "
-            f"(its configuration is {_shown(str(found or media), 80)!r}): check the name"
+            f"but {what}: check the name"
         )
     layer = layers[0]
     if _field(layer, "mediaType") != layer_media:

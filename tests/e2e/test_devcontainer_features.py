@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import docker
@@ -49,12 +51,12 @@ def publish(registry: Registry, collection: Path) -> str:
 
 @pytest.fixture(scope="module")
 def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Two features in the registry: `base`, and `hello`, which installs after `base` and writes its
-    option; the registry's name."""
+    """Two features in the registry: `base`, whose install.sh runs an executable of its folder, and
+    `hello`, which installs after `base` and writes its option; the registry's name."""
     collection = tmp_path_factory.mktemp("features") / "src"
     host = "localhost:" + auth_registry.host.rsplit(":", 1)[1]
     for name, metadata, script in (
-        ("base", {}, "echo base > /usr/local/share/qimg-base\n"),
+        ("base", {}, "./bin/tool > /usr/local/share/qimg-base\n"),
         (
             "hello",
             {"options": {"greeting": {"type": "string", "default": "hi"}},
@@ -70,6 +72,10 @@ def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
         document = {"id": name, "name": name, "version": "1.2.0", **metadata}
         (folder / "devcontainer-feature.json").write_text(json.dumps(document))
         (folder / "install.sh").write_text("#!/bin/sh\nset -eu\n" + script)
+    tool = collection / "base" / "bin" / "tool"  # its mode travels in the CLI's tar
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho base\n")
+    tool.chmod(0o755)
     return publish(auth_registry, collection)
 
 
@@ -168,6 +174,11 @@ def test_a_fetch_that_fails_is_one_line_naming_the_feature(
         assert_one_line_error(refused, code, f'features "{reference}"', *fragments)
         assert "--username" not in refused.stderr
         assert absent(docker_client)
+    # The same feature twice, at two versions: which one would install is not the file's to leave open.
+    twice = project(user, {f"{hello}:1": {}, hello: {}})
+    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=twice)
+    assert_one_line_error(refused, 2, f'features "{hello}": the same feature as "{hello}:1"')
+    assert absent(docker_client)
 
 
 def feature_manifest(registry: Registry, repository: str, layer: bytes) -> dict[str, object]:
@@ -209,3 +220,220 @@ def test_what_the_registry_sends_is_untrusted(
         refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
         assert_one_line_error(refused, code, f'features "{reference}":', fragment)
         assert absent(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_ctrl_c_while_a_registry_stalls_is_an_interruption(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """A registry that takes the connection and never answers: Ctrl-C ends the build as any interruption
+    (128 + SIGINT, one line, no traceback), nothing built."""
+    import signal
+    import socket
+
+    with socket.socket() as stalling:
+        stalling.bind(("127.0.0.1", 0))
+        stalling.listen()
+        port = stalling.getsockname()[1]
+        reference = f"127.0.0.1:{port}/{NAMESPACE}/hello:1"
+        folder = project(user, {reference: {}})
+        process = user.background("build", "--devcontainer", "--tag", TAG, cwd=folder)
+        stalling.settimeout(60)
+        connection, _ = stalling.accept()  # qimg asks, and is never answered
+        with connection:
+            connection.recv(4096)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["qimg: interrupted by SIGINT"], stderr
+    assert absent(docker_client)
+
+
+def feature_tar(tmp_path: Path, feature_id: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        metadata = json.dumps({"id": feature_id})
+        for name, text in (("install.sh", "#!/bin/sh\n"), ("devcontainer-feature.json", metadata)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_manifests_that_are_no_feature(
+    user: User, open_registry: Registry, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A tag that names an index (a multi-platform image's, not a feature's manifest): one line naming
+    the feature and what it is; a digest-pinned reference whose digest the registry does not have: one
+    line; an upper-case reference (the CLI lower-cases it) and a right digest: fetched."""
+    good = feature_manifest(open_registry, "evil/f/good", feature_tar(tmp_path, "good"))
+    digest = put_manifest(open_registry, "evil/f/good", "1", good)
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+             "size": len(json.dumps(good)), "platform": {"os": "linux", "architecture": "amd64"}}  # fmt: skip
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}
+    put_manifest(open_registry, "evil/f/good", "index", index)
+    host = open_registry.host
+    wrong = "sha256:" + "0" * 64
+    for reference, code, fragment in (
+        (f"{host}/evil/f/good:index", 2, "an image index"),
+        (f"{host}/evil/f/good@{wrong}", 2, f"has no evil/f/good at {wrong}"),
+    ):
+        refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+        assert_one_line_error(refused, code, f'features "{reference}":', fragment)
+        assert absent(docker_client)
+    for reference in (f"{host}/Evil/F/Good:1", f"{host}/evil/f/good@{digest}"):
+        built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+        assert built.returncode == 0, built.stderr
+        remove(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_wrong_password_in_docker_config_is_one_line_without_it(
+    user: User, features: str, docker_client: docker.DockerClient
+) -> None:
+    """docker login's credentials gone stale (the password changed since): the registry's refusal in one
+    line naming the user, never the password."""
+    import base64
+
+    stale = "stale-password-0f9e"
+    (user.home / ".docker").mkdir(exist_ok=True)
+    auth = base64.b64encode(f"{REGISTRY_USER}:{stale}".encode()).decode()
+    (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {features: {"auth": auth}}}))
+    reference = f"{features}/{NAMESPACE}/hello:1"
+    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+    refusal = f"refused {NAMESPACE}/hello to {REGISTRY_USER}"
+    assert_one_line_error(refused, 2, f'features "{reference}"', refusal)
+    assert stale not in refused.stdout + refused.stderr and auth not in refused.stdout + refused.stderr
+    assert absent(docker_client)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_hostile_option_values_reach_install_sh_as_written(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """Option values and defaults that a shell would run ($(...), backquotes, quotes, a ;): install.sh
+    gets them as written, nothing of them run; the devcontainer and its feature named relative, from
+    another folder."""
+    folder = user.workdir / "elsewhere" / "proj"
+    feature = folder / ".devcontainer" / "f"
+    feature.mkdir(parents=True)
+    (feature / "install.sh").write_text(
+        '#!/bin/sh\nset -eu\nprintf "%s\\n" "$GIVEN" "$DEFAULTED" > /usr/local/share/qimg-options\n'
+    )
+    default = "$(touch /tmp/pwned-default)`touch /tmp/pwned-backquote`"
+    options = {
+        "given": {"type": "string", "default": ""}, "defaulted": {"type": "string", "default": default}
+    }  # fmt: skip
+    (feature / "devcontainer-feature.json").write_text(json.dumps({"id": "f", "options": options}))
+    given = 'it\'s "quoted"; touch /tmp/pwned-given $HOME \\'
+    config = {"image": "debian:bookworm-slim", "features": {"./f": {"given": given}}}
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config))
+    (user.workdir / "other").mkdir()
+    built = user.qimg(
+        "build", "--devcontainer", "../elsewhere/proj/.devcontainer/devcontainer.json", "--tag", TAG,
+        cwd=user.workdir / "other",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    shown = docker_client.containers.run(
+        TAG, entrypoint=["sh", "-c", "cat /usr/local/share/qimg-options; ls /tmp"], remove=True
+    )
+    assert shown.decode() == f"{given}\n{default}\n"
+
+
+@contextlib.contextmanager
+def http_server(answer: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A local HTTP server whose GETs `answer` handles: its host:port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer(self)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name.replace("_", "-"), value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_layer_redirected_elsewhere_gets_no_credentials(user: User, tmp_path: Path) -> None:
+    """A registry (Basic auth) that redirects the layer to another host, as registries that keep blobs
+    in S3 do: the layer is fetched there, checked, and the other host never sees the credentials."""
+    import base64
+    import hashlib
+
+    layer = feature_tar(tmp_path, "moved")
+    layer_digest = f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    config = b"{}"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.devcontainers", "size": 2,
+                   "digest": f"sha256:{hashlib.sha256(config).hexdigest()}"},
+        "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "digest": layer_digest,
+                    "size": len(layer)}],
+    }).encode()  # fmt: skip
+    password = "redirect-s3cret"
+    basic = "Basic " + base64.b64encode(f"{REGISTRY_USER}:{password}".encode()).decode()
+    seen: list[dict[str, str]] = []
+
+    def store(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(dict(handler.headers))
+        reply(handler, 200, layer)
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        if handler.headers.get("Authorization") != basic:
+            reply(handler, 401, b"", WWW_Authenticate='Basic realm="test"')
+        elif "/manifests/" in handler.path:
+            reply(handler, 200, manifest, Content_Type="application/vnd.oci.image.manifest.v1+json")
+        else:
+            reply(handler, 307, b"", Location=f"http://{elsewhere}/bucket/{layer_digest}")
+
+    with http_server(store) as elsewhere, http_server(registry) as host:
+        (user.home / ".docker").mkdir(exist_ok=True)
+        auth = base64.b64encode(f"{REGISTRY_USER}:{password}".encode()).decode()
+        (user.home / ".docker" / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+        reference = f"{host}/team/f/moved:1"
+        built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project(user, {reference: {}}))
+    assert built.returncode == 0, built.stderr
+    assert len(seen) == 1 and not any(name.lower() == "authorization" for name in seen[0]), seen
+    assert password not in built.stdout + built.stderr
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_feature_container_env_extends_the_path_as_the_cli_does(
+    user: User, docker_client: docker.DockerClient
+) -> None:
+    """A feature's containerEnv (node's, go's, python's: "PATH": "/usr/local/x/bin:${PATH}") is written
+    as the CLI writes it, an ENV whose ${...} the builder expands; the devcontainer's own containerEnv
+    stays as written (the CLI escapes its $)."""
+    folder = project(user, {"./f": {}})
+    document = json.loads((folder / ".devcontainer" / "devcontainer.json").read_text())
+    document["containerEnv"] = {"OWN": "${HOME}"}
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(document))
+    feature = folder / ".devcontainer" / "f"
+    feature.mkdir()
+    (feature / "install.sh").write_text("#!/bin/sh\n")
+    metadata = {"id": "f", "containerEnv": {"PATH": "/opt/f/bin:${PATH}", "F_QUOTED": 'a "b" \\c'}}
+    (feature / "devcontainer-feature.json").write_text(json.dumps(metadata))
+    built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
+    assert built.returncode == 0, built.stderr
+    env = dict(line.split("=", 1) for line in docker_client.images.get(TAG).attrs["Config"]["Env"])
+    assert env["PATH"].startswith("/opt/f/bin:/usr/local/") and "$" not in env["PATH"], env["PATH"]
+    assert env["F_QUOTED"] == 'a "b" \\c'
+    assert env["OWN"] == "${HOME}"

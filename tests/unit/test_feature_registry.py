@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qimg.builder import devcontainer
-from qimg.builder.feature_registry import FeatureRef, read_layer, resource_of
+from qimg.builder import devcontainer, devcontainer_build
+from qimg.builder.feature_registry import ExecutableFile, FeatureRef, read_layer, resource_of
 from qimg.errors import UsageError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -176,3 +176,118 @@ def test_override_feature_install_order_goes_first_within_dependencies(tmp_path:
         UsageError, match=r"overrideFeatureInstallOrder: '\./e' is not one of the features listed"
     ):
         devcontainer.read(config)
+
+
+def pax_bomb(expanded: int) -> bytes:
+    """A gzipped tar whose first member is a pax header of `expanded` bytes: a layer of a few hundred
+    kilobytes that tarfile would read whole into memory before it yields any member."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, expanded
+    stream = io.BytesIO()
+    with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=9) as packed:
+        packed.write(header.tobuf(tarfile.USTAR_FORMAT))
+        chunk = b"0" * (1 << 20)
+        for _ in range(expanded >> 20):
+            packed.write(chunk)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("packing", ["gzip", "xz"])
+def test_a_layer_that_expands_past_the_limit_is_refused_without_expanding_it(packing: str) -> None:
+    """A decompression bomb: the layer is small (within the registry's cap), its tar is not. It is
+    refused having held no more than the limit in memory; and xz, which the Dev Containers CLI does not
+    read (node-tar: gzip or plain), is no tar either."""
+    import lzma
+    import tracemalloc
+
+    layer = pax_bomb(256 << 20)
+    if packing == "xz":
+        layer = lzma.compress(gzip.decompress(layer))
+    assert len(layer) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match=r"more than 64 MB|not a tar"):
+            read_layer(layer)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20, f"{peak >> 20} MB held to refuse a {len(layer) >> 10} kB layer"
+
+
+def test_option_names_give_the_variables_the_cli_gives() -> None:
+    """The CLI's getSafeId (JavaScript: \\w and \\d are ASCII): what is not an ASCII letter, digit or _
+    becomes _, so that devcontainer-features.env stays a shell script."""
+    assert devcontainer.option_variable("café") == "CAF_"
+    assert devcontainer.option_variable("٣x") == "_X"
+    assert devcontainer.option_variable("ß") == "_"
+    assert devcontainer.option_variable("installZsh") == "INSTALLZSH"
+    assert devcontainer.option_variable("a-b.c") == "A_B_C"
+
+
+def feature_with(tmp_path: Path, metadata: str, options: object = None) -> Path:
+    folder = tmp_path / ".devcontainer"
+    (folder / "f").mkdir(parents=True)
+    (folder / "f" / "install.sh").write_text("#!/bin/sh\n")
+    (folder / "f" / "devcontainer-feature.json").write_text(metadata)
+    config = folder / "devcontainer.json"
+    config.write_text(json.dumps({"image": "debian:bookworm-slim", "features": {"./f": options or {}}}))
+    return config
+
+
+@pytest.mark.parametrize(
+    ("metadata", "refusal"),
+    [
+        ("[" * 100_000, "is not valid JSON"),  # nested past Python's stack: json5 recurses
+        ("id: f\n", "is not valid JSON"),
+        ('{"id": "f", "description": "' + "x" * (1 << 20) + '"}', "of at most 1 MB"),
+        (r'{"id": "f\n$(reboot)"}', "has no valid id"),
+        (r'{"id": "f", "options": {"o": {"type": "string", "default": "a\nb"}}}', "a control character"),
+        ('{"id": "f", "options": {"": {"type": "string", "default": "x"}}}', "no variable"),
+        ('{"id": "f", "options": {"-": {"type": "string", "default": "x"}}}', "no variable"),
+    ],
+)
+def test_a_hostile_feature_metadata_refused_in_one_line(tmp_path: Path, metadata: str, refusal: str) -> None:
+    with pytest.raises(UsageError, match=refusal):
+        devcontainer.read(feature_with(tmp_path, metadata))
+
+
+def test_local_features_named_as_their_folders_are_spelled(tmp_path: Path) -> None:
+    """The CLI compares local features by their paths, case kept: "./Base" in installsAfter,
+    dependsOn and overrideFeatureInstallOrder is the folder ./Base (only registry references are
+    lower-cased)."""
+    config = local_features(
+        tmp_path,
+        {"App": {"installsAfter": ["./Base"]}, "Base": {}, "Lib": {"dependsOn": {"./Base": {}}}},
+        ["App", "Lib", "Base"],
+    )
+    assert [feature.id for feature in devcontainer.read(config).features] == ["Base", "App", "Lib"]
+    document = json.loads(config.read_text())
+    config.write_text(json.dumps({**document, "overrideFeatureInstallOrder": ["./Lib"]}))
+    assert [feature.id for feature in devcontainer.read(config).features] == ["Base", "Lib", "App"]
+
+
+@pytest.mark.parametrize("order", [["lib", "lib/x.sh"], ["lib/x.sh", "lib"]])
+def test_a_layer_with_a_file_where_a_folder_is_refused(order: list[str]) -> None:
+    """A name both a file and a folder (in either order): no folder holds it, and the image's ADD of it
+    would fail half-way through the build."""
+    with pytest.raises(UsageError, match="is both a file and a folder"):
+        read_layer(tar([entry("install.sh"), *(entry(name) for name in order)]))
+
+
+def test_execute_bits_kept_from_a_tar_and_from_a_folder(tmp_path: Path) -> None:
+    """As the CLI's tar keeps a file's mode: an executable stays one in the feature's archive."""
+    tool, data = entry("bin/tool"), entry("share/data")
+    tool.mode, data.mode = 0o755, 0o644
+    files = read_layer(
+        tar([entry("install.sh"), tool, data], {"bin/tool": b"#!/bin/sh\n", "share/data": b"x"})
+    )
+    assert isinstance(files["bin/tool"], ExecutableFile) and not isinstance(
+        files["share/data"], ExecutableFile
+    )
+    config = local_features(tmp_path, {"f": {}}, ["f"])
+    (config.parent / "f" / "run").write_text("#!/bin/sh\n")
+    (config.parent / "f" / "run").chmod(0o750)
+    (feature,) = devcontainer.read(config).features
+    with tarfile.open(fileobj=io.BytesIO(devcontainer_build._feature_archive(feature, {}))) as archive:
+        modes = {member.name: member.mode for member in archive}
+    assert (modes["run"], modes["devcontainer-feature.json"], modes["install.sh"]) == (0o755, 0o644, 0o755)
