@@ -15,8 +15,20 @@ set -eu
 attach_file=/run/qimg/attached # one line per attach; written by the login user, read here
 
 if [ "${1:-}" = attached ]; then
+    # The runner makes the file as it starts, beside sshd: a request in its first moments waits for it
+    # (5 s at most). Without it no runner follows the requests, and qimg says so: a request lost in
+    # silence would be a hook that never runs.
+    waited=0
+    while [ ! -f "$attach_file" ]; do
+        if [ "$waited" -ge 5 ]; then
+            printf 'qimg-lifecycle: no %s: this task runs no postAttachCommand\n' "$attach_file" >&2
+            exit 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
     # Appending never waits for the reader (a FIFO would, while postCreateCommand still runs).
-    if [ -w "$attach_file" ]; then printf 'attach\n' >>"$attach_file"; fi
+    printf 'attach\n' >>"$attach_file"
     exit 0
 fi
 

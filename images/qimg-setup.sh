@@ -19,8 +19,22 @@ field() { # field DATABASE KEY N: field N of the DATABASE entry for KEY, empty w
     getent "$1" "$2" | cut -d: -f"$3" || true
 }
 
+# check_mapped uid|gid ID: the build's user namespace maps ID; rootless Podman maps only its user's
+# subordinate ids (often 65536), and a chown to another fails later with a bare "Invalid argument".
+check_mapped() {
+    map=/proc/self/$1_map
+    [ -r "$map" ] || return 0
+    ranges=$(awk -v id="$2" '
+        { last = $1 + $3 - 1; shown = shown (shown == "" ? "" : ", ") $1 "-" last }
+        $1 <= id && id <= last { found = 1 }
+        END { if (found) exit 1; print shown }' "$map") || return 0
+    die "$1 $2 is not among the ids this engine maps ($ranges): rootless Podman maps only your subordinate ids (/etc/sub$1): choose a $1 among them, or give your user more"
+}
+
 if [ "$login_user" != root ]; then
     uid=$2 gid=$3 sudo=${4:-}
+    check_mapped uid "$uid"
+    check_mapped gid "$gid"
     shell=/bin/sh
     [ ! -x /bin/bash ] || shell=/bin/bash
 

@@ -16,8 +16,10 @@ import subprocess
 from qimg import notices
 from qimg.launcher import sshconfig
 
-TRIGGER = "/usr/local/sbin/qimg-lifecycle attached"
+LIFECYCLE = "/usr/local/sbin/qimg-lifecycle"
+TRIGGER = f"{LIFECYCLE} attached"
 _TIMEOUT = 30.0  # seconds: the trigger appends one line
+_NOT_FOUND = 127  # the login shell's exit code for a command it cannot find
 
 
 def announce(host: str, ssh_options: tuple[str, ...] = ()) -> None:
@@ -33,6 +35,11 @@ def announce(host: str, ssh_options: tuple[str, ...] = ()) -> None:
             f"the image's postAttachCommand was not started: {host} did not answer in {_TIMEOUT:g} s"
         )
         return
-    if asked.returncode != 0:
+    if asked.returncode == _NOT_FOUND:  # said the same whatever the login shell (sh, bash, ...)
+        notices.warn(
+            f"the image's postAttachCommand was not started: the task has no {LIFECYCLE}, though the "
+            "image's labels say it has the hook (rebuild it with qimg build --devcontainer)"
+        )
+    elif asked.returncode != 0:
         said = (asked.stderr.strip().splitlines() or [f"exit code {asked.returncode}"])[-1]
         notices.warn(f"the image's postAttachCommand was not started: {said[:200]}")

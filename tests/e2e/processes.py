@@ -87,3 +87,13 @@ class Lines:
 def task_container(client: docker.DockerClient, name: str) -> Container:
     (container,) = client.containers.list(filters={"label": f"{NAME_LABEL}={name}"})
     return container
+
+
+def named_tasks(client: docker.DockerClient, *names: str) -> list[str]:
+    """The containers of the local tasks named `names` on the engine of `client`, stopped ones included
+    (other tests, of other worktrees, may have tasks of their own there)."""
+    return [
+        container.name or ""
+        for name in names
+        for container in client.containers.list(all=True, filters={"label": f"{NAME_LABEL}={name}"})
+    ]

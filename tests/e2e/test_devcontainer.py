@@ -1,18 +1,21 @@
 """`qimg build --devcontainer`: a project's devcontainer.json with a Dockerfile build (args, target), a
 remoteUser the base already has (uid 1000, its own home and shell), a local feature with options,
-forwardPorts, containerEnv and remoteEnv, and lifecycle commands in their three forms; built, checked,
-run on the local engine and on the fake Qarnot API, logged into with the pinned key."""
+forwardPorts, containerEnv and remoteEnv, and lifecycle commands in their three forms; built, checked
+and run on each local engine (Docker, rootful and rootless Podman), and on the fake Qarnot API, logged
+into with the pinned key."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.e2e.conftest import User
+from tests.e2e.processes import named_tasks
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import Registry
 
@@ -110,41 +113,50 @@ def check_probe(found: dict[str, str]) -> None:
     assert found["workspace"] == "dev"
 
 
-def test_devcontainer_built_checked_and_run_locally_and_on_qarnot(
-    user: User, fake: FakeQarnot, auth_registry: Registry, docker_client: docker.DockerClient
+def build_project(user: User) -> subprocess.CompletedProcess[str]:
+    return user.qimg("build", "--devcontainer", "--tag", TAG, "--json", cwd=make_project(user.workdir))
+
+
+def test_devcontainer_built_checked_and_run_locally(
+    local_user: User, engine_client: docker.DockerClient
 ) -> None:
-    project = make_project(user.workdir)
-    built = user.qimg("build", "--devcontainer", "--tag", TAG, "--json", cwd=project)
+    """On each local engine (Docker, rootful and rootless Podman): built there, checked there, run there."""
+    built = build_project(local_user)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["user"] == "dev"
     assert "RUN useradd -m -d /srv/dev" in built.stderr  # the project's Dockerfile, shown as it is built
-    labels = docker_client.images.get(TAG).labels
+    labels = engine_client.images.get(TAG).labels
     assert labels["io.qimg.forward-ports"] == "8888" and labels["io.qimg.port-labels"] == "8888=Jupyter"
     assert labels["io.qimg.workspace-folder"] == "/workspaces/project"
     assert labels["io.qimg.vscode-extensions"] == "ms-python.python"
     assert labels["io.qimg.lifecycle"] == "postCreateCommand,postStartCommand"
 
-    checked = user.qimg("check", TAG, "--json")
+    checked = local_user.qimg("check", TAG, "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(checked.stdout)["passed"] is True
 
-    local = user.qimg("run", "--local", TAG, "--name", "dcl", "--command", PROBE)
+    local = local_user.qimg("run", "--local", TAG, "--name", "dcl", "--command", PROBE)
     assert local.returncode == 0, local.stderr
     check_probe(facts(local.stdout))
 
     # The lifecycle commands' own lines are the task's output (qimg logs), as a kept task shows them.
-    kept = user.qimg("run", "--local", TAG, "--name", "dck", "--no-tunnel")  # returns once ready
+    kept = local_user.qimg("run", "--local", TAG, "--name", "dck", "--no-tunnel")  # returns once ready
     assert kept.returncode == 0, kept.stderr
     try:
-        waited = user.qimg("ssh", "dck", "--", "sh -lc " + shlex.quote(PROBE))
+        waited = local_user.qimg("ssh", "dck", "--", "sh -lc " + shlex.quote(PROBE))
         assert waited.returncode == 0, waited.stderr
-        logs = user.qimg("logs", "dck", "--local")
+        logs = local_user.qimg("logs", "dck", "--local")
         assert "qimg-lifecycle: postCreateCommand: running as dev" in logs.stdout, logs.stdout
         assert "qimg-lifecycle: postStartCommand (first): running as dev" in logs.stdout
         assert "qimg-lifecycle: postStartCommand: done" in logs.stdout
     finally:
-        assert user.qimg("stop", "dck", "--local").returncode == 0
+        assert local_user.qimg("stop", "dck", "--local").returncode == 0
+    assert named_tasks(engine_client, "dcl", "dck") == []
 
+
+def test_devcontainer_pushed_and_run_on_qarnot(user: User, fake: FakeQarnot, auth_registry: Registry) -> None:
+    built = build_project(user)  # on Docker, the engine the fake Qarnot runs its tasks on
+    assert built.returncode == 0, built.stderr
     target = user.push_to(TAG, auth_registry, "team/devcontainer:e2e")
     remote = user.launch(target, "--command", PROBE)
     assert remote.returncode == 0, remote.stderr

@@ -118,32 +118,32 @@ def test_refused_in_one_line_with_nothing_built(
     assert absent(docker_client, TAG) and absent(docker_client, BASE_TAG)
 
 
-def test_root_when_the_dockerfile_makes_a_user(user: User, docker_client: docker.DockerClient) -> None:
+def test_root_when_the_dockerfile_makes_a_user(local_user: User, engine_client: docker.DockerClient) -> None:
     """Who the Dockerfile's image has is known once it is built: its steps are shown, then the one
-    error line, and the image built for it is untagged: nothing is left built."""
+    error line, and the image built for it is untagged: nothing is left built (on each local engine)."""
     files = {
         CONFIG: '{"build": {"dockerfile": "Dockerfile"}, "remoteUser": "root"}',
         ".devcontainer/Dockerfile": USER_DOCKERFILE,
     }
-    project = write_project(user.workdir, files)
-    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project)
+    project = write_project(local_user.workdir, files)
+    refused = local_user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project)
     assert refused.returncode == 2, refused.stderr
     *steps, last = refused.stderr.strip().splitlines()
     assert any("RUN useradd -m -u 1000" in step for step in steps)
     assert not any("error" in step for step in steps) and "Traceback" not in refused.stderr
     assert last.startswith("qimg: error: ") and "remoteUser: root, but" in last
     assert "has the user vscode (uid 1000)" in last and 'log in as that user: "remoteUser": "vscode"' in last
-    assert absent(docker_client, TAG) and absent(docker_client, BASE_TAG)
+    assert absent(engine_client, TAG) and absent(engine_client, BASE_TAG)
 
 
-def test_root_when_the_image_has_a_user(user: User, docker_client: docker.DockerClient) -> None:
-    """The same refusal for an `image` the engine has, before anything is built."""
-    docker_client.images.build(fileobj=io.BytesIO(USER_DOCKERFILE.encode()), tag=USER_BASE)
+def test_root_when_the_image_has_a_user(local_user: User, engine_client: docker.DockerClient) -> None:
+    """The same refusal for an `image` the engine has (each local engine), before anything is built."""
+    engine_client.images.build(fileobj=io.BytesIO(USER_DOCKERFILE.encode()), tag=USER_BASE)
     config = json.dumps({"image": USER_BASE, "remoteUser": "root"})
-    project = write_project(user.workdir, {".devcontainer.json": config})
-    refused = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project)
+    project = write_project(local_user.workdir, {".devcontainer.json": config})
+    refused = local_user.qimg("build", "--devcontainer", "--tag", TAG, cwd=project)
     assert_one_line_error(refused, 2, f"{USER_BASE} has the user vscode")
-    assert absent(docker_client, TAG) and absent(docker_client, BASE_TAG)
+    assert absent(engine_client, TAG) and absent(engine_client, BASE_TAG)
 
 
 def test_paths_relative_and_from_home(user: User) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import ImageNotFound
+from docker.errors import ImageNotFound, NotFound
 
 from tests.e2e.conftest import User
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, put_blob, put_image, put_manifest
@@ -86,8 +86,16 @@ def untagged(docker_client: docker.DockerClient) -> Iterator[None]:
     remove(docker_client)
 
 
+@pytest.fixture
+def untagged_here(engine_client: docker.DockerClient) -> Iterator[None]:
+    """`untagged` on the engine under test."""
+    remove(engine_client)
+    yield
+    remove(engine_client)
+
+
 def remove(client: docker.DockerClient) -> None:
-    with contextlib.suppress(ImageNotFound):
+    with contextlib.suppress(NotFound):  # Podman's "image not known" is no ImageNotFound to docker-py
         client.images.remove(TAG)
 
 
@@ -116,28 +124,29 @@ def docker_login(user: User, host: str) -> None:
     assert logged.returncode == 0, logged.stderr
 
 
-@pytest.mark.usefixtures("untagged")
+@pytest.mark.usefixtures("untagged_here")
 def test_features_fetched_with_docker_login_and_installed_in_order(
-    user: User, features: str, docker_client: docker.DockerClient
+    user: User, local_user: User, features: str, engine_client: docker.DockerClient
 ) -> None:
-    docker_login(user, features)
+    """On each local engine: qimg fetches the features (no engine pulls an artifact), the engine builds."""
+    docker_login(user, features)  # the docker CLI's login, on Docker: the credentials file is the user's
     folder = project(
         user, {f"{features}/{NAMESPACE}/hello:1": {"greeting": "hello from the registry"},
                f"{features}/{NAMESPACE}/base": {}},
         postStartCommand="test -s /tmp/feature-started && echo \"then the file's\" >> /tmp/feature-started",
     )  # fmt: skip
-    built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
+    built = local_user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
     assert built.returncode == 0, built.stderr
     assert REGISTRY_PASSWORD not in built.stdout + built.stderr
-    shown = docker_client.containers.run(
+    shown = engine_client.containers.run(
         TAG, entrypoint=["cat", "/usr/local/share/qimg-base", "/usr/local/share/qimg-hello"], remove=True
     )
     assert shown.decode() == "base\nhello from the registry as dev\n"  # hello after base, though listed first
-    history = " ".join(str(step.get("CreatedBy", "")) for step in docker_client.images.get(TAG).history())
+    history = " ".join(str(step.get("CreatedBy", "")) for step in engine_client.images.get(TAG).history())
     assert REGISTRY_PASSWORD not in history
-    checked = user.qimg("check", TAG)
+    checked = local_user.qimg("check", TAG)
     assert checked.returncode == 0, checked.stderr
-    ran = user.qimg("run", "--local", TAG, "--name", "featured", "--command", PROBE)
+    ran = local_user.qimg("run", "--local", TAG, "--name", "featured", "--command", PROBE)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines()[-1] == "dev then the file's"
 
