@@ -206,6 +206,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], exit_code: i
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def stand_in(folder: Path, name: str, script: str) -> dict[str, str]:
+    """A program `name` of the test's (a /bin/sh `script`) in `folder`, found first: the PATH that
+    puts it there (VS Code's `code`, a browser)."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + script)
+    (folder / name).chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
 def tool(name: str) -> str:
     """A command installed with the dev dependencies (beside this Python), else on PATH."""
     beside = Path(sys.executable).parent / name

@@ -4,14 +4,13 @@ arguments)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import User
-from tests.helpers import assert_one_line_error, run_qimg
+from tests.helpers import assert_one_line_error, run_qimg, stand_in
 
 pytestmark = pytest.mark.docker
 
@@ -31,13 +30,8 @@ def test_code_print_and_open(e2e_image: str, user: User, tmp_path: Path) -> None
         assert folder.stdout == "vscode://vscode-remote/ssh-remote+qimg-vsc/home/alice/runs/run%201\n"
         assert folder.stderr == ""
 
-        fake_bin = tmp_path / "bin"
-        fake_bin.mkdir()
-        (fake_bin / "code").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/args"\nexit 3\n')
-        (fake_bin / "code").chmod(0o755)
-        opened = run_qimg(
-            "code", "vsc", "/data", env={**user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
-        )
+        code = stand_in(tmp_path / "bin", "code", f'printf "%s\\n" "$@" > "{tmp_path}/args"\nexit 3\n')
+        opened = run_qimg("code", "vsc", "/data", env={**user.env, **code})
         assert opened.returncode == 3, opened.stderr  # code's own exit code
         assert (tmp_path / "args").read_text().splitlines() == ["--remote", "ssh-remote+qimg-vsc", "/data"]
 

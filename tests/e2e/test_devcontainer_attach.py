@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.conftest import User
 from tests.e2e.processes import named_tasks, no_ssh_left, ssh_processes, task_container
 from tests.engines import LocalEngine
-from tests.helpers import qimg_argv, run_qimg
+from tests.helpers import qimg_argv, run_qimg, stand_in
 
 pytestmark = pytest.mark.docker
 
@@ -81,13 +81,8 @@ def test_each_session_qimg_attaches_runs_the_hook_after_the_start_commands(
         assert first.returncode == 0, first.stderr
         assert attached(local_user, "att", 1) == [ATTACH_LINE]  # after the slow postStartCommand
         # VS Code opened by qimg code attaches too (a `code` of the test's, which only says it ran).
-        fake_bin = tmp_path / "bin"
-        fake_bin.mkdir()
-        (fake_bin / "code").write_text("#!/bin/sh\nexit 0\n")
-        (fake_bin / "code").chmod(0o755)
-        opened = run_qimg(
-            "code", "att", "--local", env={**local_user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
-        )
+        code = stand_in(tmp_path / "bin", "code", "exit 0\n")
+        opened = run_qimg("code", "att", "--local", env={**local_user.env, **code})
         assert opened.returncode == 0, opened.stderr
         lines = attached(local_user, "att", 2)  # each `ssh -- CMD` of the wait is no attach: two, not more
         assert lines == [ATTACH_LINE] * 2
@@ -188,13 +183,8 @@ def test_an_attach_qimg_cannot_ask_for_is_one_warning_and_the_session_goes_on(
         assert said[0].startswith("qimg: warning: the image's postAttachCommand was not started: "), said
         assert FAULTS[fault].said in said[0] and "\x1b" not in session.stderr
         # VS Code opened by qimg code: the same warning, and VS Code opens (a `code` that says it ran).
-        fake_bin = tmp_path / "bin"
-        fake_bin.mkdir()
-        (fake_bin / "code").write_text(f"#!/bin/sh\necho opened >{tmp_path}/opened\n")
-        (fake_bin / "code").chmod(0o755)
-        opened = run_qimg(
-            "code", "attw", "--local", env={**local_user.env, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
-        )
+        code = stand_in(tmp_path / "bin", "code", f"echo opened >{tmp_path}/opened\n")
+        opened = run_qimg("code", "attw", "--local", env={**local_user.env, **code})
         assert opened.returncode == 0, opened.stderr
         warned = [line for line in opened.stderr.splitlines() if "postAttachCommand" in line]
         assert len(warned) == 1 and FAULTS[fault].said in warned[0], opened.stderr

@@ -11,9 +11,8 @@ import json
 import os
 import subprocess
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import docker
@@ -21,6 +20,7 @@ import pytest
 from docker.errors import ImageNotFound, NotFound
 
 from tests.e2e.conftest import User
+from tests.fakes.http import http_server
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, put_blob, put_image, put_manifest
 from tests.helpers import assert_one_line_error
 
@@ -340,27 +340,6 @@ def test_hostile_option_values_reach_install_sh_as_written(
         TAG, entrypoint=["sh", "-c", "cat /usr/local/share/qimg-options; ls /tmp"], remove=True
     )
     assert shown.decode() == f"{given}\n{default}\n"
-
-
-@contextlib.contextmanager
-def http_server(answer: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
-    """A local HTTP server whose GETs `answer` handles: its host:port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            answer(self)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:

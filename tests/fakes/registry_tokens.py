@@ -15,11 +15,10 @@ import contextlib
 import datetime
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.fakes.http import http_server, reply_json
 
 SERVICE, ISSUER = "qimg-test-registry", "qimg-test-token-issuer"
 
@@ -85,39 +86,21 @@ def serve_tokens(bundle: Path, user: str, password: str) -> Iterator[TokenServic
     signer = _Signer(bundle)
     asked: list[tuple[str, str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            query = parse_qs(urlsplit(self.path).query)
-            given = self.headers.get("Authorization", "")
-            who = ""
-            if given:
-                scheme, _, encoded = given.partition(" ")
-                decoded = base64.b64decode(encoded).decode() if scheme == "Basic" else ""
-                if decoded != f"{user}:{password}":
-                    self._reply(401, {"details": "incorrect username or password"})
-                    return
-                who = user
-            scopes = query.get("scope", [])
-            asked.append((who, " ".join(scopes), self.headers.get("User-Agent", "")))
-            token = signer.token(who, scopes)
-            self._reply(200, {"token": token, "access_token": token, "expires_in": 300})
+    def answer(request: BaseHTTPRequestHandler) -> None:
+        query = parse_qs(urlsplit(request.path).query)
+        given = request.headers.get("Authorization", "")
+        who = ""
+        if given:
+            scheme, _, encoded = given.partition(" ")
+            decoded = base64.b64decode(encoded).decode() if scheme == "Basic" else ""
+            if decoded != f"{user}:{password}":
+                reply_json(request, 401, {"details": "incorrect username or password"})
+                return
+            who = user
+        scopes = query.get("scope", [])
+        asked.append((who, " ".join(scopes), request.headers.get("User-Agent", "")))
+        token = signer.token(who, scopes)
+        reply_json(request, 200, {"token": token, "access_token": token, "expires_in": 300})
 
-        def _reply(self, status: int, document: dict[str, object]) -> None:
-            body = json.dumps(document).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield TokenService(f"http://127.0.0.1:{server.server_address[1]}/token", asked)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(answer) as host:
+        yield TokenService(f"http://{host}/token", asked)
