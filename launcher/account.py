@@ -85,17 +85,22 @@ def option_for(offer: HardwareOffer) -> str | None:
     return f"{option} {offer.value}" if offer.value else option
 
 
-def check_launch(backend: Account, request: TaskRequest, *, batch: bool = False) -> list[str]:
+def check_launch(
+    backend: Account, request: TaskRequest, *, batch: bool = False, offers: list[HardwareOffer] | None = None
+) -> list[str]:
     """The profile, the hardware and the quotas, checked before the request is sent (and before any
     upload). Returns what the user should know (an organisation quota that may hold the task in the
     queue). A `batch` task (its command is the task: no login) needs no ssh profile. An account
-    whose backend chooses no machines (no `HardwareChoice`) offers no hardware."""
+    whose backend chooses no machines (no `HardwareChoice`) offers no hardware. `offers`: the account's
+    hardware, when the launch already asked for it."""
     names = backend.profile_names()
     check_known("--profile", request.profile, names, "qimg profiles")
     check_profile(request, names, batch=batch)
     hardware = request.hardware
     if hardware != Hardware():
-        check_hardware(hardware, backend.hardware_offers() if isinstance(backend, HardwareChoice) else [])
+        if offers is None:
+            offers = backend.hardware_offers() if isinstance(backend, HardwareChoice) else []
+        check_hardware(hardware, offers)
     return check_quotas(request, backend.account())
 
 

@@ -22,7 +22,7 @@ from qimg.engine_api import Engine, labels_of
 from qimg.errors import QimgError, UsageError
 from qimg.launcher import account, contract, records, sshconfig, worker
 from qimg.launcher.backends import qarnot_config, registry
-from qimg.launcher.backends.base import ACCOUNT, Account, Backend, HardwareChoice, TaskRequest
+from qimg.launcher.backends.base import ACCOUNT, Account, Backend, HardwareChoice, HardwareOffer, TaskRequest
 from qimg.launcher.data import DataPlan, check_options, check_storage
 from qimg.launcher.keys.read import LoginKey, read_login_key
 from qimg.launcher.launch import Readiness
@@ -206,11 +206,7 @@ def plan_launch(
     if data_plan is not None:
         request = data_plan.applied(request)
     request = work.apply(request, qimg_image=start.user is None)
-    notes: tuple[str, ...] = ()
-    if isinstance(backend, HardwareChoice) and devcontainer.host_requirements != labels.HostRequirements():
-        request, notes = account.fit_host_requirements(
-            request, devcontainer.host_requirements, backend.hardware_offers(), str(ref)
-        )
+    request, notes, offers = host_requirements(backend, request, devcontainer.host_requirements, str(ref))
     # --timeout counts from the moment the task leaves the queue; the queue itself is bounded by
     # --max-queue (which the task also carries, as maxTimeQueueSeconds), else by --timeout too.
     wait = Readiness(
@@ -220,7 +216,8 @@ def plan_launch(
     return LaunchPlan(
         backend=backend, request=request, login=Login(user, key), wait=wait, keep=options.keep,
         tunnels=tunnels, command=options.command, connect=options.connect, data=data_plan,
-        notes=(*notes, *launch_notes(backend, request, batch)), batch=batch, devcontainer=devcontainer,
+        notes=(*notes, *launch_notes(backend, request, batch, offers)), batch=batch,
+        devcontainer=devcontainer,
     )  # fmt: skip
 
 
@@ -268,10 +265,26 @@ def check_start(
         )
 
 
-def launch_notes(backend: Backend, request: TaskRequest, batch: bool) -> tuple[str, ...]:
+def host_requirements(
+    backend: Backend, request: TaskRequest, needs: labels.HostRequirements, image: str
+) -> tuple[TaskRequest, tuple[str, ...], list[HardwareOffer] | None]:
+    """The request fitted to the image's hostRequirements on a backend that chooses machines, what the
+    user should know of them, and the account's hardware when it was asked (once per launch)."""
+    if not isinstance(backend, HardwareChoice) or needs == labels.HostRequirements():
+        return request, (), None
+    offers = backend.hardware_offers()
+    fitted, notes = account.fit_host_requirements(request, needs, offers, image)
+    return fitted, notes, offers
+
+
+def launch_notes(
+    backend: Backend, request: TaskRequest, batch: bool, offers: list[HardwareOffer] | None = None
+) -> tuple[str, ...]:
     """What the user should know before the launch; on a backend with an account, once the account
-    was found to hold it (profile, hardware, quotas)."""
-    notes = account.check_launch(backend, request, batch=batch) if isinstance(backend, Account) else []
+    was found to hold it (profile, hardware, quotas). `offers`: its hardware, when already asked."""
+    notes = []
+    if isinstance(backend, Account):
+        notes = account.check_launch(backend, request, batch=batch, offers=offers)
     cluster = worker.cluster_note(request)
     return (*notes, cluster) if cluster else tuple(notes)
 

@@ -52,6 +52,7 @@ def test_host_requirements_become_the_least_offered_constraints(
     target = user.push_to(host_image, auth_registry, "team/devcontainer-host:e2e")
     ran = user.launch(target, "--command", "true")
     assert ran.returncode == 0, ran.stderr
+    assert fake.count("GET", "/hardware-constraints") == 1  # asked once: for the fit and the checks
     assert constraints(fake) == [
         {"discriminator": "MinimumCoreHardwareConstraint", "coreCount": 16},
         {"discriminator": "MinimumRamHardwareConstraint", "minimumMemoryMB": 64000},
