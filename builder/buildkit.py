@@ -14,7 +14,6 @@ lines are "#N NAME", then "#N 0.123 OUTPUT" and "#N DONE|CACHED|ERROR: ...". A v
 from __future__ import annotations
 
 import collections
-import http.client
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from qimg.builder.render import write_context
 from qimg.builder.spec import ImageSpec
 from qimg.engine_api import Engine
 from qimg.errors import BuildFailed, UsageError
+from qimg.http1 import Response
 
 # How Go's strconv.ParseBool, which the docker CLI reads DOCKER_BUILDKIT with, spells true and false.
 _TRUE, _FALSE = ("1", "t", "T", "TRUE", "true", "True"), ("0", "f", "F", "FALSE", "false", "False")
@@ -82,8 +82,11 @@ def _engine_without_buildkit(images: Engine) -> str:
     """Why the engine does not build with BuildKit, from its /_ping headers; "" when it does."""
     headers: dict[str, str] = {}
 
-    def read(reply: http.client.HTTPResponse) -> bytes:
-        headers.update((name.lower(), value.strip()) for name, value in reply.getheaders())
+    def read(reply: Response) -> bytes:
+        for name in ("libpod-api-version", "ostype", "builder-version"):
+            value = reply.getheader(name)
+            if value is not None:
+                headers[name] = value
         return reply.read(64)
 
     images.request("GET", "/_ping", read=read)

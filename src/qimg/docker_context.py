@@ -20,7 +20,6 @@ refused naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -82,6 +81,8 @@ def _current_context(config: Path) -> str:
 
 
 def _context(config_dir: Path, name: str, source: str) -> EngineTarget:
+    import hashlib  # only for a named context: OpenSSL's load is 3 ms of every command on the local socket
+
     digest = hashlib.sha256(name.encode()).hexdigest()
     meta = config_dir / "contexts" / "meta" / digest / "meta.json"
     document = _read_json(meta)

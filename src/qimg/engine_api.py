@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import http.client
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from urllib.parse import quote, urlencode
 from qimg import docker_context, engine_transport
 from qimg.engine_transport import EngineTarget, check_host
 from qimg.errors import DockerUnavailable, QimgError, UsageError, first_line
+from qimg.http1 import BadReply, Response
 
 TIMEOUT = 300.0  # seconds: an image's archive or a slow engine, as the SDK's client was given
 _ENGINE_ID = re.compile(r"[0-9a-f]{12,64}")
@@ -47,7 +47,7 @@ class _Answered:
 
     version = ""
 
-    def read(self, reply: http.client.HTTPResponse) -> bytes:
+    def read(self, reply: Response) -> bytes:
         self.version = reply.getheader("API-Version") or ""
         return reply.read(64)
 
@@ -130,7 +130,7 @@ class Engine:
     def request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
         headers: dict[str, str] | None = None,
-        read: Callable[[http.client.HTTPResponse], bytes] | None = None,
+        read: Callable[[Response], bytes] | None = None,
     ) -> bytes:  # fmt: skip
         """The reply's body (as `read` reads it from the reply, when given); EngineError (NotFound for
         404) when the engine refuses."""
@@ -143,7 +143,7 @@ class Engine:
             connection.request(method, url, payload, {**sent, **(headers or {})})
             reply = connection.getresponse()
             data = read(reply) if read is not None and reply.status < 400 else reply.read()
-        except (OSError, http.client.HTTPException) as error:  # refused, reset, a reply cut short
+        except (OSError, BadReply) as error:  # refused, reset, a reply cut short
             raise DockerUnavailable(engine_transport.unanswered(self.target, first_line(error))) from None
         finally:
             connection.close()
@@ -240,7 +240,7 @@ class Engine:
         """POST /build: the build context (a tar) built by the classic builder, each JSON message of the
         engine's stream handed to `on_message` as it arrives (what it raises ends the build's read)."""
 
-        def read(reply: http.client.HTTPResponse) -> bytes:
+        def read(reply: Response) -> bytes:
             decoder, text = codecs.getincrementaldecoder("utf-8")("replace"), ""
             while chunk := reply.read1(_READ_CHUNK):
                 text += decoder.decode(chunk)
@@ -353,7 +353,7 @@ def demultiplexed(data: bytes) -> bytes:
     return bytes(out)
 
 
-def demultiplexed_tail(stream: io.BufferedIOBase | http.client.HTTPResponse, limit: int) -> bytes:
+def demultiplexed_tail(stream: io.BufferedIOBase | Response, limit: int) -> bytes:
     """The last `limit` bytes of a multiplexed stream's payload, from the start of a line (the whole
     payload when it is shorter), read in chunks: about three times `limit` is held at most."""
     kept, pending = bytearray(), bytearray()  # the payload so far; what is not a whole frame yet

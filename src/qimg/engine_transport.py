@@ -16,7 +16,6 @@ instead of its paramiko transport.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import socket
 import subprocess
@@ -27,9 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from qimg import http1
 from qimg.errors import UsageError
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class _UnixConnection(http1.Connection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
@@ -190,19 +190,32 @@ def dial_stdio(address: _Address, end: socket.socket, timeout: float) -> subproc
     return subprocess.Popen(argv, stdin=end.fileno(), stdout=end.fileno(), stderr=subprocess.PIPE)
 
 
-class _TlsConnection(http.client.HTTPSConnection):
-    """TLS whose failures (a handshake refused on either side, in TLS 1.3 seen only at the first read)
-    say they are TLS's."""
+class _TlsConnection(http1.Connection):
+    """TLS, the engine's certificate verified as the context says (its host name checked), whose
+    failures (a handshake refused on either side, in TLS 1.3 seen only at the first read) say they
+    are TLS's."""
+
+    default_port = 443
+
+    def __init__(self, host: str, port: int | None, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout)
+        self.context = context
 
     def connect(self) -> None:
         with _tls_failures():
             super().connect()
+            assert self.sock is not None
+            try:
+                self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+            except BaseException:
+                self.sock.close()
+                raise
 
-    def send(self, data: Any) -> None:
+    def send(self, data: bytes) -> None:
         with _tls_failures():
             super().send(data)
 
-    def getresponse(self) -> http.client.HTTPResponse:
+    def getresponse(self) -> http1.Response:
         with _tls_failures():
             return super().getresponse()
 
@@ -220,10 +233,10 @@ def _tls_failures() -> Iterator[None]:
 _TLS = "TLS: "  # how a TLS failure's reason starts
 
 
-class _SshConnection(http.client.HTTPConnection):
+class _SshConnection(http1.Connection):
     """A connection whose socket is the local end of a pair, the other end being ssh's stdio. ssh
-    ends when the last user of the socket closes it (http.client may hand it over to a response
-    still being read), and a thread of its own reads what it says and reaps it."""
+    ends when the socket is closed (and the reply that reads from it), and a thread of its own reads
+    what it says and reaps it."""
 
     def __init__(self, address: _Address, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -246,16 +259,16 @@ class _SshConnection(http.client.HTTPConnection):
             self.said = process.stderr.read(1 << 16)
         process.wait()
 
-    def send(self, data: Any) -> None:
+    def send(self, data: bytes) -> None:
         try:
             super().send(data)
         except OSError as error:  # ssh ended before the request was written
             raise ConnectionError(self._ssh_failure() or str(error)) from None
 
-    def getresponse(self) -> http.client.HTTPResponse:
+    def getresponse(self) -> http1.Response:
         try:
             return super().getresponse()
-        except (OSError, http.client.HTTPException) as error:
+        except (OSError, http1.BadReply) as error:
             raise ConnectionError(self._ssh_failure() or str(error)) from None
 
     def _ssh_failure(self) -> str:
@@ -268,7 +281,7 @@ class _SshConnection(http.client.HTTPConnection):
         return last if last.startswith("ssh: ") or not last else f"ssh: {last}"
 
 
-def connection(target: EngineTarget, timeout: float) -> http.client.HTTPConnection:
+def connection(target: EngineTarget, timeout: float) -> http1.Connection:
     """A new connection to the engine (not connected yet: the first request connects it)."""
     address = _address(target)
     if address.scheme == "unix":
@@ -277,7 +290,7 @@ def connection(target: EngineTarget, timeout: float) -> http.client.HTTPConnecti
         return _SshConnection(address, timeout)
     if target.tls is not None:
         return _TlsConnection(address.host, address.port, timeout=timeout, context=tls_context(target.tls))
-    return http.client.HTTPConnection(address.host, address.port, timeout=timeout)
+    return http1.Connection(address.host, address.port, timeout=timeout)
 
 
 class SshRelay:
