@@ -116,7 +116,12 @@ def _address(target: EngineTarget) -> _Address:
         parts, port = urlsplit(""), None
     if parts.scheme == "unix" and parts.path:
         return _Address("unix", path=parts.path)
-    if parts.scheme in {"tcp", "http", "https"} and parts.hostname and port:
+    if (
+        parts.scheme in {"tcp", "http", "https"}
+        and parts.hostname
+        and port
+        and _has_idna_name(parts.hostname)
+    ):
         return _Address("tcp", host=parts.hostname, port=port)
     if (
         parts.scheme == "ssh"
@@ -129,6 +134,17 @@ def _address(target: EngineTarget) -> _Address:
         f"{target.described}: qimg reaches the engine through a unix socket, tcp or ssh "
         f"(unix:///var/run/docker.sock, tcp://HOST:PORT, ssh://USER@HOST): {target.switch}"
     )
+
+
+def _has_idna_name(host: str) -> bool:
+    """Whether a tcp host's name can be looked up and sent (a non-ASCII one as IDNA: `ö..x` cannot)."""
+    if host.isascii():
+        return True
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def check_host(target: EngineTarget) -> None:

@@ -90,7 +90,8 @@ class Connection:
             self.sock.close()
 
     def _host_header(self) -> str:
-        name = f"[{self.host}]" if ":" in self.host else self.host
+        host = self.host if self.host.isascii() else self.host.encode("idna").decode()  # as http.client
+        name = f"[{host}]" if ":" in host else host
         return name if self.port in (None, self.default_port) else f"{name}:{self.port}"
 
 

@@ -94,9 +94,15 @@ def test_a_folder_path_that_is_not_utf8(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "code: '\\udcc3' is not a folder path")
 
 
-@pytest.mark.parametrize("host", ["tcp://[::1:2375", "tcp://127.0.0.1:port"])
+@pytest.mark.parametrize("host", ["tcp://[::1:2375", "tcp://127.0.0.1:port", "tcp://ö..x:2375"])
 def test_a_docker_host_that_is_no_url(host: str) -> None:
     assert_one_line_error(run_qimg("ls", "--local", env={"DOCKER_HOST": host}), 2, f"DOCKER_HOST={host}: ")
+
+
+def test_a_docker_host_named_in_unicode_is_reached_by_its_idna_name() -> None:
+    """A host name http.client sent as IDNA: qimg's own client tried it as ASCII (a traceback)."""
+    result = run_qimg("ls", "--local", env={"DOCKER_HOST": "tcp://hö.invalid:2375"})
+    assert_one_line_error(result, 1, "the Docker engine does not answer at tcp://hö.invalid:2375 (")
 
 
 @pytest.mark.parametrize("url", ["http://u:secret@[::1:8080", "http://host:port/"])

@@ -140,7 +140,7 @@ def test_the_request_is_sent_as_http_client_sends_it() -> None:
 @pytest.mark.parametrize(
     ("host", "port", "header"),
     [("localhost", None, "localhost"), ("10.0.0.1", 2375, "10.0.0.1:2375"), ("::1", 2375, "[::1]:2375"),
-     ("engine.example", 80, "engine.example")],
+     ("engine.example", 80, "engine.example"), ("hö.example", 2375, "xn--h-1ga.example:2375")],
 )  # fmt: skip
 def test_the_host_header_names_the_port_unless_it_is_the_default(
     host: str, port: int | None, header: str
