@@ -38,6 +38,9 @@ _FRAME = struct.Struct(">BxxxL")  # a multiplexed stream's frame header: stream 
 # are kept as they stream (a container that printed gigabytes on one line costs no more memory).
 LOG_LINES, LOG_BYTES = 20_000, 4 << 20
 _READ_CHUNK = 1 << 16
+# The most of a reply read whole (JSON, an archive of a few files), and of one message of a build's
+# stream: more is no engine's answer, and would be held in memory until it ran out.
+MAX_REPLY, MAX_BUILD_MESSAGE = 64 << 20, 4 << 20
 _JSON = json.JSONDecoder()
 
 
@@ -142,7 +145,9 @@ class Engine:
         try:
             connection.request(method, url, payload, {**sent, **(headers or {})})
             reply = connection.getresponse()
-            data = read(reply) if read is not None and reply.status < 400 else reply.read()
+            data = read(reply) if read is not None and reply.status < 400 else reply.read(MAX_REPLY + 1)
+            if len(data) > MAX_REPLY:
+                raise EngineError(0, f"its reply to {method} {path} is longer than {MAX_REPLY >> 20} MiB")
         except (OSError, BadReply) as error:  # refused, reset, a reply cut short
             raise DockerUnavailable(engine_transport.unanswered(self.target, first_line(error))) from None
         finally:
@@ -251,6 +256,10 @@ class Engine:
                         break  # the rest of the message comes in the next chunks
                     on_message(message)
                     text = text[end:]
+                if len(text) > MAX_BUILD_MESSAGE:  # what is left is one message, not whole yet
+                    raise EngineError(
+                        0, f"a message of the build's stream is longer than {MAX_BUILD_MESSAGE >> 20} MiB"
+                    )
             if text.strip():
                 raise EngineError(0, f"the build's stream ended inside a message: {text[:60]!r}")
             return b""

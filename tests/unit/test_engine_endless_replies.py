@@ -1,0 +1,92 @@
+"""An engine whose reply never ends (a hostile or broken one): qimg reads a bounded part of it and
+says so in one line, instead of holding all of it until memory runs out (a MemoryError's traceback,
+or the kernel's OOM killer)."""
+
+from __future__ import annotations
+
+import contextlib
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qimg.engine_api import MAX_REPLY, Engine, EngineError
+from qimg.engine_transport import EngineTarget
+from tests.helpers import assert_one_line_error, run_qimg
+
+PING = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
+Reply = Callable[[socketserver.StreamRequestHandler], None]
+
+
+def endless(head: bytes, piece: bytes) -> Reply:
+    """A reply: `head`, then `piece` again and again until the client hangs up."""
+
+    def write(handler: socketserver.StreamRequestHandler) -> None:
+        with contextlib.suppress(OSError):
+            handler.wfile.write(head)
+            while True:
+                handler.wfile.write(piece)
+
+    return write
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def endless_engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, Reply]]]:
+    """An engine on a unix socket (its DOCKER_HOST) answering each path (the version left out) as told;
+    /_ping as Docker 20.10 does."""
+    replies: dict[str, Reply] = {}
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            target = self.rfile.readline().split(b" ")[1].decode()
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            path = target.split("?")[0].split("/", 2)[-1] if target.startswith("/v1.") else target[1:]
+            if f"/{path}" in replies:
+                replies[f"/{path}"](self)
+            else:
+                self.wfile.write(
+                    PING if path == "_ping" else b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                )
+
+    socket_path = tmp_path / "engine.sock"
+    server = _Server(str(socket_path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"unix://{socket_path}", replies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+SPACES = b" " * 65536
+ENDLESS = {
+    "a body until the connection's end": endless(b"HTTP/1.1 200 OK\r\n\r\n[", SPACES),
+    "endless chunks": endless(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10000\r\n%s\r\n" % SPACES
+    ),
+    "an endless refusal": endless(b"HTTP/1.1 500 Oops\r\n\r\n", b"x" * 65536),
+}
+
+
+@pytest.mark.parametrize("reply", ENDLESS.values(), ids=ENDLESS.keys())
+def test_an_endless_reply_is_one_line(endless_engine: tuple[str, dict[str, Reply]], reply: Reply) -> None:
+    host, replies = endless_engine
+    replies["/containers/json"] = reply
+    result = run_qimg("ls", "--local", env={"DOCKER_HOST": host}, timeout=120)
+    assert_one_line_error(result, 1, f"is longer than {MAX_REPLY >> 20} MiB")
+
+
+def test_a_build_message_that_never_ends_is_one_line(endless_engine: tuple[str, dict[str, Reply]]) -> None:
+    host, replies = endless_engine
+    replies["/build"] = endless(b'HTTP/1.1 200 OK\r\n\r\n{"stream": "', b"a" * 65536)
+    messages: list[object] = []
+    with pytest.raises(EngineError, match="a message of the build's stream is longer than"):
+        Engine(EngineTarget("DOCKER_HOST", host)).build(b"", {}, messages.append)
+    assert messages == []
