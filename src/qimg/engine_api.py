@@ -149,7 +149,8 @@ class Engine:
             if len(data) > MAX_REPLY:
                 raise EngineError(0, f"its reply to {method} {path} is longer than {MAX_REPLY >> 20} MiB")
         except (OSError, BadReply) as error:  # refused, reset, a reply cut short
-            raise DockerUnavailable(engine_transport.unanswered(self.target, first_line(error))) from None
+            reason = first_line(connection.failure(error))
+            raise DockerUnavailable(engine_transport.unanswered(self.target, reason)) from None
         finally:
             connection.close()
         if reply.status >= 400:

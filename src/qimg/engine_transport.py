@@ -275,26 +275,17 @@ class _SshConnection(http1.Connection):
             self.said = process.stderr.read(1 << 16)
         process.wait()
 
-    def send(self, data: bytes) -> None:
-        try:
-            super().send(data)
-        except OSError as error:  # ssh ended before the request was written
-            raise ConnectionError(self._ssh_failure() or str(error)) from None
-
-    def getresponse(self) -> http1.Response:
-        try:
-            return super().getresponse()
-        except (OSError, http1.BadReply) as error:
-            raise ConnectionError(self._ssh_failure() or str(error)) from None
-
-    def _ssh_failure(self) -> str:
-        """ssh's last words, when it ended instead of answering."""
+    def failure(self, error: OSError | http1.BadReply) -> str:
+        """ssh's last words, when it ended instead of carrying the request or the whole reply (not
+        when it runs on: its warnings are not why the engine's reply failed)."""
         if self.ended is None:
-            return ""
+            return str(error)
         self.ended.join(timeout=5)
         lines = self.said.decode("utf-8", "replace").strip().splitlines()
-        last = lines[-1][:200] if lines else ""
-        return last if last.startswith("ssh: ") or not last else f"ssh: {last}"
+        if self.ended.is_alive() or not lines:
+            return str(error)
+        last = lines[-1][:200]
+        return last if last.startswith("ssh: ") else f"ssh: {last}"
 
 
 def connection(target: EngineTarget, timeout: float) -> http1.Connection:

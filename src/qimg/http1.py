@@ -83,6 +83,10 @@ class Connection:
         self.reply = Response(self.sock)
         return self.reply
 
+    def failure(self, error: OSError | BadReply) -> str:
+        """What to say of a request or reply that failed with `error` (a transport says its own words)."""
+        return str(error)
+
     def close(self) -> None:
         if self.reply is not None:
             self.reply.close()

@@ -14,7 +14,7 @@ import pytest
 
 from qimg.engine_api import MAX_REPLY, Engine, EngineError
 from qimg.engine_transport import EngineTarget
-from tests.helpers import assert_one_line_error, run_qimg
+from tests.helpers import assert_one_line_error, run_qimg, stand_in
 
 PING = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
 Reply = Callable[[socketserver.StreamRequestHandler], None]
@@ -90,3 +90,19 @@ def test_a_build_message_that_never_ends_is_one_line(endless_engine: tuple[str, 
     with pytest.raises(EngineError, match="a message of the build's stream is longer than"):
         Engine(EngineTarget("DOCKER_HOST", host)).build(b"", {}, messages.append)
     assert messages == []
+
+
+def test_an_ssh_engine_whose_ssh_dies_mid_reply_says_what_ssh_said(tmp_path: Path) -> None:
+    """`ssh ... docker system dial-stdio` that ends inside the reply's body: ssh's last words, not the
+    socket's "connection reset" (as when it ends before the reply's headers)."""
+    path = stand_in(
+        tmp_path / "bin", "ssh",
+        "head -c 1 >/dev/null\n"  # the request's first byte: ssh dies with the rest unread
+        "printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\n['\n"
+        "echo 'Connection to engine.example closed by remote host.' >&2\nexit 255\n",
+    )  # fmt: skip
+    env = {**path, "DOCKER_HOST": "ssh://alice@engine.example", "DOCKER_API_VERSION": "1.41"}
+    result = run_qimg("ls", "--local", env=env)
+    assert_one_line_error(
+        result, 1, "does not answer at ssh://alice@engine.example (ssh: Connection to engine.example closed"
+    )
