@@ -247,6 +247,7 @@ class Engine:
         engine's stream handed to `on_message` as it arrives (what it raises ends the build's read)."""
 
         def read(reply: Response) -> bytes:
+            reply.settimeout(None)  # a step may print nothing for long (a compile), as the SDK's build waited
             decoder, text = codecs.getincrementaldecoder("utf-8")("replace"), ""
             while chunk := reply.read1(_READ_CHUNK):
                 text += decoder.decode(chunk)

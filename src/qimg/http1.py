@@ -104,7 +104,7 @@ class Response:
     undone: a length, chunks, or the connection's end)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._file = sock.makefile("rb")
+        self._sock, self._file = sock, sock.makefile("rb")
         status_line = self._line("the status line")
         if not status_line:
             raise BadReply("the connection closed without a reply")
@@ -122,6 +122,10 @@ class Response:
     def getheader(self, name: str, default: str | None = None) -> str | None:
         values = self._headers.get(name.lower())
         return ", ".join(values) if values else default
+
+    def settimeout(self, seconds: float | None) -> None:
+        """How long a read of the body may wait for the engine (None: as long as it takes)."""
+        self._sock.settimeout(seconds)
 
     def read(self, amount: int | None = None) -> bytes:
         """At most `amount` bytes of the body (all of it when None); fewer only at its end."""
