@@ -14,6 +14,7 @@ import pytest
 
 from qimg.engine_api import MAX_REPLY, Engine, EngineError
 from qimg.engine_transport import EngineTarget
+from qimg.errors import DockerUnavailable
 from tests.helpers import assert_one_line_error, run_qimg, stand_in
 
 PING = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
@@ -106,3 +107,25 @@ def test_an_ssh_engine_whose_ssh_dies_mid_reply_says_what_ssh_said(tmp_path: Pat
     assert_one_line_error(
         result, 1, "does not answer at ssh://alice@engine.example (ssh: Connection to engine.example closed"
     )
+
+
+def stalled(head: bytes) -> Reply:
+    """A reply: `head`, then nothing, the connection kept open (an engine hung mid-reply)."""
+
+    def write(handler: socketserver.StreamRequestHandler) -> None:
+        handler.wfile.write(head)
+        handler.rfile.read()  # until the client hangs up
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "head", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n[1"], ids=["no head", "mid-body"]
+)
+def test_an_engine_that_stalls_is_given_up_on_at_the_timeout(
+    endless_engine: tuple[str, dict[str, Reply]], head: bytes
+) -> None:
+    host, replies = endless_engine
+    replies["/containers/json"] = stalled(head)
+    with pytest.raises(DockerUnavailable, match=r"does not answer at unix://.* \(timed out\)"):
+        Engine(EngineTarget("DOCKER_HOST", host), timeout=0.5).containers(["a=b"])
