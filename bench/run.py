@@ -48,6 +48,7 @@ from qimg.launcher.ssh import wait_until_ready
 QIMG = str(Path(sys.executable).with_name("qimg"))
 RUNS = 5
 REBUILD_RUNS = 11  # a no-op rebuild takes a few tenths of a second: more pairs for a steadier median
+ONE_LAUNCH_RUNS = 9  # so does a launch of one instance, whose ratio is the closest to its target
 LISTED_TASKS = 20
 MANY = 8  # instances in the second `run --local` measure
 RAW_RETRY_SECONDS = 0.05  # between the raw loop's ssh tries
@@ -120,7 +121,9 @@ def installed_size(client: docker.DockerClient, image: str) -> int:
     return sum(size for name, size in packages(image).items() if name not in base)
 
 
-def run_local_vs_raw(image: str, key: Path, env: dict[str, str], instances: int) -> tuple[float, float]:
+def run_local_vs_raw(
+    image: str, key: Path, env: dict[str, str], instances: int, runs: int = RUNS
+) -> tuple[float, float]:
     qimg_run = [
         QIMG, "run", "--local", image, "--key", f"{key}.pub",
         "--instances", str(instances), "--command", "true",
@@ -156,7 +159,9 @@ def run_local_vs_raw(image: str, key: Path, env: dict[str, str], instances: int)
         finally:
             subprocess.run(["docker", "rm", "-f", *started], capture_output=True, check=True)
 
-    return paired_medians(lambda: subprocess.run(qimg_run, env=env, capture_output=True, check=True), raw)
+    return paired_medians(
+        lambda: subprocess.run(qimg_run, env=env, capture_output=True, check=True), raw, runs
+    )
 
 
 def launch_against_fake(
@@ -274,7 +279,7 @@ def user_env(workdir: Path) -> tuple[dict[str, str], Path]:
 
 def run_local_rows(image: str, workdir: Path) -> list[tuple[str, str]]:
     env, key = user_env(workdir)
-    ours, theirs = run_local_vs_raw(image, key, env, 1)
+    ours, theirs = run_local_vs_raw(image, key, env, 1, ONE_LAUNCH_RUNS)
     ours_many, theirs_many = run_local_vs_raw(image, key, env, MANY)
     return [
         ("qimg run --local --command true (median s)", f"{ours:.2f}"),

@@ -103,8 +103,22 @@ class Response:
     """A reply: `status`, `reason`, `getheader`, and its body through `read` and `read1` (its framing
     undone: a length, chunks, or the connection's end)."""
 
+    status: int
+    reason: str
+    _headers: dict[str, list[str]]  # by lower-case name
+    _chunked: bool
+    _left: int | None  # of the body or of its chunk; None: until the connection's end
+    _done: bool
+
     def __init__(self, sock: socket.socket) -> None:
         self._sock, self._file = sock, sock.makefile("rb")
+        try:
+            self._head()
+        except BaseException:  # the socket is closed only once this reader of it is
+            self._file.close()
+            raise
+
+    def _head(self) -> None:
         status_line = self._line("the status line")
         if not status_line:
             raise BadReply("the connection closed without a reply")

@@ -265,3 +265,19 @@ def test_tcp_connects_to_its_host_and_port(listening: socket.socket) -> None:
     connection.request("GET", "/_ping")
     assert connection.getresponse().read() == b"OK"
     connection.close()
+
+
+def test_a_refused_reply_leaves_no_socket_open() -> None:
+    """The transport's socket closes with the connection even when its reply was refused: an ssh
+    engine's `docker system dial-stdio` ends only then."""
+    end, theirs = socket.socketpair()
+    with theirs:
+        connection = _Pair(end)
+        connection.request("GET", "/_ping")
+        theirs.recv(65536)
+        theirs.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        with pytest.raises(http1.BadReply) as refused:  # kept, as a caller's error keeps it as context
+            connection.getresponse()
+        connection.close()
+        theirs.settimeout(5)
+        assert theirs.recv(1) == b"" and refused.value
