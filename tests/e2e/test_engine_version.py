@@ -7,25 +7,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import socketserver
 import subprocess
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from tests.fakes.http import UnixHTTPServer, serving
 from tests.helpers import assert_one_line_error, engine_commands, run_qimg
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "qimgtest/old-engine-never-built:latest"
 COMMANDS = engine_commands(IMAGE)
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
 
 
 @pytest.fixture
@@ -51,13 +46,8 @@ def old_engine(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             pass
 
     path = tmp_path / "old.sock"
-    server = _UnixHTTPServer(str(path), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(UnixHTTPServer(str(path), Handler)):
         yield f"unix://{path}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("command", COMMANDS)

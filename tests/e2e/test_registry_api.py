@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import json
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +25,7 @@ from qimg.builder import labels
 from qimg.builder.spec import ImageRef
 from qimg.errors import UsageError
 from qimg.registry_api import RegistryError, RemoteImage, read_image
+from tests.fakes.http import serving
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, put_image, put_manifest
 
 TESTER = (REGISTRY_USER, REGISTRY_PASSWORD)
@@ -125,12 +125,9 @@ def hostile() -> Iterator[Hostile]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url, state.handler = f"http://127.0.0.1:{server.server_address[1]}", Handler
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        state.url, state.handler = f"http://127.0.0.1:{server.server_address[1]}", Handler
+        yield state
 
 
 def digest(body: bytes) -> str:
@@ -334,10 +331,8 @@ def tls_hostile(hostile: Hostile, tmp_path: Path) -> Iterator[tuple[HttpsName, P
     context.load_cert_chain(pem, key_file)
     server = ThreadingHTTPServer(("127.0.0.1", 0), hostile.handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield HttpsName(f"https://127.0.0.1:{server.server_address[1]}"), pem
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield HttpsName(f"https://127.0.0.1:{server.server_address[1]}"), pem
 
 
 def test_an_untrusted_certificate_is_one_line(tls_hostile: tuple[HttpsName, Path], hostile: Hostile) -> None:

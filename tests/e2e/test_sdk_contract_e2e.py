@@ -6,7 +6,6 @@ again. (The signatures: tests/unit/test_sdk_contract.py.)"""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +22,7 @@ from qimg.launcher.backends.base import STORAGE
 from qimg.launcher.backends.qarnot import QarnotBackend
 from qimg.launcher.backends.qarnot_config import QarnotSettings
 from qimg.launcher.backends.qarnot_storage import QarnotStorage
+from tests.fakes.http import serving
 from tests.fakes.qarnot import FakeQarnot, Faults
 from tests.fakes.s3 import S3
 
@@ -113,12 +113,8 @@ def slow_s3() -> Iterator[tuple[str, list[float]]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_bucket_requests_are_bounded_by_qimgs_timeout(

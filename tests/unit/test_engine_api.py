@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-import socketserver
 import struct
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -29,6 +27,7 @@ from qimg.engine_transport import EngineTarget
 from qimg.errors import BackendError, DockerUnavailable, UsageError
 from qimg.launcher.backends.local import INSTANCE_LABEL, TASK_LABEL, LocalBackend
 from qimg.launcher.containers import published_ssh
+from tests.fakes.http import UnixHTTPServer, serving
 from tests.helpers import assert_one_line_error, run_qimg
 
 
@@ -170,10 +169,6 @@ PING_141 = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK
 requested: list[str] = []  # the paths the odd engine was asked for, in order
 
 
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
 @pytest.fixture
 def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
     """An engine on a unix socket that answers each path with the raw reply given for it (status line
@@ -192,14 +187,8 @@ def odd_engine(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, bytes]]]:
             return "engine-test"
 
     path = tmp_path / "engine.sock"
-    server = _UnixHTTPServer(str(path), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(UnixHTTPServer(str(path), Handler)):
         yield Engine(EngineTarget("test", f"unix://{path}")), replies
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_odd_replies_from_the_engine_are_one_line(odd_engine: tuple[Engine, dict[str, bytes]]) -> None:
@@ -318,12 +307,7 @@ def test_an_old_engine_is_one_line_from_the_cli(tmp_path: Path) -> None:
             return "engine-test"
 
     path = tmp_path / "old.sock"
-    server = _UnixHTTPServer(str(path), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(UnixHTTPServer(str(path), Handler)):
         for command in (("ls", "--local"), ("check", "qimg/alice:latest")):
             result = run_qimg(*command, env={"DOCKER_HOST": f"unix://{path}"})
             assert_one_line_error(result, 1, f"DOCKER_HOST=unix://{path} speaks Docker API 1.24", "upgrade")
-    finally:
-        server.shutdown()
-        server.server_close()

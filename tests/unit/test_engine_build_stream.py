@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import socketserver
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -22,13 +20,10 @@ from qimg.builder.spec import ImageSpec
 from qimg.engine_api import Engine, EngineError
 from qimg.engine_transport import EngineTarget
 from qimg.errors import BuildFailed
+from tests.fakes.http import UnixHTTPServer, serving
 
 PING = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
 IMAGE = {"Id": "sha256:" + "ab" * 32, "Size": 1234}
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
 
 
 class BuildEngine:
@@ -79,13 +74,8 @@ def build_engine(tmp_path: Path) -> Iterator[tuple[Engine, BuildEngine]]:
             return "engine-test"
 
     path = tmp_path / "engine.sock"
-    server = _UnixHTTPServer(str(path), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(UnixHTTPServer(str(path), Handler)):
         yield Engine(EngineTarget("test", f"unix://{path}")), answer
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def cut(messages: list[dict[str, Any]], size: int) -> list[bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import socketserver
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from qimg.engine_api import MAX_REPLY, Engine, EngineError
 from qimg.engine_transport import EngineTarget
 from qimg.errors import DockerUnavailable
+from tests.fakes.http import UnixHTTPServer, serving
 from tests.helpers import assert_one_line_error, run_qimg, stand_in
 
 PING = b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
@@ -31,10 +31,6 @@ def endless(head: bytes, piece: bytes) -> Reply:
                 handler.wfile.write(piece)
 
     return write
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
 
 
 @pytest.fixture
@@ -57,13 +53,8 @@ def endless_engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, Reply]]]:
                 )
 
     socket_path = tmp_path / "engine.sock"
-    server = _Server(str(socket_path), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(UnixHTTPServer(str(socket_path), Handler)):
         yield f"unix://{socket_path}", replies
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 SPACES = b" " * 65536
