@@ -12,6 +12,7 @@ import atexit
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import pty
 import re
@@ -213,6 +214,15 @@ def stand_in(folder: Path, name: str, script: str) -> dict[str, str]:
     (folder / name).write_text("#!/bin/sh\n" + script)
     (folder / name).chmod(0o755)
     return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def write_feature(folder: Path, metadata: dict[str, Any], install: str) -> Path:
+    """A Dev Container feature in `folder` (made, with its parents): its devcontainer-feature.json and
+    its install.sh."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "devcontainer-feature.json").write_text(json.dumps(metadata))
+    (folder / "install.sh").write_text(install)
+    return folder
 
 
 def tool(name: str) -> str:

@@ -18,6 +18,7 @@ from tests.e2e.conftest import User
 from tests.e2e.processes import named_tasks
 from tests.fakes.qarnot import FakeQarnot
 from tests.fakes.registry import Registry
+from tests.helpers import write_feature
 
 pytestmark = pytest.mark.docker
 
@@ -88,12 +89,9 @@ echo "workspace=$(stat -c %U /workspaces/project)"
 
 def make_project(root: Path) -> Path:
     project = root / "project"
-    feature = project / ".devcontainer" / "marker"
-    feature.mkdir(parents=True)
+    write_feature(project / ".devcontainer" / "marker", FEATURE, INSTALL)
     (project / ".devcontainer" / "devcontainer.json").write_text(DEVCONTAINER)
     (project / ".devcontainer" / "Dockerfile").write_text(DOCKERFILE)
-    (feature / "devcontainer-feature.json").write_text(json.dumps(FEATURE))
-    (feature / "install.sh").write_text(INSTALL)
     return project
 
 

@@ -22,7 +22,7 @@ from docker.errors import ImageNotFound, NotFound
 from tests.e2e.conftest import User
 from tests.fakes.http import http_server
 from tests.fakes.registry import REGISTRY_PASSWORD, REGISTRY_USER, Registry, put_blob, put_image, put_manifest
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, write_feature
 
 pytestmark = pytest.mark.docker
 
@@ -67,11 +67,8 @@ def features(auth_registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
             "> /usr/local/share/qimg-hello\n",
         ),
     ):  # fmt: skip
-        folder = collection / name
-        folder.mkdir(parents=True)
         document = {"id": name, "name": name, "version": "1.2.0", **metadata}
-        (folder / "devcontainer-feature.json").write_text(json.dumps(document))
-        (folder / "install.sh").write_text("#!/bin/sh\nset -eu\n" + script)
+        write_feature(collection / name, document, "#!/bin/sh\nset -eu\n" + script)
     tool = collection / "base" / "bin" / "tool"  # its mode travels in the CLI's tar
     tool.parent.mkdir()
     tool.write_text("#!/bin/sh\necho base\n")
@@ -317,16 +314,14 @@ def test_hostile_option_values_reach_install_sh_as_written(
     gets them as written, nothing of them run; the devcontainer and its feature named relative, from
     another folder."""
     folder = user.workdir / "elsewhere" / "proj"
-    feature = folder / ".devcontainer" / "f"
-    feature.mkdir(parents=True)
-    (feature / "install.sh").write_text(
-        '#!/bin/sh\nset -eu\nprintf "%s\\n" "$GIVEN" "$DEFAULTED" > /usr/local/share/qimg-options\n'
-    )
     default = "$(touch /tmp/pwned-default)`touch /tmp/pwned-backquote`"
     options = {
         "given": {"type": "string", "default": ""}, "defaulted": {"type": "string", "default": default}
     }  # fmt: skip
-    (feature / "devcontainer-feature.json").write_text(json.dumps({"id": "f", "options": options}))
+    write_feature(
+        folder / ".devcontainer" / "f", {"id": "f", "options": options},
+        '#!/bin/sh\nset -eu\nprintf "%s\\n" "$GIVEN" "$DEFAULTED" > /usr/local/share/qimg-options\n',
+    )  # fmt: skip
     given = 'it\'s "quoted"; touch /tmp/pwned-given $HOME \\'
     config = {"image": "debian:bookworm-slim", "features": {"./f": {"given": given}}}
     (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config))
@@ -405,11 +400,8 @@ def test_a_feature_container_env_extends_the_path_as_the_cli_does(
     document = json.loads((folder / ".devcontainer" / "devcontainer.json").read_text())
     document["containerEnv"] = {"OWN": "${HOME}"}
     (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(document))
-    feature = folder / ".devcontainer" / "f"
-    feature.mkdir()
-    (feature / "install.sh").write_text("#!/bin/sh\n")
     metadata = {"id": "f", "containerEnv": {"PATH": "/opt/f/bin:${PATH}", "F_QUOTED": 'a "b" \\c'}}
-    (feature / "devcontainer-feature.json").write_text(json.dumps(metadata))
+    write_feature(folder / ".devcontainer" / "f", metadata, "#!/bin/sh\n")
     built = user.qimg("build", "--devcontainer", "--tag", TAG, cwd=folder)
     assert built.returncode == 0, built.stderr
     env = dict(line.split("=", 1) for line in docker_client.images.get(TAG).attrs["Config"]["Env"])

@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.conftest import User
 from tests.e2e.processes import named_tasks
 from tests.engines import LocalEngine
+from tests.helpers import write_feature
 
 pytestmark = pytest.mark.docker
 
@@ -48,12 +49,9 @@ echo "ssh=$(stat -c '%u:%g %a' ~/.ssh ~/.ssh/authorized_keys | tr '\\n' ' ')"
 
 def make_project(root: Path) -> Path:
     project = root / "users"
-    feature = project / ".devcontainer" / "settings"
-    feature.mkdir(parents=True)
+    write_feature(project / ".devcontainer" / "settings", FEATURE, INSTALL)
     (project / ".devcontainer" / "Dockerfile").write_text(DOCKERFILE)
     (project / ".devcontainer" / "devcontainer.json").write_text(json.dumps(DEVCONTAINER))
-    (feature / "devcontainer-feature.json").write_text(json.dumps(FEATURE))
-    (feature / "install.sh").write_text(INSTALL)
     return project
 
 
